@@ -1,0 +1,222 @@
+"""``chimera`` and ``chimera-worker``: the operator's command line (typer)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
+from chimera.ops.settings import load_settings
+from chimera.workers.errors import FatalError
+
+app = typer.Typer(help="Chimera: automated trading on Redis-Streams workers.", no_args_is_help=True)
+streams_app = typer.Typer(help="Inspect and prepare streams and consumer groups.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter stream.", no_args_is_help=True)
+streams_app.add_typer(dlq_app, name="dlq")
+app.add_typer(streams_app, name="streams")
+
+try:  # the local venue ships its own sub-app
+    from chimera.venues.local.cli import app as venue_app
+
+    app.add_typer(venue_app, name="venue", help="The local Binance paper venue.")
+except ImportError:  # pragma: no cover - only while the venue is not installed
+    pass
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _settings():
+    try:
+        return load_settings()
+    except FatalError as exc:
+        _fail(str(exc))
+
+
+# --- worker ------------------------------------------------------------------------------------
+
+
+def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
+    from chimera.workers.registry import find_role, load_spec
+    from chimera.workers.runtime import Worker
+
+    settings = _settings()
+    setup_logging(settings.log_level)
+    try:
+        spec_role = find_role(role)
+        r = redis_from(settings)
+        clock = clock_from(settings)
+        name = consumer or consumer_name(spec_role.code, settings, index)
+        if spec_role.code == "scheduler":
+            from chimera.workers.scheduler_role import run_scheduler
+
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            run_scheduler(r, clock, name, stop)
+            return
+        spec = load_spec(role)
+        store, objects = stores_from(settings)
+        worker = Worker(spec, r, settings=settings, store=store, objects=objects, clock=clock, consumer=name)
+        worker.install_signal_handlers()
+        worker.run()
+    except FatalError as exc:
+        _fail(str(exc))
+
+
+worker_app = typer.Typer(add_completion=False)
+
+
+@worker_app.command()
+def worker(
+    role: Annotated[str, typer.Option("--role", help="s1..s12, scheduler, or an alias such as router")],
+    replicas: Annotated[int, typer.Option(help="processes to start; each is one consumer")] = 1,
+    consumer: Annotated[str | None, typer.Option(help="consumer name (default: <role>-<host>-<i>)")] = None,
+) -> None:
+    """Run one role as a consumer-group worker (``--replicas N`` starts N processes)."""
+    if replicas < 1:
+        _fail("--replicas must be at least 1")
+    if replicas == 1:
+        run_role(role, consumer)
+        return
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "chimera.ops.cli", "worker", "--role", role, "--consumer",
+                          f"{consumer or role}-{os.getpid()}-{i}"])
+        for i in range(replicas)
+    ]
+
+    def forward(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    raise typer.Exit(max(codes))
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    stream: Annotated[str, typer.Option("--stream", help="stream key, e.g. ord:{commands}")],
+    from_id: Annotated[str, typer.Option("--from-id", help="replay entries strictly after this id")],
+    to_id: Annotated[str | None, typer.Option("--to-id", help="last id to include (with --print)")] = None,
+    into_group: Annotated[str | None, typer.Option("--into-group", help="rewind this consumer group")] = None,
+    print_: Annotated[bool, typer.Option("--print", help="decode and print entries as JSON lines")] = False,
+    rehandle: Annotated[bool, typer.Option(help="forget the group's done-markers so entries are handled again")] = True,
+) -> None:
+    """Replay a stream from an id: print it, or rewind a group so its workers get the entries again."""
+    from chimera.streams.replay import print_range, rewind_group
+
+    if bool(into_group) == bool(print_):
+        _fail("choose exactly one of --into-group G or --print")
+    settings = _settings()
+    r = redis_from(settings)
+    try:
+        if print_:
+            for line in print_range(r, stream, from_id, to_id):
+                typer.echo(line)
+        else:
+            if to_id:
+                _fail("--to-id works with --print; a rewound group receives every entry after --from-id")
+            n = rewind_group(r, stream, into_group, from_id, rehandle=rehandle)
+            typer.echo(f"group {into_group} on {stream} rewound to {from_id}: {n} entries will be redelivered")
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+# --- streams -------------------------------------------------------------------------------------
+
+
+@streams_app.command("init")
+def streams_init() -> None:
+    """Create every role's consumer groups (idempotent)."""
+    from chimera.streams.admin import init_groups
+
+    settings = _settings()
+    for stream, group in init_groups(redis_from(settings), settings):
+        typer.echo(f"{stream}\t{group}")
+
+
+@streams_app.command("info")
+def streams_info() -> None:
+    """Length, groups, pending and lag of every Chimera stream."""
+    from chimera.streams.admin import stream_info
+
+    settings = _settings()
+    for row in stream_info(redis_from(settings)):
+        typer.echo("\t".join(str(x) for x in row))
+
+
+@streams_app.command("pending")
+def streams_pending(stream: str, group: str) -> None:
+    """Pending entries of a group: id, consumer, idle ms, deliveries."""
+    r = redis_from(_settings())
+    for p in r.xpending_range(stream, group, min="-", max="+", count=1000):
+        typer.echo(f"{p['message_id'].decode()}\t{p['consumer'].decode()}\t{p['time_since_delivered']}\t{p['times_delivered']}")
+
+
+@dlq_app.command("list")
+def dlq_list(count: int = 100) -> None:
+    """Dead letters: id, source stream, group, attempts, reason."""
+    from chimera.streams.admin import dlq_entries
+
+    for entry_id, letter in dlq_entries(redis_from(_settings()), count):
+        typer.echo(f"{entry_id}\t{letter.stream}\t{letter.group}\t{letter.attempts}\t{letter.reason.splitlines()[0]}")
+
+
+@dlq_app.command("requeue")
+def dlq_requeue(entry_id: str) -> None:
+    """Put a dead letter's original entry back on its stream (after fixing the cause)."""
+    from chimera.streams.admin import dlq_requeue as requeue
+
+    try:
+        new_id = requeue(redis_from(_settings()), entry_id)
+    except KeyError:
+        _fail(f"no dead letter {entry_id}; see `chimera streams dlq list`")
+    typer.echo(f"requeued as {new_id}")
+
+
+# --- up -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    speed: Annotated[float, typer.Option(help="replay speed of the local venue (x real time)")] = 60.0,
+    api_port: Annotated[int, typer.Option(help="gateway port")] = 8000,
+    venue_port: Annotated[int, typer.Option(help="local venue port")] = 8765,
+    data_dir: Annotated[str, typer.Option(help="where Redis, the store and the venue keep state")] = "var",
+) -> None:
+    """Run the local stack: Redis (unless CHIMERA_REDIS_URL is set), the venue and every built role."""
+    from chimera.ops.up import run_stack
+
+    try:
+        raise typer.Exit(run_stack(speed=speed, api_port=api_port, venue_port=venue_port, data_dir=data_dir))
+    except FatalError as exc:
+        _fail(str(exc))
+
+
+app.add_typer(worker_app, name="worker", help="Run one role (same as chimera-worker).")
+
+
+def main() -> None:
+    app()
+
+
+def worker_main() -> None:
+    worker_app()
+
+
+if __name__ == "__main__":
+    app()

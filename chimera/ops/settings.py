@@ -1,0 +1,91 @@
+"""Settings from the environment, validated once at start with a clear error."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from chimera.workers.errors import FatalError
+
+VENUES = ("paper", "testnet", "live")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    store_url: str = "sqlite:///var/chimera.sqlite"
+    objects_url: str = "file://var/objects"
+    venue: str = "paper"
+    venue_url: str = "http://127.0.0.1:8765"
+    accounts_file: str = ""
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    consumer: str = ""
+    max_attempts: int = 5
+    claim_idle_ms: int = 30_000
+    block_ms: int = 1_000
+    lock_ttl_ms: int = 10_000
+    lease_ttl_ms: int = 5_000
+    idem_ttl_s: int = 7 * 24 * 3600
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FatalError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
+    if value <= 0:
+        raise FatalError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def load_settings(env: dict | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    redis_url = env.get("CHIMERA_REDIS_URL", Settings.redis_url)
+    scheme = urlparse(redis_url).scheme
+    if scheme not in ("redis", "rediss", "redis+cluster", "unix"):
+        raise FatalError(
+            f"CHIMERA_REDIS_URL={redis_url!r}: scheme must be redis://, rediss:// or redis+cluster:// "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
+    cluster = scheme == "redis+cluster" or env.get("CHIMERA_REDIS_CLUSTER", "") in ("1", "true", "yes")
+    store_url = env.get("CHIMERA_STORE_URL", Settings.store_url)
+    if urlparse(store_url).scheme not in ("sqlite", "arangodb", "arangodbs", "memory"):
+        raise FatalError(
+            f"CHIMERA_STORE_URL={store_url!r}: use sqlite:///path/file.sqlite, sqlite://:memory: "
+            "or arangodb://user:pass@host:8529/dbname"
+        )
+    objects_url = env.get("CHIMERA_OBJECTS_URL", Settings.objects_url)
+    if urlparse(objects_url).scheme not in ("file", "minio", "minios", "s3"):
+        raise FatalError(
+            f"CHIMERA_OBJECTS_URL={objects_url!r}: use file:///dir or minio://key:secret@host:9000/bucket"
+        )
+    venue = env.get("CHIMERA_VENUE", Settings.venue)
+    if venue not in VENUES:
+        raise FatalError(f"CHIMERA_VENUE={venue!r}: must be one of {', '.join(VENUES)}")
+    symbols = tuple(s.strip().upper() for s in env.get("CHIMERA_SYMBOLS", ",".join(Settings.symbols)).split(",") if s.strip())
+    if not symbols:
+        raise FatalError("CHIMERA_SYMBOLS is empty; set e.g. CHIMERA_SYMBOLS=BTCUSDT,ETHUSDT")
+    return Settings(
+        redis_url=redis_url.replace("redis+cluster://", "redis://"),
+        redis_cluster=cluster,
+        store_url=store_url,
+        objects_url=objects_url,
+        venue=venue,
+        venue_url=env.get("CHIMERA_VENUE_URL", Settings.venue_url),
+        accounts_file=env.get("CHIMERA_ACCOUNTS_FILE", ""),
+        symbols=symbols,
+        consumer=env.get("CHIMERA_CONSUMER", ""),
+        max_attempts=_int(env, "CHIMERA_MAX_ATTEMPTS", Settings.max_attempts),
+        claim_idle_ms=_int(env, "CHIMERA_CLAIM_IDLE_MS", Settings.claim_idle_ms),
+        block_ms=_int(env, "CHIMERA_BLOCK_MS", Settings.block_ms),
+        lock_ttl_ms=_int(env, "CHIMERA_LOCK_TTL_MS", Settings.lock_ttl_ms),
+        lease_ttl_ms=_int(env, "CHIMERA_LEASE_TTL_MS", Settings.lease_ttl_ms),
+        log_level=env.get("CHIMERA_LOG_LEVEL", "INFO"),
+    )

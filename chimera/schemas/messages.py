@@ -1,0 +1,343 @@
+"""Every payload S1–S6 exchange (spec 001 §A, §B), as frozen tagged msgspec Structs.
+
+Commands are imperatives (``SubmitOrder``), events are past tense (``OrderFilled`` lives in the
+order state machine; on streams the router publishes ``OrderResult``). Money is ``Decimal``.
+See ``envelope.py`` for the evolution rules every change here must follow.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from chimera.schemas.envelope import Message, register
+
+Market = Literal["spot", "perp"]
+Side = Literal["BUY", "SELL"]
+ProductMarket = Literal["FUT", "SPOT"]
+ExecPolicy = Literal["MakerThenTaker", "TWAP", "MARKET", "OCO", "GUARD", "LIMIT", "STOP"]
+Purpose = Literal["ENTRY", "EXIT", "STOP", "TAKE_PROFIT", "ADD", "REDUCE", "FLATTEN"]
+
+
+# --- S1: market data -------------------------------------------------------------------
+
+
+class BookTicker(Message, frozen=True, tag="book_ticker"):
+    market: Market
+    symbol: str
+    bid: Decimal
+    bid_qty: Decimal
+    ask: Decimal
+    ask_qty: Decimal
+    mid: Decimal
+    spread_bp: float
+    ts: int  # exchange event time, ms
+
+
+class Trade(Message, frozen=True, tag="trade"):
+    market: Market
+    symbol: str
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    buyer_is_maker: bool
+    ts: int
+
+
+class Kline(Message, frozen=True, tag="kline"):
+    market: Market
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    closed: bool = True
+    backfilled: bool = False
+
+
+class DepthLevels(Message, frozen=True, tag="depth"):
+    market: Market
+    symbol: str
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+    ts: int
+
+
+class MarkPrice(Message, frozen=True, tag="mark_price"):
+    symbol: str
+    mark_price: Decimal
+    index_price: Decimal | None = None
+    funding_rate: Decimal | None = None
+    next_funding_time: int = 0
+    ts: int = 0
+
+
+class FundingEvent(Message, frozen=True, tag="funding"):
+    """Next (predicted) or settled funding for a perp symbol."""
+
+    symbol: str
+    funding_time: int
+    rate: Decimal
+    settled: bool = False
+    amount_usdt: Decimal | None = None  # for settlements booked against an account
+
+
+class AccountStreamStatus(Message, frozen=True, tag="account_stream_status"):
+    ws_status: Literal["CONNECTING", "CONNECTED", "DISCONNECTED", "DISABLED"]
+    last_error: str = ""
+    last_connected_at: int = 0
+
+
+# --- S2: features ------------------------------------------------------------------------
+
+
+class FeaturesComputed(Message, frozen=True, tag="features"):
+    signal_id: str
+    t0: int
+    symbol: str
+    features: dict[str, float | None]
+    flags: dict[str, list[str]] = {}
+
+
+class RecomputeFeatures(Message, frozen=True, tag="recompute_features"):
+    symbol: str
+    start_ms: int
+    end_ms: int
+
+
+# --- S3: decisions and intents -------------------------------------------------------------
+
+
+class Decide(Message, frozen=True, tag="decide"):
+    """Ask S3 for a decision on a signal (the gateway's POST /decide produces this)."""
+
+    signal_id: str
+    symbol: str
+    side: Side | None = None
+
+
+class Decision(Message, frozen=True, tag="decision"):
+    signal_id: str
+    symbol: str
+    action: Literal["open", "skip"]
+    side: Side | None = None
+    size_mult: float = 1.0
+    tp_mult: float = 1.0
+    sl_mult: float = 1.0
+    reason: str = ""
+    model_p: float | None = None
+
+
+class OrderIntent(Message, frozen=True, tag="order_intent"):
+    intent_id: str
+    market: ProductMarket
+    symbol: str
+    side: Side
+    qty: Decimal
+    exec_policy: ExecPolicy = "MARKET"
+    purpose: Purpose = "ENTRY"
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    reduce_only: bool = False
+    leverage: int = 20
+    margin_usdt: Decimal | None = None
+    signal_id: str = ""
+    pos_id: str = ""
+    parent_intent_id: str = ""
+
+
+# --- S4: order commands and results ---------------------------------------------------------
+
+
+class SubmitOrder(Message, frozen=True, tag="submit_order"):
+    intent: OrderIntent
+
+
+class CancelOrder(Message, frozen=True, tag="cancel_order"):
+    intent_id: str
+    symbol: str = ""
+    client_order_id: str = ""
+    market: ProductMarket = "FUT"
+    escalate_to_market: bool = False
+    reason: str = ""
+
+
+class OrderResult(Message, frozen=True, tag="order_result"):
+    intent_id: str
+    leg: str
+    client_order_id: str
+    symbol: str
+    status: str  # an OrderStatus value (chimera.schemas.states)
+    side: Side | None = None
+    purpose: Purpose = "ENTRY"
+    venue_order_id: str = ""
+    qty: Decimal = Decimal(0)
+    filled_qty: Decimal = Decimal(0)
+    avg_price: Decimal | None = None
+    reason: str = ""
+    pos_id: str = ""
+
+
+class VenueReport(Message, frozen=True, tag="venue_report"):
+    """A user-data order update, normalized from Binance's ORDER_TRADE_UPDATE / executionReport."""
+
+    market: ProductMarket
+    symbol: str
+    client_order_id: str
+    venue_order_id: str
+    side: Side
+    order_type: str
+    exec_type: str  # NEW, TRADE, CANCELED, EXPIRED, CALCULATED (liquidation), ...
+    order_status: str
+    qty: Decimal
+    price: Decimal = Decimal(0)
+    cum_qty: Decimal = Decimal(0)
+    last_qty: Decimal = Decimal(0)
+    last_price: Decimal = Decimal(0)
+    commission: Decimal = Decimal(0)
+    commission_asset: str = ""
+    trade_id: int = 0
+    realized_pnl: Decimal = Decimal(0)
+    reduce_only: bool = False
+    is_maker: bool = False
+    ts: int = 0
+
+
+class Fill(Message, frozen=True, tag="fill"):
+    trade_id: str
+    intent_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal = Decimal(0)
+    fee_asset: str = "USDT"
+    is_maker: bool = False
+    mid_at_send: Decimal | None = None
+    top3_at_send: list[tuple[Decimal, Decimal]] = []
+    slippage_bps: float | None = None
+    ts: int = 0
+
+
+# --- S6: positions ----------------------------------------------------------------------------
+
+
+class PositionEvent(Message, frozen=True, tag="position_event"):
+    pos_id: str
+    kind: Literal["OPENED", "SL_ARMED", "TP_PLACED", "TRAIL_MOVED", "REDUCED", "ADDED", "EXIT", "ADOPTED"]
+    symbol: str
+    side: Side
+    qty: Decimal
+    state: str  # a PositionState value
+    entry_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    exit_price: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    intent_id: str = ""
+
+
+class ManagePositions(Message, frozen=True, tag="manage_positions"):
+    """The S6 management tick (scheduled)."""
+
+    symbol: str = ""
+
+
+# --- S1 treasury ---------------------------------------------------------------------------------
+
+
+TransferType = Literal["MAIN_UMFUTURE", "UMFUTURE_MAIN"]
+
+
+class TransferRequest(Message, frozen=True, tag="transfer_request"):
+    transfer_id: str
+    asset: str
+    amount: Decimal
+    direction: TransferType
+    requested_by: str = ""
+    reason: str = ""
+
+
+class TransferResponse(Message, frozen=True, tag="transfer_response"):
+    transfer_id: str
+    result: Literal["SUCCEEDED", "FAILED", "PENDING"]
+    message: str = ""
+
+
+# --- config, ops, alerts, metrics, reconcile, scheduler ------------------------------------------
+
+
+class ConfigActivated(Message, frozen=True, tag="config_activated"):
+    bundle_id: str
+    rev: int
+
+
+class OpsEvent(Message, frozen=True, tag="ops_event"):
+    kind: str  # e.g. KILL_SWITCH_SET, WS_RECONNECT, DATA_GAP, BACKFILL_DONE, TRANSFER_EXECUTED
+    actor: str = ""
+    detail: dict[str, str] = {}
+
+
+class Alert(Message, frozen=True, tag="alert"):
+    level: Literal["INFO", "WARN", "ERROR", "CRITICAL"]
+    code: str
+    message: str
+    context: dict[str, str] = {}
+
+
+class MetricEvent(Message, frozen=True, tag="metric"):
+    name: str
+    value: float
+    labels: dict[str, str] = {}
+    ts: int = 0
+
+
+class Reconcile(Message, frozen=True, tag="reconcile"):
+    scope: Literal["ALL", "ORDERS", "POSITIONS"] = "ALL"
+    requested_by: str = ""
+
+
+class TimerFired(Message, frozen=True, tag="timer"):
+    """A due-queue entry turned into a message (maker window, TWAP slice, tick...)."""
+
+    name: str
+    ref: str = ""
+    due_ms: int = 0
+    data: dict[str, str] = {}
+
+
+class DeadLetter(Message, frozen=True, tag="dead_letter"):
+    stream: str
+    group: str
+    entry_id: str
+    fields: dict[str, bytes]
+    reason: str
+    attempts: int
+    consumer: str = ""
+    failed_at: int = 0
+
+
+class Noop(Message, frozen=True, tag="noop"):
+    """Benchmarks and tests: a message whose handling is free."""
+
+    n: int = 0
+    data: str = ""
+
+
+register(
+    BookTicker, Trade, Kline, DepthLevels, MarkPrice, FundingEvent, AccountStreamStatus,
+    FeaturesComputed, RecomputeFeatures, Decide, Decision, OrderIntent, SubmitOrder, CancelOrder,
+    OrderResult, VenueReport, Fill, PositionEvent, ManagePositions, TransferRequest,
+    TransferResponse, ConfigActivated, OpsEvent, Alert, MetricEvent, Reconcile, TimerFired,
+    DeadLetter, Noop,
+)
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, msgspec.Struct)]

@@ -1,0 +1,54 @@
+"""The producer: wrap a payload in the envelope and XADD it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from chimera.schemas.envelope import Envelope, Message, encode, type_of
+from chimera.streams.redis import retry_redis
+
+DEFAULT_MAXLEN = 1_000_000  # approximate trim keeps memory bounded; replay horizon per stream
+
+
+@dataclass(frozen=True)
+class Emit:
+    """What a handler returns: publish ``payload`` onto ``stream``."""
+
+    stream: str
+    payload: Message
+    idempotency_key: str
+    account_id: str | None = None
+    event_time: int | None = None
+
+
+def envelope_for(emit: Emit, *, parent: Envelope | None, now_ms: int, config_rev: int = 0) -> Envelope:
+    type_, version = type_of(emit.payload)
+    return Envelope(
+        type=type_,
+        version=version,
+        idempotency_key=emit.idempotency_key,
+        correlation_id=(parent.correlation_id or parent.idempotency_key) if parent else emit.idempotency_key,
+        causation_id=parent.idempotency_key if parent else "",
+        event_time=emit.event_time if emit.event_time is not None else now_ms,
+        account_id=emit.account_id or (parent.account_id if parent else "main"),
+        config_rev=config_rev,
+        payload=emit.payload,
+    )
+
+
+class Producer:
+    def __init__(self, r, clock, maxlen: int = DEFAULT_MAXLEN) -> None:
+        self.r = r
+        self.clock = clock
+        self.maxlen = maxlen
+
+    @retry_redis
+    def publish(self, stream: str, payload: Message, idempotency_key: str | None = None,
+                account_id: str = "main", event_time: int | None = None, correlation_id: str = "") -> str:
+        key = idempotency_key or uuid.uuid4().hex
+        env = envelope_for(Emit(stream, payload, key, account_id, event_time), parent=None, now_ms=self.clock.now_ms())
+        if correlation_id:
+            env = Envelope(**{**{f: getattr(env, f) for f in env.__struct_fields__}, "correlation_id": correlation_id})
+        entry_id = self.r.xadd(stream, encode(env), maxlen=self.maxlen, approximate=True)
+        return entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -1,0 +1,91 @@
+"""Read-copy-update hot reload of the active config bundle.
+
+``config_active`` (document ``active``) names the bundle and rev; ``config_bundles`` holds the
+bundle body under ``<bundle_id>:<rev>``. Every worker keeps one immutable ``ActiveConfig`` and
+swaps the reference when ``cfg:events`` announces a new rev; an entry in flight keeps the
+snapshot it started with (it is captured into its context), so it finishes on the old config.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from loguru import logger
+
+from chimera.schemas.envelope import decode
+from chimera.schemas.messages import ConfigActivated
+from chimera.streams import keys
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    bundle_id: str = "default"
+    rev: int = 0
+    bundle: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.bundle.get(key, default)
+
+
+def load_active(store) -> ActiveConfig:
+    active = store.get("config_active", "active")
+    if not active:
+        return ActiveConfig()
+    body = store.get("config_bundles", f"{active['bundle_id']}:{active['rev']}") or {}
+    body = {k: v for k, v in body.items() if k != "_key"}
+    return ActiveConfig(active["bundle_id"], int(active["rev"]), MappingProxyType(body.get("body", body)))
+
+
+def activate(store, bundle_id: str, rev: int, body: dict) -> None:
+    """Write a bundle and make it active (S10's promote does this, then publishes cfg:events)."""
+    store.upsert("config_bundles", f"{bundle_id}:{rev}", {"bundle_id": bundle_id, "rev": rev, "body": body})
+    store.upsert("config_active", "active", {"bundle_id": bundle_id, "rev": rev})
+
+
+class ConfigHolder:
+    def __init__(self, store, initial: ActiveConfig | None = None) -> None:
+        self.store = store
+        self.current = initial or load_active(store)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def apply(self, event: ConfigActivated) -> bool:
+        if event.rev <= self.current.rev and event.bundle_id == self.current.bundle_id:
+            return False
+        fresh = load_active(self.store)
+        if fresh.rev != self.current.rev or fresh.bundle_id != self.current.bundle_id:
+            self.current = fresh  # one reference swap: readers see old or new, never a mix
+            logger.info("config hot-reloaded: {} rev {}", fresh.bundle_id, fresh.rev)
+            return True
+        return False
+
+    def watch(self, r) -> None:
+        """Follow cfg:events (plain XREAD: every worker must see every announcement)."""
+
+        def loop() -> None:
+            last = "$"
+            while not self._stop.is_set():
+                try:
+                    resp = r.xread({keys.CFG_EVENTS: last}, block=500, count=10)
+                except Exception as exc:  # Redis restarting: keep the current config, retry
+                    logger.warning("cfg watcher: {}", exc)
+                    self._stop.wait(0.5)
+                    continue
+                for _stream, entries in resp or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        try:
+                            env = decode(fields)
+                            if isinstance(env.payload, ConfigActivated):
+                                self.apply(env.payload)
+                        except Exception as exc:
+                            logger.warning("cfg watcher: bad entry {}: {}", entry_id, exc)
+
+        self._thread = threading.Thread(target=loop, name="cfg-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()

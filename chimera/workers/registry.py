@@ -1,0 +1,59 @@
+"""Role registry: s1..s12 (and readable aliases) → the handler spec that runs them.
+
+A role whose service is not built yet says so plainly instead of starting a worker that does
+nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from chimera.workers.errors import FatalError, NotYetImplemented
+from chimera.workers.handler import HandlerSpec
+
+
+@dataclass(frozen=True)
+class Role:
+    code: str
+    name: str
+    aliases: tuple[str, ...]
+    spec_path: str | None  # "module:attribute" of the HandlerSpec, None while not built
+    issue: str = ""
+
+
+ROLES: tuple[Role, ...] = (
+    Role("s1", "exchange connectors", ("connectors", "connector", "xchg"), None, "issue #4"),
+    Role("s2", "feature generator", ("features", "feature"), None, "issue #4"),
+    Role("s3", "strategy engine", ("strategy",), None, "issue #5"),
+    Role("s4", "order router", ("router", "orders"), None, "issue #6"),
+    Role("s5", "reconciler", ("reconciler", "recon"), None, "issue #7"),
+    Role("s6", "position manager", ("positions", "position"), None, "issue #6"),
+    Role("s7", "label backfill", ("labels",), None, "a later issue"),
+    Role("s8", "trade autopsy", ("autopsy",), None, "a later issue"),
+    Role("s9", "experiments", ("experiments", "hypotheses"), None, "a later issue"),
+    Role("s10", "config bundles", ("config",), None, "a later issue"),
+    Role("s11", "metrics and health", ("metrics", "health"), None, "a later issue"),
+    Role("s12", "gateway and web UI", ("gateway", "api"), None, "issue #7"),
+    Role("scheduler", "due-queue scheduler", ("sched",), "chimera.workers.scheduler_role:SPEC"),
+    Role("noop", "no-op benchmark role", ("bench",), "chimera.handlers.noop:SPEC"),
+    Role("sqlite-bench", "benchmark role writing one document", (), "chimera.handlers.noop:STORE_SPEC"),
+)
+
+
+def find_role(name: str) -> Role:
+    name = name.strip().lower()
+    for role in ROLES:
+        if name == role.code or name in role.aliases:
+            return role
+    known = ", ".join(f"{r.code} ({'/'.join(r.aliases) or r.name})" for r in ROLES)
+    raise FatalError(f"unknown role {name!r}; known roles: {known}")
+
+
+def load_spec(name: str) -> HandlerSpec | None:
+    """The role's HandlerSpec (None for the scheduler, which has its own loop)."""
+    role = find_role(name)
+    if role.spec_path is None:
+        raise NotYetImplemented(f"role {role.code} ({role.name}) is not implemented yet (planned in {role.issue})")
+    module, _, attr = role.spec_path.partition(":")
+    return getattr(importlib.import_module(module), attr)

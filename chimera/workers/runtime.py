@@ -1,0 +1,372 @@
+"""The Redis Streams consumer-group runtime: one loop for every role (ARCHITECTURE §2).
+
+Per entry: decode (unknown type/version → dead letter + ack) → attempts (over the limit → dead
+letter + ack) → idempotency (already done → ack) → TTL lock for the spec's scope (busy → leave
+pending) → ``handle`` → one pipeline: XADD emits, mark done, XACK.
+
+Ack policy, explicitly:
+* success: ack after the emits are written (a crash before the ack re-emits; consumers dedupe);
+* ``RetryableError``, an unexpected exception, or a busy lock: no ack. The entry stays pending
+  and comes back through XAUTOCLAIM after ``claim_idle_ms`` (on any replica) until
+  ``max_attempts``, then it is dead-lettered with the last reason;
+* ``PermanentError`` or an undecodable entry: dead letter + ack at once;
+* ``FatalError``: the worker stops (it cannot run at all).
+
+Ordered roles (``spec.ordered``) consume only streams whose lease they hold and retry a failing
+entry in place, so a stream's entries are handled strictly in order.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+
+import msgspec
+from loguru import logger
+from redis.exceptions import ResponseError
+
+from chimera.schemas.envelope import Envelope, UnknownMessageType, decode, encode
+from chimera.schemas.messages import DeadLetter
+from chimera.streams import keys
+from chimera.streams.producer import DEFAULT_MAXLEN, Emit, envelope_for
+from chimera.streams.redis import TRANSIENT, is_cluster, keyslot, retry_redis
+from chimera.workers.config import ConfigHolder
+from chimera.workers.errors import FatalError, PermanentError, RetryableError
+from chimera.workers.handler import Context, HandlerSpec
+from chimera.workers.leases import LeaseManager
+from chimera.workers.locks import Idempotency, Lock
+from chimera.workers.metrics import METRICS
+
+
+class Outcome:
+    DONE, DUPLICATE, RETRY, DEAD = "done", "duplicate", "retry", "dead"
+
+
+@retry_redis
+def ensure_group(r, stream: str, group: str, start: str = "0") -> None:
+    try:
+        r.xgroup_create(stream, group, id=start, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+@retry_redis
+def dead_letter(r, *, stream: str, group: str, entry_id: str, fields: dict, reason: str,
+                attempts: int, consumer: str, now_ms: int) -> None:
+    letter = DeadLetter(
+        stream=stream, group=group, entry_id=entry_id,
+        fields={(k.decode() if isinstance(k, bytes) else k): (v if isinstance(v, bytes) else str(v).encode())
+                for k, v in fields.items()},
+        reason=reason[:4000], attempts=attempts, consumer=consumer, failed_at=now_ms,
+    )
+    env = envelope_for(Emit(keys.DEAD_LETTER, letter, f"{stream}/{group}/{entry_id}"), parent=None, now_ms=now_ms)
+    r.xadd(keys.DEAD_LETTER, encode(env), maxlen=DEFAULT_MAXLEN, approximate=True)
+    METRICS.dead_letters.labels(group=group).inc()
+
+
+def _s(x) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+class Worker:
+    def __init__(self, spec: HandlerSpec, r, *, settings, store, clock, consumer: str,
+                 objects=None, services: dict | None = None, streams: list[str] | None = None,
+                 config: ConfigHolder | None = None, count: int = 64) -> None:
+        self.spec = spec
+        self.r = r
+        self.settings = settings
+        self.store = store
+        self.objects = objects
+        self.clock = clock
+        self.consumer = consumer
+        self.services = services or {}
+        self.group = keys.group(spec.role)
+        self.streams = streams if streams is not None else spec.streams(settings)
+        self.config = config or ConfigHolder(store)
+        self.count = count
+        self.idem = Idempotency(r, self.group, settings.idem_ttl_s)
+        self.stop_event = threading.Event()
+        self.leases = (
+            LeaseManager(r, spec.role, consumer, self.streams, settings.lease_ttl_ms) if spec.ordered else None
+        )
+        self._cluster = is_cluster(r)
+        self._last_claim = 0.0
+        self._last_beat = 0.0
+        self.processed = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def on_term(signum, _frame):
+            logger.info("signal {}: finishing the entry in hand, then exiting", signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        for stream in self.streams:
+            ensure_group(self.r, stream, self.group)
+        self.config.watch(self.r)
+        logger.info("worker {} ({}) consuming {} stream(s)", self.consumer, self.spec.role, len(self.streams))
+        try:
+            if self.spec.ordered:
+                self._run_ordered()
+            else:
+                self._run_shared()
+        finally:
+            self.config.stop()
+            if self.leases:
+                self.leases.release_all()
+            logger.info("worker {} stopped after {} entries", self.consumer, self.processed)
+
+    # --- shared-group mode -------------------------------------------------------------------
+
+    def _run_shared(self) -> None:
+        # Own pending entries first: what this consumer had read but not acked before a restart.
+        self._drain_own_pending(self.streams)
+        while not self.stop_event.is_set():
+            self._maybe_claim(self.streams)
+            got = self._read_new(self.streams)
+            for stream, entry_id, fields in got:
+                self._process(stream, entry_id, fields, attempts=1)
+                if self.stop_event.is_set():
+                    break
+
+    def _slot_groups(self, streams: list[str]) -> list[list[str]]:
+        if not self._cluster:
+            return [streams]
+        groups: dict[int, list[str]] = {}
+        for s in streams:
+            groups.setdefault(keyslot(s), []).append(s)
+        return list(groups.values())
+
+    def _xreadgroup(self, streams: dict[str, str], block: int | None) -> list[tuple[str, str, dict]]:
+        try:
+            resp = self.r.xreadgroup(self.group, self.consumer, streams, count=self.count, block=block)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # stream deleted or flushed under us: recreate and go on
+                for s in streams:
+                    ensure_group(self.r, s, self.group)
+                return []
+            raise
+        except TRANSIENT as exc:
+            logger.warning("redis unavailable ({}); retrying", exc)
+            self.stop_event.wait(0.2)
+            return []
+        out = []
+        # redis-py returns a list of [stream, entries] for RESP2 and a dict for RESP3.
+        items = resp.items() if isinstance(resp, dict) else (resp or [])
+        for stream, entries in items:
+            if entries and isinstance(entries[0], list) and len(entries) == 1 and not isinstance(entries[0][0], bytes):
+                entries = entries[0]
+            for entry_id, fields in entries:
+                out.append((_s(stream), _s(entry_id), fields))
+        return out
+
+    def _read_new(self, streams: list[str]) -> list[tuple[str, str, dict]]:
+        groups = self._slot_groups(streams)
+        block = self.settings.block_ms if len(groups) == 1 else None
+        out: list[tuple[str, str, dict]] = []
+        for g in groups:
+            out.extend(self._xreadgroup({s: ">" for s in g}, block))
+        if not out and len(groups) > 1:
+            self.stop_event.wait(0.005)  # non-blocking reads over several slots: don't spin
+        return out
+
+    def _drain_own_pending(self, streams: list[str]) -> None:
+        cursors = {s: "0" for s in streams}
+        while cursors and not self.stop_event.is_set():
+            got = []
+            for g in self._slot_groups(list(cursors)):
+                got.extend(self._xreadgroup({s: cursors[s] for s in g}, None))
+            if not got:
+                return
+            seen = set()
+            for stream, entry_id, fields in got:
+                cursors[stream] = entry_id
+                seen.add(stream)
+                if fields:
+                    self._process(stream, entry_id, fields, attempts=self._attempts(stream, entry_id))
+                else:  # deleted/trimmed entry still in the PEL
+                    self.r.xack(stream, self.group, entry_id)
+            cursors = {s: c for s, c in cursors.items() if s in seen}
+
+    def _maybe_claim(self, streams: Iterable[str], min_idle: int | None = None, force: bool = False) -> None:
+        interval = max(self.settings.claim_idle_ms / 2000, 0.05)
+        if not force and time.monotonic() - self._last_claim < interval:
+            return
+        self._last_claim = time.monotonic()
+        for stream in streams:
+            start = "0-0"
+            while not self.stop_event.is_set():
+                try:
+                    res = self.r.xautoclaim(
+                        stream, self.group, self.consumer,
+                        min_idle_time=self.settings.claim_idle_ms if min_idle is None else min_idle,
+                        start_id=start, count=self.count,
+                    )
+                except TRANSIENT:
+                    return
+                except ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        ensure_group(self.r, stream, self.group)
+                        break
+                    raise
+                start, claimed = _s(res[0]), res[1]
+                deleted = res[2] if len(res) > 2 else []
+                for entry_id in deleted:  # claimed ids whose entries were trimmed away
+                    self.r.xack(stream, self.group, entry_id)
+                for entry_id, fields in claimed:
+                    self._process(stream, _s(entry_id), fields, attempts=self._attempts(stream, _s(entry_id)))
+                if start in ("0-0", "0"):
+                    break
+
+    @retry_redis
+    def _attempts(self, stream: str, entry_id: str) -> int:
+        info = self.r.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+        return int(info[0]["times_delivered"]) if info else 1
+
+    # --- ordered (leased) mode -----------------------------------------------------------------
+
+    def _beat(self) -> set[str]:
+        assert self.leases is not None
+        if time.monotonic() - self._last_beat >= self.settings.lease_ttl_ms / 3000:
+            self._last_beat = time.monotonic()
+            try:
+                self.leases.heartbeat()
+                for stream in self.leases.excess():
+                    self.leases.release(stream)
+            except TRANSIENT as exc:
+                logger.warning("lease heartbeat failed: {}", exc)
+        return set(self.leases.owned)
+
+    def _run_ordered(self) -> None:
+        assert self.leases is not None
+        while not self.stop_event.is_set():
+            owned = sorted(self._beat())
+            for stream in self.leases.take_new():
+                # Taking a stream over: the old owner's unacked entries come first, in id order.
+                self._claim_all_in_order(stream)
+            if not owned:
+                self.stop_event.wait(min(0.2, self.settings.lease_ttl_ms / 5000))
+                continue
+            for g in self._slot_groups(owned):
+                block = min(self.settings.block_ms, max(self.settings.lease_ttl_ms // 4, 10))
+                got = self._xreadgroup({s: ">" for s in g}, block if len(owned) == len(g) else None)
+                for stream, entry_id, fields in got:
+                    if not self.leases.still_owns(stream):
+                        break  # lost the lease mid-batch: the new owner will claim these
+                    self._process_in_order(stream, entry_id, fields, attempts=1)
+                    if self.stop_event.is_set():
+                        return
+            if len(self._slot_groups(owned)) > 1:
+                self.stop_event.wait(0.002)
+
+    def _claim_all_in_order(self, stream: str) -> None:
+        entries: list[tuple[str, dict]] = []
+        start = "0-0"
+        while True:
+            res = self.r.xautoclaim(stream, self.group, self.consumer, min_idle_time=0, start_id=start, count=500)
+            start = _s(res[0])
+            entries.extend((_s(i), f) for i, f in res[1])
+            if start in ("0-0", "0"):
+                break
+        for entry_id, fields in sorted(entries, key=lambda e: tuple(int(x) for x in e[0].split("-"))):
+            self._process_in_order(stream, entry_id, fields, attempts=self._attempts(stream, entry_id))
+
+    def _process_in_order(self, stream: str, entry_id: str, fields: dict, attempts: int) -> None:
+        delay = 0.01
+        while not self.stop_event.is_set():
+            outcome = self._process(stream, entry_id, fields, attempts, ordered=True)
+            if outcome != Outcome.RETRY:
+                return
+            attempts += 1
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, 1.0)
+            if self.leases and not self.leases.still_owns(stream):
+                return
+
+    # --- one entry ----------------------------------------------------------------------------
+
+    def _dead(self, stream, entry_id, fields, reason, attempts) -> str:
+        dead_letter(self.r, stream=stream, group=self.group, entry_id=entry_id, fields=fields, reason=reason,
+                    attempts=attempts, consumer=self.consumer, now_ms=self.clock.now_ms())
+        self._ack(stream, entry_id)
+        logger.warning("dead-lettered {} {} after {} attempt(s): {}", stream, entry_id, attempts, reason[:200])
+        return Outcome.DEAD
+
+    @retry_redis
+    def _ack(self, stream: str, entry_id: str) -> None:
+        self.r.xack(stream, self.group, entry_id)
+
+    def _process(self, stream: str, entry_id: str, fields: dict, attempts: int, ordered: bool = False) -> str:
+        started = time.perf_counter()
+        try:
+            env = decode(fields, entry_id, stream)
+        except (UnknownMessageType, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._dead(stream, entry_id, fields, f"undecodable: {exc}", attempts)
+        if attempts > self.settings.max_attempts:
+            return self._dead(stream, entry_id, fields, f"exceeded {self.settings.max_attempts} attempts", attempts)
+        idem = self.spec.idempotency(env) if self.spec.idempotency else None
+        if idem and self.idem.seen(idem):
+            self._ack(stream, entry_id)
+            METRICS.processed.labels(role=self.spec.role, outcome=Outcome.DUPLICATE).inc()
+            return Outcome.DUPLICATE
+        lock = None
+        scope = self.spec.lock(env) if self.spec.lock else None
+        if scope:
+            lock = Lock(self.r, scope, self.settings.lock_ttl_ms, owner=f"{self.consumer}:{entry_id}")
+            if not lock.acquire(wait_ms=200):
+                return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
+        ctx = Context(
+            clock=self.clock, store=self.store, config=self.config.current, objects=self.objects, redis=self.r,
+            settings=self.settings, role=self.spec.role, consumer=self.consumer,
+            fence=lock.fence if lock else 0, services=self.services,
+        )
+        try:
+            emits = list(self.spec.handle(env, ctx) or ())
+        except FatalError:
+            raise
+        except PermanentError as exc:
+            return self._dead(stream, entry_id, fields, f"permanent: {exc}", attempts)
+        except RetryableError as exc:
+            return self._retry(stream, entry_id, fields, attempts, f"retryable: {exc}")
+        except Exception as exc:  # a bug or a library error nobody translated: retry, then dead-letter
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+            return self._retry(stream, entry_id, fields, attempts, reason)
+        finally:
+            if lock is not None:
+                lock.release()
+        self._commit(env, ctx, emits, stream, entry_id, idem)
+        self.processed += 1
+        METRICS.processed.labels(role=self.spec.role, outcome=Outcome.DONE).inc()
+        METRICS.handle_seconds.labels(role=self.spec.role).observe(time.perf_counter() - started)
+        return Outcome.DONE
+
+    def _retry(self, stream, entry_id, fields, attempts, reason) -> str:
+        if attempts >= self.settings.max_attempts:
+            return self._dead(stream, entry_id, fields, reason, attempts)
+        logger.warning("entry {} {} failed (attempt {}): {}", stream, entry_id, attempts, reason.splitlines()[0])
+        METRICS.processed.labels(role=self.spec.role, outcome=Outcome.RETRY).inc()
+        return Outcome.RETRY
+
+    @retry_redis
+    def _commit(self, parent: Envelope, ctx: Context, emits: list[Emit], stream: str, entry_id: str,
+                idem: str | None) -> None:
+        now = ctx.clock.now_ms()
+        pipe = self.r.pipeline(transaction=False)
+        for emit in emits:
+            env = envelope_for(emit, parent=parent, now_ms=now, config_rev=ctx.config.rev)
+            pipe.xadd(emit.stream, encode(env), maxlen=DEFAULT_MAXLEN, approximate=True)
+        if idem:
+            self.idem.mark(pipe, idem)
+        pipe.xack(stream, self.group, entry_id)
+        pipe.execute()

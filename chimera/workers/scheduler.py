@@ -1,0 +1,65 @@
+"""The due-queue: timeouts as ZSET entries turned into stream messages (ARCHITECTURE §4).
+
+``schedule`` stores (target stream, envelope) under a key and scores the key by due time; the
+one active scheduler (``SingletonLease``) moves due entries onto their streams. Re-scheduling
+a key replaces it (so a maker window can be pushed back); ``cancel`` removes it. A crash between
+XADD and removal re-publishes the entry with the same idempotency key: consumers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from chimera.schemas.envelope import Envelope, encode
+from chimera.streams import keys
+from chimera.streams.redis import retry_redis
+
+_REMOVE_IF_SAME = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) and (redis.call('HGET', KEYS[2], ARGV[1]) or '') == ARGV[3] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+_item_enc = msgspec.msgpack.Encoder()
+_item_dec = msgspec.msgpack.Decoder(tuple[str, dict[str, bytes]])
+
+
+@retry_redis
+def schedule(r, key: str, due_ms: int, stream: str, env: Envelope) -> None:
+    pipe = r.pipeline(transaction=True)  # both keys share the {due} tag: one slot
+    pipe.hset(keys.SCHED_PAYLOADS, key, _item_enc.encode((stream, encode(env))))
+    pipe.zadd(keys.SCHED_DUE, {key: due_ms})
+    pipe.execute()
+
+
+@retry_redis
+def cancel(r, key: str) -> bool:
+    pipe = r.pipeline(transaction=True)
+    pipe.zrem(keys.SCHED_DUE, key)
+    pipe.hdel(keys.SCHED_PAYLOADS, key)
+    return bool(pipe.execute()[0])
+
+
+@retry_redis
+def fire_due(r, now_ms: int, limit: int = 500) -> int:
+    """Publish every entry due at ``now_ms``. Returns how many were published."""
+    due = r.zrangebyscore(keys.SCHED_DUE, 0, now_ms, start=0, num=limit, withscores=True)
+    fired = 0
+    for key, score in due:
+        raw = r.hget(keys.SCHED_PAYLOADS, key)
+        if raw is not None:
+            stream, fields = _item_dec.decode(raw)
+            r.xadd(stream, fields)
+            fired += 1
+        # Remove only the version we published: a concurrent re-schedule keeps its new due time.
+        r.eval(_REMOVE_IF_SAME, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key, repr(score), raw or b"")
+    return fired
+
+
+@retry_redis
+def pending(r) -> int:
+    return r.zcard(keys.SCHED_DUE)

@@ -1,0 +1,29 @@
+"""The scheduler role: exactly one active instance moves due entries onto their streams."""
+
+from __future__ import annotations
+
+import threading
+
+from loguru import logger
+
+from chimera.streams import keys
+from chimera.workers import scheduler
+from chimera.workers.leases import SingletonLease
+
+SPEC = None  # not a stream consumer; ``run_scheduler`` is its loop
+
+
+def run_scheduler(r, clock, owner: str, stop: threading.Event, ttl_ms: int = 5000, tick_s: float = 0.02) -> None:
+    lease = SingletonLease(r, keys.SCHED_LEASE, owner, ttl_ms)
+    was_active = False
+    try:
+        while not stop.is_set():
+            active = lease.tick()
+            if active != was_active:
+                logger.info("scheduler {} is {}", owner, "active" if active else "standby")
+                was_active = active
+            if active:
+                scheduler.fire_due(r, clock.now_ms())
+            stop.wait(tick_s if active else ttl_ms / 3000)
+    finally:
+        lease.release()
