@@ -129,7 +129,7 @@ def decode(fields: dict, entry_id: str = "", stream: str = "") -> Envelope:
 
 def to_builtins(obj: Any) -> Any:
     """Structs -> plain JSON-able data (Decimals as strings), for documents and APIs."""
-    return msgspec.to_builtins(obj, decimal_format="string")
+    return msgspec.to_builtins(obj)  # Decimal -> str by default
 
 
 _JSON = msgspec.json.Encoder(decimal_format="string")

@@ -45,7 +45,7 @@ class ArangoDocumentStore:
 
     @staticmethod
     def _plain(doc: dict) -> dict:
-        return msgspec.to_builtins(doc, decimal_format="string")
+        return msgspec.to_builtins(doc)
 
     def get(self, coll, key):
         doc = self._c(coll).get(key)

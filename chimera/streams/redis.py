@@ -13,7 +13,7 @@ TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError, 
 # (failover, restart, reshard) are retried for up to 30 s with jittered backoff.
 retry_redis = retry(
     retry=retry_if_exception_type(TRANSIENT),
-    wait=wait_exponential_jitter(initial=0.05, max=2.0),
+    wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
     stop=stop_after_delay(30),
     reraise=True,
 )

@@ -69,7 +69,7 @@ class ConfigHolder:
             last = "$"
             while not self._stop.is_set():
                 try:
-                    resp = r.xread({keys.CFG_EVENTS: last}, block=500, count=10)
+                    resp = r.xread({keys.CFG_EVENTS: last}, block=200, count=10)
                 except Exception as exc:  # Redis restarting: keep the current config, retry
                     logger.warning("cfg watcher: {}", exc)
                     self._stop.wait(0.5)
@@ -89,3 +89,5 @@ class ConfigHolder:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)

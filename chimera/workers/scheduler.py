@@ -28,20 +28,25 @@ _item_enc = msgspec.msgpack.Encoder()
 _item_dec = msgspec.msgpack.Decoder(tuple[str, dict[str, bytes]])
 
 
+# Both keys share the {due} tag, so each script touches one cluster slot.
+_SCHEDULE = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+"""
+_CANCEL = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+
 @retry_redis
 def schedule(r, key: str, due_ms: int, stream: str, env: Envelope) -> None:
-    pipe = r.pipeline(transaction=True)  # both keys share the {due} tag: one slot
-    pipe.hset(keys.SCHED_PAYLOADS, key, _item_enc.encode((stream, encode(env))))
-    pipe.zadd(keys.SCHED_DUE, {key: due_ms})
-    pipe.execute()
+    r.eval(_SCHEDULE, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key, due_ms, _item_enc.encode((stream, encode(env))))
 
 
 @retry_redis
 def cancel(r, key: str) -> bool:
-    pipe = r.pipeline(transaction=True)
-    pipe.zrem(keys.SCHED_DUE, key)
-    pipe.hdel(keys.SCHED_PAYLOADS, key)
-    return bool(pipe.execute()[0])
+    return bool(r.eval(_CANCEL, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key))
 
 
 @retry_redis
