@@ -75,6 +75,7 @@ def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
 worker_app = typer.Typer(add_completion=False)
 
 
+@app.command("worker")
 @worker_app.command()
 def worker(
     role: Annotated[str, typer.Option("--role", help="s1..s12, scheduler, or an alias such as router")],
@@ -205,9 +206,6 @@ def up(
         raise typer.Exit(run_stack(speed=speed, api_port=api_port, venue_port=venue_port, data_dir=data_dir))
     except FatalError as exc:
         _fail(str(exc))
-
-
-app.add_typer(worker_app, name="worker", help="Run one role (same as chimera-worker).")
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ class HandlerSpec:
     description: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     clock: Clock
     store: Any  # DocumentStore

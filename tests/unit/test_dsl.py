@@ -1,11 +1,20 @@
 import math
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 import pytest
 
-from chimera.handlers.strategy import DEFAULT_FIELDS, Field, RuleError, RuleOutcome, compile_rules
+from chimera.handlers.strategy import (
+    DEFAULT_FIELDS,
+    Field,
+    RuleError,
+    RuleOutcome,
+    compile_rules,
+    time_fields,
+)
 
 CTX = {
     "atr": 120.0, "atr_pct": 0.005, "rv_60": 0.3, "rho": 0.8, "spread_bp": 1.2,
@@ -183,6 +192,7 @@ BAD_EXPRESSIONS = [
     ("atr > 1 # comment", "comments are not allowed", 8),
     ("atr > `1`", "unexpected character '`'", 6),
     ("atr > 1 é", "unexpected character 'é'", 8),
+    ("atr > \u0663", "unexpected character '\u0663'", 6),  # Arabic-Indic digit three
     ("0 < atr < 5", "chained comparisons are not allowed (use 'between')", 8),
     ("atr", "expected a comparison after field 'atr'", 3),
     ("atr > ", "expected a field or a literal, got end of expression", 6),
@@ -286,3 +296,33 @@ def test_rejected_bundles():
         compile_rules("atr > 1")
     with pytest.raises(RuleError, match="more than 256 rules"):
         compile_rules([{"id": f"r{i}", **ok} for i in range(257)])
+
+
+@pytest.mark.parametrize("iso", ["2025-07-06T00:00:00", "2025-07-13T10:37:59", "1970-01-01T23:00:00",
+                                 "2024-02-29T12:30:00"])
+def test_time_fields(iso):
+    dt = datetime.fromisoformat(iso).replace(tzinfo=UTC)
+    got = time_fields(int(dt.timestamp() * 1000))
+    assert got == {"hour_utc": dt.hour, "weekday": dt.weekday()}
+
+
+def test_modules_are_pure_and_never_eval():
+    import ast
+    import importlib
+
+    forbidden_calls = {"eval", "exec", "compile", "__import__", "literal_eval", "open"}
+    forbidden_imports = {"ast", "os", "time", "datetime", "socket", "redis", "subprocess", "importlib"}
+    for mod in ("chimera.handlers.strategy.dsl", "chimera.handlers.strategy.dsl_expr",
+                "chimera.handlers.strategy.dsl_lex", "chimera.handlers.features.indicators",
+                "chimera.handlers.features.engine", "chimera.schemas.states"):
+        tree = ast.parse(Path(importlib.import_module(mod).__file__).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                fn = node.func
+                if isinstance(fn, ast.Name):
+                    assert fn.id not in forbidden_calls, (mod, fn.id)
+                elif isinstance(fn, ast.Attribute):  # re.compile is fine, ast.literal_eval is not
+                    assert fn.attr not in {"eval", "exec", "literal_eval"}, (mod, fn.attr)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert not {n.split(".")[0] for n in names} & forbidden_imports, (mod, names)

@@ -5,7 +5,7 @@ import pytest
 from chimera.ops.settings import load_settings
 from chimera.streams import keys
 from chimera.streams.redis import keyslot
-from chimera.workers.errors import FatalError, NotYetImplemented
+from chimera.workers.errors import FatalError
 from chimera.workers.registry import find_role, load_spec
 
 

@@ -1,0 +1,51 @@
+"""S2 feature helpers: streaming indicators with resumable state (pure, no I/O)."""
+
+from chimera.handlers.features.engine import (
+    DQ,
+    Bar,
+    FeatureConfig,
+    FeatureEngine,
+    FeatureSnapshot,
+    FeatureState,
+    new_state,
+    state_from_bytes,
+    state_to_bytes,
+)
+from chimera.handlers.features.indicators import (
+    AtrState,
+    annualize,
+    atr_batch,
+    atr_update,
+    depth_notional,
+    log_returns_batch,
+    pearson,
+    realized_vol_batch,
+    rolling_corr_batch,
+    sample_std,
+    spread_mid,
+    true_range,
+)
+
+__all__ = [
+    "DQ",
+    "AtrState",
+    "Bar",
+    "FeatureConfig",
+    "FeatureEngine",
+    "FeatureSnapshot",
+    "FeatureState",
+    "annualize",
+    "atr_batch",
+    "atr_update",
+    "depth_notional",
+    "log_returns_batch",
+    "new_state",
+    "pearson",
+    "realized_vol_batch",
+    "rolling_corr_batch",
+    "sample_std",
+    "spread_mid",
+    "state_from_bytes",
+    "state_to_bytes",
+    "true_range",
+]

@@ -1,0 +1,1 @@
+"""aiohttp protocol layer (Binance REST + WebSocket) over the pure engine."""

@@ -1,0 +1,374 @@
+"""VenueServer: owns the engine, the replay driver, the WS hub, faults and durable state."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from aiohttp import web
+from loguru import logger
+
+from .. import state as state_store
+from ..engine import Account, Engine, ExchangeInfo, Fees, FillModel
+from ..engine.market import MarketEvent
+from ..engine.model import FUTURES, VenueError
+from ..faults import FaultConfig
+from ..replay import DataSpec, ReplayClock, build_feed
+from ..replay.feed import sample_specs
+from . import rest_algo, rest_futures, rest_spot
+from .auth import RateLimiter, check_api_key, check_signed, read_params
+from .formats import user_event
+from .frames import market_frames
+from .ws import HIGH_WATER, WsHub
+
+BATCH = 500
+
+
+def default_keys(name: str) -> tuple[str, str]:
+    key = hashlib.sha256(f"chimera-key-{name}".encode()).hexdigest()
+    secret = hashlib.sha256(f"chimera-secret-{name}".encode()).hexdigest()
+    return key, secret
+
+
+def load_accounts(path: str | None) -> list[Account]:
+    if path:
+        spec = json.loads(Path(path).read_text())["accounts"]
+    else:
+        spec = [{"name": "main", "spot": {"USDT": "100000", "BTC": "1", "ETH": "10"}, "futures": {"USDT": "100000"}},
+                {"name": "sub1", "spot": {"USDT": "10000"}, "futures": {"USDT": "10000"}}]
+    out = []
+    for a in spec:
+        key, secret = default_keys(a["name"])
+        acc = Account(name=a["name"], api_key=a.get("api_key", key), api_secret=a.get("api_secret", secret))
+        for asset, amount in a.get("spot", {}).items():
+            acc.spot_add(asset, free=Decimal(str(amount)))
+        acc.futures_wallet = {k: Decimal(str(v)) for k, v in a.get("futures", {}).items()}
+        out.append(acc)
+    return out
+
+
+@dataclass
+class VenueConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    data: list[DataSpec] = field(default_factory=sample_specs)
+    symbols: list[str] | None = None
+    speed: float = 0.0
+    accounts_file: str | None = None
+    state_file: str | None = None
+    fill_mode: str = "through"
+    fees: Fees = field(default_factory=Fees)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    weight_per_minute: int = 2400
+    orders_per_10s: int = 300
+    orders_per_minute: int = 1200
+    start_ms: int | None = None
+    end_ms: int | None = None
+    half_spread_bps: Decimal = Decimal("1")
+    impact_bps_per_million: Decimal = Decimal("5")
+
+
+class VenueServer:
+    def __init__(self, cfg: VenueConfig):
+        self.cfg = cfg
+        self.info = ExchangeInfo.load(symbols=cfg.symbols)
+        self.clock = ReplayClock(speed=cfg.speed)
+        self.feed = build_feed(cfg.data, cfg.start_ms, cfg.end_ms)
+        self.clock.total = len(self.feed)
+        first = self.feed.peek()
+        self.clock.time_ms = (first.time - 1) if first else int(time.time() * 1000)
+        fill = FillModel(half_spread_bps=cfg.half_spread_bps, impact_bps_per_million=cfg.impact_bps_per_million,
+                         fill_mode=cfg.fill_mode)
+        self.engine = Engine(self.info, self.clock, load_accounts(cfg.accounts_file), cfg.fees, fill)
+        self.listen_keys: dict[str, dict] = {}
+        self.faults = cfg.faults
+        self.limiter = RateLimiter(cfg.weight_per_minute, cfg.orders_per_10s, cfg.orders_per_minute)
+        self.hub = WsHub(self.listen_keys)
+        self._wake = asyncio.Event()
+        self._dirty = False
+        self._tasks: list[asyncio.Task] = []
+        self._restore()
+        self.clock.reanchor()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        if not self.cfg.state_file:
+            return
+        data = state_store.load(self.cfg.state_file)
+        if not data:
+            return
+        state_store.restore(self.engine, data)
+        self.listen_keys.update(data.get("listen_keys", {}))
+        # Rebuild market state by re-applying already consumed events without matching.
+        for _ in range(min(data["clock"]["processed"], len(self.feed))):
+            ev = self.feed.pop()
+            m = self.engine.markets.get(ev.market, {}).get(ev.symbol)
+            if m is not None and ev.kind != "funding":
+                m.apply(ev)
+        self.clock.processed = self.feed.cursor
+        self.clock.time_ms = max(self.clock.time_ms, data["clock"]["time_ms"])
+        logger.info("venue state restored from {} at {}", self.cfg.state_file, self.clock.time_ms)
+
+    def save_state(self) -> None:
+        if self.cfg.state_file:
+            state_store.save(self.cfg.state_file, state_store.snapshot(self.engine, self.clock, self.listen_keys))
+        self._dirty = False
+
+    # -- replay ----------------------------------------------------------------------------------
+    def process_next(self) -> None:
+        ev = self.feed.pop()
+        self.clock.time_ms = max(self.clock.time_ms, ev.time)
+        self.engine.on_market(ev)
+        self.clock.processed = self.feed.cursor
+        wanted = self.hub.subscribed_streams(ev.market)
+        if wanted:
+            m = self.engine.markets.get(ev.market, {}).get(ev.symbol)
+            rate, nxt = self._funding_info(ev.symbol, ev.time) if m else ("0", 0)
+            for stream, data in market_frames(ev, wanted, rate, nxt):
+                self.hub.publish(ev.market, stream, data)
+        self.dispatch_user_events()
+
+    def _funding_info(self, symbol: str, now: int) -> tuple[str, int]:
+        series = self.feed.funding.get(symbol) or []
+        for ev in series:
+            if ev.time > now:
+                return format(ev.rate, "f"), ev.time
+        return "0", 0
+
+    def advance(self, to_ms: int | None = None, events: int | None = None) -> None:
+        n = 0
+        while self.feed.peek() is not None:
+            if to_ms is not None and self.feed.peek().time > to_ms:
+                break
+            if events is not None and n >= events:
+                break
+            self.process_next()
+            n += 1
+        if to_ms is not None:
+            self.clock.time_ms = max(self.clock.time_ms, to_ms)
+        self.clock.done = self.feed.peek() is None
+        self.clock.reanchor()
+        if n:
+            self.save_state()
+
+    async def _driver(self) -> None:
+        while True:
+            ev = self.feed.peek()
+            if ev is None:
+                self.clock.done = True
+                await self._wait(1.0)
+                continue
+            speed = self.clock.speed
+            if speed == 0:
+                await self._wait(1.0)
+                continue
+            if speed > 0:
+                delay = self.clock.wall_delay_until(ev.time)
+                if delay > 0:
+                    await self._wait(min(delay, 0.25))
+                    continue
+            elif self.hub.backlog() > HIGH_WATER:
+                await asyncio.sleep(0.005)
+                continue
+            for _ in range(BATCH):
+                ev = self.feed.peek()
+                if ev is None or (speed > 0 and self.clock.wall_delay_until(ev.time) > 0):
+                    break
+                self.process_next()
+            await asyncio.sleep(0)
+
+    async def _wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _saver(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._dirty:
+                self.save_state()
+
+    async def _ws_dropper(self) -> None:
+        while True:
+            every = self.faults.ws_drop_every_s
+            await asyncio.sleep(every if every > 0 else 1.0)
+            if self.faults.ws_drop_every_s > 0:
+                await self.hub.drop_all()
+
+    def dispatch_user_events(self) -> None:
+        events = self.engine.drain_events()
+        if not events:
+            return
+        self._dirty = True
+        for ev in events:
+            keys = [k for k, v in self.listen_keys.items() if v["account"] == ev.account and v["market"] == ev.market]
+            if not keys:
+                continue
+            payload = user_event(self.engine, ev)
+            for k in keys:
+                self.hub.publish_user(k, payload)
+
+    # -- HTTP plumbing -------------------------------------------------------------------------
+    def route(self, handler, security: str = "none", weight: int = 1, order: bool = False):
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            headers: dict[str, str] = {}
+            mutating = request.method in ("POST", "PUT", "DELETE")
+            try:
+                if self.faults.latency_ms:
+                    await asyncio.sleep(self.faults.latency_ms / 1000)
+                if self.faults.roll(self.faults.error_429_share):
+                    return web.json_response({"code": -1003, "msg": "Too many requests; chimera fault injection."},
+                                             status=429, headers={"Retry-After": "1"})
+                if self.faults.roll(self.faults.error_5xx_share):
+                    return web.json_response({"code": -1001, "msg": "Internal error; unable to process your "
+                                              "request. Please try again."}, status=503)
+                params, total = await read_params(request)
+                ip = request.remote or "?"
+                used, over = self.limiter.add_weight(ip, weight)
+                headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+                if over:
+                    headers["Retry-After"] = "60"
+                    raise VenueError(-1003, f"Too many requests; current limit of IP({ip}) request weight is "
+                                            f"{self.limiter.weight_limit} per minute.", http_status=429)
+                account = None
+                if security == "signed":
+                    account = check_signed(self.engine, request, params, total, int(time.time() * 1000))
+                elif security == "key":
+                    account = check_api_key(self.engine, request)
+                if order and account:
+                    c10, c1m, too_many = self.limiter.add_order(account)
+                    headers["X-MBX-ORDER-COUNT-10S"] = str(c10)
+                    headers["X-MBX-ORDER-COUNT-1M"] = str(c1m)
+                    if too_many:
+                        headers["Retry-After"] = "10"
+                        raise VenueError(-1015, f"Too many new orders; current limit is {self.limiter.orders_10s} "
+                                                "orders per TEN_SECONDS.", http_status=429)
+                result = handler(self, params, account)
+                self.dispatch_user_events()
+                if mutating and security != "none":
+                    self.save_state()
+                if mutating and self.faults.roll(self.faults.lost_reply_share):
+                    # The order is in the engine; the client never hears back.
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise asyncio.CancelledError()
+                return web.json_response(result, headers=headers, dumps=_dumps)
+            except VenueError as exc:
+                self.dispatch_user_events()
+                return web.json_response({"code": exc.code, "msg": exc.msg}, status=exc.http_status, headers=headers)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must still not surface as a 500 to a client
+                logger.exception("venue handler failed: {} {}", request.method, request.path)
+                return web.json_response({"code": -1000, "msg": "An unknown error occurred while processing the "
+                                          "request."}, status=400, headers=headers)
+        return wrapped
+
+    def listen_key(self, account: str, market: str) -> str:
+        for k, v in self.listen_keys.items():
+            if v["account"] == account and v["market"] == market:
+                return k
+        key = hashlib.sha256(f"{account}-{market}-{time.time_ns()}".encode()).hexdigest()
+        self.listen_keys[key] = {"account": account, "market": market}
+        return key
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        rest_futures.register(self, app)
+        rest_spot.register(self, app)
+        rest_algo.register(self, app)
+        add = app.router.add_route
+        add("GET", "/chimera/v1/clock", self._clock)
+        add("POST", "/chimera/v1/replay", self._replay)
+        add("GET", "/chimera/v1/faults", self._faults_get)
+        add("POST", "/chimera/v1/faults", self._faults_set)
+        add("GET", "/chimera/v1/ledger", self._ledger)
+        add("POST", "/chimera/v1/market", self._inject)
+        for prefix, market in (("/futures", FUTURES), ("", FUTURES), ("/spot", "spot")):
+            for kind in ("", "/market", "/public", "/private"):
+                add("GET", f"{prefix}{kind}/stream", self._ws_combined(market))
+                add("GET", f"{prefix}{kind}/ws", self._ws_raw(market))
+                add("GET", f"{prefix}{kind}/ws/{{streams:.*}}", self._ws_raw(market))
+        app.on_startup.append(self._on_start)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    def _ws_combined(self, market: str):
+        async def h(request: web.Request):
+            streams = [s for s in request.query.get("streams", "").split("/") if s]
+            return await self.hub.handle(request, market, True, streams)
+        return h
+
+    def _ws_raw(self, market: str):
+        async def h(request: web.Request):
+            streams = [s for s in request.match_info.get("streams", "").split("/") if s]
+            return await self.hub.handle(request, market, False, streams)
+        return h
+
+    async def _on_start(self, app) -> None:
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._driver()), loop.create_task(self._saver()),
+                       loop.create_task(self._ws_dropper())]
+
+    async def _on_shutdown(self, app) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hub.close_all()
+        self.save_state()
+
+    async def _clock(self, request):
+        return web.json_response(self.clock.as_json())
+
+    async def _replay(self, request):
+        body = await request.json() if request.can_read_body else {}
+        if "speed" in body:
+            speed = body["speed"]
+            self.clock.set_speed(-1.0 if speed == "max" else float(speed))
+        if "advance_to_ms" in body or "advance_events" in body:
+            self.advance(body.get("advance_to_ms"), body.get("advance_events"))
+        self._wake.set()
+        return web.json_response(self.clock.as_json())
+
+    async def _inject(self, request):
+        """Drills and tests: push market events through the same path replayed data takes."""
+        body = await request.json()
+        for raw in body.get("events", []):
+            ev = MarketEvent(time=max(int(raw.get("time", self.clock.time_ms)), self.clock.time_ms),
+                             market=raw.get("market", FUTURES), symbol=raw["symbol"], kind=raw["kind"],
+                             **{k: Decimal(str(raw[k])) for k in ("price", "qty", "bid", "bid_qty", "ask", "ask_qty",
+                                                                     "rate") if k in raw})
+            self.clock.time_ms = ev.time
+            self.engine.on_market(ev)
+            for stream, data in market_frames(ev, self.hub.subscribed_streams(ev.market), "0", 0):
+                self.hub.publish(ev.market, stream, data)
+            self.dispatch_user_events()
+        self.save_state()
+        return web.json_response(self.clock.as_json())
+
+    async def _faults_get(self, request):
+        return web.json_response(self.faults.as_json())
+
+    async def _faults_set(self, request):
+        body = await request.json()
+        self.faults.update(body)
+        dropped = await self.hub.drop_all() if body.get("drop_ws_now") else 0
+        return web.json_response({**self.faults.as_json(), "dropped": dropped})
+
+    async def _ledger(self, request):
+        """Venue-side truth for reconciliation drills (not a Binance endpoint)."""
+        name = request.query.get("account", "main")
+        return web.json_response({"funding": [f for f in self.engine.funding_log if f["account"] == name],
+                                  "liquidations": [x for x in self.engine.liquidations if x["account"] == name],
+                                  "clock": self.clock.as_json()})
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str)

@@ -1,0 +1,146 @@
+"""Runtime benchmark: raw Redis ceilings vs. the consumer-group runtime, and per-hop latency.
+
+    python tests/bench/bench_runtime.py [--n 50000]
+
+Starts its own redis-server on a free port. Workers run as real ``chimera-worker`` processes.
+Every figure is also printed as a ratio to the raw ceiling measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from chimera.schemas.envelope import Envelope, encode  # noqa: E402
+from chimera.schemas.messages import Noop  # noqa: E402
+from chimera.streams import keys  # noqa: E402
+from chimera.streams.redis import connect  # noqa: E402
+from tests.support.redis_servers import RedisServer  # noqa: E402
+
+STREAM = "bench:{noop}"
+BATCH = 128  # the runtime's read count, so the ceiling is measured on equal terms
+
+
+def entries(n: int, prefix: str):
+    for i in range(n):
+        yield encode(Envelope(type="noop", idempotency_key=f"{prefix}{i}", payload=Noop(n=i, data="x" * 32)))
+
+
+def fill(r, stream: str, n: int, prefix: str) -> float:
+    t = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for i, fields in enumerate(entries(n, prefix), 1):
+        pipe.xadd(stream, fields)
+        if i % 1000 == 0:
+            pipe.execute()
+    pipe.execute()
+    return n / (time.perf_counter() - t)
+
+
+def raw_xadd(r, n: int) -> float:
+    data = list(entries(n, "a"))
+    t = time.perf_counter()
+    for fields in data:
+        r.xadd("bench:raw:add", fields)
+    return n / (time.perf_counter() - t)
+
+
+def raw_consume(r, n: int) -> float:
+    fill(r, "bench:raw", n, "c")
+    r.xgroup_create("bench:raw", "g", id="0")
+    t = time.perf_counter()
+    done = 0
+    while done < n:
+        resp = r.xreadgroup("g", "c", {"bench:raw": ">"}, count=BATCH)
+        ids = [i for _, es in resp for i, _ in es]
+        r.xack("bench:raw", "g", *ids)
+        done += len(ids)
+    return n / (time.perf_counter() - t)
+
+
+def drained(r, stream: str, group: str, n: int) -> bool:
+    try:
+        g = next(x for x in r.xinfo_groups(stream) if x["name"].decode() == group)
+    except (StopIteration, Exception):
+        return False
+    return g["pending"] == 0 and (g.get("entries-read") or 0) >= n
+
+
+def runtime_throughput(r, env, role: str, n: int) -> float:
+    r.delete(STREAM)
+    r.xgroup_create(STREAM, keys.group(role), id="0", mkstream=True)
+    fill(r, STREAM, n, role)  # backlog first: we measure consumption, not production
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "chimera.ops.cli", "worker", "--role", role], env=env)
+    start = None
+    try:
+        while not drained(r, STREAM, keys.group(role), n):
+            if start is None and any(g["pending"] or g.get("entries-read") for g in r.xinfo_groups(STREAM)):
+                start = time.perf_counter()  # the worker is up: exclude interpreter start-up
+            time.sleep(0.002)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return n / (time.perf_counter() - (start or t))
+
+
+def hop_latency(r, env, samples: int) -> tuple[float, float]:
+    """One hop: XADD onto the router-style stream → worker → emit observed downstream."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.bench.hop_worker"], env=env)
+    lat = []
+    try:
+        last = "$"
+        time.sleep(1.0)
+        for i in range(samples + 50):
+            sent = time.perf_counter()
+            r.xadd("bench:hop:in", encode(Envelope(type="noop", idempotency_key=f"h{i}", payload=Noop(n=i))))
+            while True:
+                resp = r.xread({"bench:hop:out": last}, block=1000, count=1)
+                if resp:
+                    last = resp[0][1][-1][0]
+                    break
+            if i >= 50:  # warm-up excluded
+                lat.append((time.perf_counter() - sent) * 1000)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    lat.sort()
+    return statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--samples", type=int, default=2000)
+    args = ap.parse_args()
+    server = RedisServer()
+    r = connect(server.url)
+    tmp = tempfile.mkdtemp(prefix="chimera-bench-")
+    env = dict(os.environ, CHIMERA_REDIS_URL=server.url, CHIMERA_STORE_URL=f"sqlite:///{tmp}/bench.sqlite",
+               CHIMERA_OBJECTS_URL=f"file://{tmp}/objects", CHIMERA_LOG_LEVEL="WARNING", CHIMERA_LOG_JSON="0",
+               CHIMERA_BLOCK_MS="100")
+    try:
+        add = raw_xadd(r, args.n // 2)
+        ceiling = raw_consume(r, args.n)
+        noop = runtime_throughput(r, env, "noop", args.n)
+        store = runtime_throughput(r, env, "sqlite-bench", args.n // 2)
+        p50, p99 = hop_latency(r, env, args.samples)
+    finally:
+        server.stop()
+    print(f"raw XADD (one call per entry)          {add:10.0f} entries/s")
+    print(f"raw XREADGROUP+XACK (ceiling)          {ceiling:10.0f} entries/s   1.00 x ceiling")
+    print(f"runtime, no-op handler                 {noop:10.0f} entries/s   {noop / ceiling:.2f} x ceiling (target >= 0.50)")
+    print(f"runtime, one SQLite document per entry {store:10.0f} entries/s   {store / ceiling:.2f} x ceiling")
+    print(f"hop latency (XADD -> handler -> XADD)  p50 {p50:.3f} ms   p99 {p99:.3f} ms (target p99 <= 5 ms)")
+
+
+if __name__ == "__main__":
+    main()
