@@ -45,6 +45,7 @@ def _settings():
 
 
 def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
+    from chimera.workers.handler import HandlerSpec
     from chimera.workers.registry import find_role, load_spec
     from chimera.workers.runtime import Worker
 
@@ -52,18 +53,21 @@ def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
     setup_logging(settings.log_level)
     try:
         spec_role = find_role(role)
+        spec = None if spec_role.code == "scheduler" else load_spec(role)
         r = redis_from(settings)
         clock = clock_from(settings)
         name = consumer or consumer_name(spec_role.code, settings, index)
-        if spec_role.code == "scheduler":
-            from chimera.workers.scheduler_role import run_scheduler
-
+        if spec is None or not isinstance(spec, HandlerSpec):  # scheduler, or a role with its own loop
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-            run_scheduler(r, clock, name, stop)
+            if spec is None:
+                from chimera.workers.scheduler_role import run_scheduler
+
+                run_scheduler(r, clock, name, stop)
+            else:
+                spec(settings, stop)
             return
-        spec = load_spec(role)
         store, objects = stores_from(settings)
         worker = Worker(spec, r, settings=settings, store=store, objects=objects, clock=clock, consumer=name)
         worker.install_signal_handlers()

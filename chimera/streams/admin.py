@@ -8,15 +8,16 @@ from chimera.streams import keys
 
 
 def init_groups(r, settings) -> list[tuple[str, str]]:
-    from chimera.workers.registry import ROLES, load_spec
+    from chimera.workers.handler import HandlerSpec
+    from chimera.workers.registry import ROLES, is_built, load_spec
     from chimera.workers.runtime import ensure_group
 
     done = []
     for role in ROLES:
-        if role.spec_path is None:
+        if not is_built(role.code):
             continue
         spec = load_spec(role.code)
-        if spec is None:
+        if not isinstance(spec, HandlerSpec):
             continue
         for stream in spec.streams(settings):
             ensure_group(r, stream, keys.group(spec.role))

@@ -116,3 +116,12 @@ def members_key(role: str) -> str:
 SCHED_DUE = "sched:{due}"  # ZSET member=key, score=due ms
 SCHED_PAYLOADS = "sched:{due}:payloads"  # HASH key → (stream, envelope); same slot as SCHED_DUE
 SCHED_LEASE = "lease:{sched}:active"
+
+
+# --- S1 connectors / S2 features (issue #4) ----------------------------------------------------
+
+# --- S3 strategy (issue #5) --------------------------------------------------------------------
+
+# --- S4 router / S6 positions (issue #6) ----------------------------------------------------------
+
+# --- S5 reconciler / gateway (issue #7) ------------------------------------------------------------

@@ -7,6 +7,7 @@ nothing.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chimera.workers.errors import FatalError, NotYetImplemented
@@ -23,12 +24,12 @@ class Role:
 
 
 ROLES: tuple[Role, ...] = (
-    Role("s1", "exchange connectors", ("connectors", "connector", "xchg"), None, "issue #4"),
-    Role("s2", "feature generator", ("features", "feature"), None, "issue #4"),
-    Role("s3", "strategy engine", ("strategy",), None, "issue #5"),
-    Role("s4", "order router", ("router", "orders"), None, "issue #6"),
-    Role("s5", "reconciler", ("reconciler", "recon"), None, "issue #7"),
-    Role("s6", "position manager", ("positions", "position"), None, "issue #6"),
+    Role("s1", "exchange connectors", ("connectors", "connector", "xchg"), "chimera.handlers.connectors.role:SPEC", "issue #4"),
+    Role("s2", "feature generator", ("features", "feature"), "chimera.handlers.features.role:SPEC", "issue #4"),
+    Role("s3", "strategy engine", ("strategy",), "chimera.handlers.strategy.role:SPEC", "issue #5"),
+    Role("s4", "order router", ("router", "orders"), "chimera.handlers.router.role:SPEC", "issue #6"),
+    Role("s5", "reconciler", ("reconciler", "recon"), "chimera.handlers.reconciler.role:SPEC", "issue #7"),
+    Role("s6", "position manager", ("positions", "position"), "chimera.handlers.positions.role:SPEC", "issue #6"),
     Role("s7", "label backfill", ("labels",), None, "a later issue"),
     Role("s8", "trade autopsy", ("autopsy",), None, "a later issue"),
     Role("s9", "experiments", ("experiments", "hypotheses"), None, "a later issue"),
@@ -50,10 +51,31 @@ def find_role(name: str) -> Role:
     raise FatalError(f"unknown role {name!r}; known roles: {known}")
 
 
-def load_spec(name: str) -> HandlerSpec | None:
-    """The role's HandlerSpec (None for the scheduler, which has its own loop)."""
+def load_spec(name: str) -> HandlerSpec | Callable | None:
+    """The role's entry point.
+
+    A ``HandlerSpec`` runs in the consumer-group runtime; a callable ``run(settings, stop_event)``
+    is a role with its own loop (S1's WebSocket connectors); None is the scheduler.
+    """
     role = find_role(name)
+    not_yet = NotYetImplemented(f"role {role.code} ({role.name}) is not implemented yet (planned in {role.issue})")
     if role.spec_path is None:
-        raise NotYetImplemented(f"role {role.code} ({role.name}) is not implemented yet (planned in {role.issue})")
+        raise not_yet
     module, _, attr = role.spec_path.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise not_yet from None
+        raise
+    if not hasattr(mod, attr):
+        raise not_yet
+    return getattr(mod, attr)
+
+
+def is_built(name: str) -> bool:
+    try:
+        load_spec(name)
+        return True
+    except NotYetImplemented:
+        return False
