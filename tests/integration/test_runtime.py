@@ -159,6 +159,10 @@ def test_two_replicas_of_an_ordered_role_keep_each_stream_in_order(r, settings):
     w1 = ThreadWorker(handlers.ORDERED_SPEC, r, settings, "o1", store)
     w2 = ThreadWorker(handlers.ORDERED_SPEC, r, settings, "o2", store)
     with w1, w2:
+        # The first replica up takes every stream; the fair share hands half to the second.
+        wait_until(lambda: w1.worker.leases.owned and w2.worker.leases.owned
+                   and len(w1.worker.leases.owned) + len(w2.worker.leases.owned) == 4,
+                   timeout=10, message="leases rebalanced over both replicas")
         for i in range(per_stream):
             for s in handlers.ORDERED_STREAMS:
                 producer.publish(s, Noop(n=i), idempotency_key=f"{s}:{i}")
