@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -32,7 +33,7 @@ class SQLiteDocumentStore:
             self._uri = f"file:{path}"
         else:
             # Shared in-memory DB so every thread sees the same data.
-            self._uri = f"file:chimera-mem-{id(self)}?mode=memory&cache=shared"
+            self._uri = f"file:chimera-mem-{uuid.uuid4().hex}?mode=memory&cache=shared"
         self._local = threading.local()
         self._known: set[str] = set()
         self._ddl_lock = threading.Lock()

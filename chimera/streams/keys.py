@@ -120,8 +120,49 @@ SCHED_LEASE = "lease:{sched}:active"
 
 # --- S1 connectors / S2 features (issue #4) ----------------------------------------------------
 
+
+def mkt_bars(symbol: str) -> str:
+    """ZSET of closed 1m bars (score = open time, member = JSON), written by S1 before it XADDs the
+    bar: S2 reads the rho reference (BTC) from here, so no replica waits on another's stream."""
+    return f"mkt:{{bars}}:{symbol}"
+
+
+def feat_cache_seq(symbol: str) -> str:
+    # Same slot as feat_cache: the state blob and its sequence number are written in one MULTI.
+    return f"feat:{{cache}}:{symbol}:seq"
+
+
+REGIME_REV = "prod:{regime}:market:rev"  # INCR'd on every daily regime write (same slot as REGIME_STATE)
+REGIME_TIMER = "s2:regime:daily"  # due-queue key of the daily regime tick
+
+
+def s1_stream_status(account_id: str) -> str:
+    """HASH ws_status / last_error / last_connected_at of one account's streams (seed 000)."""
+    return f"s1:{{status}}:{account_id}"
+
+
+def s1_seen_trade(account_id: str) -> str:
+    """SET of user-data trade ids already published as VenueReport (dedupe across reconnects)."""
+    return f"s1:{{seen}}:{account_id}"
+
+
 # --- S3 strategy (issue #5) --------------------------------------------------------------------
 
+# Margin in use is kept in integer micro-USDT (1e-6) so reserve/release sums are exact. The
+# reservation hash makes reserve and release idempotent per position; every key shares the
+# {budget} tag with RISK_BUDGET_INUSE and risk_concurrency() so one Lua script covers them all.
+RISK_RESERVATIONS = "risk:{budget}:reservations"  # HASH pos_id -> "symbol|micro_usdt"
+RISK_OPEN_POSITIONS = "risk:{budget}:open_positions"  # count of reserved positions, all symbols
+
 # --- S4 router / S6 positions (issue #6) ----------------------------------------------------------
+
+ROUTER_COUNTERS = "ord:{metrics}:router"  # HASH: maker_timeout_count, maker_reject_count, guard_fired_count
+POS_ACTIVE = "pos:{active}"  # SET of open pos_ids (S6 management ticks and FLATTEN walk it)
+
+
+def guard_index(symbol: str) -> str:
+    """SET of intent ids whose guard stop is armed on ``symbol`` (the guard monitor walks it)."""
+    return f"guard:{{stop}}:index:{symbol}"
+
 
 # --- S5 reconciler / gateway (issue #7) ------------------------------------------------------------

@@ -317,47 +317,67 @@ class Worker:
             if not owned:
                 self.stop_event.wait(min(0.2, self.settings.lease_ttl_ms / 5000))
                 continue
-            for g in self._slot_groups(owned):
+            groups = self._slot_groups(owned)
+            for g in groups:
                 block = min(self.settings.block_ms, max(self.settings.lease_ttl_ms // 4, 10))
-                got = self._xreadgroup({s: ">" for s in g}, block if len(owned) == len(g) else None)
-                for stream, entry_id, fields in got:
-                    if not self.leases.still_owns(stream):
-                        break  # lost the lease mid-batch: the new owner will claim these
-                    self._process_in_order(stream, entry_id, fields, attempts=1)
-                    if self.stop_event.is_set():
-                        return
-            if len(self._slot_groups(owned)) > 1:
+                self._run_batch_in_order(self._xreadgroup({s: ">" for s in g}, block if len(groups) == 1 else None))
+                if self.stop_event.is_set():
+                    return
+            if len(groups) > 1:
                 self.stop_event.wait(0.002)
 
     def _claim_all_in_order(self, stream: str) -> None:
-        entries: list[tuple[str, dict]] = []
+        entries: list[tuple[str, str, dict]] = []
         start = "0-0"
         while True:
             res = self.r.xautoclaim(stream, self.group, self.consumer, min_idle_time=0, start_id=start, count=500)
             start = _s(res[0])
-            entries.extend((_s(i), f) for i, f in res[1])
+            entries.extend((stream, _s(i), f) for i, f in res[1])
             if start in ("0-0", "0"):
                 break
-        for entry_id, fields in sorted(entries, key=lambda e: tuple(int(x) for x in e[0].split("-"))):
-            self._process_in_order(stream, entry_id, fields, attempts=self._attempts(stream, entry_id))
+        entries.sort(key=lambda e: tuple(int(x) for x in e[1].split("-")))
+        self._run_batch_in_order(entries, attempts=None)
 
-    def _process_in_order(self, stream: str, entry_id: str, fields: dict, attempts: int) -> None:
+    def _run_batch_in_order(self, got: list[tuple[str, str, dict]], attempts: int | None = 1) -> None:
+        """Like ``_run_batch``, but a failing entry is retried in place before its stream moves on."""
+        if not got:
+            return
+        decoded = [(stream, entry_id, fields, self._decode(stream, entry_id, fields)) for stream, entry_id, fields in got]
+        self._prefetch_seen([env for *_, env in decoded if isinstance(env, Envelope)])
+        blocked: set[str] = set()  # streams that must not move past a stuck entry in this batch
+        done_before = self.processed
+        try:
+            for stream, entry_id, fields, env in decoded:
+                if stream in blocked or not self.leases.still_owns(stream):
+                    blocked.add(stream)  # lost the lease mid-batch: the new owner claims these
+                    continue
+                n = attempts if attempts is not None else self._attempts(stream, entry_id)
+                if self._process(stream, entry_id, fields, n, ordered=True, env=env) == Outcome.RETRY:
+                    self._flush()  # commit what is done before waiting
+                    if not self._retry_in_place(stream, entry_id, fields, n, env):
+                        blocked.add(stream)
+                if self.stop_event.is_set():
+                    break
+        finally:
+            self._flush()
+            if self.processed > done_before:
+                self._m_done.inc(self.processed - done_before)
+
+    def _retry_in_place(self, stream: str, entry_id: str, fields: dict, attempts: int, env) -> bool:
         delay = 0.01
         while not self.stop_event.is_set():
-            self._seen = set()
-            try:
-                outcome = self._process(stream, entry_id, fields, attempts, ordered=True)
-            finally:
-                self._flush()
-            if outcome == Outcome.DONE:
-                self._m_done.inc()
-            if outcome != Outcome.RETRY:
-                return
-            attempts += 1
             self.stop_event.wait(delay)
             delay = min(delay * 2, 1.0)
             if self.leases and not self.leases.still_owns(stream):
-                return
+                return False
+            attempts += 1
+            try:
+                outcome = self._process(stream, entry_id, fields, attempts, ordered=True, env=env)
+            finally:
+                self._flush()
+            if outcome != Outcome.RETRY:
+                return True
+        return False
 
     # --- one entry ----------------------------------------------------------------------------
 
@@ -380,7 +400,7 @@ class Worker:
         if attempts > self.settings.max_attempts:
             return self._dead(stream, entry_id, fields, f"exceeded {self.settings.max_attempts} attempts", attempts)
         idem = self.spec.idempotency(env) if self.spec.idempotency else None
-        if idem and (idem in self._seen or (ordered and self.idem.seen(idem))):
+        if idem and idem in self._seen:
             self._ack(stream, entry_id)
             self._m_dup.inc()
             return Outcome.DUPLICATE

@@ -1,0 +1,100 @@
+"""Feature recompute (``RecomputeFeatures`` on ``feat:{commands}``): the same S2 handler, run by
+the in-process runtime over klines of a period, backfills ``signals.features``.
+
+Klines come from the venue's REST (``/fapi/v1/klines`` through the official SDK, the venue
+given by ``settings.venue_url``) or from a ``kline_source`` callable in ``ctx.services``
+(``(symbol, start_ms, end_ms) -> list[Kline]``; tests and the repo sample use that).
+Warm-up: bars from ``start - recompute_warmup_bars`` (default 1000) are folded in but only
+bars with ``start <= open_time < end`` are written. Rolling windows (rv, rho) are then exact;
+Wilder's ATR forgets its start as (13/14)^n, below 1e-30 after 1000 bars, so a recompute equals
+the streamed values whenever the stream itself had that much history (or both start at the
+same first bar).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+from loguru import logger
+
+from chimera.handlers.features.bars import MemoryBars
+from chimera.schemas.envelope import Envelope
+from chimera.schemas.messages import Kline, OpsEvent, RecomputeFeatures
+from chimera.streams import keys
+from chimera.streams.producer import Emit
+from chimera.workers.errors import PermanentError, RetryableError
+from chimera.workers.handler import Context
+
+DEFAULT_WARMUP_BARS = 1000
+
+
+def _kline_source(ctx: Context):
+    src = ctx.services.get("kline_source")
+    if src is not None:
+        return src
+    base = getattr(ctx.settings, "venue_url", "")
+    if not base:
+        raise PermanentError("recompute needs klines: no kline_source service and no settings.venue_url")
+    from chimera.venues.binance.market_data import drop_forming, fetch_klines, futures_rest
+
+    rest = futures_rest(base)
+
+    def load(symbol: str, start: int, end: int) -> list[Kline]:
+        try:
+            # The venue's clock (replay time in paper mode) says which bar is still forming.
+            now = int(rest.check_server_time().data().server_time)
+            return drop_forming(fetch_klines(rest, symbol, start, end), now)
+        except Exception as exc:  # network / venue errors: try again later
+            raise RetryableError(f"klines {symbol} from {base}: {exc}") from exc
+
+    return load
+
+
+def recompute(ctx: Context, symbol: str, start_ms: int, end_ms: int, *, warmup_bars: int | None = None) -> dict:
+    """Run the S2 handler in-process over [start - warmup, end); backfill signals. Returns a summary."""
+    from chimera.handlers.features.role import SPEC, feature_config, reference_symbol
+    from chimera.workers.inprocess import InProcessRuntime
+
+    if end_ms <= start_ms:
+        raise PermanentError(f"recompute {symbol}: empty period [{start_ms}, {end_ms})")
+    cfg = feature_config(ctx)
+    extra = getattr(ctx.settings, "extra", None) or {}
+    warm = warmup_bars if warmup_bars is not None else int(extra.get("recompute_warmup_bars", DEFAULT_WARMUP_BARS))
+    ref = reference_symbol(ctx.settings)
+    load = _kline_source(ctx)
+    lo = start_ms - warm * cfg.bar_ms
+    own = load(symbol, lo, end_ms)
+    ref_bars = load(ref, lo - cfg.rho_window * cfg.bar_ms, end_ms) if symbol != ref else []
+    syms = (symbol,) if symbol == ref else (ref, symbol)
+    try:
+        settings = replace(ctx.settings, symbols=syms)
+    except TypeError:
+        settings = SimpleNamespace(symbols=syms, extra=extra)
+    services = {"s2.recompute_window": (start_ms, end_ms), "s2.bars": MemoryBars()}
+    rt = InProcessRuntime([SPEC], store=ctx.store, settings=settings, services=services)
+    if ctx.config is not None:
+        rt.config = ctx.config  # the same config rev as the command's
+    # Reference bars go to the bar store directly (the reference symbol's own signals are not
+    # part of this recompute); the symbol's bars go through the handler, in order.
+    for k in ref_bars:
+        services["s2.bars"].add(ref, k.open_time, float(k.close))
+    for k in own:
+        rt.publish(keys.mkt_stream("perp", symbol), k, f"recompute:{symbol}:{k.open_time}", event_time=k.close_time)
+    rt.run()
+    if rt.dead:
+        raise PermanentError(f"recompute {symbol}: {len(rt.dead)} bar(s) failed: {rt.dead[0][2]}")
+    written = services.get("s2.recomputed", 0)
+    return {"symbol": symbol, "start_ms": start_ms, "end_ms": end_ms, "bars_loaded": len(own),
+            "reference_bars": len(ref_bars), "signals_written": written, "warmup_bars": warm,
+            "config_rev": rt.config.rev}
+
+
+def handle_recompute(env: Envelope, ctx: Context, cmd: RecomputeFeatures) -> list[Emit]:
+    summary = recompute(ctx, cmd.symbol, cmd.start_ms, cmd.end_ms)
+    key = f"FEATURE_RECOMPUTE:{cmd.symbol}:{cmd.start_ms}:{cmd.end_ms}:{env.idempotency_key}"
+    ctx.store.upsert("strategy_events", key, {"kind": "FEATURE_RECOMPUTE", "at": ctx.now_ms(),
+                                              "requested_by": env.correlation_id, **summary})
+    logger.info("s2 recompute {}: {}", cmd.symbol, summary)
+    return [Emit(keys.OPS_EVENTS, OpsEvent(kind="FEATURE_RECOMPUTE", actor=ctx.consumer or "s2",
+                                           detail={k: str(v) for k, v in summary.items()}), key)]

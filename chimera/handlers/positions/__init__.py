@@ -1,0 +1,1 @@
+"""S6 position manager (issue #6). See docs/execution.md."""

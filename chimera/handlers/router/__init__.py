@@ -1,0 +1,1 @@
+"""S4 order router (issue #6). See docs/execution.md."""

@@ -1,0 +1,177 @@
+"""S3 decide: L0 guards -> L1 rules -> L2 model -> sizing -> budget reservation -> intent.
+
+One call per signal. The decision is written to ``signals.decision`` before anything is
+published; a redelivered signal whose decision is already recorded re-publishes the recorded
+decision and intent unchanged (at-least-once delivery, decisions exactly once). Decision time
+is the signal's t0 (``Decide``: the clock), so a replay decides exactly as live did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+from msgspec.structs import replace
+
+from chimera.handlers.strategy import guards, model_gate
+from chimera.handlers.strategy.bundle import StrategyConfig, strategy_config
+from chimera.handlers.strategy.dsl import time_fields
+from chimera.handlers.strategy.lifecycle import COLL, last_stop_loss, open_position, transition
+from chimera.handlers.strategy.sizing import build_intent, entry_price, ids_for, size_entry, symbol_rules
+from chimera.handlers.strategy.state import OK, state_for
+from chimera.schemas.envelope import to_builtins
+from chimera.schemas.messages import Decision, OrderIntent, SubmitOrder
+from chimera.schemas.states import PositionEvent
+from chimera.schemas.strategy import DecisionRecord
+from chimera.streams import keys
+from chimera.streams.producer import Emit
+
+SIGNALS = "signals"
+_LIVE_STATES = ["PENDING_ENTRY", "ACTIVE", "PENDING_CLOSING"]
+_SIDE = {"LONG": "BUY", "SHORT": "SELL", "BUY": "BUY", "SELL": "SELL"}
+
+
+@dataclass(frozen=True)
+class Signal:
+    signal_id: str
+    symbol: str
+    as_of: int
+    features: dict
+    side: str | None = None  # forced by a Decide command
+
+
+def decide(sig: Signal, ctx) -> list[Emit]:
+    done = ctx.store.get(SIGNALS, sig.signal_id)
+    if done and done.get("decision"):
+        return _emits(sig, done["decision"], done.get("intent"))
+    record, intent = _evaluate(sig, ctx)
+    if record.action == "skip" and record.side:
+        _undo_partial_open(sig, ctx)
+    ctx.store.insert_if_absent(SIGNALS, sig.signal_id, {"signal_id": sig.signal_id, "symbol": sig.symbol,
+                                                        "t0": sig.as_of, "features": sig.features})
+    doc = {"decision": to_builtins(record), "intent": to_builtins(intent) if intent else None,
+           "config_rev": record.config_rev}
+    ctx.store.update_if(SIGNALS, sig.signal_id, doc, {})
+    return _emits(sig, doc["decision"], doc["intent"])
+
+
+def _undo_partial_open(sig: Signal, ctx) -> None:
+    """A crash after reserving but before the decision was recorded, then a skip on redelivery
+    (e.g. the kill switch went up in between), would leak the reservation: give it back."""
+    pos_id, _ = ids_for(sig.signal_id)
+    risk = state_for(ctx)
+    if ctx.store.get(COLL, pos_id):
+        transition(ctx.store, risk, pos_id, PositionEvent.ROLLED_BACK, now_ms=sig.as_of, reason="decision skipped on replay")
+    else:
+        risk.release(pos_id, sig.symbol)
+
+
+def _emits(sig: Signal, decision: dict, intent: dict | None) -> list[Emit]:
+    d = msgspec.convert(decision, DecisionRecord)
+    out = [Emit(keys.SIG_EVENTS, Decision(
+        signal_id=sig.signal_id, symbol=sig.symbol, action=d.action, side=d.side, size_mult=d.size_mult,
+        tp_mult=d.tp_mult, sl_mult=d.sl_mult, reason=d.reason, model_p=d.model_p,
+    ), f"decision:{sig.signal_id}", event_time=sig.as_of)]
+    if d.action == "open" and intent:
+        order = msgspec.convert(intent, OrderIntent, strict=False)
+        out.append(Emit(keys.ORD_COMMANDS, SubmitOrder(intent=order), order.intent_id, event_time=sig.as_of))
+    return out
+
+
+def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
+    cfg = strategy_config(ctx.config)
+    base = DecisionRecord(action="skip", config_rev=ctx.config.rev, bundle_id=ctx.config.bundle_id, as_of=sig.as_of)
+    if cfg is None:
+        return replace(base, reason="NO_STRATEGY_CONFIG"), None
+    if cfg.symbols is not None and sig.symbol not in cfg.symbols:
+        return replace(base, reason="SYMBOL_NOT_CONFIGURED"), None
+    risk = state_for(ctx)
+    blocked = guards.kill_switch(risk.kill_switch()) or guards.trading_window(cfg, sig.as_of)
+    if blocked:
+        return replace(base, reason=blocked), None
+    why, health_mult, level = guards.health(cfg, risk.health())
+    base = replace(base, health=level)
+    if why:
+        return replace(base, reason=why), None
+    regime = risk.regime() or ""
+    base = replace(base, regime=regime)
+    blocked = guards.regime(cfg, regime) or guards.funding_window(cfg, sig.features)
+    if blocked:
+        return replace(base, reason=blocked), None
+
+    context = {**sig.features, **time_fields(sig.as_of), "regime": regime or None}
+    side = _side(cfg, sig, context)
+    if side is None:
+        return replace(base, reason="NO_SIGNAL"), None
+    base = replace(base, side=side, market=cfg.sizing.market)
+    context["side"] = "LONG" if side == "BUY" else "SHORT"
+    if cfg.sizing.market == "SPOT" and side == "SELL":
+        return replace(base, reason="SPOT_NO_SHORT"), None
+
+    pos_id, intent_id = ids_for(sig.signal_id)
+    blocked = guards.cooldown(cfg, last_stop_loss(ctx.store, sig.symbol), sig.as_of)
+    replaces = _same_direction(ctx.store, sig.symbol, side, pos_id)
+    if not blocked and replaces and not cfg.priority_replace:
+        blocked = "SAME_DIRECTION_OPEN"
+    if blocked:
+        return replace(base, reason=blocked), None
+
+    rules = cfg.rules.evaluate(context)
+    base = replace(base, fired=rules.fired, missing=rules.missing, tp_mult=rules.tp_mult, sl_mult=rules.sl_mult)
+    if rules.skip_entry:
+        return replace(base, reason="RULE_SKIP"), None
+
+    size_mult, notes = rules.size_mult * health_mult, []
+    if cfg.model is not None:
+        model = model_gate.load_model(ctx.objects, cfg.model.key, cfg.bundle_id, cfg.rev)
+        res = model_gate.evaluate(cfg.model, model, sig.features)
+        base = replace(base, model_p=res.p, model_status=res.status)
+        if res.skip:
+            return replace(base, reason="MODEL_LOW_P" if res.status == "ok" else f"MODEL_{res.status.upper()}"), None
+        if res.status != "ok":
+            notes.append(f"model_{res.status}_fallback")
+        size_mult *= res.size_mult
+    base = replace(base, size_mult=round(size_mult, 10))
+    if size_mult <= 0:
+        return replace(base, reason="SIZE_ZERO"), None
+    return _size_and_reserve(sig, ctx, cfg, risk, base, pos_id, intent_id, replaces, notes)
+
+
+def _size_and_reserve(sig, ctx, cfg: StrategyConfig, risk, base: DecisionRecord, pos_id: str, intent_id: str,
+                      replaces: str, notes: list[str]) -> tuple[DecisionRecord, OrderIntent | None]:
+    rules = symbol_rules(cfg.sizing.market, sig.symbol)
+    price, source = entry_price(sig.features)
+    if rules is None or price is None:
+        return replace(base, reason="NO_FILTERS" if rules is None else "NO_PRICE"), None
+    atr = sig.features.get("atr")
+    sized = size_entry(cfg.sizing, rules, price=price, size_mult=base.size_mult, side=base.side,
+                       atr=atr if isinstance(atr, int | float) else None, tp_mult=base.tp_mult, sl_mult=base.sl_mult)
+    base = replace(base, price=str(price), price_source=source)
+    if isinstance(sized, str):
+        return replace(base, reason=sized), None
+    got = risk.reserve(pos_id, sig.symbol, sized.margin, cfg.limits)
+    if got != OK:
+        return replace(base, reason=got), None
+    intent = build_intent(intent_id=intent_id, pos_id=pos_id, signal_id=sig.signal_id, symbol=sig.symbol,
+                          side=base.side, sizing=cfg.sizing, sized=sized)
+    open_position(ctx.store, pos_id=pos_id, signal_id=sig.signal_id, intent_id=intent_id, symbol=sig.symbol,
+                  side=base.side, market=cfg.sizing.market, qty=str(sized.qty), margin_usdt=str(sized.margin),
+                  now_ms=sig.as_of, config_rev=cfg.rev)
+    reason = ";".join(["ok", *notes])
+    return replace(base, action="open", reason=reason, qty=str(sized.qty), margin_usdt=str(sized.margin),
+                   intent_id=intent_id, pos_id=pos_id, replaces=replaces), intent
+
+
+def _side(cfg: StrategyConfig, sig: Signal, context: dict) -> str | None:
+    if sig.side:
+        return _SIDE.get(sig.side.upper())
+    for rule, side in ((cfg.long_when, "BUY"), (cfg.short_when, "SELL")):
+        if rule is not None and rule.evaluate(context).fired:
+            return side
+    return None
+
+
+def _same_direction(store, symbol: str, side: str, own: str) -> str:
+    live = store.query(COLL, {"kind": "POSITION", "symbol": symbol, "side": side, "state": ("in", _LIVE_STATES)},
+                       order_by="created_at")
+    return next((d["pos_id"] for d in live if d["pos_id"] != own), "")

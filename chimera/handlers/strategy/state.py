@@ -1,0 +1,240 @@
+"""The shared-state port S3's guards read and its risk budget is reserved through.
+
+``RedisState`` is production (and works on a Redis Cluster: every budget key carries the
+``{budget}`` tag, so the reserve and release scripts touch one slot). ``MemoryState`` serves the
+in-process runtime (ctx.redis is None there), backtests and dry-runs, with the same semantics:
+reserve and release are idempotent per ``pos_id``, so an at-least-once redelivery never books
+margin twice or frees it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+import msgspec
+
+from chimera.schemas.strategy import KillSwitchState, decode_kill_switch
+from chimera.streams import keys
+
+MICRO = Decimal("1000000")
+OK = "OK"
+
+
+def to_micro(usdt: Decimal) -> int:
+    return int((Decimal(usdt) * MICRO).to_integral_value())
+
+
+def from_micro(micro: int) -> Decimal:
+    return Decimal(micro) / MICRO
+
+
+@dataclass(frozen=True)
+class Limits:
+    budget_usdt: Decimal
+    max_per_symbol: int
+    max_open: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    in_use_usdt: Decimal
+    open_positions: int
+    per_symbol: int
+
+
+class StrategyState(Protocol):
+    def kill_switch(self) -> KillSwitchState | None: ...
+    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None: ...
+    def clear_kill_switch(self) -> bool: ...
+    def health(self) -> str | None: ...
+    def regime(self) -> str | None: ...
+
+    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
+        """``OK`` or the blocking reason: MAX_OPEN_POSITIONS, CONCURRENCY, RISK_BUDGET."""
+
+    def release(self, pos_id: str, symbol: str) -> bool:
+        """True if this call freed the reservation; False if it was already free."""
+
+    def usage(self, symbol: str) -> Usage: ...
+
+
+def parse_level(raw: bytes | str | None, *names: str) -> str | None:
+    """A level written either as a bare word or as JSON ``{"state"|"level": ...}``."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        for name in names:
+            if isinstance(doc.get(name), str):
+                return doc[name].upper()
+        return None
+    return text.upper() or None
+
+
+# KEYS: inuse, reservations, concurrency(symbol), open ; ARGV: pos_id, symbol, micro, budget, max_sym, max_open
+_RESERVE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'OK' end
+local inuse = tonumber(redis.call('GET', KEYS[1]) or '0')
+local conc = tonumber(redis.call('GET', KEYS[3]) or '0')
+local open = tonumber(redis.call('GET', KEYS[4]) or '0')
+if open + 1 > tonumber(ARGV[6]) then return 'MAX_OPEN_POSITIONS' end
+if conc + 1 > tonumber(ARGV[5]) then return 'CONCURRENCY' end
+if inuse + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 'RISK_BUDGET' end
+redis.call('INCRBY', KEYS[1], ARGV[3])
+redis.call('INCR', KEYS[3])
+redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+return 'OK'
+"""
+
+# KEYS: inuse, reservations, concurrency(symbol), open ; ARGV: pos_id, symbol
+_RELEASE = """
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if not v then return 0 end
+local sep = string.find(v, '|', 1, true)
+if string.sub(v, 1, sep - 1) ~= ARGV[2] then return -1 end
+redis.call('DECRBY', KEYS[1], string.sub(v, sep + 1))
+redis.call('DECR', KEYS[3])
+redis.call('DECR', KEYS[4])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class WrongSymbol(ValueError):
+    pass
+
+
+def _budget_keys(symbol: str) -> list[str]:
+    return [keys.RISK_BUDGET_INUSE, keys.RISK_RESERVATIONS, keys.risk_concurrency(symbol), keys.RISK_OPEN_POSITIONS]
+
+
+class RedisState:
+    def __init__(self, r) -> None:
+        self.r = r
+
+    def kill_switch(self) -> KillSwitchState | None:
+        return decode_kill_switch(self.r.get(keys.KILL_SWITCH))
+
+    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None:
+        self.r.set(keys.KILL_SWITCH, msgspec.json.encode(state), px=ttl_ms)
+
+    def clear_kill_switch(self) -> bool:
+        return bool(self.r.delete(keys.KILL_SWITCH))
+
+    def health(self) -> str | None:
+        return parse_level(self.r.get(keys.HEALTH_STATE), "level", "state")
+
+    def regime(self) -> str | None:
+        return parse_level(self.r.get(keys.REGIME_STATE), "state", "regime")
+
+    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
+        got = self.r.eval(_RESERVE, 4, *_budget_keys(symbol), pos_id, symbol, to_micro(margin),
+                          to_micro(limits.budget_usdt), limits.max_per_symbol, limits.max_open)
+        return got.decode() if isinstance(got, bytes) else str(got)
+
+    def release(self, pos_id: str, symbol: str) -> bool:
+        got = int(self.r.eval(_RELEASE, 4, *_budget_keys(symbol), pos_id, symbol))
+        if got < 0:
+            raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
+        return got == 1
+
+    def usage(self, symbol: str) -> Usage:
+        inuse, conc, open_ = (self.r.get(k) for k in (keys.RISK_BUDGET_INUSE, keys.risk_concurrency(symbol),
+                                                      keys.RISK_OPEN_POSITIONS))
+        return Usage(from_micro(int(inuse or 0)), int(open_ or 0), int(conc or 0))
+
+
+class MemoryState:
+    """Same semantics as RedisState, under one lock. TTLs follow ``now_ms`` (monotonic by default)."""
+
+    def __init__(self, now_ms: Callable[[], int] | None = None) -> None:
+        self._now = now_ms or (lambda: int(time.monotonic() * 1000))
+        self._lock = threading.Lock()
+        self._kill: tuple[KillSwitchState, int] | None = None
+        self.health_level: str | None = None
+        self.regime_state: str | None = None
+        self._reservations: dict[str, tuple[str, int]] = {}
+
+    def kill_switch(self) -> KillSwitchState | None:
+        with self._lock:
+            if self._kill and self._kill[1] > self._now():
+                return self._kill[0]
+            self._kill = None
+            return None
+
+    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None:
+        with self._lock:
+            self._kill = (state, self._now() + ttl_ms)
+
+    def clear_kill_switch(self) -> bool:
+        with self._lock:
+            had, self._kill = self._kill is not None, None
+            return had
+
+    def health(self) -> str | None:
+        return self.health_level
+
+    def regime(self) -> str | None:
+        return self.regime_state
+
+    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
+        micro = to_micro(margin)
+        with self._lock:
+            if pos_id in self._reservations:
+                return OK
+            held = self._reservations.values()
+            if len(held) + 1 > limits.max_open:
+                return "MAX_OPEN_POSITIONS"
+            if sum(1 for s, _ in held if s == symbol) + 1 > limits.max_per_symbol:
+                return "CONCURRENCY"
+            if sum(m for _, m in held) + micro > to_micro(limits.budget_usdt):
+                return "RISK_BUDGET"
+            self._reservations[pos_id] = (symbol, micro)
+            return OK
+
+    def release(self, pos_id: str, symbol: str) -> bool:
+        with self._lock:
+            held = self._reservations.get(pos_id)
+            if held is None:
+                return False
+            if held[0] != symbol:
+                raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
+            del self._reservations[pos_id]
+            return True
+
+    def usage(self, symbol: str) -> Usage:
+        with self._lock:
+            held = list(self._reservations.values())
+        return Usage(from_micro(sum(m for _, m in held)), len(held), sum(1 for s, _ in held if s == symbol))
+
+
+_REDIS_STATES: dict[int, RedisState] = {}
+
+
+def state_for(ctx) -> StrategyState:
+    """The port for this context: an injected one, Redis when the runtime has it, else in-memory.
+
+    The in-process runtime shares one ``services`` dict across deliveries, so the in-memory
+    state created on first use lives as long as the runtime.
+    """
+    injected = ctx.services.get("strategy_state")
+    if injected is not None:
+        return injected
+    if ctx.redis is not None:
+        st = _REDIS_STATES.get(id(ctx.redis))
+        if st is None or st.r is not ctx.redis:
+            st = _REDIS_STATES[id(ctx.redis)] = RedisState(ctx.redis)
+        return st
+    return ctx.services.setdefault("strategy_state", MemoryState())

@@ -1,0 +1,188 @@
+"""S2 over real Redis (standalone + cluster): streamed features equal the in-process recompute,
+a killed replica's symbols are taken over with no bar skipped or folded twice, daily regime."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from chimera.handlers.connectors.publish import publish_closed_kline
+from chimera.handlers.features.bars import StoredBar, record_bar
+from chimera.handlers.features.recompute import recompute
+from chimera.handlers.features.regime import DAY_MS, handle_regime
+from chimera.handlers.features.role import SPEC, signal_id
+from chimera.schemas.envelope import decode
+from chimera.schemas.messages import Kline, TimerFired
+from chimera.store import open_store
+from chimera.streams import keys
+from chimera.venues.local.loaders import load_freqtrade_klines
+from chimera.venues.local.replay.feed import SAMPLE_DIR
+from chimera.workers.clock import ManualClock
+from chimera.workers.config import ActiveConfig
+from chimera.workers.handler import Context
+from tests.conftest import subprocess_env
+from tests.integration.test_runtime import ThreadWorker
+from tests.support.polling import wait_until
+
+SYMS = ("BTCUSDT", "ETHUSDT")
+
+
+def sample_klines(symbol: str, n: int, skip: int = 0) -> list[Kline]:
+    coin = symbol[:-4]
+    rows = load_freqtrade_klines(SAMPLE_DIR / f"{coin}_USDT_USDT-1m-futures.feather")[skip:skip + n]
+    return [Kline(market="perp", symbol=symbol, interval="1m", open_time=t, close_time=t + 59_999, open=o, high=h,
+                  low=lo, close=c, volume=v) for t, o, h, lo, c, v in rows]
+
+
+def kline_source(data: dict[str, list[Kline]]):
+    def load(symbol: str, start: int, end: int) -> list[Kline]:
+        return [k for k in data[symbol] if start <= k.open_time < end]
+    return load
+
+
+def publish_minutes(r, data: dict[str, list[Kline]], lo: int, hi: int) -> None:
+    for i in range(lo, hi):
+        for sym in SYMS:  # the reference first: S1's time alignment
+            publish_closed_kline(r, data[sym][i], now_ms=data[sym][i].close_time)
+
+
+def recomputed(data, store, symbol: str, start: int, end: int, settings) -> dict:
+    ctx = Context(clock=ManualClock(end), store=store, config=ActiveConfig(), settings=settings,
+                  services={"kline_source": kline_source(data)})
+    return recompute(ctx, symbol, start, end)
+
+
+def assert_same_features(a: dict, b: dict) -> None:
+    assert a["t0"] == b["t0"] and a["flags"] == b["flags"], (a, b)
+    for name, va in a["features"].items():
+        vb = b["features"][name]
+        if va is None or vb is None:
+            assert va is vb, (name, va, vb)
+        else:
+            assert math.isclose(va, vb, rel_tol=1e-12, abs_tol=1e-15), (name, va, vb)
+
+
+def test_streamed_features_equal_recompute(r, settings, tmp_path):
+    n = 320
+    data = {s: sample_klines(s, n) for s in SYMS}
+    settings = replace(settings, symbols=SYMS)
+    with ThreadWorker(SPEC, r, settings, "s2-a") as w:
+        publish_minutes(r, data, 0, n)
+        store = w.store
+        wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) == n and
+                   store.count("signals", {"symbol": "BTCUSDT"}) == n, timeout=60, message="all bars featured")
+    feats = [decode(f, i.decode(), "") for i, f in r.xrange(keys.feat_stream("ETHUSDT"))]
+    assert [e.payload.signal_id for e in feats] == [signal_id("ETHUSDT", k.open_time) for k in data["ETHUSDT"]]
+    assert r.get(keys.feat_cache("ETHUSDT")) and int(r.get(keys.feat_cache_seq("ETHUSDT"))) == n
+    last = feats[-1].payload
+    assert last.features["rv_240"] is not None and last.features["rho"] is not None and "rho" not in last.flags
+
+    other = open_store(f"sqlite:///{tmp_path}/recompute.sqlite")
+    start, end = data["ETHUSDT"][0].open_time, data["ETHUSDT"][-1].open_time + 60_000
+    summary = recomputed(data, other, "ETHUSDT", start, end, settings)
+    assert summary["signals_written"] == n
+    for k in data["ETHUSDT"]:
+        sid = signal_id("ETHUSDT", k.open_time)
+        streamed, again = store.get("signals", sid), other.get("signals", sid)
+        assert again["features_source"] == "recompute"
+        assert_same_features(streamed, again)
+
+
+def test_recompute_command_backfills_and_records_strategy_event(r, settings, tmp_path):
+    from chimera.handlers.features.recompute import handle_recompute
+    from chimera.schemas.messages import RecomputeFeatures
+    from chimera.streams.producer import Emit, envelope_for
+
+    data = {s: sample_klines(s, 120) for s in SYMS}
+    store = open_store(f"sqlite:///{tmp_path}/s.sqlite")
+    store.upsert("signals", signal_id("ETHUSDT", data["ETHUSDT"][100].open_time),
+                 {"signal_id": signal_id("ETHUSDT", data["ETHUSDT"][100].open_time), "side": "BUY"})
+    cmd = RecomputeFeatures(symbol="ETHUSDT", start_ms=data["ETHUSDT"][100].open_time,
+                            end_ms=data["ETHUSDT"][110].open_time)
+    env = envelope_for(Emit(keys.FEAT_COMMANDS, cmd, "rc-1"), parent=None, now_ms=0)
+    ctx = Context(clock=ManualClock(1), store=store, config=ActiveConfig(), settings=settings,
+                  services={"kline_source": kline_source(data)})
+    emits = handle_recompute(env, ctx, cmd)
+    assert emits[0].payload.kind == "FEATURE_RECOMPUTE"
+    docs = store.query("signals", {"symbol": "ETHUSDT"})
+    assert len(docs) == 10
+    kept = store.get("signals", signal_id("ETHUSDT", data["ETHUSDT"][100].open_time))
+    assert kept["side"] == "BUY" and kept["features"]["rv_60"] is not None  # backfilled, S3's field kept
+    ev = store.query("strategy_events", {"kind": "FEATURE_RECOMPUTE"})
+    assert len(ev) == 1 and ev[0]["signals_written"] == 10
+
+
+@pytest.mark.timeout(180)
+def test_killed_replica_symbols_taken_over_no_bar_skipped_or_twice(r, settings, tmp_path):
+    n = 260
+    data = {s: sample_klines(s, n) for s in SYMS}
+    env = subprocess_env(settings, CHIMERA_SYMBOLS=",".join(SYMS))
+    procs = {name: subprocess.Popen([sys.executable, "-m", "tests.support.run_worker",
+                                     "chimera.handlers.features.role:SPEC", name], env=env)
+             for name in ("s2-x", "s2-y")}
+    store = open_store(settings.store_url)
+    try:
+        eth_lease = keys.lease_key("s2", keys.mkt_stream("perp", "ETHUSDT"))
+        wait_until(lambda: r.get(eth_lease) is not None, timeout=30, message="ETH stream leased")
+        publish_minutes(r, data, 0, 120)
+        wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) >= 60, timeout=60, message="ETH progress")
+        owner = r.get(eth_lease).decode()
+        victim = procs.pop(owner)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        publish_minutes(r, data, 120, n)
+        wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) == n, timeout=90,
+                   message="survivor finished ETH")
+        wait_until(lambda: store.count("signals", {"symbol": "BTCUSDT"}) == n, timeout=60, message="BTC finished")
+        survivor = next(iter(procs))
+        assert r.get(eth_lease).decode() == survivor
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            p.wait(20)
+    other = open_store(f"sqlite:///{tmp_path}/recompute.sqlite")
+    start, end = data["ETHUSDT"][0].open_time, data["ETHUSDT"][-1].open_time + 60_000
+    recomputed(data, other, "ETHUSDT", start, end, replace(settings, symbols=SYMS))
+    for k in data["ETHUSDT"]:
+        sid = signal_id("ETHUSDT", k.open_time)
+        assert_same_features(store.get("signals", sid), other.get("signals", sid))
+    ids = [decode(f).payload.signal_id for _, f in r.xrange(keys.feat_stream("ETHUSDT"))]
+    assert sorted(set(ids)) == sorted(signal_id("ETHUSDT", k.open_time) for k in data["ETHUSDT"])
+    assert int(r.get(keys.feat_cache_seq("ETHUSDT"))) == n  # every bar folded in and saved exactly once
+
+
+def test_daily_regime_percentile_state_metric_and_next_tick(r, settings, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/s.sqlite")
+    as_of = 1_700_006_700_000 - (1_700_006_700_000 % DAY_MS) + 5 * 60_000
+    for d in range(1, 11):  # ten quieter days
+        store.upsert("regime_history", f"BTCUSDT:d{d}", {"symbol": "BTCUSDT", "as_of": as_of - d * DAY_MS,
+                                                          "rv": 0.1 + 0.01 * d})
+    price = Decimal(30000)
+    for i in range(1441):  # a volatile day: +-1% per minute
+        t = as_of - DAY_MS - 60_000 + i * 60_000
+        price = price * (Decimal("1.01") if i % 2 else Decimal("0.99"))
+        record_bar(r, "BTCUSDT", StoredBar(t, str(price), str(price), str(price), str(price), "1"))
+    clock = ManualClock(as_of + 1500)
+    ctx = Context(clock=clock, store=store, config=ActiveConfig(), redis=r, settings=settings)
+    from chimera.streams.producer import Emit, envelope_for
+
+    timer = TimerFired(name="s2.regime", due_ms=as_of)
+    env = envelope_for(Emit(keys.FEAT_COMMANDS, timer, "t1"), parent=None, now_ms=as_of)
+    emits = handle_regime(env, ctx, timer)
+    state = json.loads(r.get(keys.REGIME_STATE))
+    assert state["regime"] == "EXTREME" and state["pct"] == 1.0 and state["rev"] == 1
+    assert state["expires_at"] == as_of + 26 * 3_600_000 and 0 < r.pttl(keys.REGIME_STATE) <= 26 * 3_600_000
+    assert emits[0].stream == keys.metrics_stream("s2.regime_latency") and emits[0].payload.value == 1500.0
+    assert r.zscore(keys.SCHED_DUE, keys.REGIME_TIMER) == as_of + DAY_MS
+    handle_regime(env, ctx, timer)  # a redelivery: same day document, a new rev
+    assert json.loads(r.get(keys.REGIME_STATE))["rev"] == 2
+    assert store.count("regime_history", {"symbol": "BTCUSDT"}) == 11
+
