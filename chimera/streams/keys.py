@@ -105,6 +105,11 @@ def idem_key(group_name: str, key: str) -> str:
     return f"idem:{{{group_name}}}:{key}"
 
 
+def fails_key(group_name: str) -> str:
+    """HASH "<stream>/<entry id>" → handler failures; a busy lock is not a failure."""
+    return f"fails:{{{group_name}}}"
+
+
 def lease_key(role: str, stream: str) -> str:
     return f"lease:{{{role}}}:{stream}"
 
@@ -146,6 +151,11 @@ def s1_seen_trade(account_id: str) -> str:
     return f"s1:{{seen}}:{account_id}"
 
 
+def s1_funding_cursor(account_id: str) -> str:
+    """Income time (ms) up to which FUNDING_FEE rows were copied to funding_records for one account."""
+    return f"s1:{{funding}}:cursor:{account_id}"
+
+
 # --- S3 strategy (issue #5) --------------------------------------------------------------------
 
 # Margin in use is kept in integer micro-USDT (1e-6) so reserve/release sums are exact. The
@@ -166,3 +176,9 @@ def guard_index(symbol: str) -> str:
 
 
 # --- S5 reconciler / gateway (issue #7) ------------------------------------------------------------
+
+
+def gw_order_account(intent_id: str) -> str:
+    """intent_id -> account_id of an order accepted by the gateway (the local cancel mapping, seed 000)."""
+    return f"gw:{{orders}}:account:{intent_id}"
+

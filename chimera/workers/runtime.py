@@ -40,6 +40,8 @@ from chimera.workers.leases import LeaseManager
 from chimera.workers.locks import Idempotency, Lock
 from chimera.workers.metrics import METRICS
 
+CRASH_LOOP_FACTOR = 3
+
 
 class Outcome:
     DONE, DUPLICATE, RETRY, DEAD = "done", "duplicate", "retry", "dead"
@@ -99,6 +101,8 @@ class Worker:
         self._marks: list[str] = []
         self._acks: dict[str, list[str]] = {}
         self._seen: set[str] = set()
+        self._forget: list[str] = []
+        self._redelivered = False
         self._m_done = METRICS.processed.labels(role=spec.role, outcome=Outcome.DONE)
         self._m_dup = METRICS.processed.labels(role=spec.role, outcome=Outcome.DUPLICATE)
         self._m_retry = METRICS.processed.labels(role=spec.role, outcome=Outcome.RETRY)
@@ -186,7 +190,7 @@ class Worker:
 
     @retry_redis
     def _flush(self) -> None:
-        if not (self._emits or self._marks or self._acks):
+        if not (self._emits or self._marks or self._acks or self._forget):
             return
         pipe = self.r.pipeline(transaction=False)
         for stream, fields in self._emits:
@@ -195,8 +199,10 @@ class Worker:
             self.idem.mark(pipe, idem)
         for stream, ids in self._acks.items():
             pipe.xack(stream, self.group, *ids)
+        if self._forget:
+            pipe.hdel(keys.fails_key(self.group), *self._forget)
         pipe.execute()
-        self._emits, self._marks, self._acks = [], [], {}
+        self._emits, self._marks, self._acks, self._forget = [], [], {}, []
 
     def _slot_groups(self, streams: list[str]) -> list[list[str]]:
         if not self._cluster:
@@ -390,15 +396,24 @@ class Worker:
 
     def _ack(self, stream: str, entry_id: str) -> None:
         self._acks.setdefault(stream, []).append(entry_id)
+        if self._redelivered:  # only a redelivered entry can have a failure count to clear
+            self._forget.append(f"{stream}/{entry_id}")
+
+    @retry_redis
+    def _count_failure(self, stream: str, entry_id: str) -> int:
+        return int(self.r.hincrby(keys.fails_key(self.group), f"{stream}/{entry_id}", 1))
 
     def _process(self, stream: str, entry_id: str, fields: dict, attempts: int, ordered: bool = False,
                  env: Envelope | Exception | None = None) -> str:
+        self._redelivered = attempts > 1
         if env is None:
             env = self._decode(stream, entry_id, fields)
         if isinstance(env, Exception):
             return self._dead(stream, entry_id, fields, f"undecodable: {env}", attempts)
-        if attempts > self.settings.max_attempts:
-            return self._dead(stream, entry_id, fields, f"exceeded {self.settings.max_attempts} attempts", attempts)
+        if attempts > self.settings.max_attempts * CRASH_LOOP_FACTOR:
+            # Delivered again and again without ever completing or failing: the handler kills the
+            # worker (or a lock is never free). Handler failures are counted separately (_retry).
+            return self._dead(stream, entry_id, fields, f"delivered {attempts} times without completing", attempts)
         idem = self.spec.idempotency(env) if self.spec.idempotency else None
         if idem and idem in self._seen:
             self._ack(stream, entry_id)
@@ -439,8 +454,9 @@ class Worker:
         return Outcome.DONE
 
     def _retry(self, stream, entry_id, fields, attempts, reason) -> str:
-        if attempts >= self.settings.max_attempts:
-            return self._dead(stream, entry_id, fields, reason, attempts)
+        failures = self._count_failure(stream, entry_id)
+        if failures >= self.settings.max_attempts:
+            return self._dead(stream, entry_id, fields, reason, failures)
         logger.warning("entry {} {} failed (attempt {}): {}", stream, entry_id, attempts, reason.splitlines()[0])
         self._m_retry.inc()
         return Outcome.RETRY

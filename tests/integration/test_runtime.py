@@ -258,3 +258,20 @@ def test_sigterm_finishes_the_entry_in_hand(r, settings, n):
     finally:
         if w.poll() is None:
             w.kill()
+
+
+def test_a_busy_lock_is_not_a_failed_attempt(r, settings):
+    from chimera.workers.locks import Lock
+
+    held = Lock(r, "t-res", 10_000, owner="someone-else")
+    assert held.acquire()
+    Producer(r, WallClock()).publish("t:lk", Noop(n=1), idempotency_key="lk1")
+    with ThreadWorker(handlers.LOCKED_SPEC, r, settings, "l1"):
+        # Several claim cycles (more than max_attempts deliveries) pass while the lock is busy.
+        wait_until(lambda: r.xpending_range("t:lk", keys.group("t-locked"), "-", "+", 1)
+                   and r.xpending_range("t:lk", keys.group("t-locked"), "-", "+", 1)[0]["times_delivered"]
+                   > settings.max_attempts, timeout=20, message="redelivered past max_attempts")
+        assert r.llen("t:locked") == 0 and dlq_entries(r) == []
+        held.release()
+        wait_until(lambda: r.llen("t:locked") == 1, timeout=10, message="handled once the lock is free")
+    assert dlq_entries(r) == []

@@ -60,3 +60,11 @@ def _finish(env, ctx):
 
 ENRICH_SPEC = HandlerSpec(role="t-enrich", handle=_enrich, streams=lambda s: ["t:raw"])
 FINISH_SPEC = HandlerSpec(role="t-finish", handle=_finish, streams=lambda s: ["t:mid"])
+
+
+def _locked(env, ctx):
+    ctx.redis.rpush("t:locked", env.idempotency_key)
+    return ()
+
+
+LOCKED_SPEC = HandlerSpec(role="t-locked", handle=_locked, streams=lambda s: ["t:lk"], lock=lambda env: "t-res")
