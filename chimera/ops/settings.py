@@ -88,4 +88,5 @@ def load_settings(env: dict | None = None) -> Settings:
         lock_ttl_ms=_int(env, "CHIMERA_LOCK_TTL_MS", Settings.lock_ttl_ms),
         lease_ttl_ms=_int(env, "CHIMERA_LEASE_TTL_MS", Settings.lease_ttl_ms),
         log_level=env.get("CHIMERA_LOG_LEVEL", "INFO"),
+        extra={"user_data": True} if env.get("CHIMERA_USER_DATA", "") in ("1", "true", "yes") else {},
     )

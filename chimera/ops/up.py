@@ -101,6 +101,22 @@ def _status_line(store, clock: dict) -> str:
             f"{count('strategy_events', {'state': 'ACTIVE'})}   ")
 
 
+SAMPLE_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "sample_vol_breakout.json"
+
+
+def _ensure_active_bundle(store_url: str) -> None:
+    """A first run activates the shipped SAMPLE bundle, so the demo trades; later runs keep theirs."""
+    from chimera.store import open_store
+    from chimera.workers.config import activate
+
+    store = open_store(store_url)
+    if store.get("config_active", "active") is None:
+        bundle = json.loads(SAMPLE_BUNDLE.read_text())
+        activate(store, bundle["bundle_id"], 1, bundle)
+        print(f"activated the sample strategy bundle {bundle['bundle_id']} rev 1 (a demonstration, not advice)")
+    store.close()
+
+
 def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) -> int:
     from chimera.store import open_store
 
@@ -112,10 +128,13 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) ->
     env.setdefault("CHIMERA_OBJECTS_URL", f"file://{root}/objects")
     env["CHIMERA_VENUE"] = env.get("CHIMERA_VENUE", "paper")
     env["CHIMERA_VENUE_URL"] = f"http://127.0.0.1:{venue_port}"
+    env["CHIMERA_API_PORT"] = str(api_port)
     env.setdefault("CHIMERA_LOG_JSON", "1")
+    env.setdefault("CHIMERA_USER_DATA", "1")  # S1 follows fills and stop triggers at the venue
     try:
         if "CHIMERA_REDIS_URL" not in os.environ:
             env["CHIMERA_REDIS_URL"] = _start_redis(stack, 6390)
+        _ensure_active_bundle(env["CHIMERA_STORE_URL"])
         cli = [sys.executable, "-m", "chimera.ops.cli"]
         stack.start("venue", [*cli, "venue", "serve", "--port", str(venue_port), "--speed", str(speed),
                               "--state", str(root / "venue-state.json")], env)
@@ -132,6 +151,8 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) ->
         print(f"  redis   {env['CHIMERA_REDIS_URL']}")
         print(f"  venue   http://127.0.0.1:{venue_port}  (Binance REST/WS on loopback, replay x{speed:g})")
         print(f"  roles   {', '.join(f'{c} {names[c]}' for c in started)}")
+        if "s12" in started:
+            print(f"  API     http://127.0.0.1:{api_port}  (OpenAPI: http://127.0.0.1:{api_port}/schema)")
         if missing:
             print(f"  not yet {', '.join(f'{c} {names[c]}' for c in missing)} (see the README's roadmap)")
         print("Ctrl-C stops everything; running `chimera up` again resumes from the stored state.")

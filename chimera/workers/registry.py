@@ -35,7 +35,7 @@ ROLES: tuple[Role, ...] = (
     Role("s9", "experiments", ("experiments", "hypotheses"), None, "a later issue"),
     Role("s10", "config bundles", ("config",), None, "a later issue"),
     Role("s11", "metrics and health", ("metrics", "health"), None, "a later issue"),
-    Role("s12", "gateway and web UI", ("gateway", "api"), None, "issue #7"),
+    Role("s12", "gateway and web UI", ("gateway", "api"), "chimera.gateway.app:run", "issue #7"),
     Role("scheduler", "due-queue scheduler", ("sched",), "chimera.workers.scheduler_role:SPEC"),
     Role("noop", "no-op benchmark role", ("bench",), "chimera.handlers.noop:SPEC"),
     Role("sqlite-bench", "benchmark role writing one document", (), "chimera.handlers.noop:STORE_SPEC"),

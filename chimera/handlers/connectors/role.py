@@ -9,8 +9,9 @@
   (``MarketDataConnector``; market streams need no key); its CONNECTING / CONNECTED /
   DISCONNECTED transitions update the main account's status;
 * the treasury handler (``treasury.SPEC``) runs in a consumer-group worker thread of this role;
-* user data (listenKey → VenueReport, funding settlements → funding_records) is NOT built yet:
-  with ``settings.extra["user_data"]`` set, ``start_user_data`` raises ``NotYetImplemented``.
+* user data per enabled account (``user_data.UserDataConnector``: listenKey + keep-alive, VenueReport on
+  venue:{reports} de-duplicated by trade id, FUNDING_FEE → funding_records) when
+  ``settings.extra["user_data"]`` is set (``true`` or ``{"keepalive_s": 1800}``).
 """
 
 from __future__ import annotations
@@ -62,12 +63,27 @@ class StatusBoard:
                               f"stream_status:{account_id}:{status}:{now}", account_id)
 
 
-def start_user_data(account: Account, settings) -> None:
-    from chimera.workers.errors import NotYetImplemented
+def user_data_config(settings) -> dict:
+    """``settings.extra["user_data"]``: ``true`` or ``{"keepalive_s": 1800, "reconnect_delay_ms": 500}``."""
+    raw = (getattr(settings, "extra", None) or {}).get("user_data")
+    return raw if isinstance(raw, dict) else ({} if raw else {"disabled": True})
 
-    raise NotYetImplemented(
-        f"S1 user data for account {account.account_id} (listenKey keep-alive, VenueReport de-duplicated by "
-        "trade id, funding settlements to funding_records) is not implemented yet (issue #4 remainder)")
+
+def start_user_data(account: Account, settings, *, r, clock, store, board: StatusBoard):
+    """Open one account's user-data stream (listenKey, keep-alive, VenueReport, funding_records)."""
+    from chimera.handlers.connectors.user_data import KEEPALIVE_S, UserDataConnector
+    from chimera.venues.binance.market_data import futures_rest
+
+    cfg = user_data_config(settings)
+    rest_base, ws_base = endpoints(settings)
+    conn = UserDataConnector(
+        r=r, clock=clock, store=store, ws_url=ws_base,
+        rest=futures_rest(rest_base, account.api_key, account.api_secret), account_id=account.account_id,
+        keepalive_s=float(cfg.get("keepalive_s", KEEPALIVE_S)),
+        reconnect_delay_ms=int(cfg.get("reconnect_delay_ms", 500)),
+        on_status=lambda status, err: board.set(account.account_id, status, err))
+    conn.start()
+    return conn
 
 
 def run(settings, stop: threading.Event) -> None:
@@ -87,19 +103,19 @@ def run(settings, stop: threading.Event) -> None:
         if not a.enabled:
             logger.info("s1: account {} is disabled; its streams are not opened", a.account_id)
             board.set(a.account_id, "DISABLED")
-    extra = getattr(settings, "extra", None) or {}
-    if extra.get("user_data"):
+    store, objects = stores_from(settings)
+    user_streams = []
+    if not user_data_config(settings).get("disabled"):
         for a in enabled:
-            start_user_data(a, settings)
+            user_streams.append(start_user_data(a, settings, r=r, clock=clock, store=store, board=board))
     else:
-        logger.warning("s1: user-data streams are not implemented yet; only market data and treasury run")
+        logger.warning("s1: user-data streams are off (settings.extra['user_data'] not set)")
     rest_base, ws_base = endpoints(settings)
     main = next(a for a in enabled if a.account_id == "main")
     market = MarketDataConnector(
         r=r, clock=clock, ws_url=ws_base, rest=futures_rest(rest_base, main.api_key, main.api_secret),
         symbols=list(settings.symbols), reference=reference_symbol(settings),
         on_status=lambda status, err: board.set(main.account_id, status, err))
-    store, objects = stores_from(settings)
     consumer = settings.consumer or "s1"
     tw = Worker(treasury.SPEC, r, settings=settings, store=store, objects=objects, clock=clock,
                 consumer=f"{consumer}-treasury", services={})
@@ -111,6 +127,8 @@ def run(settings, stop: threading.Event) -> None:
     finally:
         tw.stop()
         market.stop()
+        for u in user_streams:
+            u.stop()
         tw_thread.join(10)
         board.set(main.account_id, "DISCONNECTED", "stopped")
 

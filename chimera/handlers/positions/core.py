@@ -21,6 +21,7 @@ from chimera.schemas.messages import (
     OrderResult,
     PositionEvent,
     SubmitOrder,
+    VenueReport,
 )
 from chimera.schemas.states import POSITION_FSM, IllegalTransition
 from chimera.schemas.states import PositionEvent as PE
@@ -46,6 +47,8 @@ def handle(env: Envelope, ctx: Context) -> list[Emit]:
         return on_result(env, ctx, p)
     if isinstance(p, ManagePositions):
         return on_tick(env, ctx, p)
+    if isinstance(p, VenueReport):
+        return on_venue_report(env, ctx, p)
     return []
 
 
@@ -130,16 +133,23 @@ def on_entry_fill(ctx: Context, res: OrderResult, intent: dict) -> list[Emit]:
 
 
 def on_close_fill(ctx: Context, res: OrderResult) -> list[Emit]:
-    pos = ctx.store.get(POSITIONS, pos_id_of(res))
+    return close_position(ctx, ctx.store.get(POSITIONS, pos_id_of(res)), exit_price=res.avg_price,
+                          exit_intent_id=res.intent_id, by_stop=res.purpose == "STOP")
+
+
+def close_position(ctx: Context, pos: dict | None, *, exit_price: Decimal | None, exit_intent_id: str,
+                   by_stop: bool, source: str = "result") -> list[Emit]:
+    """Flat: POSITION_FSM → CLOSED, snapshot, S3 budget released, stop cancelled unless it is what
+    filled, pos keys removed, PositionEvent EXIT. Idempotent (a CLOSED position returns nothing)."""
     if pos is None or pos["state"] in (P.CLOSED.value,):
         return []
-    pos = _move(ctx, pos, PE.POSITION_CLOSED, {"exit_price": None if res.avg_price is None else str(res.avg_price),
-                                               "exit_intent_id": res.intent_id})
+    pos = _move(ctx, pos, PE.POSITION_CLOSED, {"exit_price": None if exit_price is None else str(exit_price),
+                                               "exit_intent_id": exit_intent_id, "closed_by": source})
     _snapshot(ctx, pos, "closed")
     out: list[Emit] = []
     release_budget(ctx, pos)
     level = ctx.redis.get(keys.pos_sl_level(pos["_key"])) if ctx.redis is not None else None
-    if level and res.purpose != "STOP":
+    if level and not by_stop:
         # Closed by something else than the stop: the stop must not stay armed at the venue.
         sl_intent = json.loads(level)["intent_id"]
         out.append(Emit(keys.ORD_COMMANDS, CancelOrder(intent_id=sl_intent, symbol=pos["symbol"], reason="position closed"),
@@ -147,8 +157,36 @@ def on_close_fill(ctx: Context, res: OrderResult) -> list[Emit]:
     if ctx.redis is not None:
         ctx.redis.delete(keys.pos_sl_level(pos["_key"]), keys.pos_tp_ladder(pos["_key"]), keys.pos_adds(pos["_key"]))
         ctx.redis.srem(keys.POS_ACTIVE, pos["_key"])
-    out.append(_event(pos, "EXIT", exit_price=res.avg_price))
+    out.append(_event(pos, "EXIT", exit_price=exit_price))
     return out
+
+
+def _order_of(ctx: Context, client_order_id: str) -> dict | None:
+    rows = ctx.store.query("orders", {"client_order_id": client_order_id}, limit=1)
+    return rows[0] if rows else None
+
+
+def on_venue_report(env: Envelope, ctx: Context, rep: VenueReport) -> list[Emit]:
+    """S1's user data: a reduce-only order of ours (the exchange-side stop, a TP, an exit) FILLED at the
+    venue closes the position even though S4 never reported it (S4 does not watch armed stops)."""
+    if rep.market != "FUT" or rep.order_status != "FILLED" or rep.exec_type not in ("TRADE", "CALCULATED"):
+        return []
+    order = _order_of(ctx, rep.client_order_id)
+    intent = ctx.store.get("order_intents", order["intent_id"]) if order else None
+    if intent is None:
+        return []  # not one of Chimera's orders (a manual order is the reconciler's business)
+    purpose = intent.get("purpose", "ENTRY")
+    if not (intent.get("reduce_only") or purpose in CLOSING_PURPOSES):
+        return []
+    pos = ctx.store.get(POSITIONS, intent.get("pos_id") or intent["intent_id"])
+    if pos is None or pos["state"] == P.CLOSED.value:
+        return []
+    if rep.cum_qty < Decimal(pos["qty"]):
+        logger.warning("position {}: reduce-only fill {} of {} leaves it open; partial closes (REDUCED) are "
+                       "not handled yet", pos["_key"], rep.cum_qty, pos["qty"])
+        return []
+    return close_position(ctx, pos, exit_price=rep.last_price or None, exit_intent_id=intent["intent_id"],
+                          by_stop=purpose == "STOP", source=f"venue:{rep.exec_type}:{rep.client_order_id}")
 
 
 def release_budget(ctx: Context, pos: dict) -> None:

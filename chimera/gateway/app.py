@@ -1,0 +1,65 @@
+"""S12 gateway: the Litestar app (``create_app``) and the role entry point (``run``).
+
+``run(settings, stop_event)`` serves the API with uvicorn on ``CHIMERA_API_HOST`` (default
+127.0.0.1) : ``CHIMERA_API_PORT`` (default 8000) until ``stop_event`` is set. OpenAPI is at
+``/schema``. Auth/RBAC and the web UI are not built yet (see docs/gateway.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar
+from litestar.exceptions import ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from chimera.gateway.errors import ApiError, api_error_handler, validation_handler
+from chimera.gateway.routes import ROUTES
+from chimera.streams.producer import Producer
+from chimera.workers.clock import WallClock
+
+
+@dataclass
+class Deps:
+    settings: Any
+    r: Any
+    store: Any
+    clock: Any
+    producer: Producer
+
+
+def create_app(settings, r=None, store=None, clock=None) -> Litestar:
+    from chimera.store import open_store
+    from chimera.streams.redis import connect
+
+    r = r if r is not None else connect(settings.redis_url, cluster=settings.redis_cluster)
+    store = store if store is not None else open_store(settings.store_url)
+    clock = clock or WallClock()
+    app = Litestar(
+        route_handlers=ROUTES,
+        exception_handlers={ApiError: api_error_handler, ValidationException: validation_handler},
+        openapi_config=OpenAPIConfig(title="Chimera gateway (S12)", version="0.1.0", path="/schema"),
+        debug=False,
+    )
+    app.state.chimera = Deps(settings, r, store, clock, Producer(r, clock))
+    return app
+
+
+def run(settings, stop_event: threading.Event) -> None:
+    """Role s12: serve the API until ``stop_event`` is set."""
+    import uvicorn
+
+    host = os.environ.get("CHIMERA_API_HOST", "127.0.0.1")
+    port = int(os.environ.get("CHIMERA_API_PORT", "8000"))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning",
+                                           lifespan="on"))
+
+    def watch() -> None:
+        stop_event.wait()
+        server.should_exit = True
+
+    threading.Thread(target=watch, daemon=True, name="gateway-stop").start()
+    server.run()

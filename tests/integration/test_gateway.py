@@ -1,0 +1,148 @@
+"""S12 gateway against a real Redis (standalone + cluster) and the SQLite store, via Litestar's TestClient.
+
+Routes are thin producers: each command test decodes what landed on the stream.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from litestar.testing import TestClient
+
+from chimera.gateway.app import create_app
+from chimera.schemas.envelope import decode
+from chimera.schemas.strategy import decode_kill_switch
+from chimera.store import open_store
+from chimera.streams import keys
+
+
+@pytest.fixture
+def client(r, settings):
+    store = open_store(settings.store_url)
+    with TestClient(create_app(settings, r=r, store=store)) as c:
+        c.store = store
+        yield c
+
+
+def entries(r, stream):
+    return [decode(f) for _, f in r.xrange(stream)]
+
+
+def test_post_order_publishes_submit_order_and_is_pollable(client, r):
+    resp = client.post("/orders", json={"symbol": "BTCUSDT", "side": "BUY", "qty": "0.010", "sl_price": "25000",
+                                        "account_id": "sub1"})
+    assert resp.status_code == 202
+    intent_id = resp.json()["intent_id"]
+    [env] = entries(r, keys.ORD_COMMANDS)
+    assert env.type == "submit_order" and env.idempotency_key == intent_id and env.account_id == "sub1"
+    assert env.payload.intent.qty == Decimal("0.010") and env.payload.intent.sl_price == Decimal("25000")
+    # Not yet processed by S4: pollable as PENDING; then from the store once S4 wrote it.
+    assert client.get(f"/orders/{intent_id}").json()["phase"] == "PENDING"
+    client.store.upsert("order_intents", intent_id, {"intent_id": intent_id, "phase": "DONE", "symbol": "BTCUSDT"})
+    client.store.upsert("orders", f"{intent_id}:mkt", {"intent_id": intent_id, "leg": "mkt", "status": "FILLED",
+                                                        "symbol": "BTCUSDT", "created_at": 1})
+    got = client.get(f"/orders/{intent_id}").json()
+    assert got["phase"] == "DONE" and got["legs"][0]["status"] == "FILLED"
+    assert client.get("/orders", params={"symbol": "BTCUSDT"}).json()["count"] == 1
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"symbol": "BTCUSDT", "side": "BUY"}, "qty"),
+    ({"symbol": "BTCUSDT", "side": "HOLD", "qty": "1"}, "side"),
+    ({"symbol": "BTCUSDT", "side": "BUY", "qty": "-1"}, "qty"),
+    ({"symbol": "BTCUSDT", "side": "BUY", "qty": "1", "exec_policy": "LIMIT"}, "price"),
+])
+def test_invalid_order_body_is_400_naming_the_field(client, r, body, field):
+    resp = client.post("/orders", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["field"] == field
+    assert r.xlen(keys.ORD_COMMANDS) == 0
+
+
+def test_unknown_order_is_404(client):
+    resp = client.get("/orders/nope")
+    assert resp.status_code == 404 and resp.json()["error"] == "NOT_FOUND"
+
+
+def test_cancel_without_mapping_needs_account_id(client, r):
+    resp = client.post("/cancel", json={"intent_id": "foreign-1"})
+    assert resp.status_code == 400 and resp.json()["error"] == "ACCOUNT_ID_REQUIRED_FOR_CANCEL"
+    assert r.xlen(keys.ORD_COMMANDS) == 0
+    assert client.post("/cancel", json={"intent_id": "foreign-1", "account_id": "sub1"}).status_code == 202
+    # With a mapping (an order placed through the gateway) no account_id is needed.
+    iid = client.post("/orders", json={"symbol": "BTCUSDT", "side": "SELL", "qty": "1", "account_id": "sub1",
+                                       "intent_id": "mine-1"}).json()["intent_id"]
+    assert client.post("/cancel", json={"intent_id": iid}).json()["account_id"] == "sub1"
+    cancels = [e for e in entries(r, keys.ORD_COMMANDS) if e.type == "cancel_order"]
+    assert [(e.payload.intent_id, e.account_id) for e in cancels] == [("foreign-1", "sub1"), ("mine-1", "sub1")]
+
+
+def test_kill_switch_is_set_with_ttl_and_audited(client, r):
+    resp = client.post("/kill-switch", json={"mode": "HALT_NEW", "ttl_s": 60, "reason": "drill", "set_by": "ops"})
+    assert resp.status_code == 201, resp.text
+    state = decode_kill_switch(r.get(keys.KILL_SWITCH))
+    assert state.mode == "HALT_NEW" and state.set_by == "ops"
+    assert 0 < r.pttl(keys.KILL_SWITCH) <= 60_000
+    assert client.post("/kill-switch", json={"mode": "PANIC", "reason": "x"}).json()["field"] == "mode"
+    assert client.post("/kill-switch", json={"mode": "OFF", "reason": "drill over"}).status_code == 201
+    assert r.get(keys.KILL_SWITCH) is None
+    assert [e.payload.kind for e in entries(r, keys.OPS_EVENTS)] == ["KILL_SWITCH_SET", "KILL_SWITCH_CLEARED"]
+
+
+def test_reconcile_and_transfer_are_published(client, r):
+    resp = client.post("/reconcile", json={"scope": "POSITIONS"})
+    assert resp.status_code == 202
+    [env] = entries(r, keys.RECON_COMMANDS)
+    assert env.payload.scope == "POSITIONS" and env.idempotency_key == resp.json()["run_id"]
+    assert client.get(f"/reconcile/{resp.json()['run_id']}").status_code == 404  # not run yet
+    resp = client.post("/treasury/transfer", json={"asset": "USDT", "amount": "25.5", "direction": "MAIN_UMFUTURE"})
+    assert resp.status_code == 202
+    [env] = entries(r, keys.TREASURY_COMMANDS)
+    assert env.payload.amount == Decimal("25.5") and env.payload.transfer_id == resp.json()["transfer_id"]
+    bad = client.post("/treasury/transfer", json={"asset": "USDT", "amount": "1", "direction": "SIDEWAYS"})
+    assert bad.status_code == 400 and bad.json()["field"] == "direction"
+
+
+def test_readers_health_ready_metrics_and_schema(client, r):
+    client.store.upsert("positions", "p1", {"symbol": "ETHUSDT", "side": "BUY", "qty": "1", "state": "ACTIVE"})
+    client.store.upsert("signals", "s1", {"symbol": "ETHUSDT", "t0": 1})
+    assert client.get("/positions", params={"state": "ACTIVE"}).json()["count"] == 1
+    assert client.get("/positions", params={"state": "CLOSED"}).json()["count"] == 0
+    assert client.get("/signals").json()["items"][0]["_key"] == "s1" or client.get("/signals").json()["count"] == 1
+    r.hset(keys.s1_stream_status("main"), mapping={"ws_status": "CONNECTED", "last_connected_at": "5"})
+    accounts = {a["account_id"]: a for a in client.get("/accounts").json()["items"]}
+    assert accounts["main"]["ws_status"] == "CONNECTED" and accounts["main"]["last_connected_at"] == 5
+    assert accounts["sub1"]["ws_status"] == "DISCONNECTED"
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["checks"] == {"redis": "ok", "store": "ok"}
+    assert "python_gc_objects_collected_total" in client.get("/metrics").text
+    schema = client.get("/schema/openapi.json").json()
+    assert {"/orders", "/cancel", "/kill-switch", "/reconcile", "/treasury/transfer"} <= set(schema["paths"])
+
+
+def test_role_entry_point_serves_until_stopped(settings, monkeypatch):
+    import threading
+
+    import httpx
+
+    from chimera.gateway.app import run
+    from chimera.venues.local.testing import free_port
+    from tests.support.polling import wait_until
+
+    port = free_port()
+    monkeypatch.setenv("CHIMERA_API_PORT", str(port))
+    stop = threading.Event()
+    t = threading.Thread(target=run, args=(settings, stop), daemon=True)
+    t.start()
+
+    def ready():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=20, interval=0.1, message="gateway ready")
+    stop.set()
+    t.join(10)
+    assert not t.is_alive()
