@@ -1,6 +1,6 @@
 """S1 market data: the official futures SDK's WebSocket streams → normalized events on Redis.
 
-Threads: the SDK runs on its own asyncio loop (``_LoopThread``); its callbacks only enqueue the
+Threads: the SDK runs on its own asyncio loop (``sdk_loop.LoopThread``); its callbacks only enqueue the
 raw frame with its arrival time. One publisher thread drains the queue in order, so every
 Redis write (and every REST backfill) happens sequentially, off the event loop.
 
@@ -21,7 +21,6 @@ Redis write (and every REST backfill) happens sequentially, off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
@@ -31,26 +30,13 @@ import msgspec
 from loguru import logger
 
 from chimera.handlers.connectors.publish import publish_closed_kline
+from chimera.handlers.connectors.sdk_loop import LoopThread
 from chimera.schemas.messages import BookTicker, Kline, MetricEvent, OpsEvent
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import market_data as md
 
 BAR_MS = 60_000
-
-
-class LoopThread:
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 class MarketDataConnector:
@@ -79,7 +65,6 @@ class MarketDataConnector:
         self._client = None
         self._loop: LoopThread | None = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -93,22 +78,13 @@ class MarketDataConnector:
     def start(self) -> None:
         self._loop = LoopThread("s1-ws")
         self._connect()
-        for target, name in ((self._publisher, "s1-publish"), (self._watchdog, "s1-watchdog")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._loop.spawn(self._publisher, "s1-publish")
+        self._loop.spawn(self._watchdog, "s1-watchdog")
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(10)
-        if self._client is not None and self._loop is not None:
-            try:
-                self._loop.run(self._client.close_connection(close_session=True), timeout=5)
-            except Exception as exc:  # closing a dead socket: nothing left to do
-                logger.debug("s1 close: {}", exc)
         if self._loop is not None:
-            self._loop.stop()
+            self._loop.shutdown(self._stop, self._client, "s1")
 
     def _connect(self) -> None:
         from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from chimera.handlers.connectors.market import LoopThread
+from chimera.handlers.connectors.sdk_loop import LoopThread
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import user_data as ud
@@ -53,7 +53,6 @@ class UserDataConnector:
         self._conn = None
         self._loop: LoopThread | None = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -77,22 +76,13 @@ class UserDataConnector:
 
         self._conn = self._loop.run(go())
         self.on_status("CONNECTED", "")
-        for target, name in ((self._publisher, "publish"), (self._keepalive, "keepalive")):
-            t = threading.Thread(target=target, name=f"s1-ud-{name}-{self.account_id}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._loop.spawn(self._publisher, f"s1-ud-publish-{self.account_id}")
+        self._loop.spawn(self._keepalive, f"s1-ud-keepalive-{self.account_id}")
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(10)
-        if self._conn is not None and self._loop is not None:
-            try:
-                self._loop.run(self._conn.close_connection(close_session=True), timeout=5)
-            except Exception as exc:  # closing a dead socket: nothing left to do
-                logger.debug("s1 user data close: {}", exc)
         if self._loop is not None:
-            self._loop.stop()
+            self._loop.shutdown(self._stop, self._conn, "s1 user data")
         try:
             if self.listen_key:
                 ud.close_listen_key(self.rest)
