@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from chimera.store.base import Where, check_where
+from chimera.store.base import Where, check_where, matches
 
 _enc = msgspec.json.Encoder(decimal_format="string")
 _dec = msgspec.json.Decoder()
@@ -95,8 +95,6 @@ class SQLiteDocumentStore:
             if row is None:
                 conn.execute("COMMIT")
                 return False
-            from chimera.store.base import matches
-
             doc = self._load(row[0], key)
             if not matches(doc, expect):
                 conn.execute("COMMIT")

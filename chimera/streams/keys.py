@@ -106,7 +106,7 @@ def idem_key(group_name: str, key: str) -> str:
 
 
 def fails_key(group_name: str) -> str:
-    """HASH "<stream>/<entry id>" → handler failures; a busy lock is not a failure."""
+    """HASH "<stream>/<entry id>" → handler failures, and "...#busy" → deliveries that found the lock busy."""
     return f"fails:{{{group_name}}}"
 
 

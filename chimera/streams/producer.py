@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import msgspec
+
 from chimera.schemas.envelope import Envelope, Message, encode, type_of
 from chimera.streams.redis import retry_redis
 
@@ -49,6 +51,6 @@ class Producer:
         key = idempotency_key or uuid.uuid4().hex
         env = envelope_for(Emit(stream, payload, key, account_id, event_time), parent=None, now_ms=self.clock.now_ms())
         if correlation_id:
-            env = Envelope(**{**{f: getattr(env, f) for f in env.__struct_fields__}, "correlation_id": correlation_id})
+            env = msgspec.structs.replace(env, correlation_id=correlation_id)
         entry_id = self.r.xadd(stream, encode(env), maxlen=self.maxlen, approximate=True)
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -14,7 +14,7 @@ from chimera.schemas.envelope import Envelope, Message, decode, encode
 from chimera.streams.producer import Emit, envelope_for
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig, load_active
-from chimera.workers.errors import PermanentError, RetryableError
+from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context, HandlerSpec
 
 
@@ -80,7 +80,7 @@ class InProcessRuntime:
             except PermanentError as exc:
                 self.dead.append((env.stream, env, f"permanent: {exc}"))
                 return
-            except (RetryableError, Exception) as exc:  # same policy as Redis: retry, then dead-letter
+            except Exception as exc:  # RetryableError or a bug: same policy as Redis, retry then dead-letter
                 if attempt == self.max_attempts:
                     self.dead.append((env.stream, env, f"{type(exc).__name__}: {exc}"))
                     return

@@ -15,15 +15,7 @@ import time
 
 from chimera.streams import keys
 from chimera.streams.redis import retry_redis
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from chimera.workers.locks import COMPARE_AND_DELETE, COMPARE_AND_PEXPIRE
 
 
 class LeaseManager:
@@ -51,7 +43,7 @@ class LeaseManager:
         share = math.ceil(len(self.streams) / members)
         with self._lock:
             for stream in list(self.owned):
-                if not self.r.eval(_RENEW, 1, self._key(stream), self.owner, self.ttl_ms):
+                if not self.r.eval(COMPARE_AND_PEXPIRE, 1, self._key(stream), self.owner, self.ttl_ms):
                     self.owned.discard(stream)  # expired and taken: it is someone else's now
             for stream in self.streams:
                 if len(self.owned) >= share:
@@ -71,7 +63,7 @@ class LeaseManager:
     @retry_redis
     def release(self, stream: str) -> None:
         with self._lock:
-            self.r.eval(_RELEASE, 1, self._key(stream), self.owner)
+            self.r.eval(COMPARE_AND_DELETE, 1, self._key(stream), self.owner)
             self.owned.discard(stream)
             self.newly_acquired.discard(stream)
 
@@ -99,12 +91,12 @@ class SingletonLease:
 
     @retry_redis
     def tick(self) -> bool:
-        if self.held and self.r.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms):
+        if self.held and self.r.eval(COMPARE_AND_PEXPIRE, 1, self.key, self.owner, self.ttl_ms):
             return True
         self.held = bool(self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms))
         return self.held
 
     def release(self) -> None:
         if self.held:
-            self.r.eval(_RELEASE, 1, self.key, self.owner)
+            self.r.eval(COMPARE_AND_DELETE, 1, self.key, self.owner)
             self.held = False

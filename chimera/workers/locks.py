@@ -15,11 +15,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 """
-_RELEASE = """
+# Owner-checked release and renewal, shared with leases: only the holder's token may touch the key.
+COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_EXTEND = """
+COMPARE_AND_PEXPIRE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
@@ -51,11 +52,7 @@ class Lock:
 
     @retry_redis
     def release(self) -> bool:
-        return bool(self.r.eval(_RELEASE, 1, self.key, self.owner))
-
-    @retry_redis
-    def extend(self) -> bool:
-        return bool(self.r.eval(_EXTEND, 1, self.key, self.owner, self.ttl_ms))
+        return bool(self.r.eval(COMPARE_AND_DELETE, 1, self.key, self.owner))
 
     def __enter__(self) -> Lock:
         if not self.acquire():
@@ -80,10 +77,6 @@ class Idempotency:
 
     def key(self, idem: str) -> str:
         return keys.idem_key(self.group, idem)
-
-    @retry_redis
-    def seen(self, idem: str) -> bool:
-        return bool(self.r.exists(self.key(idem)))
 
     def mark(self, pipe, idem: str) -> None:
         pipe.set(self.key(idem), b"1", ex=self.ttl_s)

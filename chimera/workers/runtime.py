@@ -396,8 +396,17 @@ class Worker:
 
     def _ack(self, stream: str, entry_id: str) -> None:
         self._acks.setdefault(stream, []).append(entry_id)
-        if self._redelivered:  # only a redelivered entry can have a failure count to clear
-            self._forget.append(f"{stream}/{entry_id}")
+        if self._redelivered:  # only a redelivered entry can have counts to clear
+            self._forget += [f"{stream}/{entry_id}", f"{stream}/{entry_id}#busy"]
+
+    @retry_redis
+    def _count_busy(self, stream: str, entry_id: str) -> None:
+        self.r.hincrby(keys.fails_key(self.group), f"{stream}/{entry_id}#busy", 1)
+
+    @retry_redis
+    def _crash_looping(self, stream: str, entry_id: str, deliveries: int) -> bool:
+        busy = int(self.r.hget(keys.fails_key(self.group), f"{stream}/{entry_id}#busy") or 0)
+        return deliveries - busy > self.settings.max_attempts * CRASH_LOOP_FACTOR
 
     @retry_redis
     def _count_failure(self, stream: str, entry_id: str) -> int:
@@ -410,9 +419,9 @@ class Worker:
             env = self._decode(stream, entry_id, fields)
         if isinstance(env, Exception):
             return self._dead(stream, entry_id, fields, f"undecodable: {env}", attempts)
-        if attempts > self.settings.max_attempts * CRASH_LOOP_FACTOR:
-            # Delivered again and again without ever completing or failing: the handler kills the
-            # worker (or a lock is never free). Handler failures are counted separately (_retry).
+        if attempts > self.settings.max_attempts * CRASH_LOOP_FACTOR and self._crash_looping(stream, entry_id, attempts):
+            # Delivered again and again without completing, failing or finding its lock busy: the
+            # handler kills the worker. Handler failures are counted separately (_retry).
             return self._dead(stream, entry_id, fields, f"delivered {attempts} times without completing", attempts)
         idem = self.spec.idempotency(env) if self.spec.idempotency else None
         if idem and idem in self._seen:
@@ -424,6 +433,7 @@ class Worker:
         if scope:
             lock = Lock(self.r, scope, self.settings.lock_ttl_ms, owner=f"{self.consumer}:{entry_id}")
             if not lock.acquire(wait_ms=200):
+                self._count_busy(stream, entry_id)
                 return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
         ctx = Context(
             clock=self.clock, store=self.store, config=self.config.current, objects=self.objects, redis=self.r,
