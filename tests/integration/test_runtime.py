@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -112,8 +113,8 @@ def test_replay_from_an_id_delivers_exactly_the_entries_after_it(r, settings):
         wait_until(lambda: r.llen("t:handled") == 5, timeout=10, message="replayed entries")
         time.sleep(0.2)  # nothing more may arrive: the rewind delivered exactly 5
         assert [x.decode() for x in r.lrange("t:handled", 0, -1)] == ids[5:]
-    printed = list(print_range(r, "t:rec", ids[1], ids[3]))
-    assert [f'"r{i}"' in line for i, line in zip((2, 3), printed, strict=True)] == [True, True]
+    printed = [json.loads(line) for line in print_range(r, "t:rec", ids[1], ids[3])]
+    assert [row["idempotency_key"] for row in printed] == ["r2", "r3"]
 
 
 def test_expired_lock_of_a_stopped_holder_refuses_its_late_write(r, settings):
@@ -233,7 +234,7 @@ def test_exactly_one_scheduler_is_active_and_fires_each_entry_once(r, settings):
         t.start()
     try:
         wait_until(lambda: r.xlen("t:fired") >= 30, timeout=10, message="30 timers fired")
-        time.sleep(0.3)
+        time.sleep(0.3)  # grace window: a timer fired twice (two active schedulers) would show up here
         fired = [decode(f).idempotency_key for _, f in r.xrange("t:fired")]
         assert sorted(fired) == sorted(f"tm{i}" for i in range(30))
         assert scheduler.pending(r) == 0
