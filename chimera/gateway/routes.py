@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from chimera.gateway.errors import ApiError, not_found
@@ -121,7 +121,7 @@ def _accepted(body: dict) -> dict:
 
 
 @post("/orders", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
-def create_order(request: Request, data: OrderBody) -> dict:
+def create_order(request: Request, data: JSONBody[OrderBody]) -> dict:
     d = _deps(request)
     _positive(data, "qty", "price", "stop_price", "tp_price", "sl_price")
     intent_id = data.intent_id or f"gw-{uuid.uuid4().hex[:24]}"
@@ -141,7 +141,7 @@ def create_order(request: Request, data: OrderBody) -> dict:
 
 
 @get("/orders/{intent_id:str}", sync_to_thread=True)
-def get_order(request: Request, intent_id: str) -> dict:
+def get_order(request: Request, intent_id: FromPath[str]) -> dict:
     d = _deps(request)
     intent = d.store.get("order_intents", intent_id)
     legs = d.store.query("orders", {"intent_id": intent_id})
@@ -155,14 +155,14 @@ def get_order(request: Request, intent_id: str) -> dict:
 
 
 @get("/orders", sync_to_thread=True)
-def list_orders(request: Request, symbol: str | None = None, status: str | None = None, limit: int = 100) -> dict:
+def list_orders(request: Request, symbol: FromQuery[str | None] = None, status: FromQuery[str | None] = None, limit: FromQuery[int] = 100) -> dict:
     docs = _deps(request).store.query("orders", _where(symbol=symbol, status=status), order_by="created_at",
                                       desc=True, limit=_limit(limit))
     return {"items": docs, "count": len(docs)}
 
 
 @post("/cancel", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
-def cancel_order(request: Request, data: CancelBody) -> dict:
+def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
     d = _deps(request)
     mapped = d.r.get(keys.gw_order_account(data.intent_id))
     known = mapped is not None or d.store.get("order_intents", data.intent_id) is not None
@@ -182,14 +182,14 @@ def cancel_order(request: Request, data: CancelBody) -> dict:
 
 
 @get("/positions", sync_to_thread=True)
-def list_positions(request: Request, symbol: str | None = None,
-                   pos_state: Annotated[str | None, Parameter(query="state")] = None, limit: int = 100) -> dict:
+def list_positions(request: Request, symbol: FromQuery[str | None] = None,
+                   pos_state: Annotated[str | None, QueryParameter(name="state")] = None, limit: FromQuery[int] = 100) -> dict:
     docs = _deps(request).store.query("positions", _where(symbol=symbol, state=pos_state), limit=_limit(limit))
     return {"items": docs, "count": len(docs)}
 
 
 @get("/signals", sync_to_thread=True)
-def list_signals(request: Request, symbol: str | None = None, limit: int = 100) -> dict:
+def list_signals(request: Request, symbol: FromQuery[str | None] = None, limit: FromQuery[int] = 100) -> dict:
     docs = _deps(request).store.query("signals", _where(symbol=symbol), limit=_limit(limit))
     return {"items": docs, "count": len(docs)}
 
@@ -213,7 +213,7 @@ def list_accounts(request: Request) -> dict:
 
 
 @post("/kill-switch", sync_to_thread=True)
-def kill_switch(request: Request, data: KillSwitchBody) -> dict:
+def kill_switch(request: Request, data: JSONBody[KillSwitchBody]) -> dict:
     d = _deps(request)
     state = RedisState(d.r)
     now = d.clock.now_ms()
@@ -229,7 +229,7 @@ def kill_switch(request: Request, data: KillSwitchBody) -> dict:
 
 
 @post("/reconcile", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
-def reconcile(request: Request, data: ReconcileBody | None = None) -> dict:
+def reconcile(request: Request, data: JSONBody[ReconcileBody | None] = None) -> dict:
     d = _deps(request)
     data = data or ReconcileBody()
     run_id = f"recon-{uuid.uuid4().hex[:20]}"
@@ -239,7 +239,7 @@ def reconcile(request: Request, data: ReconcileBody | None = None) -> dict:
 
 
 @get("/reconcile/{run_id:str}", sync_to_thread=True)
-def reconcile_result(request: Request, run_id: str) -> dict:
+def reconcile_result(request: Request, run_id: FromPath[str]) -> dict:
     doc = _deps(request).store.get("strategy_events", f"RECONCILE_RUN:{run_id}")
     if doc is None:
         raise not_found("reconcile run", run_id)
@@ -247,7 +247,7 @@ def reconcile_result(request: Request, run_id: str) -> dict:
 
 
 @post("/treasury/transfer", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
-def treasury_transfer(request: Request, data: TransferBody) -> dict:
+def treasury_transfer(request: Request, data: JSONBody[TransferBody]) -> dict:
     d = _deps(request)
     _positive(data, "amount")
     transfer_id = data.transfer_id or f"tr-{uuid.uuid4().hex[:24]}"
