@@ -216,15 +216,18 @@ def test_twap_resumes_after_a_restart_without_double_slices(r, env, venue):
     assert r.zcard(keys.TWAP_QUEUE) == 0
 
 
-# --- SIGKILL between persist and send --------------------------------------------------------------
+# --- SIGKILL between persist and send, and between send and ack --------------------------------------------------------------
 
 
 def _crash_hook_spec():
-    """S4 whose first send of intent 'crash-1' kills the process after SUBMITTED is persisted."""
+    """S4 that SIGKILLs itself at the router hook named by ROUTER_CRASH_AT (e.g. ``after_submitted``:
+    the leg is persisted SUBMITTED, the request not sent yet; ``after_guard_fired``: the guard is FIRED,
+    its exit not emitted yet)."""
 
     def handle(env, ctx):
-        if os.environ.get("ROUTER_CRASH_AT") == "after_submitted":
-            ctx.services["router_hooks"] = {"after_submitted": lambda doc: os.kill(os.getpid(), signal.SIGKILL)}
+        point = os.environ.get("ROUTER_CRASH_AT")
+        if point:
+            ctx.services["router_hooks"] = {point: lambda *_: os.kill(os.getpid(), signal.SIGKILL)}
         return S4.handle(env, ctx)
 
     return dataclasses.replace(S4, handle=handle)
@@ -252,6 +255,31 @@ def test_sigkill_between_persist_and_send_yields_one_order(r, env, venue):
         intent = wait_until(lambda: done(store, "crash-1"), timeout=20, message="resumed after the crash")
     assert intent["result"]["status"] == "FILLED"
     assert venue_orders(venue)[client_order_id("crash-1", "mkt")] == 1
+
+
+def test_sigkill_between_send_and_ack_yields_one_order(r, env, venue):
+    s, store = env
+    # The venue executes the order, then holds its answer: the router dies not knowing the outcome.
+    venue.control("/chimera/v1/faults", {"reply_delay_ms": 30_000})
+    submit(r, OrderIntent(intent_id="crash-2", market="FUT", symbol="BTCUSDT", side="SELL", qty=Decimal("0.002")))
+    cid = client_order_id("crash-2", "mkt")
+    victim = subprocess.Popen([sys.executable, "-m", "tests.support.run_worker", "chimera.handlers.router.role:SPEC",
+                               "victim"], env=subprocess_env(s, CHIMERA_VENUE_URL=venue.base_url))
+    try:
+        wait_until(lambda: venue_orders(venue)[cid] == 1, timeout=60, message="order executed, reply held")
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(10) == -signal.SIGKILL
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    venue.control("/chimera/v1/faults", {"reply_delay_ms": 0})
+    assert store.get("orders", "crash-2:mkt")["status"] == "SUBMITTED"  # sent, never acknowledged
+    with ThreadWorker(S4, r, s, "survivor", store):
+        intent = wait_until(lambda: done(store, "crash-2"), timeout=20, message="resolved after the crash")
+    assert intent["result"]["status"] == "FILLED" and Decimal(intent["result"]["filled_qty"]) == Decimal("0.002")
+    assert store.get("orders", "crash-2:mkt")["reason"] == "resumed after crash"  # SUBMITTED -> UNKNOWN -> query
+    assert venue_orders(venue)[cid] == 1
+    assert fut(venue).query("BTCUSDT", cid).status == "FILLED"
 
 
 def test_flatten_closes_reduce_only_cancels_the_stop_and_releases_the_budget(r, env, venue):

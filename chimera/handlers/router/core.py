@@ -9,7 +9,8 @@ for an intent already finished re-emits its stored result.
 Policies: MARKET; LIMIT (GTC); MakerThenTaker (GTX at the touch, a wait window from the bundle
 on the scheduler, then cancel + MARKET for the rest); TWAP (slices on ``prod:{exec}:twap:queue``
 and the scheduler); STOP/TAKE_PROFIT (futures algo orders, reduce-only, MARK_PRICE); SPOT OCO with
-fallback to a separate stop, then a guard stop.
+fallback to separate TP/SL orders, then a guard stop (``spot.py``). Cancels in ``cancel.py``; venue-side
+changes to S4's orders from ``venue:{reports}`` in ``reports.py``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ from chimera.handlers.router import legs
 from chimera.handlers.router.legs import dec, leg_key
 from chimera.schemas.envelope import Envelope, to_builtins
 from chimera.schemas.execution import GuardArmed
-from chimera.schemas.messages import CancelOrder, OrderIntent, OrderResult, SubmitOrder, TimerFired
+from chimera.schemas.messages import (
+    CancelOrder,
+    OrderIntent,
+    OrderResult,
+    SubmitOrder,
+    TimerFired,
+    VenueReport,
+)
 from chimera.schemas.states import ORDER_FSM, OrderStatus
 from chimera.schemas.strategy import decode_kill_switch
 from chimera.streams import keys
 from chimera.streams.producer import Emit, envelope_for
 from chimera.venues.binance.adapter import VenueError, venue_from_settings
 from chimera.workers import scheduler
-from chimera.workers.errors import NotYetImplemented, PermanentError
+from chimera.workers.errors import NotYetImplemented, PermanentError, RetryableError
 from chimera.workers.handler import Context
 
 INTENTS = "order_intents"
@@ -97,7 +105,8 @@ def finish(ctx: Context, intent: dict, res: OrderResult) -> list[Emit]:
 
 def set_phase(ctx: Context, intent: dict, phase: str, **extra) -> dict:
     if not ctx.store.update_if(INTENTS, intent["intent_id"], {"phase": phase, **extra}, {"phase": intent["phase"]}):
-        raise PermanentError(f"intent {intent['intent_id']} moved from {intent['phase']} under us")
+        # Another holder (after a lock expiry) moved it: retry, the handler re-reads and continues from there.
+        raise RetryableError(f"intent {intent['intent_id']} moved from {intent['phase']} under us")
     return {**intent, "phase": phase, **extra}
 
 
@@ -119,27 +128,36 @@ def record_fills(ctx: Context, client, intent: dict, doc: dict) -> None:
     """One ``fills`` document per venue trade of the leg (key: market:symbol:trade id)."""
     if not doc.get("venue_order_id") or not dec(doc.get("filled_qty")) or doc.get("algo"):
         return
-    arrival = dec(intent.get("arrival_mid"))
     try:
         trades = client.trades(doc["symbol"], doc["venue_order_id"])
     except VenueError as exc:  # fills can be backfilled by the reconciler; the order state is what matters
         logger.warning("trades of {} unavailable: {}", doc["client_order_id"], exc)
         return
     for t in trades:
-        price, qty = Decimal(str(t["price"])), Decimal(str(t["qty"]))
-        slip = None
-        if arrival:
-            sign = 1 if doc["side"] == "BUY" else -1
-            slip = float((price - arrival) / arrival * 10_000 * sign)
-        ctx.store.upsert(FILLS, f"{doc['market']}:{doc['symbol']}:{t['id']}", {
-            "trade_id": str(t["id"]), "intent_id": intent["intent_id"], "leg": doc["leg"],
+        ctx.store.upsert(FILLS, fill_key(doc, t["id"]), fill_doc(
+            intent, doc, trade_id=t["id"], price=Decimal(str(t["price"])), qty=Decimal(str(t["qty"])),
+            fee=str(t.get("commission", "0")), fee_asset=t.get("commissionAsset", "USDT"),
+            is_maker=bool(t.get("maker", t.get("isMaker", False))), ts=int(t.get("time", 0))))
+
+
+def fill_key(doc: dict, trade_id) -> str:
+    return f"{doc['market']}:{doc['symbol']}:{trade_id}"
+
+
+def fill_doc(intent: dict, doc: dict, *, trade_id, price: Decimal, qty: Decimal, fee: str, fee_asset: str,
+             is_maker: bool, ts: int) -> dict:
+    """A fill with the book at send and its slippage vs the intent's arrival mid (bps, positive = worse)."""
+    arrival = dec(intent.get("arrival_mid"))
+    slip = None
+    if arrival:
+        sign = 1 if doc["side"] == "BUY" else -1
+        slip = float((price - arrival) / arrival * 10_000 * sign)
+    return {"trade_id": str(trade_id), "intent_id": doc["intent_id"], "leg": doc["leg"],
             "client_order_id": doc["client_order_id"], "symbol": doc["symbol"], "side": doc["side"],
-            "qty": str(qty), "price": str(price), "fee": str(t.get("commission", "0")),
-            "fee_asset": t.get("commissionAsset", "USDT"), "is_maker": bool(t.get("maker", t.get("isMaker", False))),
+            "qty": str(qty), "price": str(price), "fee": fee, "fee_asset": fee_asset, "is_maker": is_maker,
             "mid_at_send": doc.get("mid_at_send"), "top3_at_send": doc.get("top3_at_send"),
             "arrival_mid": None if arrival is None else str(arrival), "slippage_bps": slip,
-            "purpose": doc.get("purpose"), "pos_id": doc.get("pos_id", ""), "ts": int(t.get("time", 0)),
-        })
+            "purpose": doc.get("purpose"), "pos_id": doc.get("pos_id", ""), "ts": ts}
 
 
 def aggregate(docs: list[dict]) -> tuple[Decimal, Decimal | None]:
@@ -173,9 +191,15 @@ def handle(env: Envelope, ctx: Context) -> list[Emit]:
     if isinstance(p, SubmitOrder):
         return submit(env, ctx, p.intent)
     if isinstance(p, CancelOrder):
+        from chimera.handlers.router.cancel import cancel_intent
+
         return cancel_intent(env, ctx, p)
     if isinstance(p, TimerFired):
         return on_timer(env, ctx, p)
+    if isinstance(p, VenueReport):
+        from chimera.handlers.router.reports import on_report
+
+        return on_report(env, ctx, p)
     raise PermanentError(f"s4 does not handle {env.type}")
 
 
@@ -422,7 +446,7 @@ def _twap_slice(ctx: Context, intent: dict, i: int) -> list[Emit]:
                                    avg=dec(doc.get("avg_price")), doc=doc))]
 
 
-# --- timers and cancels ----------------------------------------------------------------------------------------
+# --- timers ----------------------------------------------------------------------------------------
 
 
 def on_timer(env: Envelope, ctx: Context, t: TimerFired) -> list[Emit]:
@@ -438,39 +462,6 @@ def on_timer(env: Envelope, ctx: Context, t: TimerFired) -> list[Emit]:
     if t.name == "twap_slice" and intent["phase"] == "TWAP":
         return _twap_slice(ctx, intent, int(t.data["slice"]))
     return []
-
-
-def cancel_intent(env: Envelope, ctx: Context, c: CancelOrder) -> list[Emit]:
-    """Cancel every live leg of an intent (or the one leg named by client id)."""
-    intent = ctx.store.get(INTENTS, c.intent_id)
-    if intent is None:
-        raise PermanentError(f"cancel for unknown intent {c.intent_id}")
-    client = venue(ctx).for_market(intent["market"])
-    out: list[Emit] = []
-    docs = ctx.store.query(legs.ORDERS, {"intent_id": c.intent_id})
-    for doc in docs:
-        if c.client_order_id and doc["client_order_id"] != c.client_order_id:
-            continue
-        if ORDER_FSM.is_terminal(S(doc["status"])) or doc["status"] == S.INITIALIZED.value:
-            continue
-        doc = legs.cancel(ctx.store, client, doc, ctx.now_ms())
-        record_fills(ctx, client, intent, doc)
-        strategy_event(ctx, "CANCEL", f"{c.intent_id}:{doc['leg']}", {
-            "intent_id": c.intent_id, "client_order_id": doc["client_order_id"], "reason": c.reason,
-            "final_status": doc["status"]})
-        out.append(emit_result(result_for(intent, doc["leg"], doc["status"], filled=dec(doc["filled_qty"]) or Decimal(0),
-                                          avg=dec(doc.get("avg_price")), doc=doc, reason=c.reason or "cancel")))
-    if intent["phase"] not in ("DONE",):
-        # An intent canceled mid-flight (maker wait, TWAP) stops scheduling further work.
-        scheduler.cancel(ctx.redis, f"router:maker_check:{c.intent_id}:")
-        for s in intent.get("twap_plan") or []:
-            scheduler.cancel(ctx.redis, f"router:twap_slice:{c.intent_id}:{s['i']}")
-            ctx.redis.zrem(keys.TWAP_QUEUE, f"{c.intent_id}:{s['i']}")
-        if intent["phase"] != "DONE":
-            ctx.store.update_if(INTENTS, c.intent_id, {"phase": "DONE", "canceled": True}, {"phase": intent["phase"]})
-    if c.escalate_to_market:
-        raise NotYetImplemented("CancelOrder.escalate_to_market: submit a reduce-only MARKET intent instead")
-    return out
 
 
 def kill_switch_json(mode: str, set_by: str = "test") -> str:

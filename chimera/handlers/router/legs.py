@@ -44,6 +44,7 @@ from chimera.workers.errors import PermanentError, RetryableError
 
 ORDERS = "orders"
 QUERY_ATTEMPTS = 3
+CAS_ATTEMPTS = 4
 
 
 def leg_key(intent_id: str, leg: str) -> str:
@@ -76,19 +77,32 @@ def ensure_leg_doc(store, doc: dict) -> dict:
     return store.get(ORDERS, key)
 
 
-def _move(store, doc: dict, event: OrderEvent, now_ms: int, patch: dict | None = None) -> dict:
-    cur = OrderStatus(doc["status"])
-    try:
-        new = ORDER_FSM.transition(cur, event)
-    except IllegalTransition as exc:
-        raise PermanentError(f"order {doc['client_order_id']}: {exc}") from exc
-    patch = {**(patch or {}), "status": new.value, "updated_at": now_ms}
-    if new == cur and all(doc.get(k) == v for k, v in patch.items() if k != "updated_at"):
-        return doc
+def _move(store, doc: dict, event: OrderEvent, now_ms: int, patch: dict | None = None, *,
+          tolerate_illegal: bool = False) -> dict:
+    """One ORDER_FSM step written with compare-and-set on the status.
+
+    A lost compare-and-set means someone else moved the order first (a venue report, a holder
+    whose lock expired): continue from the stored state when the event still applies there.
+    ``tolerate_illegal`` (venue reports) logs a move the table forbids instead of raising.
+    """
     key = leg_key(doc["intent_id"], doc["leg"])
-    if not store.update_if(ORDERS, key, patch, {"status": cur.value}):
-        raise RetryableError(f"order {key} changed under us (expected {cur}); retrying")
-    return {**doc, **patch}
+    for attempt in range(CAS_ATTEMPTS):
+        cur = OrderStatus(doc["status"])
+        if not ORDER_FSM.can(cur, event):
+            if tolerate_illegal:
+                logger.warning("order {}: {} in state {} is not a legal move; ignored", key, event, cur)
+                return doc
+            if attempt == 0:
+                raise PermanentError(f"order {doc['client_order_id']}: {IllegalTransition(cur, event)}")
+            raise RetryableError(f"order {key} moved to {cur} under us; {event} no longer applies; retrying")
+        new = ORDER_FSM.transition(cur, event)
+        full = {**(patch or {}), "status": new.value, "updated_at": now_ms}
+        if new == cur and all(doc.get(k) == v for k, v in full.items() if k != "updated_at"):
+            return doc
+        if store.update_if(ORDERS, key, full, {"status": cur.value}):
+            return {**doc, **full}
+        doc = store.get(ORDERS, key)
+    raise RetryableError(f"order {key} keeps changing under us; retrying")
 
 
 def adopt(store, doc: dict, vo: VenueOrder, now_ms: int) -> dict:
