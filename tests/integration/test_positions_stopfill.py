@@ -6,52 +6,36 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from chimera.handlers.connectors.user_data import UserDataConnector
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
 from chimera.handlers.strategy.state import Limits, RedisState
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import OrderIntent
-from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.binance.adapter import client_order_id
-from chimera.venues.binance.market_data import futures_rest
-from chimera.workers.clock import WallClock
 from tests.integration.test_router_b1 import env, fut, submit, venue  # noqa: F401 - fixtures
 from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import wait_until
-
-
-def pos_events(r, kind: str) -> list:
-    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.POS_EVENTS)) if e.payload.kind == kind]
+from tests.support.positions import pos_events, user_data
 
 
 def test_exchange_stop_fill_closes_the_position_and_releases_the_budget(r, env, venue):  # noqa: F811
     s, store = env
     budget = RedisState(r)
     budget.reserve("sf-1", "BTCUSDT", Decimal("15"), Limits(budget_usdt=Decimal("1000"), max_per_symbol=2, max_open=5))
-    key, secret = venue.keys["main"]
-    ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(s.store_url), ws_url=venue.ws_url,
-                           rest=futures_rest(venue.base_url, key, secret), account_id="main")
-    ud.start()
-    try:
-        wait_until(lambda: any(ud.listen_key in c.subs for c in venue.server.hub.conns), timeout=20,
-                   message="user data subscribed")
-        with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(S6, r, s, "s6-a", store):
-            mid = fut(venue).book("BTCUSDT").mid
-            sl = (mid * Decimal("0.995")).quantize(Decimal("0.1"))
-            submit(r, OrderIntent(intent_id="sf-1", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.010"),
-                                  exec_policy="MARKET", purpose="ENTRY", sl_price=sl))
-            wait_until(lambda: pos_events(r, "SL_ARMED"), timeout=20, message="stop armed")
-            assert len(fut(venue).open_algo_orders("BTCUSDT")) == 1
-            # Mark price through the stop, through the venue's replay path: the STOP_MARKET triggers
-            # and its MARKET sell fills against the recorded book.
-            venue.control("/chimera/v1/market", {"events": [
-                {"market": "futures", "symbol": "BTCUSDT", "kind": "mark", "price": str(sl - Decimal("5"))}]})
-            [exit_ev] = wait_until(lambda: pos_events(r, "EXIT"), timeout=20, message="EXIT from the venue fill")
-            wait_until(lambda: not r.sismember(keys.POS_ACTIVE, "sf-1"), timeout=5, message="pos inactive")
-    finally:
-        ud.stop()
+    with user_data(r, venue, s.store_url), ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(S6, r, s, "s6-a", store):
+        mid = fut(venue).book("BTCUSDT").mid
+        sl = (mid * Decimal("0.995")).quantize(Decimal("0.1"))
+        submit(r, OrderIntent(intent_id="sf-1", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.010"),
+                              exec_policy="MARKET", purpose="ENTRY", sl_price=sl))
+        wait_until(lambda: pos_events(r, "SL_ARMED"), timeout=20, message="stop armed")
+        assert len(fut(venue).open_algo_orders("BTCUSDT")) == 1
+        # Mark price through the stop, through the venue's replay path: the STOP_MARKET triggers
+        # and its MARKET sell fills against the recorded book.
+        venue.control("/chimera/v1/market", {"events": [
+            {"market": "futures", "symbol": "BTCUSDT", "kind": "mark", "price": str(sl - Decimal("5"))}]})
+        [exit_ev] = wait_until(lambda: pos_events(r, "EXIT"), timeout=20, message="EXIT from the venue fill")
+        wait_until(lambda: not r.sismember(keys.POS_ACTIVE, "sf-1"), timeout=5, message="pos inactive")
     stop_cid = client_order_id("sf-1:sl1", "sl")
     fills = [e.payload for e in (decode(f) for _, f in r.xrange(keys.VENUE_REPORTS))
              if e.payload.client_order_id == stop_cid and e.payload.exec_type == "TRADE"]

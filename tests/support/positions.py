@@ -1,0 +1,112 @@
+"""S6 test helpers: position events, driven management ticks, and what the *venue* says about a
+position's protection (open algo orders and position size through the official SDK)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from decimal import Decimal
+
+from chimera.schemas.envelope import decode
+from chimera.schemas.messages import ManagePositions
+from chimera.streams import keys
+from chimera.streams.producer import Producer
+from chimera.venues.binance.adapter import FuturesTrading, VenueOrder
+from chimera.workers.clock import WallClock
+from tests.support.polling import wait_until
+
+
+def pos_events(r, kind: str) -> list:
+    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.POS_EVENTS)) if e.payload.kind == kind]
+
+
+def tick(r, key: str, **fields) -> None:
+    Producer(r, WallClock()).publish(keys.POS_COMMANDS, ManagePositions(**fields), idempotency_key=key)
+
+
+def redis_json(r, key: str) -> dict | None:
+    raw = r.get(key)
+    return None if raw is None else json.loads(raw)
+
+
+def quiet(r, pos_id: str) -> bool:
+    """No stop, rung or add of the position in flight and no replaced stop still being cancelled."""
+    sl = redis_json(r, keys.pos_sl_level(pos_id)) or {}
+    tp = redis_json(r, keys.pos_tp_ladder(pos_id)) or {}
+    add = redis_json(r, keys.pos_adds(pos_id)) or {}
+    return not sl.get("pending") and not sl.get("retired") and not tp.get("pending") and not add.get("pending")
+
+
+def wait_pass(r, store, pos_id: str, tick_key: str, timeout: float = 20) -> dict:
+    """Until the position's pass for ``tick_key`` ran and everything it started has settled."""
+    def done():
+        pos = store.get("positions", pos_id) or {}
+        if pos.get("state") == "CLOSED":
+            return pos
+        return pos if pos.get("last_pass") == f"manage:{pos_id}:{tick_key}" and quiet(r, pos_id) else None
+
+    return wait_until(done, timeout=timeout, message=f"pass {tick_key} of {pos_id} settled")
+
+
+def venue_stops(fut: FuturesTrading, symbol: str, side: str = "SELL") -> list[VenueOrder]:
+    return [o for o in fut.open_algo_orders(symbol) if o.type == "STOP_MARKET" and o.reduce_only and o.side == side]
+
+
+def venue_amt(fut: FuturesTrading, symbol: str) -> Decimal:
+    return sum((abs(Decimal(p["positionAmt"])) for p in fut.position_risk(symbol)), Decimal(0))
+
+
+def drained(r, stream: str, group: str) -> bool:
+    """Every entry of ``stream`` was delivered to ``group`` and acknowledged."""
+    info = next((g for g in r.xinfo_groups(stream) if (g["name"].decode() if isinstance(g["name"], bytes)
+                                                       else g["name"]) == group), None)
+    return info is not None and info["pending"] == 0 and info.get("lag", 1) == 0
+
+
+class CoverageWatcher:
+    """Samples the venue continuously: position size, then open stops, then size again. A sample whose
+    two size reads agree and where no reduce-only STOP_MARKET covers that size is a violation."""
+
+    def __init__(self, fut: FuturesTrading, symbol: str) -> None:
+        self.fut, self.symbol = fut, symbol
+        self.samples = 0
+        self.violations: list[tuple[Decimal, list]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            before = venue_amt(self.fut, self.symbol)
+            stops = venue_stops(self.fut, self.symbol)
+            after = venue_amt(self.fut, self.symbol)
+            if before == after and before > 0 and not any(o.qty >= before for o in stops):
+                self.violations.append((before, [(o.client_order_id, o.qty, o.stop_price) for o in stops]))
+            self.samples += 1
+
+    def __enter__(self) -> CoverageWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@contextlib.contextmanager
+def user_data(r, venue, store_url: str):
+    """S1's user-data connector for the venue's main account, subscribed, for the block's duration."""
+    from chimera.handlers.connectors.user_data import UserDataConnector
+    from chimera.store import open_store
+    from chimera.venues.binance.market_data import futures_rest
+
+    key, secret = venue.keys["main"]
+    ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(store_url), ws_url=venue.ws_url,
+                           rest=futures_rest(venue.base_url, key, secret), account_id="main")
+    ud.start()
+    try:
+        wait_until(lambda: any(ud.listen_key in c.subs for c in venue.server.hub.conns), timeout=20,
+                   message="user data subscribed")
+        yield ud
+    finally:
+        ud.stop()
