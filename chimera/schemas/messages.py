@@ -246,9 +246,13 @@ class PositionEvent(Message, frozen=True, tag="position_event"):
 
 
 class ManagePositions(Message, frozen=True, tag="manage_positions"):
-    """The S6 management tick (scheduled)."""
+    """The S6 management tick (scheduled) or, with ``pos_id``, one position's management pass (fanned
+    out by the tick, or by a mark price event carrying ``mark_price``/``mark_ts``)."""
 
     symbol: str = ""
+    pos_id: str = ""
+    mark_price: Decimal | None = None
+    mark_ts: int = 0
 
 
 # --- S1 treasury ---------------------------------------------------------------------------------

@@ -106,8 +106,14 @@ def idem_key(group_name: str, key: str) -> str:
 
 
 def fails_key(group_name: str) -> str:
-    """HASH "<stream>/<entry id>" → handler failures, and "...#busy" → deliveries that found the lock busy."""
+    """HASH "<stream>/<entry id>" → handler failures, and "...#crash" → workers that died handling it."""
     return f"fails:{{{group_name}}}"
+
+
+def inhand_key(group_name: str, consumer: str) -> str:
+    """The redelivered entry a consumer is handling right now ("<stream>/<entry id>"); found at start-up
+    it means the previous incarnation died in that handler (the runtime's crash-loop guard)."""
+    return f"inhand:{{{group_name}}}:{consumer}"
 
 
 def lease_key(role: str, stream: str) -> str:
@@ -168,6 +174,17 @@ RISK_OPEN_POSITIONS = "risk:{budget}:open_positions"  # count of reserved positi
 
 ROUTER_COUNTERS = "ord:{metrics}:router"  # HASH: maker_timeout_count, maker_reject_count, guard_fired_count
 POS_ACTIVE = "pos:{active}"  # SET of open pos_ids (S6 management ticks and FLATTEN walk it)
+POS_TICK_TIMER = "s6:manage:tick"  # due-queue key of S6's next management tick (one pending at a time)
+
+
+def pos_active_symbol(symbol: str) -> str:
+    """SET of open pos_ids on one symbol: a mark price event fans out to these only."""
+    return f"pos:{{active}}:{symbol}"
+
+
+def pos_mark(symbol: str) -> str:
+    """JSON {mark, ts} of the newest MarkPrice S6 acted on (older or repeated events are ignored)."""
+    return f"pos:{{mark}}:{symbol}"
 
 
 def guard_index(symbol: str) -> str:
@@ -182,3 +199,7 @@ def gw_order_account(intent_id: str) -> str:
     """intent_id -> account_id of an order accepted by the gateway (the local cancel mapping, seed 000)."""
     return f"gw:{{orders}}:account:{intent_id}"
 
+
+def recon_periodic_timer(account_id: str) -> str:
+    """Due-queue key of S5's next periodic run for one account (one pending run per account)."""
+    return f"s5:reconcile:periodic:{account_id}"

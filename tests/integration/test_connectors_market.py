@@ -89,6 +89,8 @@ def run_s1_s2(v, r, settings, drop_at: int | None, n: int):
             v.advance(to_ms=start + n * 60_000 + 1)
             wait_until(lambda: w.store.count("signals", {"symbol": "ETHUSDT"}) >= n, timeout=60,
                        message="every ETH bar featured")
+            wait_until(lambda: r.xlen(keys.metrics_stream("s1.mkt_throughput")) >= 1, timeout=10,
+                       message="a throughput metric")
             store = w.store
     finally:
         conn.stop()
@@ -133,7 +135,8 @@ def test_s1_role_skips_disabled_accounts_and_reports_stream_status(venue, r, set
         {"account_id": "main", "api_key": venue.keys["main"][0], "api_secret": venue.keys["main"][1]},
         {"account_id": "sub1", "api_key": venue.keys["sub1"][0], "api_secret": venue.keys["sub1"][1],
          "enabled": False}]}))
-    settings = replace(settings, symbols=SYMS, venue_url=venue.base_url, accounts_file=str(tmp_path / "accounts.json"))
+    settings = replace(settings, symbols=SYMS, venue_url=venue.base_url, accounts_file=str(tmp_path / "accounts.json"),
+                       extra={"spot_symbols": ["btcusdt"]})
     stop = threading.Event()
     t = threading.Thread(target=run, args=(settings, stop), daemon=True)
     t.start()
@@ -146,6 +149,9 @@ def test_s1_role_skips_disabled_accounts_and_reports_stream_status(venue, r, set
         assert ("sub1", "DISABLED") in statuses and ("main", "CONNECTED") in statuses
         venue.advance(to_ms=first_open(venue) + 3 * 60_000)
         wait_until(lambda: r.xlen(keys.mkt_stream("perp", "ETHUSDT")) > 0, timeout=20, message="market data flows")
+        # Spot symbols get their own connection through the spot SDK, with depth.
+        wait_until(lambda: any(c.market == "spot" and {"btcusdt@bookTicker", "btcusdt@depth@100ms"} <= c.subs
+                               for c in venue.server.hub.conns), timeout=20, message="spot streams subscribed")
     finally:
         stop.set()
         t.join(20)

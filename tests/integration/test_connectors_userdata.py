@@ -1,6 +1,8 @@
-"""S1 user data against the local venue over the official futures SDK's user-data stream: orders placed
-at the venue come back as VenueReports in order (duplicates dropped by trade id), and the real 8h funding
-settlements of the repo's replay become funding_records whose sum equals the venue's FUNDING_FEE income."""
+"""S1 user data against the local venue over the official SDKs' user-data streams: orders placed at the
+venue come back as VenueReports in order (duplicates dropped by trade id), futures and spot; the real 8h
+funding settlements of the repo's replay become funding_records whose sum equals the venue's FUNDING_FEE
+income; keep-alives reach the venue on schedule; an expired listenKey (pushed ``listenKeyExpired`` or a
+failed keep-alive) is renewed and the fills made while no stream was listening are read back from REST."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from chimera.handlers.connectors.user_data import FUNDING_RECORDS, UserDataConne
 from chimera.schemas.envelope import decode
 from chimera.store import open_store
 from chimera.streams import keys
-from chimera.venues.binance.adapter import FuturesTrading
-from chimera.venues.binance.market_data import futures_rest
+from chimera.venues.binance.adapter import FuturesTrading, SpotTrading
+from chimera.venues.binance.market_data import futures_rest, spot_rest
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import WallClock
@@ -41,14 +43,25 @@ class Recording(UserDataConnector):
         super().process(d)
 
 
+def subscribed(venue, key: str) -> bool:
+    return any(key in x.subs for x in venue.server.hub.conns)
+
+
+def connector(r, settings, venue, market: str = "FUT", keepalive_s: float = 0.3) -> Recording:
+    key, secret = venue.keys[ACCOUNT]
+    spot = market == "SPOT"
+    c = Recording(r=r, clock=WallClock(), store=open_store(settings.store_url), market=market,
+                  ws_url=venue.spot_ws_url if spot else venue.ws_url, symbols=["BTCUSDT"],
+                  rest=(spot_rest if spot else futures_rest)(venue.base_url, key, secret), account_id=ACCOUNT,
+                  keepalive_s=keepalive_s)
+    c.start()
+    wait_until(lambda: subscribed(venue, c.listen_key), timeout=20, message="SDK subscribed to the listenKey")
+    return c
+
+
 @pytest.fixture
 def conn(r, settings, venue):
-    key, secret = venue.keys[ACCOUNT]
-    c = Recording(r=r, clock=WallClock(), store=open_store(settings.store_url), ws_url=venue.ws_url,
-                  rest=futures_rest(venue.base_url, key, secret), account_id=ACCOUNT, keepalive_s=0.3)
-    c.start()
-    wait_until(lambda: any(c.listen_key in x.subs for x in venue.server.hub.conns), timeout=20,
-               message="SDK subscribed to the listenKey")
+    c = connector(r, settings, venue)
     yield c
     c.stop()
 
@@ -86,9 +99,10 @@ def test_orders_become_venue_reports_in_order_without_duplicates(r, venue, conn)
     frame = next(d for d in conn.frames if d.get("e") == "ORDER_TRADE_UPDATE" and d["o"]["x"] == "TRADE")
     conn.process(frame)
     assert conn.duplicates == 1 and len(reports(r)) == 4
-    # Keep-alive runs on its period (0.3 s here, 30 min in production) and the key stays valid.
-    wait_until(lambda: conn.keepalives >= 2, timeout=10, message="listenKey keep-alives")
-    assert conn.listen_key in venue.server.listen_keys
+    # Keep-alive runs on its period (0.3 s here, 30 min in production): the venue counts the PUTs.
+    wait_until(lambda: venue.server.listen_keys[conn.listen_key].get("keepalives", 0) >= 2 and conn.keepalives >= 2,
+               timeout=10, message="listenKey keep-alives at the venue")
+    assert conn.renewals == 0
 
 
 def test_funding_settlement_during_replay_writes_funding_records(r, venue, conn, settings):
@@ -115,3 +129,112 @@ def test_funding_settlement_during_replay_writes_funding_records(r, venue, conn,
             assert Decimal(d["rate"]) == ledger[d["funding_time"]]
     # A second FUNDING_FEE push (or a restart) does not write anything twice.
     assert conn.sync_funding(docs[-1]["funding_time"]) == 0
+
+
+def expire(venue, market: str, notify: bool) -> list[str]:
+    return venue.control("/chimera/v1/listen_keys/expire", {"account": ACCOUNT, "market": market,
+                                                            "notify": notify})["expired"]
+
+
+def by_order(r, client_id: str) -> list:
+    return [e.payload for e in reports(r) if e.payload.client_order_id == client_id]
+
+
+def ops(r, kind: str) -> list:
+    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.OPS_EVENTS)) if e.payload.kind == kind]
+
+
+def test_failed_keepalive_renews_the_key_and_catches_up_fills_made_meanwhile(r, venue, settings):
+    conn = connector(r, settings, venue, keepalive_s=3600)  # keep-alives driven by the test
+    key, secret = venue.keys[ACCOUNT]
+    fut = FuturesTrading(venue.base_url, key, secret)
+    try:
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id="before")
+        wait_until(lambda: len(by_order(r, "before")) == 2, timeout=20, message="NEW + TRADE before the expiry")
+        old_key = conn.listen_key
+        assert expire(venue, "futures", notify=False) == [old_key]  # a lost push: S1 does not know yet
+        # While nothing listens: a fill and a resting order.
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.020"), client_id="missed-fill")
+        far = (fut.book("BTCUSDT").mid * Decimal("0.8")).quantize(Decimal("0.1"))
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", qty=Decimal("0.010"), client_id="missed-open",
+                      price=far, tif="GTC")
+        assert by_order(r, "missed-fill") == [] and by_order(r, "missed-open") == []
+        assert conn.keepalive_once() is False  # -1125: the key is gone
+        wait_until(lambda: ops(r, "USER_STREAM_RENEWED"), timeout=20, message="stream renewed")
+        assert conn.listen_key != old_key and subscribed(venue, conn.listen_key)
+        assert ops(r, "USER_STREAM_RENEWED")[0].detail["reports_caught_up"] == "3"
+        fill = by_order(r, "missed-fill")
+        assert [(x.exec_type, x.order_status) for x in fill] == [("NEW", "NEW"), ("TRADE", "FILLED")]
+        order = fut.query("BTCUSDT", "missed-fill")
+        [trade] = fut.trades("BTCUSDT", order.venue_order_id)
+        t = fill[1]
+        assert (t.market, t.side, t.order_type, t.venue_order_id) == ("FUT", "BUY", "MARKET", str(order.venue_order_id))
+        assert str(t.trade_id) == str(trade["id"]) and t.last_price == Decimal(str(trade["price"]))
+        assert t.last_qty == t.cum_qty == t.qty == Decimal("0.020")
+        assert t.commission == Decimal(str(trade["commission"])) and t.ts == int(trade["time"])
+        assert [(x.exec_type, x.order_status) for x in by_order(r, "missed-open")] == [("NEW", "NEW")]
+        assert len(by_order(r, "before")) == 2  # read back again, dropped by trade id / exec+status
+        # A second catch-up publishes nothing; the new key streams what follows.
+        assert conn.catch_up("test") == 0
+        fut.new_order(symbol="BTCUSDT", side="SELL", type="MARKET", qty=Decimal("0.010"), client_id="after")
+        wait_until(lambda: len(by_order(r, "after")) == 2, timeout=20, message="the renewed stream delivers")
+        assert conn.keepalive_once() is True
+    finally:
+        conn.stop()
+
+
+def test_listen_key_expired_event_renews_the_stream(r, venue, settings, conn):
+    old_key = conn.listen_key
+    assert expire(venue, "futures", notify=True) == [old_key]
+    wait_until(lambda: any(d.get("e") == "LISTEN_KEY_EXPIRED" for d in conn.frames), timeout=20,
+               message="listenKeyExpired pushed")
+    wait_until(lambda: conn.listen_key != old_key and subscribed(venue, conn.listen_key), timeout=20,
+               message="a new key, subscribed")
+    renewed = wait_until(lambda: ops(r, "USER_STREAM_RENEWED"), timeout=20, message="renewal recorded")
+    assert renewed[0].detail["reason"] == "listenKeyExpired"
+    key, secret = venue.keys[ACCOUNT]
+    FuturesTrading(venue.base_url, key, secret).new_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                                          qty=Decimal("0.010"), client_id="after-expiry")
+    wait_until(lambda: len(by_order(r, "after-expiry")) == 2, timeout=20, message="reports on the new key")
+
+
+def spot_prices(venue) -> None:
+    venue.control("/chimera/v1/market", {"events": [
+        {"market": "spot", "symbol": "BTCUSDT", "kind": "book", "bid": "30000.00", "bid_qty": "2",
+         "ask": "30000.01", "ask_qty": "2"},
+        {"market": "spot", "symbol": "BTCUSDT", "kind": "trade", "price": "30000.00", "qty": "0.5"}]})
+
+
+def test_spot_execution_reports_and_renewal_catch_up(r, venue, settings):
+    spot_prices(venue)
+    conn = connector(r, settings, venue, market="SPOT", keepalive_s=3600)
+    key, secret = venue.keys[ACCOUNT]
+    sp = SpotTrading(venue.base_url, key, secret)
+    try:
+        sp.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", qty=Decimal("0.010"), client_id="sp-lmt",
+                     price=Decimal("25000.00"), tif="GTC")
+        sp.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id="sp-mkt")
+        sp.cancel("BTCUSDT", "sp-lmt")
+        got = wait_until(lambda: (lambda x: x if len(x) >= 4 else None)(reports(r)), timeout=20,
+                         message="four spot reports")
+        assert [(e.payload.client_order_id, e.payload.exec_type, e.payload.order_status) for e in got] == [
+            ("sp-lmt", "NEW", "NEW"), ("sp-mkt", "NEW", "NEW"), ("sp-mkt", "TRADE", "FILLED"),
+            ("sp-lmt", "CANCELED", "CANCELED")]
+        fill = got[2].payload
+        [trade] = sp.trades("BTCUSDT", sp.query("BTCUSDT", "sp-mkt").venue_order_id)
+        assert fill.market == "SPOT" and fill.side == "BUY" and fill.order_type == "MARKET"
+        assert str(fill.trade_id) == str(trade["id"]) and fill.last_price == Decimal(str(trade["price"]))
+        assert fill.last_qty == fill.cum_qty == Decimal("0.010") and fill.commission_asset == "BTC"
+        assert fill.commission == Decimal(str(trade["commission"]))
+        # Spot listenKey lost silently; a fill meanwhile comes back through /api/v3/myTrades.
+        expire(venue, "spot", notify=False)
+        sp.new_order(symbol="BTCUSDT", side="SELL", type="MARKET", qty=Decimal("0.005"), client_id="sp-missed")
+        assert conn.keepalive_once() is False
+        wait_until(lambda: len(by_order(r, "sp-missed")) == 2, timeout=20, message="spot fill caught up")
+        missed = by_order(r, "sp-missed")[1]
+        [trade] = sp.trades("BTCUSDT", sp.query("BTCUSDT", "sp-missed").venue_order_id)
+        assert (missed.market, missed.exec_type, missed.order_status) == ("SPOT", "TRADE", "FILLED")
+        assert str(missed.trade_id) == str(trade["id"]) and missed.last_qty == Decimal("0.005")
+        assert len(reports(r)) == 6 and subscribed(venue, conn.listen_key)
+    finally:
+        conn.stop()

@@ -8,25 +8,29 @@ import math
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
-from chimera.handlers.connectors.publish import publish_closed_kline
-from chimera.handlers.features.bars import StoredBar, record_bar
+from chimera.handlers.connectors.publish import kline_key, publish_closed_kline
+from chimera.handlers.features.bars import RedisBars, StoredBar, record_bar
+from chimera.handlers.features.engine import FeatureEngine
 from chimera.handlers.features.recompute import recompute
 from chimera.handlers.features.regime import DAY_MS, handle_regime
 from chimera.handlers.features.role import SPEC, signal_id
 from chimera.schemas.envelope import decode
-from chimera.schemas.messages import Kline, TimerFired
+from chimera.schemas.messages import BookTicker, Kline, TimerFired, Trade
 from chimera.store import open_store
 from chimera.streams import keys
+from chimera.streams.producer import Producer
 from chimera.venues.local.loaders import load_freqtrade_klines
 from chimera.venues.local.replay.feed import SAMPLE_DIR
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig
 from chimera.workers.handler import Context
+from chimera.workers.inprocess import InProcessRuntime
 from tests.conftest import subprocess_env
 from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import wait_until
@@ -80,7 +84,9 @@ def test_streamed_features_equal_recompute(r, settings, tmp_path):
                    store.count("signals", {"symbol": "BTCUSDT"}) == n, timeout=60, message="all bars featured")
     feats = [decode(f, i.decode(), "") for i, f in r.xrange(keys.feat_stream("ETHUSDT"))]
     assert [e.payload.signal_id for e in feats] == [signal_id("ETHUSDT", k.open_time) for k in data["ETHUSDT"]]
-    assert r.get(keys.feat_cache("ETHUSDT")) and int(r.get(keys.feat_cache_seq("ETHUSDT"))) == n
+    cached = FeatureEngine.from_bytes(r.get(keys.feat_cache("ETHUSDT")))  # written once per read batch
+    assert cached.state.last_open == data["ETHUSDT"][-1].open_time
+    assert 1 <= int(r.get(keys.feat_cache_seq("ETHUSDT"))) <= n
     last = feats[-1].payload
     assert last.features["rv_240"] is not None and last.features["rho"] is not None and "rho" not in last.flags
 
@@ -119,35 +125,51 @@ def test_recompute_command_backfills_and_records_strategy_event(r, settings, tmp
     assert len(ev) == 1 and ev[0]["signals_written"] == 10
 
 
-@pytest.mark.timeout(180)
-def test_killed_replica_symbols_taken_over_no_bar_skipped_or_twice(r, settings, tmp_path):
-    n = 260
-    data = {s: sample_klines(s, n) for s in SYMS}
+@contextmanager
+def two_replicas(settings):
+    """Two S2 worker processes; what is still alive is stopped at the end."""
     env = subprocess_env(settings, CHIMERA_SYMBOLS=",".join(SYMS))
     procs = {name: subprocess.Popen([sys.executable, "-m", "tests.support.run_worker",
                                      "chimera.handlers.features.role:SPEC", name], env=env)
              for name in ("s2-x", "s2-y")}
-    store = open_store(settings.store_url)
     try:
-        eth_lease = keys.lease_key("s2", keys.mkt_stream("perp", "ETHUSDT"))
-        wait_until(lambda: r.get(eth_lease) is not None, timeout=30, message="ETH stream leased")
-        publish_minutes(r, data, 0, 120)
-        wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) >= 60, timeout=60, message="ETH progress")
-        owner = r.get(eth_lease).decode()
-        victim = procs.pop(owner)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        publish_minutes(r, data, 120, n)
-        wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) == n, timeout=90,
-                   message="survivor finished ETH")
-        wait_until(lambda: store.count("signals", {"symbol": "BTCUSDT"}) == n, timeout=60, message="BTC finished")
-        survivor = next(iter(procs))
-        assert r.get(eth_lease).decode() == survivor
+        yield procs
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
         for p in procs.values():
             p.wait(20)
+
+
+def kill_owner(r, procs: dict, stream: str) -> str:
+    """SIGKILL the replica holding ``stream``'s lease; returns the lease key."""
+    lease = keys.lease_key("s2", stream)
+    victim = procs.pop(r.get(lease).decode())
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    return lease
+
+
+def wait_all_featured(store, n: int) -> None:
+    for sym in SYMS:
+        wait_until(lambda sym=sym: store.count("signals", {"symbol": sym}) == n, timeout=90,
+                   message=f"survivor finished {sym}")
+
+
+@pytest.mark.timeout(180)
+def test_killed_replica_symbols_taken_over_no_bar_skipped_or_twice(r, settings, tmp_path):
+    n = 260
+    data = {s: sample_klines(s, n) for s in SYMS}
+    store = open_store(settings.store_url)
+    eth = keys.mkt_stream("perp", "ETHUSDT")
+    with two_replicas(settings) as procs:
+        wait_until(lambda: r.get(keys.lease_key("s2", eth)) is not None, timeout=30, message="ETH stream leased")
+        publish_minutes(r, data, 0, 120)
+        wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) >= 60, timeout=60, message="ETH progress")
+        lease = kill_owner(r, procs, eth)
+        publish_minutes(r, data, 120, n)
+        wait_all_featured(store, n)
+        assert r.get(lease).decode() == next(iter(procs))
     other = open_store(f"sqlite:///{tmp_path}/recompute.sqlite")
     start, end = data["ETHUSDT"][0].open_time, data["ETHUSDT"][-1].open_time + 60_000
     recomputed(data, other, "ETHUSDT", start, end, replace(settings, symbols=SYMS))
@@ -156,7 +178,114 @@ def test_killed_replica_symbols_taken_over_no_bar_skipped_or_twice(r, settings, 
         assert_same_features(store.get("signals", sid), other.get("signals", sid))
     ids = [decode(f).payload.signal_id for _, f in r.xrange(keys.feat_stream("ETHUSDT"))]
     assert sorted(set(ids)) == sorted(signal_id("ETHUSDT", k.open_time) for k in data["ETHUSDT"])
-    assert int(r.get(keys.feat_cache_seq("ETHUSDT"))) == n  # every bar folded in and saved exactly once
+    cached = FeatureEngine.from_bytes(r.get(keys.feat_cache("ETHUSDT")))
+    assert cached.state.last_open == data["ETHUSDT"][-1].open_time  # the survivor's cache holds the last bar
+
+
+def test_bar_store_reads_are_memoized_and_never_stale(r):
+    def store(t: int) -> None:
+        record_bar(r, "BTCUSDT", StoredBar(t * 60_000, "1", "1", "1", str(100 + t), "1"))
+
+    def direct(after, upto) -> list:
+        return [(t, c) for t, c in ((m, float(100 + m // 60_000)) for m in range(0, 3600_000, 60_000))
+                if (after is None or t > after) and t <= upto and r.zcount(keys.mkt_bars("BTCUSDT"), t, t)]
+
+    for t in range(10):
+        store(t)
+    bars = RedisBars(r)
+    assert bars.closes("BTCUSDT", None, 3 * 60_000) == direct(None, 3 * 60_000)
+    assert bars.closes("BTCUSDT", 3 * 60_000, 9 * 60_000) == direct(3 * 60_000, 9 * 60_000)
+    store(10)  # past what was read: read again
+    assert bars.closes("BTCUSDT", 9 * 60_000, 10 * 60_000) == [(600_000, 110.0)]
+    assert bars.closes("BTCUSDT", 60_000, 5 * 60_000) == direct(60_000, 5 * 60_000)  # before what it kept
+    assert bars.closes("BTCUSDT", 10 * 60_000, 20 * 60_000) == []
+
+
+def minute_events(k: Kline) -> list[tuple[str, object, str]]:
+    """One minute of a symbol as S1 publishes it: book tickers and trades at real prices, then the bar.
+    ``(stream, message, idempotency key)``; the last book ticker comes at +40 s, before the last trade."""
+    stream = keys.mkt_stream("perp", k.symbol)
+    out: list[tuple[str, object, str]] = []
+    for i, (dt, price) in enumerate(((10_000, k.open), (20_000, k.high), (40_000, k.low), (50_000, k.close))):
+        t = k.open_time + dt
+        if i % 2 == 0:
+            spread = price * Decimal("0.0001")
+            out.append((stream, BookTicker(market="perp", symbol=k.symbol, bid=price - spread, bid_qty=Decimal(i + 1),
+                                           ask=price + spread, ask_qty=Decimal(3 - i), mid=price,
+                                           spread_bp=2.0, ts=t), f"book:{k.symbol}:{t}"))
+        else:
+            out.append((stream, Trade(market="perp", symbol=k.symbol, trade_id=t, price=price, qty=k.volume / 4,
+                                      buyer_is_maker=i == 3, ts=t), f"trade:{k.symbol}:{t}"))
+    out.append((stream, k, kline_key(k)))
+    return out
+
+
+def feed(data: dict[str, list[Kline]], n: int, cut: int) -> tuple[list, list]:
+    """Every minute of both symbols in S1's order (BTC's bar before ETH's), split inside ETH's minute
+    ``cut``: after its first three events (two book tickers and a trade), before its last trade and bar."""
+    before, after = [], []
+    for i in range(n):
+        for sym in SYMS:
+            evs = minute_events(data[sym][i])
+            if i < cut or (i == cut and sym == "BTCUSDT"):
+                before += evs
+            elif i == cut:
+                before += evs[:3]
+                after += evs[3:]
+            else:
+                after += evs
+    return before, after
+
+
+def publish_events(r, events: list) -> None:
+    producer = Producer(r, ManualClock(0))
+    for stream, msg, key in events:
+        if isinstance(msg, Kline):
+            publish_closed_kline(r, msg, now_ms=msg.close_time)
+        else:
+            producer.publish(stream, msg, key, event_time=msg.ts)
+
+
+def consumed(r, stream: str) -> bool:
+    info = [g for g in r.xinfo_groups(stream) if g["name"] == keys.group("s2").encode()]
+    return bool(info) and info[0]["lag"] == 0 and info[0]["pending"] == 0
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_bar_survivor_resumes_from_the_state_cache(r, settings, tmp_path):
+    n, cut = 140, 100
+    data = {s: sample_klines(s, n) for s in SYMS}
+    before, after = feed(data, n, cut)
+    store = open_store(settings.store_url)
+    eth = keys.mkt_stream("perp", "ETHUSDT")
+    with two_replicas(settings) as procs:
+        wait_until(lambda: r.get(keys.lease_key("s2", eth)) is not None, timeout=30, message="ETH stream leased")
+        publish_events(r, before)
+        # The owner has read and acked ETH's stream up to the middle of bar `cut`: its book tickers are
+        # folded in, the bar is not, and no later book ticker will come for that bar.
+        wait_until(lambda: consumed(r, eth), timeout=60, message="ETH consumed up to mid-bar")
+        assert store.count("signals", {"symbol": "ETHUSDT"}) == cut
+        cached = FeatureEngine.from_bytes(r.get(keys.feat_cache("ETHUSDT"))).state
+        assert cached.last_open == data["ETHUSDT"][cut - 1].open_time
+        assert cached.book_ts == data["ETHUSDT"][cut].open_time + 40_000  # the half bar is in the cache
+        lease = kill_owner(r, procs, eth)
+        publish_events(r, after)
+        wait_all_featured(store, n)
+        assert r.get(lease).decode() == next(iter(procs))
+    # The same events without a kill, through the same handler in one process.
+    reference = open_store(f"sqlite:///{tmp_path}/no-kill.sqlite")
+    rt = InProcessRuntime([SPEC], store=reference, settings=replace(settings, symbols=SYMS))
+    for stream, msg, key in before + after:
+        rt.publish(stream, msg, key, event_time=msg.close_time if isinstance(msg, Kline) else msg.ts)
+    rt.run()
+    for k in data["ETHUSDT"]:
+        sid = signal_id("ETHUSDT", k.open_time)
+        assert_same_features(store.get("signals", sid), reference.get("signals", sid))
+    mid_bar = store.get("signals", signal_id("ETHUSDT", data["ETHUSDT"][cut].open_time))
+    # Its book features are the book ticker folded in before the kill (none came after it).
+    assert math.isclose(mid_bar["features"]["mid"], float(data["ETHUSDT"][cut].low), rel_tol=1e-12)
+    ids = [decode(f).payload.signal_id for _, f in r.xrange(keys.feat_stream("ETHUSDT"))]
+    assert ids == [signal_id("ETHUSDT", k.open_time) for k in data["ETHUSDT"]]  # none skipped, none twice
 
 
 def test_daily_regime_percentile_state_metric_and_next_tick(r, settings, tmp_path):

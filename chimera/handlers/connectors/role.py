@@ -5,12 +5,14 @@
 * accounts from ``settings.accounts_file`` (``load_accounts``); disabled accounts are skipped,
   logged, and get ``ws_status=DISABLED`` (status hash ``s1:{status}:<account>`` + an
   ``AccountStreamStatus`` event on ops:events, seed 000);
-* market data for ``settings.symbols`` through the main account's client pool
-  (``MarketDataConnector``; market streams need no key); its CONNECTING / CONNECTED /
-  DISCONNECTED transitions update the main account's status;
+* market data for ``settings.symbols`` (perp, the futures SDK) and ``settings.extra["spot_symbols"]``
+  (spot, the spot SDK) through the main account's client pool (``MarketDataConnector``, one per market;
+  market streams need no key); their CONNECTING / CONNECTED / DISCONNECTED transitions update the main
+  account's status;
 * the treasury handler (``treasury.SPEC``) runs in a consumer-group worker thread of this role;
-* user data per enabled account (``user_data.UserDataConnector``: listenKey + keep-alive, VenueReport on
-  venue:{reports} de-duplicated by trade id, FUNDING_FEE → funding_records) when
+* user data per enabled account and market (FUT, and SPOT when spot symbols are set;
+  ``user_data.UserDataConnector``: listenKey + keep-alive + renewal on expiry with a REST catch-up,
+  VenueReport on venue:{reports} de-duplicated by trade id, FUNDING_FEE → funding_records) when
   ``settings.extra["user_data"]`` is set (``true`` or ``{"keepalive_s": 1800}``).
 """
 
@@ -29,14 +31,43 @@ BINANCE_URLS = {
     "testnet": ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"),
     "live": ("https://fapi.binance.com", "wss://fstream.binance.com"),
 }
+BINANCE_SPOT_URLS = {
+    "testnet": ("https://testnet.binance.vision", "wss://stream.testnet.binance.vision"),
+    "live": ("https://api.binance.com", "wss://stream.binance.com:9443"),
+}
 
 
-def endpoints(settings) -> tuple[str, str]:
-    """(REST base, futures WebSocket streams base) for the venue."""
+def endpoints(settings, market: str = "perp") -> tuple[str, str]:
+    """(REST base, WebSocket streams base) of the venue for ``market`` (perp: USDT-M futures, or spot)."""
     if settings.venue == "paper":
         base = settings.venue_url.rstrip("/")
-        return base, base.replace("http://", "ws://").replace("https://", "wss://") + "/futures"
-    return BINANCE_URLS[settings.venue]
+        ws = base.replace("http://", "ws://").replace("https://", "wss://")
+        return base, ws + ("/spot" if market == "spot" else "/futures")
+    return (BINANCE_SPOT_URLS if market == "spot" else BINANCE_URLS)[settings.venue]
+
+
+def market_config(settings) -> dict:
+    """``settings.extra``: ``spot_symbols`` (spot streams, default none) and ``depth_levels`` (top-N
+    of the local order books published as DepthLevels, default 20; 0 = no depth streams)."""
+    extra = getattr(settings, "extra", None) or {}
+    return {"spot_symbols": [s.upper() for s in extra.get("spot_symbols", ())],
+            "depth_levels": int(extra.get("depth_levels", 20))}
+
+
+def start_market(settings, market: str, symbols: list[str], main: Account, *, r, clock, board):
+    """One market's streams (MarketDataConnector) through the official SDK of that market."""
+    from chimera.handlers.connectors.market import MarketDataConnector
+    from chimera.handlers.features.role import reference_symbol
+    from chimera.venues.binance.market_data import futures_rest, spot_rest
+
+    rest_base, ws_base = endpoints(settings, market)
+    rest = (spot_rest if market == "spot" else futures_rest)(rest_base, main.api_key, main.api_secret)
+    conn = MarketDataConnector(
+        r=r, clock=clock, ws_url=ws_base, rest=rest, symbols=symbols, market=market,
+        reference=reference_symbol(settings), depth_levels=market_config(settings)["depth_levels"],
+        on_status=lambda status, err: board.set(main.account_id, status, f"{market}: {err}" if err else ""))
+    conn.start()
+    return conn
 
 
 class StatusBoard:
@@ -69,16 +100,20 @@ def user_data_config(settings) -> dict:
     return raw if isinstance(raw, dict) else ({} if raw else {"disabled": True})
 
 
-def start_user_data(account: Account, settings, *, r, clock, store, board: StatusBoard):
-    """Open one account's user-data stream (listenKey, keep-alive, VenueReport, funding_records)."""
+def start_user_data(account: Account, settings, *, r, clock, store, board: StatusBoard, market: str = "FUT"):
+    """Open one account's user-data stream for ``market`` (FUT or SPOT): listenKey, keep-alive, expiry
+    renewal and REST catch-up, VenueReport, funding_records (FUT)."""
     from chimera.handlers.connectors.user_data import KEEPALIVE_S, UserDataConnector
-    from chimera.venues.binance.market_data import futures_rest
+    from chimera.venues.binance.market_data import futures_rest, spot_rest
 
     cfg = user_data_config(settings)
-    rest_base, ws_base = endpoints(settings)
+    spot = market == "SPOT"
+    rest_base, ws_base = endpoints(settings, "spot" if spot else "perp")
     conn = UserDataConnector(
-        r=r, clock=clock, store=store, ws_url=ws_base,
-        rest=futures_rest(rest_base, account.api_key, account.api_secret), account_id=account.account_id,
+        r=r, clock=clock, store=store, ws_url=ws_base, market=market,
+        rest=(spot_rest if spot else futures_rest)(rest_base, account.api_key, account.api_secret),
+        account_id=account.account_id,
+        symbols=market_config(settings)["spot_symbols"] if spot else list(settings.symbols),
         keepalive_s=float(cfg.get("keepalive_s", KEEPALIVE_S)),
         reconnect_delay_ms=int(cfg.get("reconnect_delay_ms", 500)),
         on_status=lambda status, err: board.set(account.account_id, status, err))
@@ -88,10 +123,7 @@ def start_user_data(account: Account, settings, *, r, clock, store, board: Statu
 
 def run(settings, stop: threading.Event) -> None:
     from chimera.handlers.connectors import treasury
-    from chimera.handlers.connectors.market import MarketDataConnector
-    from chimera.handlers.features.role import reference_symbol
     from chimera.ops.bootstrap import clock_from, redis_from, stores_from
-    from chimera.venues.binance.market_data import futures_rest
     from chimera.workers.runtime import Worker
 
     r = redis_from(settings)
@@ -106,27 +138,30 @@ def run(settings, stop: threading.Event) -> None:
     store, objects = stores_from(settings)
     user_streams = []
     if not user_data_config(settings).get("disabled"):
+        markets = ["FUT", "SPOT"] if market_config(settings)["spot_symbols"] else ["FUT"]
         for a in enabled:
-            user_streams.append(start_user_data(a, settings, r=r, clock=clock, store=store, board=board))
+            for m in markets:
+                user_streams.append(start_user_data(a, settings, r=r, clock=clock, store=store, board=board,
+                                                    market=m))
     else:
         logger.warning("s1: user-data streams are off (settings.extra['user_data'] not set)")
-    rest_base, ws_base = endpoints(settings)
     main = next(a for a in enabled if a.account_id == "main")
-    market = MarketDataConnector(
-        r=r, clock=clock, ws_url=ws_base, rest=futures_rest(rest_base, main.api_key, main.api_secret),
-        symbols=list(settings.symbols), reference=reference_symbol(settings),
-        on_status=lambda status, err: board.set(main.account_id, status, err))
     consumer = settings.consumer or "s1"
     tw = Worker(treasury.SPEC, r, settings=settings, store=store, objects=objects, clock=clock,
                 consumer=f"{consumer}-treasury", services={})
     tw_thread = threading.Thread(target=tw.run, name="s1-treasury", daemon=True)
+    markets = []
     try:
-        market.start()
+        markets.append(start_market(settings, "perp", list(settings.symbols), main, r=r, clock=clock, board=board))
+        spot = market_config(settings)["spot_symbols"]
+        if spot:
+            markets.append(start_market(settings, "spot", spot, main, r=r, clock=clock, board=board))
         tw_thread.start()
         stop.wait()
     finally:
         tw.stop()
-        market.stop()
+        for m in markets:
+            m.stop()
         for u in user_streams:
             u.stop()
         tw_thread.join(10)

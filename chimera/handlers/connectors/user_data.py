@@ -1,14 +1,24 @@
-"""S1 user data for one account: listenKey → the SDK's user-data stream → VenueReport / funding_records.
+"""S1 user data for one account and market (FUT: USDT-M futures, SPOT): listenKey → the SDK's user-data
+stream → VenueReport / funding_records, with keep-alive, expiry handling and a REST catch-up.
 
-* ``POST /fapi/v1/listenKey`` at start; ``PUT`` every ``keepalive_s`` (Binance: 30 min; configurable
-  through ``settings.extra["user_data"]["keepalive_s"]``) on a keep-alive thread.
-* The SDK (``websocket_streams.create_connection()`` + ``user_data(listenKey)``) runs on its own asyncio
-  loop; its callback only enqueues. One publisher thread handles frames in arrival order.
-* ``ORDER_TRADE_UPDATE`` → ``VenueReport`` on ``venue:{reports}`` (envelope ``account_id`` = the account,
-  idempotency key ``vr:<account>:<order id>:t:<trade id>`` for trades, ``...:x:<exec>:<status>`` otherwise).
-  A report whose member is already in ``s1:{seen}:<account>`` is dropped (duplicates de-duplicated by
-  trade id, also across reconnects / restarts).
-* ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE`` → the FUNDING_FEE income rows since the account's cursor
+* ``POST`` a listenKey at start; ``PUT`` it every ``keepalive_s`` (Binance: 30 min, a key expires 60
+  min after its last keep-alive) on a keep-alive thread.
+* The SDK (``create_connection()`` + ``user_data(listenKey)``) runs on its own asyncio loop; its callbacks
+  only enqueue. One publisher thread handles frames and renewals in order, so every report goes through
+  the same de-duplication.
+* ``ORDER_TRADE_UPDATE`` / ``executionReport`` → ``VenueReport`` on ``venue:{reports}`` (envelope
+  ``account_id`` = the account, idempotency key ``vr:<account>:<order id>:t:<trade id>`` for trades,
+  ``...:x:<exec>:<status>`` otherwise). A report whose member is already in ``s1:{seen}:<account>`` is
+  dropped (duplicates de-duplicated by trade id, also across reconnects / restarts / catch-ups).
+* Expiry: a ``listenKeyExpired`` event, or a failed keep-alive, renews the stream: a new key (retried
+  with backoff), a new SDK connection subscribed to it (the old one closed), then the catch-up. An SDK
+  reconnect (the socket dropped and came back) runs the catch-up alone.
+* Catch-up (REST): open orders → their NEW report; fills since the last event seen (minus a margin) of
+  the configured symbols, the symbols seen on the stream and those of open orders → the TRADE report
+  the stream would have sent (order read back for its client id, type and status). De-duplicated like
+  the stream, so nothing is published twice and no fill is lost while disconnected. Cancels and
+  expiries missed meanwhile are not read back here: S5's reconciliation covers them.
+* FUT ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE`` → the FUNDING_FEE income rows since the account's cursor
   (``s1:{funding}:cursor:<account>``) become ``funding_records/<account>:<tranId>`` (insert-if-absent:
   idempotent), with the rate from the funding-rate history when the venue has it.
 """
@@ -17,111 +27,166 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 from loguru import logger
 
+from chimera.handlers.connectors.market import sdk_streams_client
 from chimera.handlers.connectors.sdk_loop import LoopThread
+from chimera.schemas.messages import OpsEvent, VenueReport
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import user_data as ud
+from chimera.venues.binance import user_rest
 
 FUNDING_RECORDS = "funding_records"
 KEEPALIVE_S = 30 * 60
 FUNDING_LOOKBACK_MS = 60 * 60 * 1000
+CATCHUP_MARGIN_MS = 60_000  # fills read back from this long before the last event seen
+RENEW_BACKOFF_S = (0.5, 30.0)
+
+
+def _retry_transient(call, attempts: int = 5):
+    """Repeat a listenKey POST hit by a 5xx or a lost reply (Binance hands back the account's active key),
+    instead of letting S1 die at start-up on one transient error."""
+    from binance_common.errors import NetworkError, ServerError
+
+    for attempt in range(attempts - 1):
+        try:
+            return call()
+        except (NetworkError, ServerError) as exc:
+            logger.warning("s1 listenKey request failed ({}); retrying", exc)
+            time.sleep(0.2 * (attempt + 1))
+    return call()
 
 
 class UserDataConnector:
-    def __init__(self, *, r, clock, store, ws_url: str, rest, account_id: str, keepalive_s: float = KEEPALIVE_S,
-                 reconnect_delay_ms: int = 500, on_status: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, *, r, clock, store, ws_url: str, rest, account_id: str, market: str = "FUT",
+                 symbols: Iterable[str] = (), keepalive_s: float = KEEPALIVE_S, reconnect_delay_ms: int = 500,
+                 on_status: Callable[[str, str], None] | None = None) -> None:
+        if market not in ("FUT", "SPOT"):
+            raise ValueError(f"market must be FUT or SPOT, not {market!r}")
         self.r = r
         self.clock = clock
         self.store = store
         self.producer = Producer(r, clock)
         self.ws_url = ws_url
         self.rest = rest
+        self.api = user_rest.user_rest(market, rest)
+        self.market = market
         self.account_id = account_id
+        self.symbols = {s.upper() for s in symbols}  # read back by the catch-up, with those seen since
         self.keepalive_s = keepalive_s
         self.reconnect_delay_ms = reconnect_delay_ms
         self.on_status = on_status or (lambda status, err: None)
         self.q: queue.Queue = queue.Queue()
         self.listen_key = ""
+        self.last_event_ms = 0
         self.published = 0
         self.duplicates = 0
         self.keepalives = 0
+        self.renewals = 0
+        self.caught_up = 0
         self.funding_written = 0
-        self._conn = None
+        self._client = None
         self._loop: LoopThread | None = None
         self._stop = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (
-            ConfigurationWebSocketStreams,
-            DerivativesTradingUsdsFutures,
-        )
-
         self.on_status("CONNECTING", "")
-        self.listen_key = ud.create_listen_key(self.rest)
-        self._loop = LoopThread(f"s1-ud-{self.account_id}")
-        cfg = ConfigurationWebSocketStreams(stream_url=self.ws_url, reconnect_delay=self.reconnect_delay_ms)
-        client = DerivativesTradingUsdsFutures(config_ws_streams=cfg).websocket_streams
-
-        async def go():
-            conn = await client.create_connection()
-            stream = await conn.user_data(self.listen_key)
-            stream.on("message", lambda m: self.q.put(m))
-            return conn
-
-        self._conn = self._loop.run(go())
+        self.listen_key = _retry_transient(self.api.create_key)
+        self._loop = LoopThread(f"s1-ud-{self.market}-{self.account_id}")
+        self._open(self.listen_key)
         self.on_status("CONNECTED", "")
-        self._loop.spawn(self._publisher, f"s1-ud-publish-{self.account_id}")
-        self._loop.spawn(self._keepalive, f"s1-ud-keepalive-{self.account_id}")
+        self._loop.spawn(self._publisher, f"s1-ud-publish-{self.market}-{self.account_id}")
+        self._loop.spawn(self._keepalive, f"s1-ud-keepalive-{self.market}-{self.account_id}")
 
     def stop(self) -> None:
         self._stop.set()
         if self._loop is not None:
-            self._loop.shutdown(self._stop, self._conn, "s1 user data")
+            self._loop.shutdown(self._stop, self._client, "s1 user data")
         try:
             if self.listen_key:
-                ud.close_listen_key(self.rest)
+                self.api.close(self.listen_key)
         except Exception as exc:  # noqa: BLE001 - the key expires on its own
             logger.debug("s1 listenKey close: {}", exc)
+
+    def _open(self, key: str) -> None:
+        """A new SDK connection subscribed to ``key``; the previous one, if any, is closed after."""
+        assert self._loop is not None
+        client = sdk_streams_client("spot" if self.market == "SPOT" else "perp", self.ws_url, self.reconnect_delay_ms)
+
+        async def go():
+            conn = await client.create_connection()
+            stream = await conn.user_data(key)
+            stream.on("message", lambda m: self.q.put(("frame", m)))
+            conn.on_connection("reconnect", lambda *_: self.q.put(("catch_up", "user-data socket reconnected")))
+            return conn
+
+        old, self._client = self._client, self._loop.run(go())
+        if old is not None:
+            try:
+                self._loop.run(old.close_connection(close_session=True), timeout=5)
+            except Exception as exc:  # noqa: BLE001 - a dead socket: nothing to close
+                logger.debug("s1 user data: closing the previous connection: {}", exc)
 
     # --- threads ---------------------------------------------------------------------------------------
 
     def _keepalive(self) -> None:
         while not self._stop.wait(self.keepalive_s):
-            try:
-                ud.keepalive_listen_key(self.rest)
-                self.keepalives += 1
-            except Exception as exc:  # noqa: BLE001 - retried at the next period; status shows it
-                logger.error("s1 listenKey keep-alive for {} failed: {}", self.account_id, exc)
-                self.on_status("CONNECTED", f"listenKey keep-alive failed: {exc}")
+            self.keepalive_once()
+
+    def keepalive_once(self) -> bool:
+        """PUT the key; when that fails (the key may be gone), the publisher renews the stream."""
+        try:
+            self.api.keepalive(self.listen_key)
+            self.keepalives += 1
+            return True
+        except Exception as exc:  # noqa: BLE001 - the key may be gone: renew it
+            logger.error("s1 listenKey keep-alive for {} {} failed: {}", self.market, self.account_id, exc)
+            self.q.put(("renew", f"listenKey keep-alive failed: {exc}"))
+            return False
 
     def _publisher(self) -> None:
         while not self._stop.is_set():
             try:
-                msg = self.q.get(timeout=0.05)
+                kind, item = self.q.get(timeout=0.05)
             except queue.Empty:
                 continue
             try:
-                self.process(ud.frame_to_dict(msg))
+                if kind == "frame":
+                    self.process(ud.frame_to_dict(item))
+                elif kind == "renew":
+                    self.renew(item)
+                else:
+                    self.catch_up(item)
             except Exception as exc:  # Redis/REST trouble: log, keep the loop alive
-                logger.exception("s1 user data {}: {}", self.account_id, exc)
+                logger.exception("s1 user data {} {}: {}", self.market, self.account_id, exc)
                 self._stop.wait(0.2)
 
     # --- one frame -------------------------------------------------------------------------------------
 
     def process(self, d: dict) -> None:
-        if d.get("e") == "ORDER_TRADE_UPDATE":
-            self.publish_report(d)
-        elif ud.is_funding_update(d):
+        self.last_event_ms = max(self.last_event_ms, int(d.get("E") or 0))
+        if ud.is_listen_key_expired(d):
+            self.renew("listenKeyExpired")
+            return
+        rep = ud.normalize_user_event(d)
+        if rep is not None:
+            self.symbols.add(rep.symbol)
+            self.publish(rep)
+        elif self.market == "FUT" and ud.is_funding_update(d):
             self.sync_funding(int(d.get("E") or d.get("T") or self.clock.now_ms()))
 
     def publish_report(self, d: dict) -> bool:
-        rep = ud.normalize_order_update(d)
+        rep = ud.normalize_user_event(d)
+        return rep is not None and self.publish(rep)
+
+    def publish(self, rep: VenueReport) -> bool:
+        """XADD unless already published (by trade id / exec+status); True when it went out."""
         member = ud.dedupe_member(rep)
         seen = keys.s1_seen_trade(self.account_id)
         if self.r.sismember(seen, member):
@@ -133,6 +198,65 @@ class UserDataConnector:
         self.published += 1
         return True
 
+    # --- expiry and catch-up -----------------------------------------------------------------------------
+
+    def renew(self, reason: str) -> None:
+        """A new listenKey (the old one expired or its keep-alive failed), a new connection, the catch-up."""
+        self.renewals += 1
+        self.on_status("CONNECTING", f"{self.market}: {reason}")
+        delay = RENEW_BACKOFF_S[0]
+        while not self._stop.is_set():
+            try:
+                key = self.api.create_key()
+                if key != self.listen_key or self._client is None:
+                    self._open(key)
+                self.listen_key = key
+                break
+            except Exception as exc:  # noqa: BLE001 - the venue is unreachable: keep trying
+                logger.warning("s1 user data {} {}: renewing the stream failed ({}); retry in {}s",
+                               self.market, self.account_id, exc, delay)
+                self.on_status("DISCONNECTED", f"{self.market}: renewing the user-data stream failed: {exc}")
+                self._stop.wait(delay)
+                delay = min(delay * 2, RENEW_BACKOFF_S[1])
+        else:
+            return
+        n = self.catch_up(reason)
+        self.producer.publish(keys.OPS_EVENTS, OpsEvent(kind="USER_STREAM_RENEWED", actor="s1", detail={
+            "market": self.market, "reason": reason, "reports_caught_up": str(n)}),
+            f"USER_STREAM_RENEWED:{self.market}:{self.account_id}:{self.renewals}", self.account_id)
+        self.on_status("CONNECTED", "")
+
+    def catch_up(self, reason: str) -> int:
+        """Publish, from REST, what the stream may have missed: NEW of open orders, fills since the last
+        event. Returns the reports that went out (the rest were already published)."""
+        open_orders = self.api.open_orders()
+        n = sum(self.publish(ud.new_report(self.market, o)) for o in sorted(open_orders, key=lambda o: o["orderId"]))
+        since = self.last_event_ms - CATCHUP_MARGIN_MS if self.last_event_ms else None
+        for symbol in sorted(self.symbols | {o["symbol"] for o in open_orders}):
+            n += self._catch_up_fills(symbol, since)
+        self.caught_up += n
+        logger.info("s1 user data {} {} caught up {} report(s) after: {}", self.market, self.account_id, n, reason)
+        return n
+
+    def _catch_up_fills(self, symbol: str, since: int | None) -> int:
+        trades = sorted(self.api.trades(symbol, since), key=lambda t: (int(t["time"]), int(t["id"])))
+        seen = keys.s1_seen_trade(self.account_id)
+        n = 0
+        orders: dict[int, dict] = {}
+        for i, t in enumerate(trades):
+            if self.r.sismember(seen, f"{t['orderId']}:t:{t['id']}"):
+                continue
+            oid = int(t["orderId"])
+            if oid not in orders:
+                orders[oid] = self.api.order(symbol, oid)
+                n += self.publish(ud.new_report(self.market, orders[oid]))
+            # The order's filled quantity at this fill: what it has now minus the fills after this one.
+            later = sum(ud.D(x["qty"]) for x in trades[i + 1:] if int(x["orderId"]) == oid)
+            n += self.publish(ud.trade_report(self.market, orders[oid], t, ud.D(orders[oid]["executedQty"]) - later))
+        return n
+
+    # --- funding (FUT) -------------------------------------------------------------------------------------
+
     def sync_funding(self, event_ms: int) -> int:
         cursor_key = keys.s1_funding_cursor(self.account_id)
         raw = self.r.get(cursor_key)
@@ -140,7 +264,7 @@ class UserDataConnector:
         written = 0
         while True:
             before = start
-            rows = ud.funding_income(self.rest, start)
+            rows = user_rest.funding_income(self.rest, start)
             for row in rows:
                 t = int(row["time"])
                 doc = {"account": self.account_id, "symbol": row["symbol"], "funding_time": t,
@@ -148,7 +272,7 @@ class UserDataConnector:
                        "tran_id": str(row.get("tranId", "")),
                        "rate": None}
                 if self.store.get(FUNDING_RECORDS, f"{self.account_id}:{doc['tran_id']}") is None:
-                    rate = ud.funding_rate_at(self.rest, row["symbol"], t)
+                    rate = user_rest.funding_rate_at(self.rest, row["symbol"], t)
                     doc["rate"] = None if rate is None else str(rate)
                     if self.store.insert_if_absent(FUNDING_RECORDS, f"{self.account_id}:{doc['tran_id']}", doc):
                         written += 1

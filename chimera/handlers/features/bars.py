@@ -10,6 +10,9 @@ In the in-process runtime (recompute, tests) the store is a dict in ``ctx.servic
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
+
 import msgspec
 
 from chimera.streams import keys
@@ -42,15 +45,47 @@ def record_bar(pipe_or_r, symbol: str, bar: StoredBar) -> None:
     pipe_or_r.zremrangebyscore(key, 0, bar.open_time - BARS_KEEP_MS)
 
 
+class _Memo:
+    """Every stored bar of a symbol with ``lo < open_time <= hi``; ``start`` skips those already served."""
+
+    def __init__(self, lo: int | None, hi: int, bars: list[tuple[int, float]]) -> None:
+        self.lo, self.hi, self.bars, self.start = lo, hi, bars, 0
+
+    def covers(self, after: int | None, upto: int) -> bool:
+        return upto <= self.hi and (self.lo is None or (after is not None and after >= self.lo))
+
+    def take(self, after: int | None, upto: int) -> list[tuple[int, float]]:
+        i = self.start if after is None else bisect_right(self.bars, (after, math.inf), self.start)
+        if after is not None:
+            # The engine never asks for bars before its last reference bar again: forget them.
+            self.lo, self.start = max(after, self.lo if self.lo is not None else after), i
+            if i > 1024 and i > len(self.bars) // 2:
+                self.bars, self.start, i = self.bars[i:], 0, 0
+        return self.bars[i:bisect_right(self.bars, (upto, math.inf), i)]
+
+
 class RedisBars:
+    """Reads the store, with a memo of what it read: bars in the store are final.
+
+    S1 writes a symbol's bars in open-time order (a gap is backfilled before the bar after it),
+    so once bar t was read every bar up to t that will ever exist was there too: a read of
+    ``(after, upto]`` inside the remembered range ``(lo, hi]`` needs no round trip.
+    """
+
     def __init__(self, r) -> None:
         self.r = r
+        self.memo: dict[str, _Memo] = {}
 
     def closes(self, symbol: str, after: int | None, upto: int) -> list[tuple[int, float]]:
-        lo = "-inf" if after is None else f"({after}"
-        raw = self.r.zrangebyscore(keys.mkt_bars(symbol), lo, upto)
-        out = [_dec.decode(m) for m in raw]
-        return [(b.open_time, float(b.close)) for b in out]
+        m = self.memo.get(symbol)
+        if m is None or not m.covers(after, upto):
+            bars = self._read(symbol, after)
+            m = self.memo[symbol] = _Memo(after, bars[-1][0] if bars else (after if after is not None else -1), bars)
+        return m.take(after, upto)
+
+    def _read(self, symbol: str, after: int | None) -> list[tuple[int, float]]:
+        raw = self.r.zrangebyscore(keys.mkt_bars(symbol), "-inf" if after is None else f"({after}", "+inf")
+        return [(b.open_time, float(b.close)) for b in (_dec.decode(m) for m in raw)]
 
 
 class MemoryBars:

@@ -86,6 +86,7 @@ class FeatureState(msgspec.Struct, kw_only=True):
     funding_predicted: float | None = None
     funding_predicted_ts: int | None = None
     next_funding_time: int | None = None
+    depth_seen: bool = False  # book features come from S1's depth levels; bookTicker no longer overrides
 
 
 class FeatureSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +122,8 @@ class FeatureEngine:
     def __init__(self, state: FeatureState) -> None:
         self.state = state
         self.cfg = state.config
+        self._rets_gen = 0  # bumped whenever state.rets changes
+        self._std_memo: dict[int, tuple[int, float | None]] = {}  # window -> (rets_gen, stdev)
 
     @classmethod
     def new(cls, symbol: str, config: FeatureConfig | None = None) -> FeatureEngine:
@@ -150,12 +153,12 @@ class FeatureEngine:
         elif s.last_close is not None:
             # A return across a hole is not a 1-bar return: it is left out, not stretched.
             r = _log_return(bar.close, s.last_close)
-            prior = s.rets[-cfg.outlier_window:]
-            sd = sample_std(prior) if len(prior) == cfg.outlier_window else None
+            sd = self._std(cfg.outlier_window)  # of the returns before this one
             if sd is not None and abs(r) > cfg.outlier_k * sd:
                 s.last_outlier_open = bar.open_time
             s.rets.append(r)
             del s.rets[:-max((*cfg.rv_windows, cfg.outlier_window))]
+            self._rets_gen += 1
             s.own_ret[bar.open_time] = r
         atr_update(s.atr, bar.high, bar.low, bar.close)
         s.last_open, s.last_close = bar.open_time, bar.close
@@ -208,8 +211,22 @@ class FeatureEngine:
         # Keep a second window of slack so either side may lag the other by a window.
         floor = newest - 2 * cfg.rho_window * cfg.bar_ms
         for d in (s.own_ret, s.ref_ret):
-            for k in [k for k in d if k <= floor]:
-                del d[k]
+            # Keys arrive in increasing open time (older bars are refused), so the oldest come first.
+            while d:
+                oldest = next(iter(d))
+                if oldest > floor:
+                    break
+                del d[oldest]
+
+    def _std(self, w: int) -> float | None:
+        """Sample stdev of the last w returns; the previous bar's rv_60 is the next bar's outlier test."""
+        hit = self._std_memo.get(w)
+        if hit is not None and hit[0] == self._rets_gen:
+            return hit[1]
+        rets = self.state.rets
+        value = sample_std(rets[-w:]) if len(rets) >= w else None
+        self._std_memo[w] = (self._rets_gen, value)
+        return value
 
     # ------------------------------------------------------------- output
 
@@ -233,7 +250,7 @@ class FeatureEngine:
         put("atr", atr, dq)
         put("atr_pct", None if atr is None else atr / s.last_close, dq)
         for w in cfg.rv_windows:
-            rv = sample_std(s.rets[-w:]) if len(s.rets) >= w else None
+            rv = self._std(w)
             dq = [bar_stale, *self._window_flags(w, (s.last_gap_open,))]
             put(f"rv_{w}", rv, dq)
             put(f"rv_{w}_ann", annualize(rv, cfg.bar_ms), dq)

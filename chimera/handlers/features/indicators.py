@@ -74,7 +74,8 @@ def sample_std(values: Sequence[float]) -> float | None:
     if n < 2:
         return None
     mean = math.fsum(values) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    dev = [v - mean for v in values]
+    return math.sqrt(math.fsum([d * d for d in dev]) / (n - 1))
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -85,11 +86,11 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     mx, my = math.fsum(xs) / n, math.fsum(ys) / n
     dx = [x - mx for x in xs]
     dy = [y - my for y in ys]
-    sxx = math.fsum(d * d for d in dx)
-    syy = math.fsum(d * d for d in dy)
+    sxx = math.fsum([d * d for d in dx])
+    syy = math.fsum([d * d for d in dy])
     if sxx == 0.0 or syy == 0.0:
         return None
-    return math.fsum(a * b for a, b in zip(dx, dy, strict=True)) / math.sqrt(sxx * syy)
+    return math.fsum([a * b for a, b in zip(dx, dy, strict=True)]) / math.sqrt(sxx * syy)
 
 
 def log_returns_batch(close: Sequence[float]) -> np.ndarray:

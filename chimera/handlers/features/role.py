@@ -4,30 +4,29 @@ Per symbol, in stream order:
 
 * closed ``Kline`` (1m) → fold the rho reference's bars up to this minute (from the bar store,
   see ``bars.py``), ``FeatureEngine.on_bar``, upsert ``signals/<signal_id>`` (features, flags,
-  t0, config_rev), save the engine state to ``feat:{cache}:<SYM>``, emit ``FeaturesComputed`` on
-  ``feat:events:<SYM>``. ``signal_id = "<SYM>-<bar open ms>"``: a redelivered bar rewrites the same
-  document and the engine ignores it (it re-emits the stored features, in case the crash came
-  between the state save and the XADD).
-* ``BookTicker`` / ``DepthLevels`` → book features; ``MarkPrice`` → predicted funding and
-  minutes to funding; when the mark stream's next funding time moves on, the last predicted rate
-  becomes the settled ``funding_rate``. These only change the in-memory engine (saved with the
-  next bar) so a 1 s mark stream costs no Redis write.
+  t0, config_rev), emit ``FeaturesComputed`` on ``feat:events:<SYM>``.
+  ``signal_id = "<SYM>-<bar open ms>"``: a redelivered bar rewrites the same document and the
+  engine ignores it (it re-emits the stored features, in case the crash came between the state
+  save and the XADD).
+* ``BookTicker`` / ``DepthLevels`` → book features (once S1's depth levels arrive, bookTicker no
+  longer overrides them); ``MarkPrice`` → predicted funding and minutes to funding; when the mark
+  stream's next funding time moves on, the last predicted rate becomes the settled
+  ``funding_rate``. Trades are not features. Nothing but a closed bar computes features.
 * ``RecomputeFeatures`` / the daily regime ``TimerFired`` on ``feat:{commands}`` (also leased,
   so exactly one replica handles a command at a time): see ``recompute.py`` and ``regime.py``.
 
-Engine state: each replica keeps its engines in memory and checks the cache's sequence number
-on every bar; if another replica wrote since (the lease moved away and back), it reloads. With
-``ctx.redis`` None (the in-process runtime) the state lives in ``ctx.services`` only.
+Engine state (``state_cache.py``): in memory per replica, written to ``feat:{cache}:<SYM>`` once
+per read batch, before the batch is acked (``end_batch``); the first bar of a batch checks the
+cache's seq and reloads when another replica wrote since.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from loguru import logger
-
-from chimera.handlers.features.bars import MemoryBars, RedisBars
-from chimera.handlers.features.engine import Bar, FeatureConfig, FeatureEngine, FeatureSnapshot
+from chimera.handlers.features.bars import MemoryBars
+from chimera.handlers.features.engine import Bar, FeatureConfig, FeatureSnapshot
+from chimera.handlers.features.state_cache import bar_source, end_batch, load_engine, touched
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import (
     BookTicker,
@@ -57,68 +56,25 @@ def signal_id(symbol: str, open_time: int) -> str:
     return f"{symbol}-{open_time}"
 
 
+DEFAULT_CONFIG = FeatureConfig()
+
+
 def feature_config(ctx: Context) -> FeatureConfig:
     raw = ctx.config.get("features") if ctx.config is not None else None
     if not raw:
-        return FeatureConfig()
+        return DEFAULT_CONFIG
+    memo = ctx.services.get("s2.config")  # (rev, config): built once per config rev, not per event
+    if memo is not None and memo[0] == ctx.config.rev:
+        return memo[1]
     raw = dict(raw)
     if "rv_windows" in raw:
         raw["rv_windows"] = tuple(raw["rv_windows"])
     try:
-        return FeatureConfig(**raw)
+        cfg = FeatureConfig(**raw)
     except TypeError as exc:
         raise PermanentError(f"config bundle 'features' is invalid: {exc}") from None
-
-
-# --- engine cache --------------------------------------------------------------------------------
-
-
-def _engines(ctx: Context) -> dict[str, list]:
-    return ctx.services.setdefault("s2.engines", {})  # symbol -> [engine, seq]
-
-
-def load_engine(ctx: Context, symbol: str, cfg: FeatureConfig, check: bool) -> FeatureEngine:
-    mem = _engines(ctx)
-    held = mem.get(symbol)
-    if ctx.redis is None:
-        if held is None or held[0].cfg != cfg:
-            held = mem[symbol] = [FeatureEngine.new(symbol, cfg), 0]
-        return held[0]
-    if held is not None and not check and held[0].cfg == cfg:
-        return held[0]
-    seq_raw = ctx.redis.get(keys.feat_cache_seq(symbol))
-    seq = int(seq_raw) if seq_raw else 0
-    if held is not None and held[1] == seq and held[0].cfg == cfg:
-        return held[0]
-    blob = ctx.redis.get(keys.feat_cache(symbol)) if seq else None
-    engine = None
-    if blob:
-        try:
-            engine = FeatureEngine.from_bytes(blob, cfg)
-        except ValueError as exc:  # another config or state version: start cold, say so
-            logger.warning("s2 {}: cached state not usable ({}); starting cold", symbol, exc)
-    if engine is None:
-        engine = FeatureEngine.new(symbol, cfg)
-    mem[symbol] = [engine, seq]
-    return engine
-
-
-def save_engine(ctx: Context, symbol: str, engine: FeatureEngine) -> None:
-    mem = _engines(ctx)
-    if ctx.redis is None:
-        mem[symbol] = [engine, 0]
-        return
-    pipe = ctx.redis.pipeline(transaction=True)  # both keys share the {cache} slot
-    pipe.set(keys.feat_cache(symbol), engine.to_bytes())
-    pipe.incr(keys.feat_cache_seq(symbol))
-    _, seq = pipe.execute()
-    mem[symbol] = [engine, int(seq)]
-
-
-def _bar_source(ctx: Context):
-    if ctx.redis is not None:
-        return RedisBars(ctx.redis)
-    return ctx.services.setdefault("s2.bars", MemoryBars())
+    ctx.services["s2.config"] = (ctx.config.rev, cfg)
+    return cfg
 
 
 # --- handlers ---------------------------------------------------------------------------------------
@@ -170,7 +126,7 @@ def on_kline(env: Envelope, ctx: Context, k: Kline) -> list[Emit]:
 
         ensure_scheduled(ctx)
     engine = load_engine(ctx, sym, cfg, check=True)
-    source = _bar_source(ctx)
+    source = bar_source(ctx)
     close = float(k.close)
     if isinstance(source, MemoryBars):
         source.add(sym, k.open_time, close)
@@ -200,17 +156,12 @@ def on_kline(env: Envelope, ctx: Context, k: Kline) -> list[Emit]:
         if start <= k.open_time < end:
             write_signal(ctx.store, signal_doc(snap, sid, rev, "recompute", ctx.now_ms()))
             ctx.services["s2.recomputed"] = ctx.services.get("s2.recomputed", 0) + 1
-        save_engine(ctx, sym, engine)
         return []
     write_signal(ctx.store, signal_doc(snap, sid, rev, "stream", ctx.now_ms()))
-    save_engine(ctx, sym, engine)
+    touched(ctx, sym)
     return [Emit(keys.feat_stream(sym), FeaturesComputed(signal_id=sid, t0=snap.t0, symbol=sym,
                                                          features=snap.features, flags=snap.flags),
                  sid, event_time=snap.t0)]
-
-
-def _depth_seen(ctx: Context) -> set[str]:
-    return ctx.services.setdefault("s2.depth_seen", set())
 
 
 def on_book(ctx: Context, p: BookTicker | DepthLevels) -> None:
@@ -218,12 +169,15 @@ def on_book(ctx: Context, p: BookTicker | DepthLevels) -> None:
     engine = load_engine(ctx, p.symbol, cfg, check=False)
     try:
         if isinstance(p, DepthLevels):
-            _depth_seen(ctx).add(p.symbol)
+            engine.state.depth_seen = True
             engine.on_book(p.ts, p.bids, p.asks)
-        elif p.symbol not in _depth_seen(ctx):  # with a depth stream, depth features come from it
+        elif not engine.state.depth_seen:  # with a depth stream, book features come from it
             engine.on_book(p.ts, [(p.bid, p.bid_qty)], [(p.ask, p.ask_qty)])
+        else:
+            return
     except ValueError as exc:
         raise PermanentError(f"bad book {p.symbol}: {exc}") from None
+    touched(ctx, p.symbol)
 
 
 def on_mark(ctx: Context, p: MarkPrice) -> None:
@@ -236,6 +190,7 @@ def on_mark(ctx: Context, p: MarkPrice) -> None:
         # The settlement at the previous T happened: its last estimate is the settled rate.
         engine.on_funding(s.next_funding_time, rate=s.funding_predicted)
     engine.on_funding(p.ts, predicted=float(p.funding_rate), next_funding_time=p.next_funding_time or None)
+    touched(ctx, p.symbol)
 
 
 def on_funding(ctx: Context, p: FundingEvent) -> None:
@@ -244,6 +199,7 @@ def on_funding(ctx: Context, p: FundingEvent) -> None:
         engine.on_funding(p.funding_time, rate=float(p.rate))
     else:
         engine.on_funding(p.funding_time, predicted=float(p.rate))
+    touched(ctx, p.symbol)
 
 
 def handle(env: Envelope, ctx: Context) -> list[Emit]:
@@ -284,5 +240,6 @@ SPEC = HandlerSpec(
     # The engine ignores bars it has folded in, and commands are idempotent upserts.
     idempotency=None,
     ordered=True,
+    end_batch=end_batch,
     description="S2 feature generator: per-symbol features from market events, recompute, daily regime",
 )

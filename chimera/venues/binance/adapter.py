@@ -349,6 +349,12 @@ class FuturesTrading(_Base):
         with _translated():
             return [_dict(t) for t in self.api.account_trade_list(symbol=symbol, order_id=int(venue_order_id)).data()]
 
+    def available_balance(self, asset: str = "USDT") -> Decimal:
+        """Free futures margin of ``asset`` (``availableBalance`` of /fapi/v3/balance); 0 if absent."""
+        with _translated():
+            rows = [_dict(b) for b in self.api.futures_account_balance_v3().data()]
+        return next((D(b.get("availableBalance")) for b in rows if b.get("asset") == asset), Decimal(0))
+
 
 class SpotTrading(_Base):
     market = "SPOT"
@@ -393,6 +399,13 @@ class SpotTrading(_Base):
             d = _dict(res.data())
             reports = d.get("orderReports") or d.get("order_reports") or []
             return [_order(o) for o in reports]
+
+    def top_of_book(self, symbol: str) -> Book:
+        """Best bid/ask (``/api/v3/ticker/bookTicker``: what the bookTicker stream carries), one level each."""
+        with _translated():
+            d = _dict(getattr(res := self.api.ticker_book_ticker(symbol=symbol).data(), "actual_instance", res))
+        bid, ask = D(d.get("bidPrice")), D(d.get("askPrice"))
+        return Book(bids=[(bid, D(d.get("bidQty")))] if bid else [], asks=[(ask, D(d.get("askQty")))] if ask else [])
 
     def query(self, symbol: str, client_id: str, algo: bool = False) -> VenueOrder:
         with _translated():

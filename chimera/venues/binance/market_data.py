@@ -1,5 +1,6 @@
-"""Binance USDT-M market data through the official futures SDK: REST klines (backfill, recompute)
-and the normalization of WebSocket stream payloads into Chimera messages (S1).
+"""Binance market data through the official SDKs (USDT-M futures and spot): REST klines (backfill,
+recompute), REST depth snapshots (S1's local order books) and the normalization of WebSocket
+stream payloads into Chimera messages (S1).
 
 Pure normalizers (``normalize_*``) take the raw Binance JSON dict of one stream frame; they
 are shared by the live, testnet and paper (local venue) paths.
@@ -13,7 +14,7 @@ from typing import Any
 from chimera.schemas.messages import BookTicker, DepthLevels, Kline, MarkPrice, Trade
 
 INTERVAL_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
-MAX_KLINES = 1500  # futures REST limit per request
+MAX_KLINES = {"perp": 1500, "spot": 1000}  # REST limit per request
 
 
 def futures_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout_ms: int = 10_000):
@@ -24,6 +25,22 @@ def futures_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout
 
     cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url, timeout=timeout_ms)
     return DerivativesTradingUsdsFutures(config_rest_api=cfg).rest_api
+
+
+def spot_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout_ms: int = 10_000):
+    from binance_sdk_spot.spot import ConfigurationRestAPI, Spot
+
+    cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url, timeout=timeout_ms)
+    return Spot(config_rest_api=cfg).rest_api
+
+
+def depth_snapshot(rest, symbol: str, market: str = "perp", limit: int = 1000) -> dict:
+    """``{"lastUpdateId", "bids", "asks"}`` (Binance field names, string prices) from the REST order book."""
+    resp = rest.order_book(symbol=symbol, limit=limit) if market == "perp" else rest.depth(symbol=symbol, limit=limit)
+    data = resp.data() if hasattr(resp, "data") else resp
+    d = data.to_dict() if hasattr(data, "to_dict") else dict(data)
+    return {"lastUpdateId": int(d["lastUpdateId"]), "bids": [[str(p), str(q)] for p, q in d.get("bids") or []],
+            "asks": [[str(p), str(q)] for p, q in d.get("asks") or []]}
 
 
 def _rows(resp) -> list[list]:
@@ -39,13 +56,15 @@ def _rows(resp) -> list[list]:
 
 def fetch_klines(rest, symbol: str, start_ms: int, end_ms: int, interval: str = "1m",
                  market: str = "perp") -> list[Kline]:
-    """Closed bars with ``start_ms <= open_time < end_ms``, in order (paginated)."""
+    """Closed bars with ``start_ms <= open_time < end_ms``, in order (paginated). ``rest``: the futures
+    SDK's for ``market="perp"``, the spot SDK's for ``"spot"``."""
     width = INTERVAL_MS[interval]
     out: list[Kline] = []
     cursor = start_ms
+    call = rest.kline_candlestick_data if market == "perp" else rest.klines
     while cursor < end_ms:
-        rows = _rows(rest.kline_candlestick_data(symbol=symbol, interval=interval, start_time=cursor,
-                                                 end_time=end_ms - 1, limit=MAX_KLINES))
+        rows = _rows(call(symbol=symbol, interval=interval, start_time=cursor, end_time=end_ms - 1,
+                          limit=MAX_KLINES[market]))
         if not rows:
             break
         for r in rows:

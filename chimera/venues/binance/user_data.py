@@ -1,8 +1,11 @@
-"""Binance USDT-M user data through the official futures SDK: listenKey REST calls, the SDK frame →
-plain dict decoding, and the pure normalizers used by S1 (``chimera/handlers/connectors/user_data.py``).
+"""Binance user data (USDT-M futures and spot) through the official SDKs: the SDK frame → plain dict
+decoding and the pure normalizers used by S1 (``chimera/handlers/connectors/user_data.py``); the REST
+side (listenKeys, catch-up reads) is in ``user_rest.py``.
 
-* ``ORDER_TRADE_UPDATE`` → ``VenueReport`` (``normalize_order_update``), with a de-duplication member
-  per (order id, trade id) for TRADE executions and per (order id, exec type, status) otherwise.
+* ``ORDER_TRADE_UPDATE`` (futures) / ``executionReport`` (spot) → ``VenueReport`` (market FUT / SPOT),
+  with a de-duplication member per (order id, trade id) for TRADE executions and per
+  (order id, exec type, status) otherwise; ``trade_report`` / ``new_report`` build the same reports
+  from REST rows (the catch-up after a disconnection).
 * ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE`` → the event only says *that* funding settled (the
   balance-change field is not reliable for the fee), so the amounts are read from the income history
   (``funding_income``, ``incomeType=FUNDING_FEE``), one ``funding_records`` document per ``tranId``.
@@ -27,6 +30,8 @@ def frame_to_dict(msg: Any) -> dict:
     if isinstance(msg, dict):
         return msg
     inst = getattr(msg, "actual_instance", None)
+    if isinstance(inst, dict):  # an event the SDK has no model for: its raw payload
+        return inst
     if inst is not None:
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(inst).__name__).upper()
         d = inst.to_dict()
@@ -49,6 +54,55 @@ def normalize_order_update(d: dict) -> VenueReport:
         is_maker=bool(o.get("m")), ts=int(o.get("T") or d.get("T") or d.get("E") or 0))
 
 
+def normalize_execution_report(d: dict) -> VenueReport:
+    """One spot ``executionReport`` frame → VenueReport (market SPOT). A cancel's own client id is
+    in ``c``; the order's is in ``C``."""
+    cid = (d.get("C") or d.get("c")) if d.get("x") == "CANCELED" else d.get("c")
+    return VenueReport(
+        market="SPOT", symbol=d["s"], client_order_id=cid or "", venue_order_id=str(d.get("i", "")), side=d["S"],
+        order_type=d.get("o") or "", exec_type=d.get("x") or "", order_status=d.get("X") or "", qty=D(d.get("q")),
+        price=D(d.get("p")), cum_qty=D(d.get("z")), last_qty=D(d.get("l")), last_price=D(d.get("L")),
+        commission=D(d.get("n")), commission_asset=d.get("N") or "", trade_id=max(int(d.get("t") or 0), 0),
+        is_maker=bool(d.get("m")), ts=int(d.get("T") or d.get("E") or 0))
+
+
+ORDER_EVENTS = {"ORDER_TRADE_UPDATE": normalize_order_update, "executionReport": normalize_execution_report,
+                "EXECUTION_REPORT": normalize_execution_report}
+
+
+def normalize_user_event(d: dict) -> VenueReport | None:
+    """An order update of either market → VenueReport; anything else → None."""
+    fn = ORDER_EVENTS.get(d.get("e", ""))
+    return fn(d) if fn else None
+
+
+def is_listen_key_expired(d: dict) -> bool:
+    return d.get("e") in ("listenKeyExpired", "LISTEN_KEY_EXPIRED")
+
+
+def trade_report(market: str, order: dict, trade: dict, cum_qty: Decimal) -> VenueReport:
+    """A fill read back from REST (``userTrades`` / ``myTrades`` + the order), as the stream would have
+    reported it: the status is the order's at that fill."""
+    qty = D(order.get("origQty"))
+    return VenueReport(
+        market=market, symbol=trade["symbol"], client_order_id=order.get("clientOrderId") or "",
+        venue_order_id=str(order["orderId"]), side=order["side"], order_type=order.get("type") or "",
+        exec_type="TRADE", order_status="FILLED" if cum_qty >= qty else "PARTIALLY_FILLED", qty=qty,
+        price=D(order.get("price")), cum_qty=cum_qty, last_qty=D(trade["qty"]), last_price=D(trade["price"]),
+        commission=D(trade.get("commission")), commission_asset=trade.get("commissionAsset") or "",
+        trade_id=int(trade["id"]), realized_pnl=D(trade.get("realizedPnl")), reduce_only=bool(order.get("reduceOnly")),
+        is_maker=bool(trade.get("maker", trade.get("isMaker"))), ts=int(trade["time"]))
+
+
+def new_report(market: str, order: dict) -> VenueReport:
+    """The NEW execution of an order read back from REST (an open order whose NEW push was missed)."""
+    return VenueReport(
+        market=market, symbol=order["symbol"], client_order_id=order.get("clientOrderId") or "",
+        venue_order_id=str(order["orderId"]), side=order["side"], order_type=order.get("type") or "",
+        exec_type="NEW", order_status="NEW", qty=D(order.get("origQty")), price=D(order.get("price")),
+        reduce_only=bool(order.get("reduceOnly")), ts=int(order.get("time") or order.get("updateTime") or 0))
+
+
 def dedupe_member(rep: VenueReport) -> str:
     """Identity of one report: trades by trade id, other executions by (exec type, status)."""
     if rep.exec_type == "TRADE" and rep.trade_id:
@@ -60,45 +114,3 @@ def is_funding_update(d: dict) -> bool:
     return d.get("e") == "ACCOUNT_UPDATE" and (d.get("a") or {}).get("m") == "FUNDING_FEE"
 
 
-# --- REST (SDK rest_api) ---------------------------------------------------------------------------
-
-
-def _data(resp) -> Any:
-    data = resp.data() if hasattr(resp, "data") else resp
-    if isinstance(data, list):
-        return [getattr(x, "actual_instance", x) for x in data]
-    return getattr(data, "actual_instance", data)
-
-
-def _plain(x: Any) -> dict:
-    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
-
-
-def create_listen_key(rest) -> str:
-    return _data(rest.start_user_data_stream()).listen_key
-
-
-def keepalive_listen_key(rest) -> None:
-    rest.keepalive_user_data_stream()
-
-
-def close_listen_key(rest) -> None:
-    rest.close_user_data_stream()
-
-
-def funding_income(rest, start_ms: int, limit: int = 1000) -> list[dict]:
-    """FUNDING_FEE income rows from ``start_ms`` (inclusive), oldest first, Binance field names."""
-    rows = [_plain(x) for x in _data(rest.get_income_history(income_type="FUNDING_FEE", start_time=start_ms,
-                                                              limit=limit))]
-    return sorted(rows, key=lambda x: (int(x.get("time") or 0), int(x.get("tranId") or 0)))
-
-
-def funding_rate_at(rest, symbol: str, funding_time: int) -> Decimal | None:
-    """The settled rate of ``symbol`` at ``funding_time`` from the funding-rate history, if the venue has it."""
-    try:
-        rows = [_plain(x) for x in _data(rest.get_funding_rate_history(
-            symbol=symbol, start_time=funding_time - 60_000, end_time=funding_time + 60_000, limit=10))]
-    except Exception:  # noqa: BLE001 - the rate is optional on the record
-        return None
-    best = min(rows, key=lambda x: abs(int(x.get("fundingTime") or 0) - funding_time), default=None)
-    return D(best["fundingRate"]) if best and best.get("fundingRate") not in (None, "") else None

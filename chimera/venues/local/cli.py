@@ -36,15 +36,21 @@ def serve(
     spot_maker: str = typer.Option("0.001"), spot_taker: str = typer.Option("0.001"),
     latency_ms: int = typer.Option(0), error_5xx: float = typer.Option(0.0), error_429: float = typer.Option(0.0),
     lost_reply: float = typer.Option(0.0), ws_drop_every_s: float = typer.Option(0.0), seed: int = typer.Option(7),
+    reply_delay_ms: int = typer.Option(0, help="Hold replies to executed POST/PUT/DELETE this long."),
+    spot_no_oco: bool = typer.Option(False, help="Spot symbols refuse OCO (ocoAllowed=false)."),
+    spot_disable_types: str = typer.Option("", help="Comma list of spot order types to refuse, e.g. "
+                                           "STOP_LOSS,STOP_LOSS_LIMIT,TAKE_PROFIT,TAKE_PROFIT_LIMIT."),
 ) -> None:
     specs = [DataSpec.parse(d) for d in data] if data else sample_specs()
     cfg = VenueConfig(
         host=host, port=port, data=specs, symbols=[s for s in symbols.split(",") if s] or None,
         speed=-1.0 if speed == "max" else float(speed), accounts_file=accounts, state_file=state,
-        fill_mode=fill_mode, start_ms=start_ms, end_ms=end_ms,
+        fill_mode=fill_mode, start_ms=start_ms, end_ms=end_ms, spot_oco_allowed=not spot_no_oco,
+        spot_disabled_order_types=tuple(t for t in spot_disable_types.split(",") if t),
         fees=Fees(Decimal(futures_maker), Decimal(futures_taker), Decimal(spot_maker), Decimal(spot_taker)),
         faults=FaultConfig(latency_ms=latency_ms, error_5xx_share=error_5xx, error_429_share=error_429,
-                           lost_reply_share=lost_reply, ws_drop_every_s=ws_drop_every_s, seed=seed))
+                           lost_reply_share=lost_reply, ws_drop_every_s=ws_drop_every_s, seed=seed,
+                           reply_delay_ms=reply_delay_ms))
     srv = VenueServer(cfg)
     for name, acc in srv.engine.accounts.items():
         typer.echo(f"account {name}: api_key={acc.api_key}")

@@ -9,12 +9,18 @@ from dataclasses import asdict, dataclass, field
 @dataclass
 class FaultConfig:
     latency_ms: int = 0
+    reply_delay_ms: int = 0  # mutating requests: executed first, reply held this long
     error_5xx_share: float = 0.0
     error_429_share: float = 0.0
     lost_reply_share: float = 0.0
     ws_drop_every_s: float = 0.0
+    # The next N diff-depth events are not sent to WebSocket clients (the venue's book still applies
+    # them): a sequence gap for a client's local order book.
+    drop_depth_diffs: int = 0
     seed: int = 7
     rng: random.Random = field(default_factory=lambda: random.Random(7), repr=False, compare=False)
+    # How many of each fault were injected (error_5xx, error_429, lost_reply, ws_drop): a drill's figures.
+    injected: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -24,8 +30,12 @@ class FaultConfig:
         draw = self.rng.random()
         return share > 0 and draw < share
 
+    def count(self, kind: str, n: int = 1) -> None:
+        self.injected[kind] = self.injected.get(kind, 0) + n
+
     def update(self, changes: dict) -> None:
-        for key in ("latency_ms", "error_5xx_share", "error_429_share", "lost_reply_share", "ws_drop_every_s"):
+        for key in ("latency_ms", "reply_delay_ms", "error_5xx_share", "error_429_share", "lost_reply_share", "ws_drop_every_s",
+                    "drop_depth_diffs"):
             if key in changes:
                 setattr(self, key, type(getattr(self, key))(changes[key]))
         if "seed" in changes:

@@ -272,6 +272,7 @@ class Engine(FuturesLedger, SpotLedger):
                    list_id: int = -1, reserve: bool = True) -> tuple[Order, Order]:
         client_id = self._common(SPOT, account, symbol, side, otype, client_id)
         rules = self.info.get(SPOT, symbol)
+        rules.check_type(otype)
         market = self.markets[SPOT][symbol]
         acc = self.accounts[account]
         needs_price = otype in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
@@ -328,6 +329,7 @@ class Engine(FuturesLedger, SpotLedger):
             if not leg.get("type"):
                 raise missing(name)
         rules = self.info.get(SPOT, symbol)
+        rules.check_oco()
         acc = self.accounts[account]
         if side == "BUY":
             top = max((leg.get("price") or leg.get("stop_price") or ZERO) for leg in (above, below))

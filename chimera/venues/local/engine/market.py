@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from .model import ZERO
 
 BPS = Decimal("0.0001")
+RECENT_DIFFS = 64  # diffs kept to re-apply over a snapshot recorded after them
 
 
 @dataclass
@@ -64,6 +67,8 @@ class SymbolMarket:
     bids: dict[Decimal, Decimal] = field(default_factory=dict)
     asks: dict[Decimal, Decimal] = field(default_factory=dict)
     has_depth: bool = False
+    depth_id: int = 0  # update id of the last diff in the book (REST depth lastUpdateId)
+    recent_diffs: deque = field(default_factory=lambda: deque(maxlen=RECENT_DIFFS))
 
     @property
     def mark_or_last(self) -> Decimal:
@@ -89,20 +94,51 @@ class SymbolMarket:
         elif ev.kind == "book":
             self.bid, self.bid_qty, self.ask, self.ask_qty = ev.bid, ev.bid_qty, ev.ask, ev.ask_qty
         elif ev.kind == "depth":
-            if ev.snapshot:
-                self.bids.clear()
-                self.asks.clear()
-                self.has_depth = True
-            for side, levels in ((self.bids, ev.bids), (self.asks, ev.asks)):
-                for p, q in levels:
-                    if q == 0:
-                        side.pop(p, None)
-                    else:
-                        side[p] = q
+            self._apply_depth(ev)
         elif ev.kind == "mark":
             self.mark = ev.price
             if ev.rate:
                 self.funding_rate = ev.rate
+
+    def _apply_depth(self, ev: MarketEvent) -> None:
+        """Binance's local-book procedure on the recorded events: a snapshot, then the diffs after it.
+
+        A recorder fetches its snapshot while diffs stream in, so diffs recorded just *before* the
+        snapshot can be newer than it: they are re-applied on top of it (those with ``u`` above its
+        ``lastUpdateId``), and a diff the book already holds is skipped.
+        """
+        raw = ev.raw or {}
+        if ev.snapshot:
+            self.bids.clear()
+            self.asks.clear()
+            self.has_depth = True
+            self._merge(ev.bids, ev.asks)
+            self.depth_id = int(raw.get("lastUpdateId") or 0)
+            for u, bids, asks in list(self.recent_diffs):
+                if u > self.depth_id:
+                    self._merge(bids, asks)
+                    self.depth_id = u
+            self.recent_diffs.clear()
+            return
+        u = int(raw.get("u") or 0)
+        if u and self.has_depth and u <= self.depth_id:
+            return
+        self._merge(ev.bids, ev.asks)
+        if u:
+            self.depth_id = u
+            self.recent_diffs.append((u, ev.bids, ev.asks))
+
+    def _merge(self, bids, asks) -> None:
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for p, q in levels:
+                if q == 0:
+                    side.pop(p, None)
+                else:
+                    side[p] = q
+
+    def depth_book(self, limit: int) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """The recorded order book alone (no bookTicker merged in), best first."""
+        return (heapq.nlargest(limit, self.bids.items()), heapq.nsmallest(limit, self.asks.items()))
 
     def reference(self, side: str) -> Decimal:
         return self.best_ask() if side == "BUY" else self.best_bid()

@@ -39,6 +39,8 @@ class SymbolRules:
     qty_precision: int
     maint_margin_rate: Decimal
     raw: dict
+    oco_allowed: bool = True
+    disabled_types: frozenset[str] = frozenset()
 
     @classmethod
     def from_exchange_info(cls, market: str, sym: dict) -> SymbolRules:
@@ -80,7 +82,17 @@ class SymbolRules:
             qty_precision=int(sym.get("quantityPrecision", _decimals(step) if step else 8)),
             maint_margin_rate=Decimal(sym.get("maintMarginPercent", "0")) / 100,
             raw=sym,
+            oco_allowed=bool(sym.get("ocoAllowed", True)),
         )
+
+    def check_type(self, otype: str) -> None:
+        """Order types switched off on the symbol (venue option), refused with Binance's -2010 messages."""
+        if otype in self.disabled_types:
+            raise VenueError(-2010, UNSUPPORTED_TYPE.get(otype, "Unsupported order combination"))
+
+    def check_oco(self) -> None:
+        if not self.oco_allowed:
+            raise VenueError(-2010, "OCO orders are not supported for this symbol")
 
     # -- validation -------------------------------------------------------------------------
     def check_price(self, price: Decimal, name: str = "price") -> None:
@@ -141,6 +153,15 @@ class SymbolRules:
         raise VenueError(-1013, f"Filter failure: {self.notional_filter}")
 
 
+UNSUPPORTED_TYPE = {
+    "MARKET": "Market orders are not supported for this symbol.",
+    "STOP_LOSS": "Stop loss orders are not supported for this symbol.",
+    "STOP_LOSS_LIMIT": "Stop loss limit orders are not supported for this symbol.",
+    "TAKE_PROFIT": "Take profit orders are not supported for this symbol.",
+    "TAKE_PROFIT_LIMIT": "Take profit limit orders are not supported for this symbol.",
+}
+
+
 class ExchangeInfo:
     """Both markets' snapshots plus parsed rules per symbol."""
 
@@ -159,6 +180,18 @@ class ExchangeInfo:
         fp = futures_path or DATA_DIR / "futures_exchange_info.json"
         sp = spot_path or DATA_DIR / "spot_exchange_info.json"
         return cls(json.loads(Path(fp).read_text()), json.loads(Path(sp).read_text()), symbols)
+
+    def restrict_spot(self, *, oco_allowed: bool = True, disabled_types: tuple[str, ...] = ()) -> None:
+        """Model a symbol without OCO / without some order types (e.g. no conditional orders).
+
+        Both the served exchangeInfo (``ocoAllowed``, ``orderTypes``) and the matching engine follow it.
+        """
+        off = frozenset(disabled_types)
+        for rules in self.rules[SPOT].values():
+            rules.oco_allowed = rules.oco_allowed and oco_allowed
+            rules.disabled_types = rules.disabled_types | off
+            rules.raw["ocoAllowed"] = rules.oco_allowed
+            rules.raw["orderTypes"] = [t for t in rules.raw.get("orderTypes", []) if t not in rules.disabled_types]
 
     def get(self, market: str, symbol: str) -> SymbolRules:
         rules = self.rules[market].get(symbol)

@@ -71,12 +71,17 @@ class VenueConfig:
     end_ms: int | None = None
     half_spread_bps: Decimal = Decimal("1")
     impact_bps_per_million: Decimal = Decimal("5")
+    # Symbol capabilities (every spot symbol): no OCO, and/or order types switched off, e.g.
+    # ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT") for "no conditional orders".
+    spot_oco_allowed: bool = True
+    spot_disabled_order_types: tuple[str, ...] = ()
 
 
 class VenueServer:
     def __init__(self, cfg: VenueConfig):
         self.cfg = cfg
         self.info = ExchangeInfo.load(symbols=cfg.symbols)
+        self.info.restrict_spot(oco_allowed=cfg.spot_oco_allowed, disabled_types=cfg.spot_disabled_order_types)
         self.clock = ReplayClock(speed=cfg.speed)
         self.feed = build_feed(cfg.data, cfg.start_ms, cfg.end_ms)
         self.clock.total = len(self.feed)
@@ -129,7 +134,12 @@ class VenueServer:
         if wanted:
             m = self.engine.markets.get(ev.market, {}).get(ev.symbol)
             rate, nxt = self._funding_info(ev.symbol, ev.time) if m else ("0", 0)
-            for stream, data in market_frames(ev, wanted, rate, nxt):
+            frames = market_frames(ev, wanted, rate, nxt)
+            if frames and ev.kind == "depth" and self.faults.drop_depth_diffs > 0:
+                self.faults.drop_depth_diffs -= 1
+                self.faults.count("depth_diff_dropped")
+                frames = []
+            for stream, data in frames:
                 self.hub.publish(ev.market, stream, data)
         self.dispatch_user_events()
 
@@ -200,7 +210,8 @@ class VenueServer:
             every = self.faults.ws_drop_every_s
             await asyncio.sleep(every if every > 0 else 1.0)
             if self.faults.ws_drop_every_s > 0:
-                await self.hub.drop_all()
+                self.faults.count("ws_drop")
+                self.faults.count("ws_connections_dropped", await self.hub.drop_all())
 
     def dispatch_user_events(self) -> None:
         events = self.engine.drain_events()
@@ -224,9 +235,11 @@ class VenueServer:
                 if self.faults.latency_ms:
                     await asyncio.sleep(self.faults.latency_ms / 1000)
                 if self.faults.roll(self.faults.error_429_share):
+                    self.faults.count("error_429")
                     return web.json_response({"code": -1003, "msg": "Too many requests; chimera fault injection."},
                                              status=429, headers={"Retry-After": "1"})
                 if self.faults.roll(self.faults.error_5xx_share):
+                    self.faults.count("error_5xx")
                     return web.json_response({"code": -1001, "msg": "Internal error; unable to process your "
                                               "request. Please try again."}, status=503)
                 params, total = await read_params(request)
@@ -254,7 +267,11 @@ class VenueServer:
                 self.dispatch_user_events()
                 if mutating and security != "none":
                     self.save_state()
+                if mutating and self.faults.reply_delay_ms:
+                    # Executed, answer held back: a client killed now never learns the outcome.
+                    await asyncio.sleep(self.faults.reply_delay_ms / 1000)
                 if mutating and self.faults.roll(self.faults.lost_reply_share):
+                    self.faults.count("lost_reply")
                     # The order is in the engine; the client never hears back.
                     if request.transport is not None:
                         request.transport.abort()
@@ -291,6 +308,7 @@ class VenueServer:
         add("POST", "/chimera/v1/faults", self._faults_set)
         add("GET", "/chimera/v1/ledger", self._ledger)
         add("POST", "/chimera/v1/market", self._inject)
+        add("POST", "/chimera/v1/listen_keys/expire", self._expire_listen_keys)
         for prefix, market in (("/futures", FUTURES), ("", FUTURES), ("/spot", "spot")):
             for kind in ("", "/market", "/public", "/private"):
                 add("GET", f"{prefix}{kind}/stream", self._ws_combined(market))
@@ -353,6 +371,26 @@ class VenueServer:
         self.save_state()
         return web.json_response(self.clock.as_json())
 
+    async def _expire_listen_keys(self, request):
+        """Drills and tests: expire listenKeys now, as Binance does after 60 min without a keep-alive.
+
+        Body ``{"listenKey": k}`` or ``{"account": name, "market": "futures"|"spot"}``, and
+        ``"notify": false`` to expire silently (a lost push). Each key is removed (keep-alive answers
+        -1125), its subscribers get ``listenKeyExpired`` (unless silent) and stop receiving.
+        """
+        body = await request.json()
+        expired = [k for k, v in self.listen_keys.items()
+                   if k == body.get("listenKey") or (body.get("account") == v["account"]
+                                                      and body.get("market", FUTURES) == v["market"])]
+        for k in expired:
+            del self.listen_keys[k]
+            if body.get("notify", True):
+                self.hub.publish_user(k, {"e": "listenKeyExpired", "E": self.clock.time_ms, "listenKey": k})
+            for c in self.hub.conns:
+                c.subs.discard(k)
+        self.save_state()
+        return web.json_response({"expired": expired})
+
     async def _faults_get(self, request):
         return web.json_response(self.faults.as_json())
 
@@ -360,6 +398,9 @@ class VenueServer:
         body = await request.json()
         self.faults.update(body)
         dropped = await self.hub.drop_all() if body.get("drop_ws_now") else 0
+        if body.get("drop_ws_now"):
+            self.faults.count("ws_drop")
+            self.faults.count("ws_connections_dropped", dropped)
         return web.json_response({**self.faults.as_json(), "dropped": dropped})
 
     async def _ledger(self, request):

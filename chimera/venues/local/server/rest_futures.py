@@ -64,13 +64,19 @@ def depth(srv, p: Params, market: str) -> dict:
     sym = _symbol(srv, p, market)
     limit = p.int("limit", default=500 if market == FUTURES else 100)
     m = srv.engine.markets[market][sym]
-    bids = m.levels("SELL")[:limit]
-    asks = m.levels("BUY")[:limit]
-    if not bids and m.best_bid():
-        bids = [(m.best_bid(), ZERO)]
-    if not asks and m.best_ask():
-        asks = [(m.best_ask(), ZERO)]
-    out = {"lastUpdateId": srv.clock.processed, "bids": [[fmt(a), fmt(b)] for a, b in bids],
+    if m.depth_id:
+        # Recorded diff depth: the book and the id the diff stream continues from (U/u/pu).
+        bids, asks = m.depth_book(limit)
+        last_id = m.depth_id
+    else:
+        bids = m.levels("SELL")[:limit]
+        asks = m.levels("BUY")[:limit]
+        if not bids and m.best_bid():
+            bids = [(m.best_bid(), ZERO)]
+        if not asks and m.best_ask():
+            asks = [(m.best_ask(), ZERO)]
+        last_id = srv.clock.processed
+    out = {"lastUpdateId": last_id, "bids": [[fmt(a), fmt(b)] for a, b in bids],
            "asks": [[fmt(a), fmt(b)] for a, b in asks]}
     if market == FUTURES:
         out.update({"E": srv.clock.time_ms, "T": srv.clock.time_ms})
@@ -321,6 +327,7 @@ def income(srv, p: Params, account: str) -> list:
 def keepalive_key(srv, p: Params, account: str) -> dict:
     for k, v in srv.listen_keys.items():
         if v["account"] == account and v["market"] == FUTURES:
+            v["keepalives"] = v.get("keepalives", 0) + 1  # visible to drills in the state file
             return {"listenKey": k}
     raise VenueError(-1125, "This listenKey does not exist.")
 

@@ -153,6 +153,7 @@ def keepalive(srv, p: Params, account: str) -> dict:
     key = p.str("listenKey", required=True)
     if key not in srv.listen_keys:
         raise VenueError(-1125, "This listenKey does not exist.")
+    srv.listen_keys[key]["keepalives"] = srv.listen_keys[key].get("keepalives", 0) + 1
     return {}
 
 
