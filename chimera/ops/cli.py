@@ -212,6 +212,44 @@ def up(
         _fail(str(exc))
 
 
+# --- drill ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def drill(
+    intents: Annotated[int, typer.Option(help="intents pushed through S3 -> S4 -> S6")] = 300,
+    kill_every_ms: Annotated[int, typer.Option(help="SIGKILL a random worker this often (0: never)")] = 300,
+    rate: Annotated[float, typer.Option(help="intents pushed per second")] = 20.0,
+    redis_url: Annotated[str | None, typer.Option(help="use this (dedicated) Redis instead of starting one")] = None,
+    flush: Annotated[bool, typer.Option(help="empty --redis-url first")] = False,
+    data_dir: Annotated[str | None, typer.Option(help="store, logs (default: a temporary directory)")] = None,
+    error_5xx: Annotated[float, typer.Option(help="share of venue requests answered 503")] = 0.10,
+    lost_reply: Annotated[float, typer.Option(help="share of executed venue writes whose reply is lost")] = 0.10,
+    ws_drop_every_s: Annotated[float, typer.Option(help="drop every venue WebSocket this often")] = 4.0,
+    speed: Annotated[float, typer.Option(help="venue replay speed (x real time)")] = 30.0,
+    seed: Annotated[int, typer.Option(help="seed of the kills and the venue's faults")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Chaos drill: workers SIGKILLed at random, a faulty venue; then assert nothing lost, nothing doubled."""
+    import json
+
+    from chimera.ops.drill import DrillConfig, run_drill
+
+    if intents < 1 or kill_every_ms < 0 or rate <= 0:
+        _fail("--intents and --rate must be positive, --kill-every-ms >= 0")
+    if not (0 <= error_5xx < 1 and 0 <= lost_reply < 1):
+        _fail("--error-5xx and --lost-reply are shares in [0, 1), e.g. 0.1")
+    cfg = DrillConfig(intents=intents, kill_every_ms=kill_every_ms, rate_per_s=rate, redis_url=redis_url, flush=flush,
+                      data_dir=data_dir, error_5xx=error_5xx, lost_reply=lost_reply, ws_drop_every_s=ws_drop_every_s,
+                      speed=speed, seed=seed, progress=None if as_json else (lambda m: typer.echo(m, err=True)))
+    try:
+        report = run_drill(cfg)
+    except FatalError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(report.figures(), indent=2, default=str) if as_json else report.text())
+    raise typer.Exit(0 if report.ok else 1)
+
+
 def main() -> None:
     app()
 

@@ -29,7 +29,13 @@ class HandlerSpec:
     idempotency: Callable[[Envelope], str] | None = by_idempotency_key
     lock: Callable[[Envelope], str | None] | None = None  # lock scope for this entry
     ordered: bool = False  # lease-owned streams, strict per-stream order
+    # Ordered roles: called after each read batch, before its acks (e.g. S2 writes its state cache
+    # once per batch). If it raises, the batch is not acked and the worker stops.
+    end_batch: Callable[[Context], None] | None = None
     description: str = ""
+    # Called once when a worker starts, before it consumes; what it returns is published (S5 kicks
+    # its start-up run and arms its periodic timer here).
+    on_start: Callable[[Context], Sequence[Emit]] | None = None
 
 
 @dataclass(slots=True)

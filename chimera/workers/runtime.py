@@ -40,8 +40,6 @@ from chimera.workers.leases import LeaseManager
 from chimera.workers.locks import Idempotency, Lock
 from chimera.workers.metrics import METRICS
 
-CRASH_LOOP_FACTOR = 3
-
 
 class Outcome:
     DONE, DUPLICATE, RETRY, DEAD = "done", "duplicate", "retry", "dead"
@@ -127,7 +125,10 @@ class Worker:
     def run(self) -> None:
         for stream in self.streams:
             ensure_group(self.r, stream, self.group)
+        self._book_crash()
         self.config.watch(self.r)
+        if self.spec.on_start is not None:
+            self._start_hook()
         logger.info("worker {} ({}) consuming {} stream(s)", self.consumer, self.spec.role, len(self.streams))
         try:
             if self.spec.ordered:
@@ -139,6 +140,14 @@ class Worker:
             if self.leases:
                 self.leases.release_all()
             logger.info("worker {} stopped after {} entries", self.consumer, self.processed)
+
+    def _start_hook(self) -> None:
+        ctx = self._context()
+        now = self.clock.now_ms()
+        for emit in self.spec.on_start(ctx) or ():
+            self._emits.append((emit.stream, encode(envelope_for(emit, parent=None, now_ms=now,
+                                                                 config_rev=ctx.config.rev))))
+        self._flush()
 
     # --- shared-group mode -------------------------------------------------------------------
 
@@ -182,11 +191,15 @@ class Worker:
         self._seen = set()
         if not self.spec.idempotency or not envs:
             return
-        idems = [self.spec.idempotency(env) for env in envs]
+        idems = [i for i in (self.spec.idempotency(env) for env in envs) if i]  # "" = no marker: skip
+        self._seen = {idem for idem, hit in zip(idems, self._exists(idems), strict=True) if hit}
+
+    @retry_redis  # a failover must not kill the worker (found by the chaos drill on the cluster)
+    def _exists(self, idems: list[str]) -> list:
         pipe = self.r.pipeline(transaction=False)
         for idem in idems:
             pipe.exists(self.idem.key(idem))
-        self._seen = {idem for idem, hit in zip(idems, pipe.execute(), strict=True) if hit}
+        return pipe.execute()
 
     @retry_redis
     def _flush(self) -> None:
@@ -261,7 +274,7 @@ class Worker:
                 if fields:
                     live.append((stream, entry_id, fields))
                 else:  # deleted/trimmed entry still in the PEL
-                    self.r.xack(stream, self.group, entry_id)
+                    retry_redis(self.r.xack)(stream, self.group, entry_id)
             self._run_batch(live, attempts=None)
             cursors = {s: c for s, c in cursors.items() if s in seen}
 
@@ -289,7 +302,7 @@ class Worker:
                 start, claimed = _s(res[0]), res[1]
                 deleted = res[2] if len(res) > 2 else []
                 for entry_id in deleted:  # claimed ids whose entries were trimmed away
-                    self.r.xack(stream, self.group, entry_id)
+                    retry_redis(self.r.xack)(stream, self.group, entry_id)
                 self._run_batch([(stream, _s(i), f) for i, f in claimed], attempts=None)
                 if start in ("0-0", "0"):
                     break
@@ -359,15 +372,28 @@ class Worker:
                     continue
                 n = attempts if attempts is not None else self._attempts(stream, entry_id)
                 if self._process(stream, entry_id, fields, n, ordered=True, env=env) == Outcome.RETRY:
-                    self._flush()  # commit what is done before waiting
+                    self._commit()  # commit what is done before waiting
                     if not self._retry_in_place(stream, entry_id, fields, n, env):
                         blocked.add(stream)
                 if self.stop_event.is_set():
                     break
         finally:
-            self._flush()
+            self._commit()
             if self.processed > done_before:
                 self._m_done.inc(self.processed - done_before)
+
+    def _commit(self) -> None:
+        """Ordered mode: the handler's end-of-batch writes, then the batch's emits and acks.
+
+        If ``end_batch`` fails, nothing is acked: the entries stay pending for the next owner.
+        """
+        if self.spec.end_batch is not None and self._acks:
+            try:
+                self.spec.end_batch(self._context())
+            except BaseException:
+                self._emits, self._marks, self._acks, self._forget = [], [], {}, []
+                raise
+        self._flush()
 
     def _retry_in_place(self, stream: str, entry_id: str, fields: dict, attempts: int, env) -> bool:
         delay = 0.01
@@ -380,7 +406,7 @@ class Worker:
             try:
                 outcome = self._process(stream, entry_id, fields, attempts, ordered=True, env=env)
             finally:
-                self._flush()
+                self._commit()
             if outcome != Outcome.RETRY:
                 return True
         return False
@@ -390,6 +416,9 @@ class Worker:
     def _dead(self, stream, entry_id, fields, reason, attempts) -> str:
         dead_letter(self.r, stream=stream, group=self.group, entry_id=entry_id, fields=fields, reason=reason,
                     attempts=attempts, consumer=self.consumer, now_ms=self.clock.now_ms())
+        # Acked at once, not with the batch: a worker killed before its batch commits must not
+        # dead-letter the same entry again on its next start.
+        retry_redis(self.r.xack)(stream, self.group, entry_id)
         self._ack(stream, entry_id)
         logger.warning("dead-lettered {} {} after {} attempt(s): {}", stream, entry_id, attempts, reason[:200])
         return Outcome.DEAD
@@ -397,16 +426,30 @@ class Worker:
     def _ack(self, stream: str, entry_id: str) -> None:
         self._acks.setdefault(stream, []).append(entry_id)
         if self._redelivered:  # only a redelivered entry can have counts to clear
-            self._forget += [f"{stream}/{entry_id}", f"{stream}/{entry_id}#busy"]
+            self._forget += [f"{stream}/{entry_id}", f"{stream}/{entry_id}#crash"]
+
+    # Crash-loop guard. Deliveries alone cannot tell a handler that kills its worker from entries that
+    # merely sat in a killed worker's read batch (each restart re-reads them all), so a redelivered
+    # entry is marked "in hand" while its handler runs; a worker starting with a marker left behind
+    # died while handling that entry and books one crash against it.
 
     @retry_redis
-    def _count_busy(self, stream: str, entry_id: str) -> None:
-        self.r.hincrby(keys.fails_key(self.group), f"{stream}/{entry_id}#busy", 1)
+    def _mark_in_hand(self, ref: str | None) -> None:
+        if ref is None:
+            self.r.delete(keys.inhand_key(self.group, self.consumer))
+        else:
+            self.r.set(keys.inhand_key(self.group, self.consumer), ref)
 
     @retry_redis
-    def _crash_looping(self, stream: str, entry_id: str, deliveries: int) -> bool:
-        busy = int(self.r.hget(keys.fails_key(self.group), f"{stream}/{entry_id}#busy") or 0)
-        return deliveries - busy > self.settings.max_attempts * CRASH_LOOP_FACTOR
+    def _book_crash(self) -> None:
+        ref = self.r.get(keys.inhand_key(self.group, self.consumer))
+        if ref is not None:
+            self.r.hincrby(keys.fails_key(self.group), f"{_s(ref)}#crash", 1)
+            self.r.delete(keys.inhand_key(self.group, self.consumer))
+
+    @retry_redis
+    def _crashes(self, stream: str, entry_id: str) -> int:
+        return int(self.r.hget(keys.fails_key(self.group), f"{stream}/{entry_id}#crash") or 0)
 
     @retry_redis
     def _count_failure(self, stream: str, entry_id: str) -> int:
@@ -419,10 +462,11 @@ class Worker:
             env = self._decode(stream, entry_id, fields)
         if isinstance(env, Exception):
             return self._dead(stream, entry_id, fields, f"undecodable: {env}", attempts)
-        if attempts > self.settings.max_attempts * CRASH_LOOP_FACTOR and self._crash_looping(stream, entry_id, attempts):
-            # Delivered again and again without completing, failing or finding its lock busy: the
-            # handler kills the worker. Handler failures are counted separately (_retry).
-            return self._dead(stream, entry_id, fields, f"delivered {attempts} times without completing", attempts)
+        if attempts > self.settings.max_attempts and self._crashes(stream, entry_id) >= self.settings.max_attempts:
+            # The worker died again and again while handling it. Handler failures are counted
+            # separately (_retry).
+            return self._dead(stream, entry_id, fields, f"the worker died {self._crashes(stream, entry_id)} "
+                              f"times while handling it ({attempts} deliveries)", attempts)
         idem = self.spec.idempotency(env) if self.spec.idempotency else None
         if idem and idem in self._seen:
             self._ack(stream, entry_id)
@@ -433,14 +477,12 @@ class Worker:
         if scope:
             lock = Lock(self.r, scope, self.settings.lock_ttl_ms, owner=f"{self.consumer}:{entry_id}")
             if not lock.acquire(wait_ms=200):
-                self._count_busy(stream, entry_id)
                 return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
-        ctx = Context(
-            clock=self.clock, store=self.store, config=self.config.current, objects=self.objects, redis=self.r,
-            settings=self.settings, role=self.spec.role, consumer=self.consumer,
-            fence=lock.fence if lock else 0, services=self.services,
-        )
+        ctx = self._context(lock.fence if lock else 0)
+        in_hand = attempts > 1  # first deliveries are not marked: keeps the common path at no extra cost
         try:
+            if in_hand:
+                self._mark_in_hand(f"{stream}/{entry_id}")
             emits = list(self.spec.handle(env, ctx) or ())
         except FatalError:
             raise
@@ -452,6 +494,8 @@ class Worker:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
             return self._retry(stream, entry_id, fields, attempts, reason)
         finally:
+            if in_hand:
+                self._mark_in_hand(None)
             if lock is not None:
                 lock.release()
         now = ctx.clock.now_ms()
@@ -462,6 +506,12 @@ class Worker:
         self._ack(stream, entry_id)
         self.processed += 1
         return Outcome.DONE
+
+    def _context(self, fence: int = 0) -> Context:
+        return Context(
+            clock=self.clock, store=self.store, config=self.config.current, objects=self.objects, redis=self.r,
+            settings=self.settings, role=self.spec.role, consumer=self.consumer, fence=fence, services=self.services,
+        )
 
     def _retry(self, stream, entry_id, fields, attempts, reason) -> str:
         failures = self._count_failure(stream, entry_id)

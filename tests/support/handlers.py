@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from chimera.schemas.messages import Noop
@@ -68,3 +70,16 @@ def _locked(env, ctx):
 
 
 LOCKED_SPEC = HandlerSpec(role="t-locked", handle=_locked, streams=lambda s: ["t:lk"], lock=lambda env: "t-res")
+
+
+# Crash-loop guard: a handler that takes a while, and one whose "die" entry kills its own worker.
+def _paced(env, ctx):
+    if env.payload.data == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    if ctx.store.insert_if_absent("effects", env.idempotency_key, {"n": env.payload.n, "by": ctx.consumer}):
+        ctx.redis.rpush("t:effects", env.idempotency_key)
+    return ()
+
+
+PACED_SPEC = HandlerSpec(role="t-paced", handle=_paced, streams=lambda s: ["t:paced"])

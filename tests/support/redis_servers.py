@@ -132,6 +132,28 @@ class RedisCluster:
                 out.append(n)
         return out
 
+    def kill_master(self, spare_port: int | None = None, deadline_s: float = 30.0) -> tuple[RedisServer, RedisServer]:
+        """SIGKILL a master (not the one on ``spare_port``, e.g. the node clients bootstrap from) and wait
+        until one of its replicas is promoted and every live node reports cluster_state:ok again.
+        Returns (killed master, promoted replica)."""
+        import redis
+
+        victim = next(m for m in self.masters() if m.port != spare_port)
+        info = redis.Redis(port=victim.port).info("replication")
+        replica_ports = {int(v["port"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)}
+        replicas = [n for n in self.nodes if n.port in replica_ports]
+        if not replicas:
+            raise RuntimeError(f"master {victim.port} has no replica to fail over to")
+        victim.kill()
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            promoted = [n for n in replicas if redis.Redis(port=n.port).info("replication")["role"] == "master"]
+            if promoted:
+                self.wait_ok(max(1.0, end - time.monotonic()))
+                return victim, promoted[0]
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica of {victim.port} was promoted within {deadline_s}s")
+
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()

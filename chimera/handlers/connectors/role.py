@@ -164,7 +164,8 @@ def run(settings, stop: threading.Event) -> None:
             m.stop()
         for u in user_streams:
             u.stop()
-        tw_thread.join(10)
+        if tw_thread.ident is not None:  # a failed market start must surface, not "cannot join thread"
+            tw_thread.join(10)
         board.set(main.account_id, "DISCONNECTED", "stopped")
 
 

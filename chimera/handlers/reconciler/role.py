@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chimera.handlers.reconciler.core import handle
+from chimera.handlers.reconciler.periodic import on_start
 from chimera.streams import keys
 from chimera.workers.handler import HandlerSpec
 
@@ -16,6 +17,7 @@ def _lock(env) -> str | None:
     return f"recon:{env.account_id or 'main'}"
 
 
-# Each Reconcile (keyed by its run id) runs once; a new request is a new run.
-SPEC = HandlerSpec(role="s5", handle=handle, streams=_streams, lock=_lock,
+# Each Reconcile (keyed by its run id) runs once; a new request is a new run. A starting worker
+# reconciles at once and arms the periodic run (periodic.py).
+SPEC = HandlerSpec(role="s5", handle=handle, streams=_streams, lock=_lock, on_start=on_start,
                    description="S5 reconciler: venue vs store diff both ways, repair, adopt, close unknowns")

@@ -1,0 +1,129 @@
+"""What the chaos drill asserts once the chaos is over, each read from its source of truth.
+
+* resolution — every Decide has a recorded decision; an ``open`` one has its intent DONE at S4
+  with a final result (FILLED, or REJECTED with a reason); a ``skip`` carries its reason;
+* exactly one entry order per intent — counted on the *venue's* engine by client order id, never
+  from Chimera's store; an intent the store calls rejected must have no order at the venue;
+* protection — every venue position is covered by open reduce-only stops at the venue, and every
+  open store position has a stop of its own open at the venue (or an armed guard, spot);
+* consistency — an S5 run with zero differences (``chimera.ops.drill`` drives that part).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from chimera.streams import keys
+from chimera.venues.binance.adapter import client_order_id
+from chimera.venues.local.engine.model import FUTURES
+
+ENTRY_LEG = "mkt"  # the drill bundle's entries are MARKET orders (S4 leg "mkt")
+
+
+@dataclass
+class Resolution:
+    filled: list[str] = field(default_factory=list)  # intent ids
+    rejected: Counter = field(default_factory=Counter)  # reason -> intents
+    rejected_ids: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)  # decision reason -> signals
+    lost: list[str] = field(default_factory=list)  # signal ids without a final outcome, and where they stopped
+
+    @property
+    def done(self) -> bool:
+        return not self.lost
+
+
+def resolution(store, signal_ids: list[str]) -> Resolution:
+    out = Resolution()
+    for sid in signal_ids:
+        decision = (store.get("signals", sid) or {}).get("decision")
+        if not decision:
+            out.lost.append(f"{sid}: no decision")
+            continue
+        if decision["action"] != "open":
+            out.skipped[decision.get("reason") or "?"] += 1
+            continue
+        iid = decision["intent_id"]
+        intent = store.get("order_intents", iid)
+        result = (intent or {}).get("result") or {}
+        if intent is None or intent.get("phase") != "DONE" or not result:
+            out.lost.append(f"{sid}: intent {iid} phase {(intent or {}).get('phase', 'never seen by S4')}")
+        elif result["status"] == "FILLED":
+            out.filled.append(iid)
+        elif result.get("reason"):
+            out.rejected[f"{result['status']}: {result['reason'].split(';')[0][:60]}"] += 1
+            out.rejected_ids.append(iid)
+        else:
+            out.lost.append(f"{sid}: intent {iid} ended {result['status']} without a reason")
+    return out
+
+
+@dataclass
+class VenueOrders:
+    duplicates: int = 0  # extra entry orders at the venue beyond one per intent
+    missing: list[str] = field(default_factory=list)  # filled in the store, no order at the venue
+    phantom: list[str] = field(default_factory=list)  # rejected in the store, yet an order at the venue
+
+
+def venue_client_ids(venue, prefix: str = "") -> Counter:
+    orders = venue.call(lambda: list(venue.server.engine.orders.values()))
+    return Counter(o.client_id for o in orders if o.client_id.startswith(prefix))
+
+
+def entry_orders(venue, res: Resolution) -> VenueOrders:
+    counts = venue_client_ids(venue, f"c{ENTRY_LEG}-")
+    out = VenueOrders()
+    for iid in res.filled:
+        n = counts[client_order_id(iid, ENTRY_LEG)]
+        out.duplicates += max(0, n - 1)
+        if n == 0:
+            out.missing.append(iid)
+    for iid in res.rejected_ids:
+        n = counts[client_order_id(iid, ENTRY_LEG)]
+        out.duplicates += max(0, n - 1)
+        if n:
+            out.phantom.append(iid)
+    return out
+
+
+@dataclass
+class Protection:
+    positions: dict[str, str] = field(default_factory=dict)  # venue symbol -> amount
+    uncovered: list[str] = field(default_factory=list)
+    store_open: int = 0
+    extra_stops: int = 0  # positions with more than one open stop of their own
+
+
+def _venue_book(venue, account: str = "main"):
+    def snap():
+        eng = venue.server.engine
+        pos = {s: p.amt for s, p in eng.accounts[account].positions.items() if p.amt}
+        stops = [(o.client_id, o.symbol, o.side, o.orig_qty - o.executed_qty) for o in eng.orders.values()
+                 if o.market == FUTURES and o.account == account and o.status == "NEW" and o.reduce_only
+                 and o.stop_price]
+        return pos, stops
+    return venue.call(snap)
+
+
+def protection(venue, store, redis=None) -> Protection:
+    positions, stops = _venue_book(venue)
+    out = Protection(positions={s: str(a) for s, a in positions.items()})
+    for symbol, amt in positions.items():
+        close_side = "SELL" if amt > 0 else "BUY"
+        covered = sum((q for _, s, side, q in stops if s == symbol and side == close_side), Decimal(0))
+        if covered < abs(amt):
+            out.uncovered.append(f"venue {symbol} {amt}: stops cover {covered}")
+    open_stop_ids = {cid for cid, *_ in stops}
+    for pos in store.query("positions", {"state": ("in", ["ACTIVE", "PENDING_CLOSING"])}):
+        out.store_open += 1
+        own = [d["client_order_id"] for d in store.query("orders", {"pos_id": pos["_key"], "purpose": "STOP"})
+               if d["client_order_id"] in open_stop_ids]
+        guarded = redis is not None and pos.get("market") == "SPOT" and redis.exists(
+            keys.guard_stop(pos["symbol"], pos.get("entry_intent_id", "")))
+        if not own and not guarded:
+            out.uncovered.append(f"store position {pos['_key']} ({pos['symbol']} {pos['side']} {pos['qty']}): "
+                                 "no stop of its own open at the venue")
+        out.extra_stops += max(0, len(own) - 1)
+    return out
