@@ -193,7 +193,8 @@ def test_ordered_stream_taken_over_after_owner_is_killed(r, settings):
         with ThreadWorker(handlers.ORDERED_SPEC, r, settings, "ob"):
             wait_until(lambda: all(r.llen(f"t:seq:{x}") >= 80 for x in s), timeout=30, message="takeover")
         for stream in s:
-            assert [int(x) for x in r.lrange(f"t:seq:{stream}", 0, -1)] == list(range(80))
+            seen = [int(x) for x in r.lrange(f"t:seq:{stream}", 0, -1)]
+            assert seen == list(range(80)), f"{stream}: {seen}"
     finally:
         if a.poll() is None:
             a.kill()
