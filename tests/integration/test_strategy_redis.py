@@ -16,7 +16,15 @@ from chimera.handlers.strategy import killswitch, lifecycle
 from chimera.handlers.strategy.engine import Signal, decide
 from chimera.handlers.strategy.replay import _bars
 from chimera.handlers.strategy.role import SPEC
-from chimera.handlers.strategy.state import OK, Limits, RedisState
+from chimera.handlers.strategy.state import (
+    BUDGET_EXHAUSTED,
+    OK,
+    Limits,
+    MemoryState,
+    RedisState,
+    Usage,
+    WrongSymbol,
+)
 from chimera.schemas.envelope import decode, to_builtins
 from chimera.schemas.messages import FeaturesComputed, OrderResult
 from chimera.store import open_store
@@ -113,6 +121,54 @@ def test_reserve_script_is_atomic_under_contention(r):
     assert st.reserve(f"p{got.index(OK)}", "BTCUSDT", Decimal("20"), limits) == OK  # idempotent replay
     assert st.usage("BTCUSDT").open_positions == 1
     assert st.release(f"p{got.index(OK)}", "BTCUSDT") and st.usage("BTCUSDT").in_use_usdt == 0
+
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+def test_adds_grow_a_reservation_once_per_add_within_the_budget_and_release_returns_all(r, kind):
+    st = RedisState(r) if kind == "redis" else MemoryState()
+    assert st.reserve("p1", "BTCUSDT", Decimal("14"), Limits(Decimal("20"), 1, 5)) == OK
+    assert st.increase("p1", "BTCUSDT", "p1:add1", Decimal("3"), Decimal("20")) == OK
+    assert st.increase("p1", "BTCUSDT", "p1:add1", Decimal("3"), Decimal("20")) == OK  # redelivered
+    assert st.usage("BTCUSDT").in_use_usdt == Decimal("17")
+    assert st.increase("p1", "BTCUSDT", "p1:add2", Decimal("3.000001"), Decimal("20")) == BUDGET_EXHAUSTED
+    assert st.usage("BTCUSDT").in_use_usdt == Decimal("17")
+    assert st.increase("p1", "BTCUSDT", "p1:add2", Decimal("3"), Decimal("20")) == OK  # exactly the budget
+    assert st.usage("BTCUSDT") == Usage(Decimal("20"), 1, 1)  # adds take no position slot
+    with pytest.raises(WrongSymbol):
+        st.increase("p1", "ETHUSDT", "p1:add3", Decimal("1"), Decimal("100"))
+    with pytest.raises(ValueError, match="without ','"):
+        st.increase("p1", "BTCUSDT", "a,b", Decimal("1"), Decimal("100"))
+    assert st.release("p1", "BTCUSDT") and not st.release("p1", "BTCUSDT")
+    assert st.usage("BTCUSDT") == Usage(Decimal("0"), 0, 0)
+    # A position S3 never reserved (adopted): its add is still bounded by the budget, and released.
+    assert st.increase("ad", "ETHUSDT", "ad:add1", Decimal("5"), Decimal("4")) == BUDGET_EXHAUSTED
+    assert st.increase("ad", "ETHUSDT", "ad:add1", Decimal("5"), Decimal("20")) == OK
+    assert st.usage("ETHUSDT") == Usage(Decimal("5"), 0, 0)
+    assert st.release("ad", "ETHUSDT") and st.usage("ETHUSDT") == Usage(Decimal("0"), 0, 0)
+    if kind == "redis":
+        assert int(r.get(keys.RISK_BUDGET_INUSE)) == 0 and int(r.get(keys.risk_concurrency("BTCUSDT"))) == 0
+        assert int(r.get(keys.RISK_OPEN_POSITIONS)) == 0 and r.hlen(keys.RISK_RESERVATIONS) == 0
+        assert r.get(keys.risk_concurrency("ETHUSDT")) is None
+
+
+def test_increase_script_is_atomic_under_contention(r):
+    st = RedisState(r)
+    assert st.reserve("p", "BTCUSDT", Decimal("10"), Limits(Decimal("100"), 1, 5)) == OK
+    barrier = threading.Barrier(40)
+
+    def go(i):
+        barrier.wait()
+        return st.increase("p", "BTCUSDT", f"p:add{i % 20}", Decimal("10"), Decimal("100"))
+
+    with ThreadPoolExecutor(40) as pool:
+        got = list(pool.map(go, range(40)))
+    # Room for 9 adds of 10 on top of the entry's 10; each add id books at most once.
+    assert st.usage("BTCUSDT").in_use_usdt == Decimal("100")
+    assert set(got) == {OK, BUDGET_EXHAUSTED}
+    booked = r.hget(keys.RISK_RESERVATIONS, "p").decode().split("|")[3].split(",")
+    assert len(booked) == len(set(booked)) == 9
+    assert st.release("p", "BTCUSDT") and st.usage("BTCUSDT") == Usage(Decimal("0"), 0, 0)
 
 
 def _feature_messages():

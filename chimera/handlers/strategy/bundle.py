@@ -76,6 +76,9 @@ _CACHE: dict[tuple[str, int], StrategyConfig | None] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+DEFAULT_BUDGET_USDT = "200"  # risk.fut_margin_budget_usdt when the bundle sets none (S6 adds use it too)
+
+
 def strategy_config(config) -> StrategyConfig | None:
     """The compiled strategy for an ActiveConfig, or None when the bundle has no strategy."""
     key = (config.bundle_id, config.rev)
@@ -147,7 +150,7 @@ def _parse(raw: Mapping[str, Any], bundle_id: str, rev: int) -> StrategyConfig:
         health_missing=str(health.get("when_missing", "GREEN")).upper(),
         regime_block=frozenset(s.upper() for s in raw.get("regime", {}).get("block", ["FROZEN"])),
         funding_no_entry_min=None if funding is None else float(funding),
-        limits=Limits(Decimal(str(risk.get("fut_margin_budget_usdt", "200"))), int(risk.get("max_per_symbol", 1)),
+        limits=Limits(Decimal(str(risk.get("fut_margin_budget_usdt", DEFAULT_BUDGET_USDT))), int(risk.get("max_per_symbol", 1)),
                       int(risk.get("max_open_positions", 5))),
         cooldown_bars=int(prot.get("cooldown_bars_after_sl", 0)),
         bar_ms=int(prot.get("bar_ms", 60_000)),

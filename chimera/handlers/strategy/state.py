@@ -5,6 +5,11 @@
 in-process runtime (ctx.redis is None there), backtests and dry-runs, with the same semantics:
 reserve and release are idempotent per ``pos_id``, so an at-least-once redelivery never books
 margin twice or frees it twice.
+
+S6's add-ons grow a reservation (``increase``, idempotent per add id): the reservation then holds
+the entry's margin plus every add's, and the one release on close gives all of it back. An add on a
+position S3 never reserved (adopted, or opened by hand) books its margin without taking a position
+slot, so the budget still bounds it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from chimera.streams import keys
 
 MICRO = Decimal("1000000")
 OK = "OK"
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
 
 
 def to_micro(usdt: Decimal) -> int:
@@ -58,8 +64,12 @@ class StrategyState(Protocol):
     def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
         """``OK`` or the blocking reason: MAX_OPEN_POSITIONS, CONCURRENCY, RISK_BUDGET."""
 
+    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal) -> str:
+        """Book an add's extra margin on ``pos_id``: ``OK`` (also when ``add_id`` was booked before)
+        or ``BUDGET_EXHAUSTED``, in which case nothing is booked."""
+
     def release(self, pos_id: str, symbol: str) -> bool:
-        """True if this call freed the reservation; False if it was already free."""
+        """True if this call freed the reservation (entry and adds); False if it was already free."""
 
     def usage(self, symbol: str) -> Usage: ...
 
@@ -82,6 +92,16 @@ def parse_level(raw: bytes | str | None, *names: str) -> str | None:
     return text.upper() or None
 
 
+# A reservation is ``symbol|micro[|slot|add_ids]``: ``slot`` 1 when it holds a position slot (S3's
+# reserve; the short form), 0 when only adds booked it; ``add_ids`` the comma-separated adds booked.
+_PARSE = """
+local function parse(v)
+  local sym, micro, slot, ids = string.match(v, '^([^|]*)|([^|]*)|?([^|]*)|?(.*)$')
+  if slot == '' then slot = '1' end
+  return sym, tonumber(micro), slot, ids
+end
+"""
+
 # KEYS: inuse, reservations, concurrency(symbol), open ; ARGV: pos_id, symbol, micro, budget, max_sym, max_open
 _RESERVE = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'OK' end
@@ -98,15 +118,34 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 return 'OK'
 """
 
+# KEYS: inuse, reservations ; ARGV: pos_id, symbol, add_id, micro, budget
+_INCREASE = _PARSE + """
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+local sym, micro, slot, ids = ARGV[2], 0, '0', ''
+if v then
+  sym, micro, slot, ids = parse(v)
+  if sym ~= ARGV[2] then return 'WRONG_SYMBOL' end
+  if string.find(',' .. ids .. ',', ',' .. ARGV[3] .. ',', 1, true) then return 'OK' end
+end
+local inuse = tonumber(redis.call('GET', KEYS[1]) or '0')
+if inuse + tonumber(ARGV[4]) > tonumber(ARGV[5]) then return 'BUDGET_EXHAUSTED' end
+redis.call('INCRBY', KEYS[1], ARGV[4])
+if ids ~= '' then ids = ids .. ',' end
+redis.call('HSET', KEYS[2], ARGV[1], sym .. '|' .. (micro + tonumber(ARGV[4])) .. '|' .. slot .. '|' .. ids .. ARGV[3])
+return 'OK'
+"""
+
 # KEYS: inuse, reservations, concurrency(symbol), open ; ARGV: pos_id, symbol
-_RELEASE = """
+_RELEASE = _PARSE + """
 local v = redis.call('HGET', KEYS[2], ARGV[1])
 if not v then return 0 end
-local sep = string.find(v, '|', 1, true)
-if string.sub(v, 1, sep - 1) ~= ARGV[2] then return -1 end
-redis.call('DECRBY', KEYS[1], string.sub(v, sep + 1))
-redis.call('DECR', KEYS[3])
-redis.call('DECR', KEYS[4])
+local sym, micro, slot = parse(v)
+if sym ~= ARGV[2] then return -1 end
+redis.call('DECRBY', KEYS[1], micro)
+if slot == '1' then
+  redis.call('DECR', KEYS[3])
+  redis.call('DECR', KEYS[4])
+end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
@@ -118,6 +157,20 @@ class WrongSymbol(ValueError):
 
 def _budget_keys(symbol: str) -> list[str]:
     return [keys.RISK_BUDGET_INUSE, keys.RISK_RESERVATIONS, keys.risk_concurrency(symbol), keys.RISK_OPEN_POSITIONS]
+
+
+def _check_add_id(add_id: str) -> None:
+    # The ids are stored in one field, separated by ',' after a '|'-separated head.
+    if not add_id or "," in add_id or "|" in add_id:
+        raise ValueError(f"add id {add_id!r}: must be non-empty without ',' or '|'")
+
+
+@dataclass(frozen=True)
+class _Held:
+    symbol: str
+    micro: int
+    slot: bool = True
+    add_ids: frozenset[str] = frozenset()
 
 
 class RedisState:
@@ -144,6 +197,15 @@ class RedisState:
                           to_micro(limits.budget_usdt), limits.max_per_symbol, limits.max_open)
         return got.decode() if isinstance(got, bytes) else str(got)
 
+    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal) -> str:
+        _check_add_id(add_id)
+        got = self.r.eval(_INCREASE, 2, *_budget_keys(symbol)[:2], pos_id, symbol, add_id, to_micro(margin),
+                          to_micro(budget_usdt))
+        got = got.decode() if isinstance(got, bytes) else str(got)
+        if got == "WRONG_SYMBOL":
+            raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
+        return got
+
     def release(self, pos_id: str, symbol: str) -> bool:
         got = int(self.r.eval(_RELEASE, 4, *_budget_keys(symbol), pos_id, symbol))
         if got < 0:
@@ -165,7 +227,7 @@ class MemoryState:
         self._kill: tuple[KillSwitchState, int] | None = None
         self.health_level: str | None = None
         self.regime_state: str | None = None
-        self._reservations: dict[str, tuple[str, int]] = {}
+        self._reservations: dict[str, _Held] = {}
 
     def kill_switch(self) -> KillSwitchState | None:
         with self._lock:
@@ -194,14 +256,31 @@ class MemoryState:
         with self._lock:
             if pos_id in self._reservations:
                 return OK
-            held = self._reservations.values()
+            held = [h for h in self._reservations.values() if h.slot]
             if len(held) + 1 > limits.max_open:
                 return "MAX_OPEN_POSITIONS"
-            if sum(1 for s, _ in held if s == symbol) + 1 > limits.max_per_symbol:
+            if sum(1 for h in held if h.symbol == symbol) + 1 > limits.max_per_symbol:
                 return "CONCURRENCY"
-            if sum(m for _, m in held) + micro > to_micro(limits.budget_usdt):
+            if self._in_use() + micro > to_micro(limits.budget_usdt):
                 return "RISK_BUDGET"
-            self._reservations[pos_id] = (symbol, micro)
+            self._reservations[pos_id] = _Held(symbol, micro)
+            return OK
+
+    def _in_use(self) -> int:
+        return sum(h.micro for h in self._reservations.values())
+
+    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal) -> str:
+        _check_add_id(add_id)
+        micro = to_micro(margin)
+        with self._lock:
+            held = self._reservations.get(pos_id) or _Held(symbol, 0, slot=False)
+            if held.symbol != symbol:
+                raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
+            if add_id in held.add_ids:
+                return OK
+            if self._in_use() + micro > to_micro(budget_usdt):
+                return BUDGET_EXHAUSTED
+            self._reservations[pos_id] = _Held(symbol, held.micro + micro, held.slot, held.add_ids | {add_id})
             return OK
 
     def release(self, pos_id: str, symbol: str) -> bool:
@@ -209,7 +288,7 @@ class MemoryState:
             held = self._reservations.get(pos_id)
             if held is None:
                 return False
-            if held[0] != symbol:
+            if held.symbol != symbol:
                 raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
             del self._reservations[pos_id]
             return True
@@ -217,7 +296,8 @@ class MemoryState:
     def usage(self, symbol: str) -> Usage:
         with self._lock:
             held = list(self._reservations.values())
-        return Usage(from_micro(sum(m for _, m in held)), len(held), sum(1 for s, _ in held if s == symbol))
+        slots = [h for h in held if h.slot]
+        return Usage(from_micro(sum(h.micro for h in held)), len(slots), sum(1 for h in slots if h.symbol == symbol))
 
 
 _REDIS_STATES: dict[int, RedisState] = {}
