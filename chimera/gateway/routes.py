@@ -201,12 +201,22 @@ def list_accounts(request: Request) -> dict:
     d = _deps(request)
     out = []
     for acc in load_accounts(d.settings.accounts_file or None, d.settings.venue):
-        st = {k.decode(): v.decode() for k, v in (d.r.hgetall(keys.s1_stream_status(acc.account_id)) or {}).items()}
-        out.append({"account_id": acc.account_id, "enabled": acc.enabled,
-                    "ws_status": st.get("ws_status", "DISCONNECTED" if acc.enabled else "DISABLED"),
-                    "last_error": st.get("last_error", ""),
-                    "last_connected_at": int(st.get("last_connected_at") or 0)})
+        st = _stream_status(d.r, keys.s1_stream_status(acc.account_id))
+        item = {"account_id": acc.account_id, "enabled": acc.enabled,
+                "ws_status": st.get("ws_status", "DISCONNECTED" if acc.enabled else "DISABLED"),
+                "last_error": st.get("last_error", ""),
+                "last_connected_at": int(st.get("last_connected_at") or 0), "markets": {}}
+        for market in keys.S1_STATUS_MARKETS:  # only the streams S1 runs for this account have a hash
+            ms = _stream_status(d.r, keys.s1_stream_status_market(acc.account_id, market))
+            if ms:
+                item["markets"][market] = {"ws_status": ms.get("ws_status", ""), "last_error": ms.get("last_error", ""),
+                                           "last_connected_at": int(ms.get("last_connected_at") or 0)}
+        out.append(item)
     return {"items": out, "count": len(out)}
+
+
+def _stream_status(r, key: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (r.hgetall(key) or {}).items()}
 
 
 # --- operations -----------------------------------------------------------------------------------

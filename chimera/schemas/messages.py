@@ -92,6 +92,7 @@ class AccountStreamStatus(Message, frozen=True, tag="account_stream_status"):
     ws_status: Literal["CONNECTING", "CONNECTED", "DISCONNECTED", "DISABLED"]
     last_error: str = ""
     last_connected_at: int = 0
+    market: str = ""  # keys.S1_STATUS_MARKETS; "" = the account as a whole (DISABLED, stopped)
 
 
 # --- S2: features ------------------------------------------------------------------------

@@ -110,10 +110,10 @@ def fails_key(group_name: str) -> str:
     return f"fails:{{{group_name}}}"
 
 
-def inhand_key(group_name: str, consumer: str) -> str:
-    """The redelivered entry a consumer is handling right now ("<stream>/<entry id>"); found at start-up
-    it means the previous incarnation died in that handler (the runtime's crash-loop guard)."""
-    return f"inhand:{{{group_name}}}:{consumer}"
+def inhand_key(group_name: str) -> str:
+    """HASH "<stream>/<entry id>" → "<consumer>@<ms>": redelivered entries being handled right now. A
+    marker found by whoever handles the entry next means its handler's worker died (crash-loop guard)."""
+    return f"inhand:{{{group_name}}}"
 
 
 def lease_key(role: str, stream: str) -> str:
@@ -152,9 +152,26 @@ def s1_stream_status(account_id: str) -> str:
     return f"s1:{{status}}:{account_id}"
 
 
+# The streams S1 reports a status for, per account: market data (perp, spot; the main account) and
+# user data (FUT, SPOT).
+S1_STATUS_MARKETS = ("perp", "spot", "user_fut", "user_spot")
+
+
+def s1_stream_status_market(account_id: str, market: str) -> str:
+    """HASH ws_status / last_error / last_connected_at of one account's stream of one market
+    (``S1_STATUS_MARKETS``); ``s1_stream_status`` holds the account's worst of them."""
+    return f"s1:{{status}}:{account_id}:{market}"
+
+
 def s1_seen_trade(account_id: str) -> str:
-    """SET of user-data trade ids already published as VenueReport (dedupe across reconnects)."""
+    """Legacy unbounded SET of published user-data reports; replaced by ``s1_seen_window`` (S1 deletes it)."""
     return f"s1:{{seen}}:{account_id}"
+
+
+def s1_seen_window(account_id: str) -> str:
+    """ZSET member = a published user-data report's identity, score = when it was published (ms);
+    members older than the de-duplication window are trimmed."""
+    return f"s1:{{seen}}:window:{account_id}"
 
 
 def s1_funding_cursor(account_id: str) -> str:
@@ -167,7 +184,7 @@ def s1_funding_cursor(account_id: str) -> str:
 # Margin in use is kept in integer micro-USDT (1e-6) so reserve/release sums are exact. The
 # reservation hash makes reserve and release idempotent per position; every key shares the
 # {budget} tag with RISK_BUDGET_INUSE and risk_concurrency() so one Lua script covers them all.
-RISK_RESERVATIONS = "risk:{budget}:reservations"  # HASH pos_id -> "symbol|micro_usdt"
+RISK_RESERVATIONS = "risk:{budget}:reservations"  # HASH pos_id -> "symbol|micro_usdt[|slot|add_ids]" (state.py)
 RISK_OPEN_POSITIONS = "risk:{budget}:open_positions"  # count of reserved positions, all symbols
 
 # --- S4 router / S6 positions (issue #6) ----------------------------------------------------------

@@ -12,8 +12,9 @@ so every Redis write (and every REST call: backfill, depth snapshots) happens se
   ``depth_levels`` of the local order book, ``depth.py``) per symbol are published.
 * Closed klines: ``closed_bars.py`` (alignment to the reference symbol on perp, gap → REST backfill).
 * Reconnect: the SDK reconnects and resubscribes (``reconnect_delay``); its ``reconnect`` event
-  publishes ``WS_RECONNECT``. A watchdog rebuilds the whole client with exponential backoff
-  when the SDK gave up (no open connection).
+  publishes ``WS_RECONNECT``. A watchdog rebuilds the whole client with the backoff of ``backoff.py``
+  when the SDK gave up (no open connection) or the first connect at start failed (the venue refused or
+  dropped the socket): status DISCONNECTED with the error meanwhile, never an exit.
 * Metrics on ``metrics:events:s1.mkt_throughput`` (events/s published) and
   ``metrics:events:s1.ws_rtt`` (LIST_SUBSCRIPTIONS request → reply over the socket, ms), labelled
   with the market.
@@ -28,6 +29,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from chimera.handlers.connectors.backoff import Backoff
 from chimera.handlers.connectors.closed_bars import ClosedBars
 from chimera.handlers.connectors.depth import DepthBooks
 from chimera.handlers.connectors.publish import BatchWriter
@@ -53,6 +55,14 @@ def sdk_streams_client(market: str, ws_url: str, reconnect_delay_ms: int):
 
     cfg = ConfigurationWebSocketStreams(stream_url=ws_url, reconnect_delay=reconnect_delay_ms)
     return DerivativesTradingUsdsFutures(config_ws_streams=cfg).websocket_streams
+
+
+async def close_quietly(client) -> None:
+    """Close an SDK client that may hold no connection (a connect that failed half-way)."""
+    try:
+        await client.close_connection(close_session=True)
+    except Exception as exc:  # nothing was open: nothing to close
+        logger.debug("s1: closing a failed SDK client: {}", exc)
 
 
 class MarketDataConnector:
@@ -116,7 +126,11 @@ class MarketDataConnector:
 
     def start(self) -> None:
         self._loop = LoopThread(f"s1-ws-{self.market}")
-        self._connect()
+        try:
+            self._connect()
+        except Exception as exc:  # the watchdog retries with backoff: S1 must not exit on a refused connect
+            logger.warning("s1 {} market streams: connecting at start failed ({}); retrying", self.market, exc)
+            self.on_status("DISCONNECTED", f"connect failed: {exc}")
         self._loop.spawn(self._publisher, f"s1-publish-{self.market}")
         self._loop.spawn(self._watchdog, f"s1-watchdog-{self.market}")
 
@@ -132,8 +146,12 @@ class MarketDataConnector:
         names = self.stream_names()
 
         async def go():
-            await client.create_connection()
-            await client.subscribe(streams=names)
+            try:
+                await client.create_connection()
+                await client.subscribe(streams=names)
+            except BaseException:
+                await close_quietly(client)  # a half-open client would leak its session
+                raise
             for name in names:
                 client.on("message", self._on_frame, name)
             client.on_connection("reconnect", self._on_reconnect)
@@ -260,21 +278,23 @@ class MarketDataConnector:
         return (time.perf_counter() - started) * 1000
 
     def _watchdog(self) -> None:
-        backoff = 0.5
+        backoff = Backoff()
         while not self._stop.wait(1.0):
             client = self._client
             alive = client is not None and any(getattr(c, "is_open", True) or getattr(c, "reconnect", False)
                                                for c in getattr(client, "connections", []))
             if alive or (client is not None and getattr(client, "reconnect_tasks", None)):
-                backoff = 0.5
+                backoff.reset()
                 continue
-            self.on_status("DISCONNECTED", "SDK gave up reconnecting")
-            logger.warning("s1 {} market streams down; rebuilding the client in {}s", self.market, backoff)
-            if self._stop.wait(backoff):
+            delay = backoff.next()
+            if client is not None:
+                self.on_status("DISCONNECTED", "SDK gave up reconnecting")
+            logger.warning("s1 {} market streams down; rebuilding the client in {}s", self.market, delay)
+            if self._stop.wait(delay):
                 return
-            backoff = min(backoff * 2, 30)
             try:
                 self._connect()
                 self.q.put(("reconnect", None, time.monotonic()))
             except Exception as exc:
                 logger.warning("s1 {} reconnect failed: {}", self.market, exc)
+                self.on_status("DISCONNECTED", f"connect failed: {exc}")

@@ -8,10 +8,15 @@ stream → VenueReport / funding_records, with keep-alive, expiry handling and a
   the same de-duplication.
 * ``ORDER_TRADE_UPDATE`` / ``executionReport`` → ``VenueReport`` on ``venue:{reports}`` (envelope
   ``account_id`` = the account, idempotency key ``vr:<account>:<order id>:t:<trade id>`` for trades,
-  ``...:x:<exec>:<status>`` otherwise). A report whose member is already in ``s1:{seen}:<account>`` is
-  dropped (duplicates de-duplicated by trade id, also across reconnects / restarts / catch-ups).
+  ``...:x:<exec>:<status>`` otherwise). A report whose identity (market, symbol, member) was published
+  within ``seen_window_ms`` (``s1:{seen}:window:<account>``, a ZSET scored by publish time, trimmed on
+  every write) is dropped (duplicates de-duplicated by trade id, also across reconnects / restarts /
+  catch-ups). The window (default 8 days) must exceed the catch-up's reach: REST returns 7 days of fills.
+* Start: the listenKey POST and the connect are tried once; a rejected API key (401/403) is a
+  ``FatalError`` (S1 exits with the fix); any other failure (the venue refused or dropped the socket, a
+  5xx) leaves the status DISCONNECTED and hands over to the renewal below, which retries with backoff.
 * Expiry: a ``listenKeyExpired`` event, or a failed keep-alive, renews the stream: a new key (retried
-  with backoff), a new SDK connection subscribed to it (the old one closed), then the catch-up. An SDK
+  with the backoff of ``backoff.py``), a new SDK connection subscribed to it (the old one closed), then the catch-up. An SDK
   reconnect (the socket dropped and came back) runs the catch-up alone.
 * Catch-up (REST): open orders → their NEW report; fills since the last event seen (minus a margin) of
   the configured symbols, the symbols seen on the stream and those of open orders → the TRADE report
@@ -27,44 +32,31 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from loguru import logger
 
-from chimera.handlers.connectors.market import sdk_streams_client
+from chimera.handlers.connectors.backoff import Backoff, is_auth_error
+from chimera.handlers.connectors.market import close_quietly, sdk_streams_client
 from chimera.handlers.connectors.sdk_loop import LoopThread
 from chimera.schemas.messages import OpsEvent, VenueReport
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import user_data as ud
 from chimera.venues.binance import user_rest
+from chimera.workers.errors import FatalError
 
 FUNDING_RECORDS = "funding_records"
 KEEPALIVE_S = 30 * 60
 FUNDING_LOOKBACK_MS = 60 * 60 * 1000
 CATCHUP_MARGIN_MS = 60_000  # fills read back from this long before the last event seen
-RENEW_BACKOFF_S = (0.5, 30.0)
-
-
-def _retry_transient(call, attempts: int = 5):
-    """Repeat a listenKey POST hit by a 5xx or a lost reply (Binance hands back the account's active key),
-    instead of letting S1 die at start-up on one transient error."""
-    from binance_common.errors import NetworkError, ServerError
-
-    for attempt in range(attempts - 1):
-        try:
-            return call()
-        except (NetworkError, ServerError) as exc:
-            logger.warning("s1 listenKey request failed ({}); retrying", exc)
-            time.sleep(0.2 * (attempt + 1))
-    return call()
+SEEN_WINDOW_MS = 8 * 24 * 3600 * 1000  # > the 7 days of fills a catch-up without a start time reads back
 
 
 class UserDataConnector:
     def __init__(self, *, r, clock, store, ws_url: str, rest, account_id: str, market: str = "FUT",
                  symbols: Iterable[str] = (), keepalive_s: float = KEEPALIVE_S, reconnect_delay_ms: int = 500,
-                 on_status: Callable[[str, str], None] | None = None) -> None:
+                 on_status: Callable[[str, str], None] | None = None, seen_window_ms: int = SEEN_WINDOW_MS) -> None:
         if market not in ("FUT", "SPOT"):
             raise ValueError(f"market must be FUT or SPOT, not {market!r}")
         self.r = r
@@ -80,6 +72,8 @@ class UserDataConnector:
         self.keepalive_s = keepalive_s
         self.reconnect_delay_ms = reconnect_delay_ms
         self.on_status = on_status or (lambda status, err: None)
+        self.seen_key = keys.s1_seen_window(account_id)
+        self.seen_window_ms = seen_window_ms
         self.q: queue.Queue = queue.Queue()
         self.listen_key = ""
         self.last_event_ms = 0
@@ -97,10 +91,23 @@ class UserDataConnector:
 
     def start(self) -> None:
         self.on_status("CONNECTING", "")
-        self.listen_key = _retry_transient(self.api.create_key)
+        self.r.unlink(keys.s1_seen_trade(self.account_id))  # the legacy unbounded set: replaced by the window
         self._loop = LoopThread(f"s1-ud-{self.market}-{self.account_id}")
-        self._open(self.listen_key)
-        self.on_status("CONNECTED", "")
+        try:
+            self.listen_key = self.api.create_key()
+            self._open(self.listen_key)
+        except Exception as exc:
+            if is_auth_error(exc):
+                self._loop.stop()
+                raise FatalError(f"s1 user data {self.market} {self.account_id}: the venue rejected the API key "
+                                 f"({exc}); fix api_key / api_secret of {self.account_id!r} in the accounts "
+                                 "file (CHIMERA_ACCOUNTS_FILE)") from exc
+            logger.warning("s1 user data {} {}: connecting at start failed ({}); retrying",
+                           self.market, self.account_id, exc)
+            self.on_status("DISCONNECTED", f"connect failed: {exc}")
+            self.q.put(("renew", f"connect at start failed: {exc}"))
+        else:
+            self.on_status("CONNECTED", "")
         self._loop.spawn(self._publisher, f"s1-ud-publish-{self.market}-{self.account_id}")
         self._loop.spawn(self._keepalive, f"s1-ud-keepalive-{self.market}-{self.account_id}")
 
@@ -121,7 +128,14 @@ class UserDataConnector:
 
         async def go():
             conn = await client.create_connection()
-            stream = await conn.user_data(key)
+            if conn is None:  # the SDK logs a refused connect and hands back nothing
+                await close_quietly(client)
+                raise ConnectionError(f"WebSocket connect to {self.ws_url} failed")
+            try:
+                stream = await conn.user_data(key)
+            except BaseException:
+                await close_quietly(client)
+                raise
             stream.on("message", lambda m: self.q.put(("frame", m)))
             conn.on_connection("reconnect", lambda *_: self.q.put(("catch_up", "user-data socket reconnected")))
             return conn
@@ -188,23 +202,33 @@ class UserDataConnector:
     def publish(self, rep: VenueReport) -> bool:
         """XADD unless already published (by trade id / exec+status); True when it went out."""
         member = ud.dedupe_member(rep)
-        seen = keys.s1_seen_trade(self.account_id)
-        if self.r.sismember(seen, member):
+        if self.seen(rep.symbol, member):
             self.duplicates += 1
             return False
         self.producer.publish(keys.VENUE_REPORTS, rep, f"vr:{self.account_id}:{member}", self.account_id,
                               event_time=rep.ts)
-        self.r.sadd(seen, member)
+        self.remember(rep.symbol, member)
         self.published += 1
         return True
+
+    def seen(self, symbol: str, member: str) -> bool:
+        # Qualified by market and symbol: order ids are per symbol, so ``<id>:x:NEW:NEW`` can repeat.
+        return self.r.zscore(self.seen_key, f"{self.market}:{symbol}:{member}") is not None
+
+    def remember(self, symbol: str, member: str) -> None:
+        now = self.clock.now_ms()
+        pipe = self.r.pipeline(transaction=False)  # one key: one slot
+        pipe.zadd(self.seen_key, {f"{self.market}:{symbol}:{member}": now})
+        pipe.zremrangebyscore(self.seen_key, "-inf", f"({now - self.seen_window_ms}")
+        pipe.execute()
 
     # --- expiry and catch-up -----------------------------------------------------------------------------
 
     def renew(self, reason: str) -> None:
         """A new listenKey (the old one expired or its keep-alive failed), a new connection, the catch-up."""
         self.renewals += 1
-        self.on_status("CONNECTING", f"{self.market}: {reason}")
-        delay = RENEW_BACKOFF_S[0]
+        self.on_status("CONNECTING", reason)
+        backoff = Backoff()
         while not self._stop.is_set():
             try:
                 key = self.api.create_key()
@@ -213,11 +237,12 @@ class UserDataConnector:
                 self.listen_key = key
                 break
             except Exception as exc:  # noqa: BLE001 - the venue is unreachable: keep trying
+                delay = backoff.next()
                 logger.warning("s1 user data {} {}: renewing the stream failed ({}); retry in {}s",
                                self.market, self.account_id, exc, delay)
-                self.on_status("DISCONNECTED", f"{self.market}: renewing the user-data stream failed: {exc}")
+                why = "the venue rejected the API key: fix it in the accounts file" if is_auth_error(exc) else ""
+                self.on_status("DISCONNECTED", f"renewing the user-data stream failed: {exc} {why}".strip())
                 self._stop.wait(delay)
-                delay = min(delay * 2, RENEW_BACKOFF_S[1])
         else:
             return
         n = self.catch_up(reason)
@@ -240,11 +265,10 @@ class UserDataConnector:
 
     def _catch_up_fills(self, symbol: str, since: int | None) -> int:
         trades = sorted(self.api.trades(symbol, since), key=lambda t: (int(t["time"]), int(t["id"])))
-        seen = keys.s1_seen_trade(self.account_id)
         n = 0
         orders: dict[int, dict] = {}
         for i, t in enumerate(trades):
-            if self.r.sismember(seen, f"{t['orderId']}:t:{t['id']}"):
+            if self.seen(symbol, f"{t['orderId']}:t:{t['id']}"):
                 continue
             oid = int(t["orderId"])
             if oid not in orders:

@@ -17,6 +17,10 @@ class FaultConfig:
     # The next N diff-depth events are not sent to WebSocket clients (the venue's book still applies
     # them): a sequence gap for a client's local order book.
     drop_depth_diffs: int = 0
+    # The next N WebSocket connection attempts are refused (HTTP 503 instead of the upgrade) /
+    # dropped right after the upgrade, before any frame: a venue failing while a client connects.
+    refuse_ws_connects: int = 0
+    drop_ws_connects: int = 0
     seed: int = 7
     rng: random.Random = field(default_factory=lambda: random.Random(7), repr=False, compare=False)
     # How many of each fault were injected (error_5xx, error_429, lost_reply, ws_drop): a drill's figures.
@@ -33,9 +37,18 @@ class FaultConfig:
     def count(self, kind: str, n: int = 1) -> None:
         self.injected[kind] = self.injected.get(kind, 0) + n
 
+    def take(self, budget: str, counted_as: str) -> bool:
+        """Use one unit of a counted fault (``refuse_ws_connects`` ...); False when none is left."""
+        left = getattr(self, budget)
+        if left <= 0:
+            return False
+        setattr(self, budget, left - 1)
+        self.count(counted_as)
+        return True
+
     def update(self, changes: dict) -> None:
         for key in ("latency_ms", "reply_delay_ms", "error_5xx_share", "error_429_share", "lost_reply_share", "ws_drop_every_s",
-                    "drop_depth_diffs"):
+                    "drop_depth_diffs", "refuse_ws_connects", "drop_ws_connects"):
             if key in changes:
                 setattr(self, key, type(getattr(self, key))(changes[key]))
         if "seed" in changes:

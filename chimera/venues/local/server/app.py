@@ -321,14 +321,25 @@ class VenueServer:
     def _ws_combined(self, market: str):
         async def h(request: web.Request):
             streams = [s for s in request.query.get("streams", "").split("/") if s]
-            return await self.hub.handle(request, market, True, streams)
+            return await self._ws_faults(request) or await self.hub.handle(request, market, True, streams)
         return h
 
     def _ws_raw(self, market: str):
         async def h(request: web.Request):
             streams = [s for s in request.match_info.get("streams", "").split("/") if s]
-            return await self.hub.handle(request, market, False, streams)
+            return await self._ws_faults(request) or await self.hub.handle(request, market, False, streams)
         return h
+
+    async def _ws_faults(self, request: web.Request) -> web.StreamResponse | None:
+        """The connect faults: a refused upgrade (503) or a socket closed right after the upgrade."""
+        if self.faults.take("refuse_ws_connects", "ws_connect_refused"):
+            return web.Response(status=503, text="chimera fault: WebSocket connect refused")
+        if self.faults.take("drop_ws_connects", "ws_connect_dropped"):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.close(code=1001, message=b"chimera fault: dropped while connecting")
+            return ws
+        return None
 
     async def _on_start(self, app) -> None:
         loop = asyncio.get_event_loop()
