@@ -94,7 +94,7 @@ def test_orders_become_venue_reports_in_order_without_duplicates(r, venue, conn)
     assert fill.last_qty == fill.cum_qty == Decimal("0.010") and fill.last_price == Decimal(str(trade["price"]))
     assert fill.commission == Decimal(str(trade["commission"])) and fill.commission_asset == "USDT"
     assert not fill.is_maker and fill.ts > 0
-    assert got[2].idempotency_key == f"vr:{ACCOUNT}:{fill.venue_order_id}:t:{fill.trade_id}"
+    assert got[2].idempotency_key == f"vr:{ACCOUNT}:{fill.market}:{fill.symbol}:{fill.venue_order_id}:t:{fill.trade_id}"
     # The same frame again (a reconnect replay, a redelivered push): dropped by its trade id.
     frame = next(d for d in conn.frames if d.get("e") == "ORDER_TRADE_UPDATE" and d["o"]["x"] == "TRADE")
     conn.process(frame)

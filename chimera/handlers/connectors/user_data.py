@@ -7,7 +7,7 @@ stream → VenueReport / funding_records, with keep-alive, expiry handling and a
   only enqueue. One publisher thread handles frames and renewals in order, so every report goes through
   the same de-duplication.
 * ``ORDER_TRADE_UPDATE`` / ``executionReport`` → ``VenueReport`` on ``venue:{reports}`` (envelope
-  ``account_id`` = the account, idempotency key ``vr:<account>:<order id>:t:<trade id>`` for trades,
+  ``account_id`` = the account, idempotency key ``vr:<account>:<market>:<symbol>:<order id>:t:<trade id>`` for trades,
   ``...:x:<exec>:<status>`` otherwise). A report whose identity (market, symbol, member) was published
   within ``seen_window_ms`` (``s1:{seen}:window:<account>``, a ZSET scored by publish time, trimmed on
   every write) is dropped (duplicates de-duplicated by trade id, also across reconnects / restarts /
@@ -205,7 +205,7 @@ class UserDataConnector:
         if self.seen(rep.symbol, member):
             self.duplicates += 1
             return False
-        self.producer.publish(keys.VENUE_REPORTS, rep, f"vr:{self.account_id}:{member}", self.account_id,
+        self.producer.publish(keys.VENUE_REPORTS, rep, f"vr:{self.account_id}:{rep.market}:{rep.symbol}:{member}", self.account_id,
                               event_time=rep.ts)
         self.remember(rep.symbol, member)
         self.published += 1
