@@ -34,6 +34,7 @@ from chimera.streams import keys
 from chimera.streams.producer import DEFAULT_MAXLEN, Emit, envelope_for
 from chimera.streams.redis import TRANSIENT, is_cluster, keyslot, retry_redis
 from chimera.workers.config import ConfigHolder
+from chimera.workers.crashguard import CrashGuard
 from chimera.workers.errors import FatalError, PermanentError, RetryableError
 from chimera.workers.handler import Context, HandlerSpec
 from chimera.workers.leases import LeaseManager
@@ -90,6 +91,7 @@ class Worker:
         self.count = count
         self.idem = Idempotency(r, self.group, settings.idem_ttl_s)
         self.stop_event = threading.Event()
+        self.crash_guard = CrashGuard(r, self.group, consumer)
         self.leases = (
             LeaseManager(r, spec.role, consumer, self.streams, settings.lease_ttl_ms) if spec.ordered else None
         )
@@ -125,7 +127,6 @@ class Worker:
     def run(self) -> None:
         for stream in self.streams:
             ensure_group(self.r, stream, self.group)
-        self._book_crash()
         self.config.watch(self.r)
         if self.spec.on_start is not None:
             self._start_hook()
@@ -213,7 +214,7 @@ class Worker:
         for stream, ids in self._acks.items():
             pipe.xack(stream, self.group, *ids)
         if self._forget:
-            pipe.hdel(keys.fails_key(self.group), *self._forget)
+            self.crash_guard.forget(pipe, self._forget)
         pipe.execute()
         self._emits, self._marks, self._acks, self._forget = [], [], {}, []
 
@@ -425,31 +426,8 @@ class Worker:
 
     def _ack(self, stream: str, entry_id: str) -> None:
         self._acks.setdefault(stream, []).append(entry_id)
-        if self._redelivered:  # only a redelivered entry can have counts to clear
-            self._forget += [f"{stream}/{entry_id}", f"{stream}/{entry_id}#crash"]
-
-    # Crash-loop guard. Deliveries alone cannot tell a handler that kills its worker from entries that
-    # merely sat in a killed worker's read batch (each restart re-reads them all), so a redelivered
-    # entry is marked "in hand" while its handler runs; a worker starting with a marker left behind
-    # died while handling that entry and books one crash against it.
-
-    @retry_redis
-    def _mark_in_hand(self, ref: str | None) -> None:
-        if ref is None:
-            self.r.delete(keys.inhand_key(self.group, self.consumer))
-        else:
-            self.r.set(keys.inhand_key(self.group, self.consumer), ref)
-
-    @retry_redis
-    def _book_crash(self) -> None:
-        ref = self.r.get(keys.inhand_key(self.group, self.consumer))
-        if ref is not None:
-            self.r.hincrby(keys.fails_key(self.group), f"{_s(ref)}#crash", 1)
-            self.r.delete(keys.inhand_key(self.group, self.consumer))
-
-    @retry_redis
-    def _crashes(self, stream: str, entry_id: str) -> int:
-        return int(self.r.hget(keys.fails_key(self.group), f"{stream}/{entry_id}#crash") or 0)
+        if self._redelivered:  # only a redelivered entry can have counts or a stale marker to clear
+            self._forget.append(f"{stream}/{entry_id}")
 
     @retry_redis
     def _count_failure(self, stream: str, entry_id: str) -> int:
@@ -462,11 +440,6 @@ class Worker:
             env = self._decode(stream, entry_id, fields)
         if isinstance(env, Exception):
             return self._dead(stream, entry_id, fields, f"undecodable: {env}", attempts)
-        if attempts > self.settings.max_attempts and self._crashes(stream, entry_id) >= self.settings.max_attempts:
-            # The worker died again and again while handling it. Handler failures are counted
-            # separately (_retry).
-            return self._dead(stream, entry_id, fields, f"the worker died {self._crashes(stream, entry_id)} "
-                              f"times while handling it ({attempts} deliveries)", attempts)
         idem = self.spec.idempotency(env) if self.spec.idempotency else None
         if idem and idem in self._seen:
             self._ack(stream, entry_id)
@@ -479,10 +452,12 @@ class Worker:
             if not lock.acquire(wait_ms=200):
                 return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
         ctx = self._context(lock.fence if lock else 0)
-        in_hand = attempts > 1  # first deliveries are not marked: keeps the common path at no extra cost
+        ref = f"{stream}/{entry_id}" if attempts > 1 else None  # crash-loop guard (crashguard.py)
         try:
-            if in_hand:
-                self._mark_in_hand(f"{stream}/{entry_id}")
+            if ref and (crashes := self.crash_guard.take(ref, ctx.clock.now_ms())) >= self.settings.max_attempts:
+                # Handler failures are counted separately (_retry).
+                return self._dead(stream, entry_id, fields, f"the worker died {crashes} times while "
+                                  f"handling it ({attempts} deliveries)", attempts)
             emits = list(self.spec.handle(env, ctx) or ())
         except FatalError:
             raise
@@ -494,8 +469,8 @@ class Worker:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
             return self._retry(stream, entry_id, fields, attempts, reason)
         finally:
-            if in_hand:
-                self._mark_in_hand(None)
+            if ref:
+                self.crash_guard.release(ref)
             if lock is not None:
                 lock.release()
         now = ctx.clock.now_ms()

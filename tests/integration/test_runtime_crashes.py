@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from chimera.schemas.messages import Noop
 from chimera.store import open_store
+from chimera.streams import keys
 from chimera.streams.admin import dlq_entries
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
@@ -46,18 +49,25 @@ def test_entries_waiting_in_a_killed_workers_batch_are_not_taken_for_a_crash_loo
     assert sorted(x.decode() for x in r.lrange("t:effects", 0, -1)) == sorted(f"p{i}" for i in range(n))
 
 
-def test_a_handler_that_kills_its_worker_is_dead_lettered_and_the_rest_goes_on(r, settings):
+@pytest.mark.parametrize("names", ["stable", "new-each-restart"])
+def test_a_handler_that_kills_its_worker_is_dead_lettered_and_the_rest_goes_on(r, settings, names):
+    """"new-each-restart": an orchestrator reschedules the worker on another host, so the consumer
+    name changes and the dead worker's entries come back only through another consumer's claim."""
     producer = Producer(r, WallClock())
     for i in range(5):
         producer.publish("t:paced", Noop(n=i, data="die" if i == 2 else ""), idempotency_key=f"d{i}")
     restarts = 0
-    proc = spawn(SPEC, "victim", settings)
+
+    def name() -> str:
+        return "victim" if names == "stable" else f"victim-{restarts}"
+
+    proc = spawn(SPEC, name(), settings)
     try:
         def dead_lettered():
             nonlocal proc, restarts
             if proc.poll() is not None:  # a supervisor restarts the dead worker
                 restarts += 1
-                proc = spawn(SPEC, "victim", settings)
+                proc = spawn(SPEC, name(), settings)
             return dlq_entries(r)
 
         [(_, letter)] = wait_until(dead_lettered, timeout=120, interval=0.1, message="the killer entry dead-lettered")
@@ -69,3 +79,4 @@ def test_a_handler_that_kills_its_worker_is_dead_lettered_and_the_rest_goes_on(r
     assert "the worker died" in letter.reason and letter.reason.startswith(f"the worker died {settings.max_attempts}")
     assert letter.entry_id and restarts >= settings.max_attempts
     assert open_store(settings.store_url).get("effects", "d2") is None
+    assert not r.hgetall(keys.inhand_key(keys.group("t-paced")))  # no marker left behind
