@@ -5,6 +5,12 @@ replicas register in ``members:{role}`` (a ZSET of heartbeat times); each aims f
 ``ceil(streams / members)`` and gives back extras so a new replica gets work. A dead owner's
 leases expire after the TTL and are taken over; the new owner first claims the old owner's
 pending entries so nothing is skipped and order is kept.
+
+An owner also keeps a local deadline per lease (last renewal + ``SAFE_FRACTION`` of the TTL): a
+replica stalled mid-batch past it stops handling that stream before Redis lets another replica take
+it, so two owners never handle the same stream at once. If nobody took it meanwhile, the next beat
+wins it back (the key still holds our token) as a new acquisition, which claims the entries left
+pending in our own PEL first.
 """
 
 from __future__ import annotations
@@ -17,9 +23,19 @@ from chimera.streams import keys
 from chimera.streams.redis import retry_redis
 from chimera.workers.locks import COMPARE_AND_DELETE, COMPARE_AND_PEXPIRE
 
+SAFE_FRACTION = 0.8  # of the TTL: the local deadline stays ahead of the key's expiry in Redis
+
+# Ours again if the key is absent or still holds our token (a lease we gave up locally).
+ACQUIRE_OR_KEEP = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not cur then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
+
 
 class LeaseManager:
-    def __init__(self, r, role: str, owner: str, streams: list[str], ttl_ms: int) -> None:
+    def __init__(self, r, role: str, owner: str, streams: list[str], ttl_ms: int, monotonic=time.monotonic) -> None:
         self.r = r
         self.role = role
         self.owner = owner.encode()
@@ -27,6 +43,8 @@ class LeaseManager:
         self.ttl_ms = ttl_ms
         self.owned: set[str] = set()
         self.newly_acquired: set[str] = set()
+        self._renewed: dict[str, float] = {}  # stream -> monotonic time of the last renewal
+        self._monotonic = monotonic
         self._lock = threading.Lock()
 
     def _key(self, stream: str) -> str:
@@ -43,14 +61,20 @@ class LeaseManager:
         share = math.ceil(len(self.streams) / members)
         with self._lock:
             for stream in list(self.owned):
-                if not self.r.eval(COMPARE_AND_PEXPIRE, 1, self._key(stream), self.owner, self.ttl_ms):
+                began = self._monotonic()
+                if self.r.eval(COMPARE_AND_PEXPIRE, 1, self._key(stream), self.owner, self.ttl_ms):
+                    self._renewed[stream] = began
+                else:
                     self.owned.discard(stream)  # expired and taken: it is someone else's now
             for stream in self.streams:
                 if len(self.owned) >= share:
                     break
-                if stream not in self.owned and self.r.set(self._key(stream), self.owner, nx=True, px=self.ttl_ms):
+                began = self._monotonic()
+                if stream not in self.owned and self.r.eval(ACQUIRE_OR_KEEP, 1, self._key(stream), self.owner,
+                                                            self.ttl_ms):
                     self.owned.add(stream)
                     self.newly_acquired.add(stream)
+                    self._renewed[stream] = began
             return set(self.owned)
 
     def excess(self) -> list[str]:
@@ -69,12 +93,18 @@ class LeaseManager:
 
     def take_new(self) -> set[str]:
         with self._lock:
-            new, self.newly_acquired = self.newly_acquired, set()
-            return new
+            new, self.newly_acquired = self.newly_acquired & self.owned, set()
+            return new  # only streams still ours: claiming another owner's pending entries would strand them
 
     def still_owns(self, stream: str) -> bool:
+        """Owned and renewed recently enough that no other replica can have taken it yet."""
         with self._lock:
-            return stream in self.owned
+            if stream not in self.owned:
+                return False
+            if self._monotonic() - self._renewed.get(stream, 0.0) > self.ttl_ms * SAFE_FRACTION / 1000:
+                self.owned.discard(stream)  # given up locally; the next beat may win it back
+                return False
+            return True
 
     def release_all(self) -> None:
         for stream in list(self.owned):
