@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from binance_common.errors import BadRequestError
 
 import chimera
 from chimera.handlers.positions.role import SPEC as S6
@@ -314,3 +315,48 @@ def test_work_in_flight_is_deferred_not_repaired(r, env, venue):
     assert store.get("orders", "flight-1:mkt")["status"] == "SUBMITTED"
     assert venue_position(venue) == Decimal("0.010") and not stream(r, keys.ORD_COMMANDS)
     assert r.get(keys.KILL_SWITCH) is None
+
+
+def test_a_liquidated_position_is_booked_once_at_the_force_order_price(r, env, venue):
+    s, store = env
+    f = fut(venue)
+    f.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"),
+                client_id=client_order_id("liq-1", "mkt"))
+    store.upsert("positions", "liq-1", {"symbol": "BTCUSDT", "side": "BUY", "qty": "0.010", "state": "ACTIVE",
+                                        "account_id": "main", "created_at": minute_ago()})
+    # Flat at the venue but never liquidated: the side filter must not hand it the BUY's force order.
+    store.upsert("positions", "ghost-s", {"symbol": "BTCUSDT", "side": "SELL", "qty": "0.020", "state": "ACTIVE"})
+    assert f.force_orders("BTCUSDT") == []
+    liq = Decimal(f.position_risk("BTCUSDT")[0]["liquidationPrice"])
+    venue.control("/chimera/v1/market", {"events": [{"market": "futures", "symbol": "BTCUSDT", "kind": "mark",
+                                                     "price": str(liq - 1)}]})
+    assert venue_position(venue) == 0
+    [forced] = f.force_orders("BTCUSDT")
+    assert forced["clientOrderId"].startswith("autoclose-") and forced["side"] == "SELL"
+    assert (forced["status"], Decimal(forced["executedQty"])) == ("FILLED", Decimal("0.010"))
+    assert f.api.users_force_orders(symbol="BTCUSDT", auto_close_type="ADL").data() == []  # no ADL locally
+    with pytest.raises(BadRequestError, match="autoCloseType"):
+        f.api.users_force_orders(symbol="BTCUSDT", auto_close_type="BOGUS")
+    with ThreadWorker(S5_ON_DEMAND, r, s, "s5-a", store):
+        rep = reconcile(r, store, "run-liq")
+    pos = store.get("positions", "liq-1")
+    assert (pos["state"], pos["qty"], pos["reconcile"]) == ("CLOSED", "0", "LIQUIDATED")
+    assert Decimal(pos["exit_price"]) == Decimal(forced["avgPrice"])
+    assert store.get("positions", "ghost-s")["reconcile"] == "CLOSED_NOT_AT_VENUE"
+    assert {(c["ref"], c["action"]) for c in rep["closed"]} == {("liq-1", "LIQUIDATED"),
+                                                                ("ghost-s", "CLOSED_NOT_AT_VENUE")}
+    booked = store.get("liquidations", f"main:{forced['orderId']}")
+    assert booked["pos_ids"] == ["liq-1"] and booked["kind"] == "LIQUIDATED"
+    assert store.get("strategy_events", "RECONCILE_LIQUIDATION:run-liq:liq-1")["exit_price"] == forced["avgPrice"]
+    errors = [a.payload for a in stream(r, keys.ALERTS) if a.payload.level == "ERROR"]
+    assert [(a.code, a.context["ref"]) for a in errors] == [("RECONCILE_LIQUIDATION", "liq-1")]
+    # A later ghost on the same side is not handed the already booked force order.
+    store.upsert("positions", "ghost-b", {"symbol": "BTCUSDT", "side": "BUY", "qty": "0.010", "state": "ACTIVE"})
+    with ThreadWorker(S5_ON_DEMAND, r, s, "s5-a", store):
+        again = reconcile(r, store, "run-liq-2")
+        third = reconcile(r, store, "run-liq-3")
+    assert [(c["ref"], c["action"]) for c in again["closed"]] == [("ghost-b", "CLOSED_NOT_AT_VENUE")]
+    assert not third["closed"] and third["consistent"]
+    assert len(store.query("liquidations", {})) == 1
+    assert [e["_key"] for e in store.query("strategy_events", {"kind": "RECONCILE_LIQUIDATION"})] == \
+        ["RECONCILE_LIQUIDATION:run-liq:liq-1"]

@@ -14,7 +14,9 @@ PENDING_CLOSING in ``positions``), O = orphans — filled entry legs whose posit
    de-duplicates by intent id, so S6 replaying the lost result later adds no second stop).
 5. What is left, the venue wins: a positive difference is added to the newest position, a negative
    one taken from the newest down (a position reduced to zero is closed).
-6. Store positions but the venue is flat: closed (CLOSED_NOT_AT_VENUE), S3's budget released.
+6. Store positions but the venue is flat: if an unbooked force order (liquidation or ADL) closed that
+   side, closed as LIQUIDATED / ADL at its average price with an ERROR alert (liquidations.py);
+   otherwise closed as CLOSED_NOT_AT_VENUE. Either way S3's budget is released.
 7. A venue position with nothing of ours: ``reconciler.unknown_position_policy`` ``close`` (default:
    reduce-only MARKET FLATTEN through S4) or ``alert_only``; both raise an ERROR alert.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from chimera.handlers.reconciler import liquidations
 from chimera.handlers.reconciler.common import event, mine, read
 from chimera.handlers.reconciler.periodic import param
 from chimera.handlers.router import legs
@@ -89,8 +92,9 @@ def reconcile(run, fut) -> None:
             _unknown_position(run, k, v_qty)
             continue
         if not v_qty:
-            for doc in docs:
-                close(run, doc, "CLOSED_NOT_AT_VENUE")
+            if not liquidations.book_forced_close(run, fut, symbol, k.split(":")[1], docs, close):
+                for doc in docs:
+                    close(run, doc, "CLOSED_NOT_AT_VENUE")
             continue
         entry = Decimal(str(raw.get("entryPrice") or 0)) or None
         docs = docs + [d for d in (_adopt(run, fut, o, entry) for o in fits) if d]
@@ -174,18 +178,21 @@ def _close_filled(run, live: dict[str, list[dict]]) -> None:
         close(run, doc, "CLOSED_BY_FILL", exit_leg=leg)
 
 
-def close(run, doc: dict, action: str, exit_leg: dict | None = None) -> bool:
+def close(run, doc: dict, action: str, exit_leg: dict | None = None, exit_price: str | None = None) -> bool:
     ctx = run.ctx
     patch = {"state": P.CLOSED.value, "qty": "0", "reconcile": action, "closed_at": ctx.now_ms(),
              "updated_at": ctx.now_ms()}
     if exit_leg:
         patch.update(exit_price=exit_leg.get("avg_price"), exit_intent_id=exit_leg["intent_id"])
+    if exit_price is not None:
+        patch["exit_price"] = exit_price
     if not ctx.store.update_if(POSITIONS, doc["_key"], patch, {"state": doc["state"]}):
         fresh = ctx.store.get(POSITIONS, doc["_key"]) or {}
         if fresh.get("state") != P.CLOSED.value:  # closed by S6 meanwhile is no difference
             run.unresolved.append({"type": "position", "ref": doc["_key"], "why": "changed during reconcile"})
         return False
-    reason = "STOP_LOSS" if exit_leg and exit_leg.get("purpose") == "STOP" else "RECONCILED"
+    reason = "STOP_LOSS" if exit_leg and exit_leg.get("purpose") == "STOP" else \
+        action if action in ("LIQUIDATED", "ADL") else "RECONCILED"
     s3 = ctx.store.get(lifecycle.COLL, doc["_key"])
     if s3 and s3.get("kind") == "POSITION" and s3.get("state") in LIVE:
         run.emits += lifecycle.close_position(ctx.store, state_for(ctx), doc["_key"], now_ms=ctx.now_ms(),

@@ -345,6 +345,11 @@ class FuturesTrading(_Base):
         with _translated():
             return [_dict(p) for p in self.api.position_information_v2(symbol=symbol).data()]
 
+    def force_orders(self, symbol: str, start_ms: int | None = None) -> list[dict]:
+        """The venue's liquidation and ADL orders on ``symbol`` (``GET /fapi/v1/forceOrders``), oldest first."""
+        with _translated():
+            return [_dict(o) for o in self.api.users_force_orders(symbol=symbol, start_time=start_ms, limit=100).data()]
+
     def trades(self, symbol: str, venue_order_id: str) -> list[dict]:
         with _translated():
             return [_dict(t) for t in self.api.account_trade_list(symbol=symbol, order_id=int(venue_order_id)).data()]

@@ -43,6 +43,7 @@ def register(srv, app: web.Application) -> None:
         add("GET", f"/fapi/v{v}/balance", r(balance, "signed", weight=5))
     add("GET", "/fapi/v1/userTrades", r(user_trades, "signed", weight=5))
     add("GET", "/fapi/v1/income", r(income, "signed", weight=30))
+    add("GET", "/fapi/v1/forceOrders", r(force_orders, "signed", weight=20))
     add("POST", "/fapi/v1/listenKey", r(lambda s, p, a: {"listenKey": s.listen_key(a, FUTURES)}, "key"))
     add("PUT", "/fapi/v1/listenKey", r(keepalive_key, "key"))
     add("DELETE", "/fapi/v1/listenKey", r(close_key, "key"))
@@ -322,6 +323,41 @@ def income(srv, p: Params, account: str) -> list:
     return [{"symbol": i.symbol, "incomeType": i.income_type, "income": s8(i.income), "asset": i.asset,
              "info": i.info or i.income_type, "time": i.time, "tranId": i.tran_id, "tradeId": i.trade_id}
             for i in _window(p, rows, 100, 1000)]
+
+
+FORCE_ORDER_FIELDS = ("orderId", "symbol", "status", "clientOrderId", "price", "avgPrice", "origQty", "executedQty",
+                      "cumQuote", "timeInForce", "type", "reduceOnly", "closePosition", "side", "positionSide",
+                      "stopPrice", "workingType", "origType", "time", "updateTime")
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def auto_close_type(client_id: str) -> str | None:
+    """Binance marks its own closing orders by client id; the local venue never deleverages (no ADL)."""
+    if client_id.startswith("autoclose-"):
+        return "LIQUIDATION"
+    return "ADL" if client_id == "adl_autoclose" else None
+
+
+def force_orders(srv, p: Params, account: str) -> list:
+    """The account's liquidation (and ADL) orders, oldest first, as ``GET /fapi/v1/forceOrders``."""
+    sym = p.str("symbol")
+    if sym:
+        srv.info.get(FUTURES, sym)
+    kind = p.str("autoCloseType")
+    if kind not in (None, "LIQUIDATION", "ADL"):
+        raise VenueError(-1130, "Data sent for parameter 'autoCloseType' is not valid.")
+    limit = p.int("limit", default=50)
+    if not 1 <= limit <= 100:
+        raise VenueError(-1130, "Data sent for parameter 'limit' is not valid.")
+    end = p.int("endTime", default=srv.clock.time_ms)
+    start = p.int("startTime", default=end - WEEK_MS)  # Binance: 7 days before endTime when not sent
+    rows = sorted((o for o in srv.engine.orders.values()
+                   if o.market == FUTURES and o.account == account and auto_close_type(o.client_id)
+                   and (not sym or o.symbol == sym) and kind in (None, auto_close_type(o.client_id))
+                   and start <= o.time <= end), key=lambda o: (o.time, o.order_id))
+    # Binance reports a force order as the IOC LIMIT it placed at the bankruptcy price.
+    return [{**{k: v for k, v in fut_order(o).items() if k in FORCE_ORDER_FIELDS}, "type": "LIMIT", "origType": "LIMIT"}
+            for o in rows[:limit]]
 
 
 def keepalive_key(srv, p: Params, account: str) -> dict:
