@@ -294,11 +294,38 @@ def ready(request: Request) -> dict:
     return {"ready": True, "checks": checks}
 
 
-@get("/metrics", sync_to_thread=False)
-def metrics() -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def p95(samples: list[int]) -> float | None:
+    """Nearest-rank 95th percentile (a value that was actually observed)."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return float(ordered[max(0, -(-95 * len(ordered) // 100) - 1)])
 
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+def router_gauges(r) -> dict[str, tuple[str, float | None]]:
+    """S4's figures from ``ord:{metrics}:router`` (None: nothing observed yet, so no sample is exported)."""
+    counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in (r.hgetall(keys.ROUTER_COUNTERS) or {}).items()}
+    sent = counts.get("maker_sent_count", 0)
+    return {
+        "chimera_router_p95_ms": ("S4 command -> venue ack per leg, p95 of the last samples (ms)",
+                                  p95([int(x) for x in r.lrange(keys.ROUTER_ACK_MS, 0, -1)])),
+        "chimera_maker_timeout_count": ("Maker legs whose window ran out (then taker)",
+                                        float(counts.get("maker_timeout_count", 0))),
+        "chimera_maker_fill_ratio": ("Maker legs filled (fully or partly in the window) / maker legs resting",
+                                     counts.get("maker_filled_count", 0) / sent if sent else None),
+    }
+
+
+@get("/metrics", sync_to_thread=True)
+def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+    # A fresh registry per scrape: the values live in Redis, shared by every router replica.
+    router = CollectorRegistry()
+    for name, (doc, value) in router_gauges(_deps(request).r).items():
+        if value is not None:
+            Gauge(name, doc, registry=router).set(value)
+    return Response(generate_latest() + generate_latest(router), media_type=CONTENT_TYPE_LATEST)
 
 
 ROUTES = [create_order, get_order, list_orders, cancel_order, list_positions, list_signals, list_accounts,

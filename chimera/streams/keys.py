@@ -189,7 +189,9 @@ RISK_OPEN_POSITIONS = "risk:{budget}:open_positions"  # count of reserved positi
 
 # --- S4 router / S6 positions (issue #6) ----------------------------------------------------------
 
-ROUTER_COUNTERS = "ord:{metrics}:router"  # HASH: maker_timeout_count, maker_reject_count, guard_fired_count
+ROUTER_COUNTERS = "ord:{metrics}:router"  # HASH: maker_timeout_count, maker_reject_count, guard_fired_count,
+# maker_sent_count, maker_filled_count
+ROUTER_ACK_MS = "ord:{metrics}:router:ack_ms"  # LIST: last command → venue-ack latencies per leg (ms), newest first
 POS_ACTIVE = "pos:{active}"  # SET of open pos_ids (S6 management ticks and FLATTEN walk it)
 POS_TICK_TIMER = "s6:manage:tick"  # due-queue key of S6's next management tick (one pending at a time)
 
@@ -220,3 +222,8 @@ def gw_order_account(intent_id: str) -> str:
 def recon_periodic_timer(account_id: str) -> str:
     """Due-queue key of S5's next periodic run for one account (one pending run per account)."""
     return f"s5:reconcile:periodic:{account_id}"
+
+
+def router_counted(name: str, subject: str) -> str:
+    """Marker that ``name`` was already counted for ``subject`` (same slot as ROUTER_COUNTERS)."""
+    return f"ord:{{metrics}}:router:counted:{name}:{subject}"

@@ -146,3 +146,24 @@ def test_role_entry_point_serves_until_stopped(settings, monkeypatch):
     stop.set()
     t.join(10)
     assert not t.is_alive()
+
+
+def gauge(text: str, name: str) -> float | None:
+    """Value of an unlabelled sample in a Prometheus text exposition, None when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_metrics_export_the_router_figures_from_redis(client, r):
+    text = client.get("/metrics").text
+    # Nothing observed yet: no made-up zero ratio or latency.
+    assert gauge(text, "chimera_router_p95_ms") is None and gauge(text, "chimera_maker_fill_ratio") is None
+    assert gauge(text, "chimera_maker_timeout_count") == 0
+    r.hset(keys.ROUTER_COUNTERS, mapping={"maker_sent_count": 4, "maker_filled_count": 1, "maker_timeout_count": 3})
+    r.rpush(keys.ROUTER_ACK_MS, *range(100, 0, -1))  # 1..100 ms: nearest-rank p95 is the 95th value
+    text = client.get("/metrics").text
+    assert gauge(text, "chimera_router_p95_ms") == 95.0
+    assert gauge(text, "chimera_maker_fill_ratio") == 0.25
+    assert gauge(text, "chimera_maker_timeout_count") == 3.0

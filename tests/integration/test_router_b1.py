@@ -88,6 +88,9 @@ def done(store, intent_id: str):
 
 def test_market_entry_then_exchange_stop_is_at_the_venue(r, env, venue):
     s, store = env
+    # Replay time runs at real speed here (paused, every venue timestamp would be equal and the
+    # 100 ms check below could not fail).
+    venue.control("/chimera/v1/replay", {"speed": 1})
     with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(S6, r, s, "s6-a", store):
         book = fut(venue).book("BTCUSDT")
         sl = (book.mid * Decimal("0.98")).quantize(Decimal("0.1"))
@@ -106,6 +109,10 @@ def test_market_entry_then_exchange_stop_is_at_the_venue(r, env, venue):
     assert raw["workingType"] == "MARK_PRICE"
     entry = store.get("orders", "b1-mkt:mkt")
     assert entry["status"] == "FILLED" and Decimal(entry["filled_qty"]) == Decimal("0.010")
+    # Issue #6: the exchange-side stop exists within 100 ms of the fill, in replay time, from venue data only.
+    filled_at = max(t["time"] for t in fut(venue).trades("BTCUSDT", entry["venue_order_id"]))
+    assert venue.control("/chimera/v1/clock")["time_ms"] > filled_at, "replay clock is not running"
+    assert 0 <= raw["createTime"] - filled_at <= 100, f"stop created {raw['createTime'] - filled_at} ms after the fill"
     fills = store.query("fills", {"intent_id": "b1-mkt"})
     assert fills and all(f["mid_at_send"] and f["slippage_bps"] is not None for f in fills)
     assert len(fills[0]["top3_at_send"]["asks"]) == 3
@@ -131,9 +138,9 @@ def test_repeated_command_returns_the_existing_result_without_a_new_order(r, env
     assert venue_orders(venue)[client_order_id("dup-1", "mkt")] == 1
 
 
-def test_maker_fills_inside_the_window(r, env, venue):
+def maker_fills_inside_the_window(r, env, venue, rev: int = 1) -> dict:
     s, store = env
-    activate(store, "b", 1, {"router": {"maker_wait_ms": 60_000, "maker_poll_ms": 100}})
+    activate(store, "b", rev, {"router": {"maker_wait_ms": 60_000, "maker_poll_ms": 100}})
     with ThreadWorker(S4, r, s, "s4-a", store):
         submit(r, OrderIntent(intent_id="mk-in", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.010"),
                               exec_policy="MakerThenTaker"))
@@ -145,7 +152,21 @@ def test_maker_fills_inside_the_window(r, env, venue):
                     fut(venue).query("BTCUSDT", client_order_id("mk-in", "mk")).status == "FILLED":
                 break
             venue.advance(events=500)
-        intent = wait_until(lambda: done(store, "mk-in"), timeout=15, message="maker result")
+        return wait_until(lambda: done(store, "mk-in"), timeout=15, message="maker result")
+
+
+def maker_times_out(r, env, rev: int = 1) -> dict:
+    s, store = env
+    activate(store, "b", rev, {"router": {"maker_wait_ms": 400, "maker_poll_ms": 100}})
+    with ThreadWorker(S4, r, s, "s4-a", store):
+        submit(r, OrderIntent(intent_id="mk-out", market="FUT", symbol="BTCUSDT", side="SELL",
+                              qty=Decimal("0.010"), exec_policy="MakerThenTaker"))
+        return wait_until(lambda: done(store, "mk-out"), timeout=20, message="taker fallback")
+
+
+def test_maker_fills_inside_the_window(r, env, venue):
+    s, store = env
+    intent = maker_fills_inside_the_window(r, env, venue)
     assert intent["result"]["status"] == "FILLED" and intent["result"]["reason"] == "maker"
     assert store.get("orders", "mk-in:tk") is None
     fills = store.query("fills", {"intent_id": "mk-in"})
@@ -155,17 +176,33 @@ def test_maker_fills_inside_the_window(r, env, venue):
 
 def test_maker_timeout_cancels_and_falls_back_to_market(r, env, venue):
     s, store = env
-    activate(store, "b", 1, {"router": {"maker_wait_ms": 400, "maker_poll_ms": 100}})
-    with ThreadWorker(S4, r, s, "s4-a", store):
-        submit(r, OrderIntent(intent_id="mk-out", market="FUT", symbol="BTCUSDT", side="SELL",
-                              qty=Decimal("0.010"), exec_policy="MakerThenTaker"))
-        intent = wait_until(lambda: done(store, "mk-out"), timeout=20, message="taker fallback")
+    intent = maker_times_out(r, env)
     assert intent["result"]["status"] == "FILLED" and intent["result"]["reason"] == "maker_timeout"
     assert store.get("orders", "mk-out:mk")["status"] == "CANCELED"
     assert store.get("orders", "mk-out:tk")["status"] == "FILLED"
     assert fut(venue).query("BTCUSDT", client_order_id("mk-out", "mk")).status == "CANCELED"
     assert int(r.hget(keys.ROUTER_COUNTERS, "maker_timeout_count")) == 1
     assert fut(venue).open_orders("BTCUSDT") == []
+
+
+def test_router_metrics_after_a_filled_and_a_timed_out_maker(r, env, venue):
+    from litestar.testing import TestClient
+
+    from chimera.gateway.app import create_app
+    from tests.integration.test_gateway import gauge
+
+    s, store = env
+    assert maker_fills_inside_the_window(r, env, venue, rev=1)["result"]["reason"] == "maker"
+    assert maker_times_out(r, env, rev=2)["result"]["reason"] == "maker_timeout"
+    counts = {k: int(v) for k, v in r.hgetall(keys.ROUTER_COUNTERS).items()}
+    assert (counts[b"maker_sent_count"], counts[b"maker_filled_count"], counts[b"maker_timeout_count"]) == (2, 1, 1)
+    # One ack sample per leg: mk-in:mk, mk-out:mk, mk-out:tk.
+    assert r.llen(keys.ROUTER_ACK_MS) == 3
+    with TestClient(create_app(s, r=r, store=store)) as client:
+        text = client.get("/metrics").text
+    assert gauge(text, "chimera_maker_fill_ratio") == 0.5
+    assert gauge(text, "chimera_maker_timeout_count") == 1.0
+    assert gauge(text, "chimera_router_p95_ms") > 0
 
 
 def test_lost_replies_and_5xx_leave_exactly_one_order_per_leg(r, env, venue):

@@ -170,9 +170,50 @@ def strategy_event(ctx: Context, kind: str, key: str, body: dict) -> None:
     ctx.store.upsert(EVENTS, f"{kind}:{key}", {"kind": kind, "ts": ctx.now_ms(), **body})
 
 
-def incr_metric(ctx: Context, name: str) -> None:
-    if ctx.redis is not None:
+# --- metrics (``ord:{metrics}:router``; the gateway's /metrics reads them) -------------------------------
+
+ACK_SAMPLES = 1000  # latencies kept for router_p95: recent enough to move, enough for a stable tail
+COUNTED_TTL_MS = 7 * 24 * 3600 * 1000  # longer than any redelivery of the same intent can arrive
+UNACKED = {S.INITIALIZED.value, S.SUBMITTED.value, S.UNKNOWN.value}
+# Marker and increment in one step: a redelivery passing the same point again adds nothing, and no crash
+# can leave the marker without the count.
+_COUNT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+end
+return false
+"""
+
+
+def incr_metric(ctx: Context, name: str, subject: str | None = None) -> None:
+    """``name`` += 1; with ``subject`` (e.g. the intent id) at most once per subject whatever the redeliveries."""
+    if ctx.redis is None:
+        return
+    if subject is None:
         ctx.redis.hincrby(keys.ROUTER_COUNTERS, name, 1)
+    else:
+        ctx.redis.eval(_COUNT_ONCE, 2, keys.ROUTER_COUNTERS, keys.router_counted(name, subject), name,
+                       COUNTED_TTL_MS)
+
+
+def command_ms(env: Envelope, intent: dict) -> int:
+    """When the work that sends a leg was asked for: a timer's due time, else the command's publish time."""
+    if isinstance(env.payload, TimerFired):
+        return env.payload.due_ms
+    return env.event_time or int(intent["created_at"])
+
+
+def place_leg(env: Envelope, ctx: Context, client, intent: dict, doc: dict) -> dict:
+    """``legs.place`` + the command → venue-ack latency, sampled by the delivery that got the venue's answer."""
+    before = doc["status"]
+    hooks = ctx.services.get("router_hooks")
+    doc = legs.place(ctx.store, client, doc, ctx.now_ms(), hooks)
+    if ctx.redis is not None and before in UNACKED and doc["status"] not in UNACKED:
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.lpush(keys.ROUTER_ACK_MS, max(0, ctx.now_ms() - command_ms(env, intent)))
+        pipe.ltrim(keys.ROUTER_ACK_MS, 0, ACK_SAMPLES - 1)
+        pipe.execute()
+    return doc
 
 
 def schedule_timer(ctx: Context, env: Envelope, name: str, intent_id: str, due_ms: int, **data: str) -> None:
@@ -221,11 +262,11 @@ def submit(env: Envelope, ctx: Context, oi: OrderIntent) -> list[Emit]:
 
         return spot.run(env, ctx, intent)
     if policy == "MARKET" or (policy == "MakerThenTaker" and is_reducing(intent) and intent.get("purpose") == "FLATTEN"):
-        return run_single(ctx, intent, "mkt", "MARKET")
+        return run_single(env, ctx, intent, "mkt", "MARKET")
     if policy == "LIMIT":
-        return run_single(ctx, intent, "lmt", "LIMIT", tif="GTC")
+        return run_single(env, ctx, intent, "lmt", "LIMIT", tif="GTC")
     if policy == "STOP":
-        return run_stop(ctx, intent)
+        return run_stop(env, ctx, intent)
     if policy == "MakerThenTaker":
         return run_maker(env, ctx, intent)
     if policy == "TWAP":
@@ -259,7 +300,8 @@ def _filters(ctx: Context, intent: dict):
     return venue(ctx).for_market(intent["market"]).filters(intent["symbol"])
 
 
-def run_single(ctx: Context, intent: dict, leg: str, order_type: str, tif: str | None = None) -> list[Emit]:
+def run_single(env: Envelope, ctx: Context, intent: dict, leg: str, order_type: str,
+               tif: str | None = None) -> list[Emit]:
     client = venue(ctx).for_market(intent["market"])
     f = _filters(ctx, intent)
     qty = f.qty(Decimal(intent["qty"]))
@@ -267,7 +309,7 @@ def run_single(ctx: Context, intent: dict, leg: str, order_type: str, tif: str |
     if intent["phase"] == "NEW":
         intent = set_phase(ctx, intent, "WORKING")
     doc = _new_leg(ctx, intent, leg, order_type, qty, price=price, tif=tif)
-    doc = legs.place(ctx.store, client, doc, ctx.now_ms(), ctx.services.get("router_hooks"))
+    doc = place_leg(env, ctx, client, intent, doc)
     record_fills(ctx, client, intent, doc)
     status = doc["status"]
     filled, avg = aggregate([doc])
@@ -280,7 +322,7 @@ def run_single(ctx: Context, intent: dict, leg: str, order_type: str, tif: str |
 # --- STOP / TAKE_PROFIT (futures algo orders) --------------------------------------------------------------
 
 
-def run_stop(ctx: Context, intent: dict) -> list[Emit]:
+def run_stop(env: Envelope, ctx: Context, intent: dict) -> list[Emit]:
     if intent["market"] != "FUT":
         raise NotYetImplemented("a standalone SPOT stop goes through exec_policy=OCO/GUARD")
     client = venue(ctx).fut
@@ -295,7 +337,7 @@ def run_stop(ctx: Context, intent: dict) -> list[Emit]:
     doc = _new_leg(ctx, intent, leg, "TAKE_PROFIT_MARKET" if tp else "STOP_MARKET", f.qty(Decimal(intent["qty"])),
                    stop_price=f.price(trigger), algo=True, with_book=False)
     doc = {**doc, "reduce_only": True}
-    doc = legs.place(ctx.store, client, doc, ctx.now_ms(), ctx.services.get("router_hooks"))
+    doc = place_leg(env, ctx, client, intent, doc)
     res = result_for(intent, leg, doc["status"], doc=doc, reason=doc.get("reason", ""))
     if doc["status"] in (S.ACCEPTED.value, S.TRIGGERED.value, S.FILLED.value):
         strategy_event(ctx, "TP_SL_PLACED", intent["intent_id"], {
@@ -319,7 +361,7 @@ def run_maker(env: Envelope, ctx: Context, intent: dict) -> list[Emit]:
         book = snapshot_book(ctx, client, intent["symbol"])
         touch = book.get("best_bid") if intent["side"] == "BUY" else book.get("best_ask")
         if touch is None:
-            return _taker(ctx, intent, reason="no book for a maker price")
+            return _taker(env, ctx, intent, reason="no book for a maker price")
         key = leg_key(intent["intent_id"], "mk")
         if ctx.store.get(legs.ORDERS, key) is None:
             ctx.store.insert_if_absent(legs.ORDERS, key, legs.new_leg_doc(
@@ -329,11 +371,11 @@ def run_maker(env: Envelope, ctx: Context, intent: dict) -> list[Emit]:
             if not intent.get("arrival_mid") and book.get("mid_at_send"):
                 ctx.store.update_if(INTENTS, intent["intent_id"], {"arrival_mid": book["mid_at_send"]}, {"phase": "MAKER"})
                 intent["arrival_mid"] = book["mid_at_send"]
-        doc = legs.place(ctx.store, client, ctx.store.get(legs.ORDERS, key), ctx.now_ms(),
-                         ctx.services.get("router_hooks"))
+        doc = place_leg(env, ctx, client, intent, ctx.store.get(legs.ORDERS, key))
         if doc["status"] in (S.REJECTED.value, S.EXPIRED.value):  # GTX would have taken: go straight to taker
-            incr_metric(ctx, "maker_reject_count")
-            return _taker(ctx, intent, reason=f"maker refused: {doc.get('reason', '')}")
+            incr_metric(ctx, "maker_reject_count", intent["intent_id"])
+            return _taker(env, ctx, intent, reason=f"maker refused: {doc.get('reason', '')}")
+        incr_metric(ctx, "maker_sent_count", intent["intent_id"])  # resting (or filled): the fill ratio's base
         intent = set_phase(ctx, intent, "MAKER_WAIT")
         if doc["status"] == S.FILLED.value:
             return _maker_done(ctx, intent, doc)
@@ -342,7 +384,7 @@ def run_maker(env: Envelope, ctx: Context, intent: dict) -> list[Emit]:
     if intent["phase"] == "MAKER_WAIT":
         return _maker_check(env, ctx, intent)
     if intent["phase"] == "TAKER":
-        return _taker(ctx, intent)
+        return _taker(env, ctx, intent)
     return []
 
 
@@ -366,13 +408,16 @@ def _maker_check(env: Envelope, ctx: Context, intent: dict) -> list[Emit]:
     record_fills(ctx, client, intent, doc)
     if doc["status"] == S.FILLED.value:
         return _maker_done(ctx, intent, doc)
-    incr_metric(ctx, "maker_timeout_count")
+    incr_metric(ctx, "maker_timeout_count", intent["intent_id"])
+    if dec(doc.get("filled_qty")):  # part filled inside the window: counts for the fill ratio too
+        incr_metric(ctx, "maker_filled_count", intent["intent_id"])
     strategy_event(ctx, "CANCEL", f"{intent['intent_id']}:mk", {
         "intent_id": intent["intent_id"], "client_order_id": doc["client_order_id"], "reason": "maker_timeout"})
-    return _taker(ctx, set_phase(ctx, intent, "TAKER"), reason="maker_timeout")
+    return _taker(env, ctx, set_phase(ctx, intent, "TAKER"), reason="maker_timeout")
 
 
 def _maker_done(ctx: Context, intent: dict, doc: dict) -> list[Emit]:
+    incr_metric(ctx, "maker_filled_count", intent["intent_id"])
     client = venue(ctx).for_market(intent["market"])
     record_fills(ctx, client, intent, doc)
     filled, avg = aggregate([doc])
@@ -380,7 +425,7 @@ def _maker_done(ctx: Context, intent: dict, doc: dict) -> list[Emit]:
                                           reason="maker"))
 
 
-def _taker(ctx: Context, intent: dict, reason: str = "") -> list[Emit]:
+def _taker(env: Envelope, ctx: Context, intent: dict, reason: str = "") -> list[Emit]:
     if intent["phase"] != "TAKER":
         intent = set_phase(ctx, intent, "TAKER")
     client = venue(ctx).for_market(intent["market"])
@@ -390,7 +435,7 @@ def _taker(ctx: Context, intent: dict, reason: str = "") -> list[Emit]:
     rest = f.qty(Decimal(intent["qty"]) - aggregate(done)[0])
     if rest >= f.min_qty and rest > 0:
         doc = _new_leg(ctx, intent, "tk", "MARKET", rest)
-        doc = legs.place(ctx.store, client, doc, ctx.now_ms(), ctx.services.get("router_hooks"))
+        doc = place_leg(env, ctx, client, intent, doc)
         record_fills(ctx, client, intent, doc)
         done.append(doc)
     filled, avg = aggregate(done)
@@ -430,11 +475,11 @@ def run_twap(env: Envelope, ctx: Context, intent: dict) -> list[Emit]:
     return []
 
 
-def _twap_slice(ctx: Context, intent: dict, i: int) -> list[Emit]:
+def _twap_slice(env: Envelope, ctx: Context, intent: dict, i: int) -> list[Emit]:
     client = venue(ctx).for_market(intent["market"])
     plan = {s["i"]: s for s in intent["twap_plan"]}
     doc = _new_leg(ctx, intent, f"tw{i}", "MARKET", Decimal(plan[i]["qty"]))
-    doc = legs.place(ctx.store, client, doc, ctx.now_ms(), ctx.services.get("router_hooks"))
+    doc = place_leg(env, ctx, client, intent, doc)
     record_fills(ctx, client, intent, doc)
     ctx.redis.zrem(keys.TWAP_QUEUE, f"{intent['intent_id']}:{i}")
     docs = [ctx.store.get(legs.ORDERS, leg_key(intent["intent_id"], f"tw{j}")) for j in plan]
@@ -460,7 +505,7 @@ def on_timer(env: Envelope, ctx: Context, t: TimerFired) -> list[Emit]:
     if t.name == "maker_check" and intent["phase"] == "MAKER_WAIT":
         return _maker_check(env, ctx, intent)
     if t.name == "twap_slice" and intent["phase"] == "TWAP":
-        return _twap_slice(ctx, intent, int(t.data["slice"]))
+        return _twap_slice(env, ctx, intent, int(t.data["slice"]))
     return []
 
 
