@@ -113,10 +113,6 @@ def _positive(data: msgspec.Struct, *fields: str) -> None:
             raise ApiError(400, "INVALID_REQUEST", f"{name} must be a positive number, got {value}", field=name)
 
 
-def _accepted(body: dict) -> dict:
-    return body
-
-
 # --- orders ---------------------------------------------------------------------------------------
 
 
@@ -137,7 +133,7 @@ def create_order(request: Request, data: JSONBody[OrderBody]) -> dict:
     d.r.set(keys.gw_order_account(intent_id), data.account_id, ex=MAPPING_TTL_S)
     d.producer.publish(keys.ORD_COMMANDS, SubmitOrder(intent=intent), idempotency_key=intent_id,
                        account_id=data.account_id)
-    return _accepted({"intent_id": intent_id, "status": "ACCEPTED_FOR_PROCESSING"})
+    return {"intent_id": intent_id, "status": "ACCEPTED_FOR_PROCESSING"}
 
 
 @get("/orders/{intent_id:str}", sync_to_thread=True)
@@ -175,7 +171,7 @@ def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
                       market=data.market, reason=data.reason or "gateway cancel")
     d.producer.publish(keys.ORD_COMMANDS, cmd, idempotency_key=f"cancel:{data.intent_id}:{data.client_order_id}",
                        account_id=account)
-    return _accepted({"intent_id": data.intent_id, "account_id": account})
+    return {"intent_id": data.intent_id, "account_id": account}
 
 
 # --- readers --------------------------------------------------------------------------------------
@@ -245,7 +241,7 @@ def reconcile(request: Request, data: JSONBody[ReconcileBody | None] = None) -> 
     run_id = f"recon-{uuid.uuid4().hex[:20]}"
     d.producer.publish(keys.RECON_COMMANDS, Reconcile(scope=data.scope, requested_by=data.requested_by),
                        idempotency_key=run_id, account_id=data.account_id)
-    return _accepted({"run_id": run_id})
+    return {"run_id": run_id}
 
 
 @get("/reconcile/{run_id:str}", sync_to_thread=True)
@@ -264,7 +260,7 @@ def treasury_transfer(request: Request, data: JSONBody[TransferBody]) -> dict:
     req = TransferRequest(transfer_id=transfer_id, asset=data.asset, amount=data.amount, direction=data.direction,
                           requested_by=data.requested_by, reason=data.reason)
     d.producer.publish(keys.TREASURY_COMMANDS, req, idempotency_key=transfer_id)
-    return _accepted({"transfer_id": transfer_id})
+    return {"transfer_id": transfer_id}
 
 
 # --- health ---------------------------------------------------------------------------------------

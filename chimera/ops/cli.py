@@ -57,7 +57,7 @@ def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
         r = redis_from(settings)
         clock = clock_from(settings)
         name = consumer or consumer_name(spec_role.code, settings, index)
-        if spec is None or not isinstance(spec, HandlerSpec):  # scheduler, or a role with its own loop
+        if not isinstance(spec, HandlerSpec):  # the scheduler (None), or a role with its own loop
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())

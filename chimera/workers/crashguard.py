@@ -41,6 +41,11 @@ class CrashGuard:
         return int(self.r.eval(_TAKE, 2, self.inhand, self.fails, ref, f"{self.consumer}@{now_ms}"))
 
     @retry_redis
+    def count_failure(self, ref: str) -> int:
+        """One more handler failure of ``ref``; returns the failures so far (kept apart from crashes)."""
+        return int(self.r.hincrby(self.fails, ref, 1))
+
+    @retry_redis
     def release(self, ref: str) -> None:
         self.r.hdel(self.inhand, ref)
 

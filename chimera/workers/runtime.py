@@ -1,14 +1,14 @@
 """The Redis Streams consumer-group runtime: one loop for every role (ARCHITECTURE §2).
 
-Per entry: decode (unknown type/version → dead letter + ack) → attempts (over the limit → dead
-letter + ack) → idempotency (already done → ack) → TTL lock for the spec's scope (busy → leave
-pending) → ``handle`` → one pipeline: XADD emits, mark done, XACK.
+Per entry: decode (unknown type/version → dead letter + ack) → idempotency (already done → ack)
+→ TTL lock for the spec's scope (busy → leave pending) → crash-loop guard on a redelivery
+(``crashguard.py``) → ``handle``. Per read batch: one pipeline of XADD emits, done-marks, XACKs.
 
 Ack policy, explicitly:
 * success: ack after the emits are written (a crash before the ack re-emits; consumers dedupe);
 * ``RetryableError``, an unexpected exception, or a busy lock: no ack. The entry stays pending
-  and comes back through XAUTOCLAIM after ``claim_idle_ms`` (on any replica) until
-  ``max_attempts``, then it is dead-lettered with the last reason;
+  and comes back through XAUTOCLAIM after ``claim_idle_ms`` (on any replica) until it has failed
+  ``max_attempts`` times (a busy lock is not a failure), then it is dead-lettered with the last reason;
 * ``PermanentError`` or an undecodable entry: dead letter + ack at once;
 * ``FatalError``: the worker stops (it cannot run at all).
 
@@ -71,6 +71,13 @@ def dead_letter(r, *, stream: str, group: str, entry_id: str, fields: dict, reas
 
 def _s(x) -> str:
     return x.decode() if isinstance(x, bytes) else x
+
+
+def _decode(stream: str, entry_id: str, fields: dict) -> Envelope | Exception:
+    try:
+        return decode(fields, entry_id, stream)
+    except (UnknownMessageType, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return exc
 
 
 class Worker:
@@ -164,12 +171,11 @@ class Worker:
             return
         started = time.perf_counter()
         done_before = self.processed
-        decoded = [(stream, entry_id, fields, self._decode(stream, entry_id, fields)) for stream, entry_id, fields in got]
-        self._prefetch_seen([env for *_, env in decoded if isinstance(env, Envelope)])
+        decoded = self._decode_batch(got)
         try:
             for stream, entry_id, fields, env in decoded:
                 n = attempts if attempts is not None else self._attempts(stream, entry_id)
-                self._process(stream, entry_id, fields, attempts=n, env=env)
+                self._process(stream, entry_id, fields, n, env)
                 if self.stop_event.is_set():
                     break
         finally:
@@ -180,12 +186,11 @@ class Worker:
                 self._m_done.inc(done)
                 self._m_time.observe((time.perf_counter() - started) / len(got))
 
-    @staticmethod
-    def _decode(stream: str, entry_id: str, fields: dict) -> Envelope | Exception:
-        try:
-            return decode(fields, entry_id, stream)
-        except (UnknownMessageType, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return exc
+    def _decode_batch(self, got: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict, Envelope | Exception]]:
+        """Each entry with its envelope (or why it cannot be decoded); the batch's done-markers prefetched."""
+        decoded = [(stream, entry_id, fields, _decode(stream, entry_id, fields)) for stream, entry_id, fields in got]
+        self._prefetch_seen([env for *_, env in decoded if isinstance(env, Envelope)])
+        return decoded
 
     def _prefetch_seen(self, envs: list[Envelope]) -> None:
         """One round trip for the whole batch instead of one EXISTS per entry."""
@@ -362,8 +367,7 @@ class Worker:
         """Like ``_run_batch``, but a failing entry is retried in place before its stream moves on."""
         if not got:
             return
-        decoded = [(stream, entry_id, fields, self._decode(stream, entry_id, fields)) for stream, entry_id, fields in got]
-        self._prefetch_seen([env for *_, env in decoded if isinstance(env, Envelope)])
+        decoded = self._decode_batch(got)
         blocked: set[str] = set()  # streams that must not move past a stuck entry in this batch
         done_before = self.processed
         try:
@@ -372,7 +376,7 @@ class Worker:
                     blocked.add(stream)  # lost the lease mid-batch: the new owner claims these
                     continue
                 n = attempts if attempts is not None else self._attempts(stream, entry_id)
-                if self._process(stream, entry_id, fields, n, ordered=True, env=env) == Outcome.RETRY:
+                if self._process(stream, entry_id, fields, n, env) == Outcome.RETRY:
                     self._commit()  # commit what is done before waiting
                     if not self._retry_in_place(stream, entry_id, fields, n, env):
                         blocked.add(stream)
@@ -405,7 +409,7 @@ class Worker:
                 return False
             attempts += 1
             try:
-                outcome = self._process(stream, entry_id, fields, attempts, ordered=True, env=env)
+                outcome = self._process(stream, entry_id, fields, attempts, env)
             finally:
                 self._commit()
             if outcome != Outcome.RETRY:
@@ -429,15 +433,8 @@ class Worker:
         if self._redelivered:  # only a redelivered entry can have counts or a stale marker to clear
             self._forget.append(f"{stream}/{entry_id}")
 
-    @retry_redis
-    def _count_failure(self, stream: str, entry_id: str) -> int:
-        return int(self.r.hincrby(keys.fails_key(self.group), f"{stream}/{entry_id}", 1))
-
-    def _process(self, stream: str, entry_id: str, fields: dict, attempts: int, ordered: bool = False,
-                 env: Envelope | Exception | None = None) -> str:
+    def _process(self, stream: str, entry_id: str, fields: dict, attempts: int, env: Envelope | Exception) -> str:
         self._redelivered = attempts > 1
-        if env is None:
-            env = self._decode(stream, entry_id, fields)
         if isinstance(env, Exception):
             return self._dead(stream, entry_id, fields, f"undecodable: {env}", attempts)
         idem = self.spec.idempotency(env) if self.spec.idempotency else None
@@ -489,7 +486,7 @@ class Worker:
         )
 
     def _retry(self, stream, entry_id, fields, attempts, reason) -> str:
-        failures = self._count_failure(stream, entry_id)
+        failures = self.crash_guard.count_failure(f"{stream}/{entry_id}")
         if failures >= self.settings.max_attempts:
             return self._dead(stream, entry_id, fields, reason, failures)
         logger.warning("entry {} {} failed (attempt {}): {}", stream, entry_id, attempts, reason.splitlines()[0])

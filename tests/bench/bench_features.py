@@ -47,10 +47,11 @@ from chimera.streams.redis import connect  # noqa: E402
 from chimera.venues.local.loaders import load_freqtrade_klines  # noqa: E402
 from chimera.venues.local.replay.feed import SAMPLE_DIR  # noqa: E402
 from chimera.workers.clock import WallClock  # noqa: E402
+from tests.support.order_books import RECORDINGS  # noqa: E402
+from tests.support.polling import group_caught_up  # noqa: E402
 from tests.support.redis_servers import RedisServer  # noqa: E402
 
 SYMS = ("BTCUSDT", "ETHUSDT")
-RECORDINGS = Path("/work/shared/data/market/ws_streams_depth_trades_bookticker/usdm")
 GROUP = keys.group("s2")
 
 
@@ -87,7 +88,7 @@ def recorded_frames() -> tuple[list, dict]:
     merged, snapshots = [], {}
     for sym in SYMS:
         bar: list | None = None
-        with gzip.open(RECORDINGS / f"{sym.lower()}_20240808.gz", "rt") as fh:
+        with gzip.open(RECORDINGS / "usdm" / f"{sym.lower()}_20240808.gz", "rt") as fh:
             for n, line in enumerate(fh):
                 msg = json.loads(line.partition(" ")[2])
                 if "stream" not in msg:
@@ -120,14 +121,6 @@ def start_s2(url: str, tmp: str) -> subprocess.Popen:
                PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return subprocess.Popen([sys.executable, "-m", "tests.support.run_worker", "chimera.handlers.features.role:SPEC",
                              "s2-bench"], env=env)
-
-
-def consumed(r, streams: list[str], group: str) -> bool:
-    for s in streams:
-        info = next((g for g in r.xinfo_groups(s) if g["name"] == group.encode()), None)
-        if info is None or info["lag"] != 0 or info["pending"] != 0:
-            return False
-    return True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -176,7 +169,7 @@ def run_pipeline(url: str, frames: list, snapshots: dict, tmp: str, profile: str
                 wait_leased(r, streams)
                 t0 = time.perf_counter()
             cpu0 = cpu_seconds(s2.pid) if phase == "alone" else 0.0
-            while not consumed(r, streams, GROUP):
+            while not all(group_caught_up(r, s, GROUP) for s in streams):
                 time.sleep(0.002)
             if phase == "together":
                 out["together_s"] = time.perf_counter() - t0

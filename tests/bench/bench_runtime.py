@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from chimera.handlers.noop import BENCH_STREAM as STREAM  # noqa: E402
 from chimera.schemas.envelope import Envelope, encode  # noqa: E402
 from chimera.schemas.messages import Noop  # noqa: E402
 from chimera.streams import keys  # noqa: E402
 from chimera.streams.redis import connect  # noqa: E402
 from tests.support.redis_servers import RedisServer  # noqa: E402
 
-STREAM = "bench:{noop}"
 BATCH = 128  # the runtime's read count, so the ceiling is measured on equal terms
 
 
@@ -69,7 +69,7 @@ def raw_consume(r, n: int) -> float:
 def drained(r, stream: str, group: str, n: int) -> bool:
     try:
         g = next(x for x in r.xinfo_groups(stream) if x["name"].decode() == group)
-    except (StopIteration, Exception):
+    except Exception:  # no such stream or group yet
         return False
     return g["pending"] == 0 and (g.get("entries-read") or 0) >= n
 
@@ -98,7 +98,11 @@ def hop_latency(r, env, samples: int) -> tuple[float, float]:
     lat = []
     try:
         last = "$"
-        time.sleep(1.0)
+        end = time.monotonic() + 30
+        while not r.exists("bench:hop:in") or not r.xinfo_groups("bench:hop:in"):  # the worker is up
+            if time.monotonic() > end or proc.poll() is not None:
+                raise SystemExit("the hop worker did not start")
+            time.sleep(0.01)
         for i in range(samples + 50):
             sent = time.perf_counter()
             r.xadd("bench:hop:in", encode(Envelope(type="noop", idempotency_key=f"h{i}", payload=Noop(n=i))))

@@ -50,13 +50,12 @@ def main() -> None:
             api_key=key, api_secret=secret, base_path=v.base_url)).rest_api
         n_orders = 300
         t = time.perf_counter()
-        ids = []
         for i in range(n_orders):
-            r = api.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", time_in_force="GTC", quantity=0.001,
-                              price=50000 + (i % 50) / 10)
-            ids.append(r.data().order_id)
+            api.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", time_in_force="GTC", quantity=0.001,
+                          price=50000 + (i % 50) / 10)
         dt = time.perf_counter() - t
-        print(f"SDK new_order (resting LIMIT, state file off): {n_orders} in {dt:.2f}s = {n_orders / dt:,.0f} orders/s")
+        baseline = n_orders / dt
+        print(f"SDK new_order (resting LIMIT, state file off): {n_orders} in {dt:.2f}s = {baseline:,.0f} orders/s")
         t = time.perf_counter()
         for _ in range(100):
             api.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=0.001)
@@ -82,7 +81,8 @@ def main() -> None:
                 api.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", time_in_force="GTC", quantity=0.001,
                               price=50000 + (i % 50) / 10)
             dt = time.perf_counter() - t
-            print(f"SDK new_order with state file: 200 in {dt:.2f}s = {200 / dt:,.0f} orders/s")
+            print(f"SDK new_order with state file: 200 in {dt:.2f}s = {200 / dt:,.0f} orders/s "
+                  f"({200 / dt / baseline:.2f}x the state-file-off baseline)")
         finally:
             v.stop()
 

@@ -17,10 +17,10 @@ from chimera.schemas.envelope import decode
 from chimera.streams import keys
 from chimera.venues.binance.market_data import futures_rest
 from chimera.venues.local.replay import DataSpec
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import WallClock
 from tests.integration.test_runtime import ThreadWorker
+from tests.support.local_venue import running_venue
+from tests.support.ops_events import ops_events
 from tests.support.order_books import RECORDINGS, best, rebuilt_book
 from tests.support.polling import wait_until
 
@@ -40,9 +40,8 @@ def assert_same_book(conn: MarketDataConnector, sym: str, market: str = "usdm") 
 
 @pytest.fixture
 def venue():
-    v = start_venue(VenueConfig(data=[DataSpec("ws", str(recording(s)), "futures", s) for s in SYMS]))
-    yield v
-    v.stop()
+    with running_venue(data=[DataSpec("ws", str(recording(s)), "futures", s) for s in SYMS]) as v:
+        yield v
 
 
 def venue_depth_id(v, sym: str, market: str = "futures") -> int:
@@ -84,8 +83,7 @@ def test_depth_book_equals_recording_resyncs_on_gap_and_feeds_s2(venue, r, setti
             venue.advance(to_ms=start + 3_000 + 40_000)
             wait_until(lambda: conn.depth.resyncs >= 1 and caught_up(conn, venue), timeout=30,
                        message="resynced and caught up")
-            resync = [e.payload for e in (decode(f) for _, f in r.xrange(keys.OPS_EVENTS))
-                      if e.payload.kind == "DEPTH_RESYNC"]
+            resync = ops_events(r, "DEPTH_RESYNC")
             assert len(resync) == 1 and resync[0].detail["symbol"] in SYMS
             for sym in SYMS:
                 assert_same_book(conn, sym)

@@ -16,12 +16,12 @@ from chimera.schemas.envelope import decode
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.binance.market_data import fetch_klines, futures_rest
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import ManualClock, WallClock
 from chimera.workers.config import ActiveConfig
 from chimera.workers.handler import Context
 from tests.integration.test_runtime import ThreadWorker
+from tests.support.local_venue import running_venue
+from tests.support.ops_events import ops_events
 from tests.support.polling import wait_until
 
 SYMS = ("BTCUSDT", "ETHUSDT")
@@ -29,17 +29,12 @@ SYMS = ("BTCUSDT", "ETHUSDT")
 
 @pytest.fixture
 def venue(tmp_path):
-    v = start_venue(VenueConfig(state_file=str(tmp_path / "venue.json")))
-    yield v
-    v.stop()
+    with running_venue(tmp_path) as v:
+        yield v
 
 
 def first_open(v) -> int:
     return int(v.control("/chimera/v1/clock")["time_ms"]) + 1
-
-
-def ops(r, kind: str) -> list:
-    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.OPS_EVENTS)) if e.payload.kind == kind]
 
 
 def assert_equal_to_recompute(v, store, settings, tmp_path, start: int, n: int) -> None:
@@ -80,7 +75,7 @@ def run_s1_s2(v, r, settings, drop_at: int | None, n: int):
                                message="caught up before the drop")
                     v.control("/chimera/v1/faults", {"drop_ws_now": True})
                     v.advance(to_ms=start + (drop_at + 5) * 60_000)  # five bars go out while we are down
-                    wait_until(lambda: ops(r, "WS_RECONNECT"), timeout=30, message="reconnected")
+                    wait_until(lambda: ops_events(r, "WS_RECONNECT"), timeout=30, message="reconnected")
                     wait_until(lambda: any(c.subs for c in v.server.hub.conns), timeout=20, message="resubscribed")
                     nxt = max(nxt, drop_at + 5)
                 v.advance(to_ms=start + nxt * 60_000)
@@ -101,7 +96,7 @@ def test_streamed_features_over_venue_equal_recompute(venue, r, settings, tmp_pa
     n = 90
     start, store, settings, conn = run_s1_s2(venue, r, settings, None, n)
     assert_equal_to_recompute(venue, store, settings, tmp_path, start, n)
-    assert conn.gaps == 0 and not ops(r, "DATA_GAP")
+    assert conn.gaps == 0 and not ops_events(r, "DATA_GAP")
     # Every event type made it, normalized, with mid/spread on book tickers where present.
     types = {e.type for e in (decode(f) for _, f in r.xrange(keys.mkt_stream("perp", "ETHUSDT"), count=5000))}
     assert {"kline", "trade", "mark_price"} <= types
@@ -111,7 +106,7 @@ def test_streamed_features_over_venue_equal_recompute(venue, r, settings, tmp_pa
 def test_ws_drop_mid_replay_reconnects_backfills_same_features(venue, r, settings, tmp_path):
     n = 90
     start, store, settings, conn = run_s1_s2(venue, r, settings, 40, n)
-    gaps, done = ops(r, "DATA_GAP"), ops(r, "BACKFILL_DONE")
+    gaps, done = ops_events(r, "DATA_GAP"), ops_events(r, "BACKFILL_DONE")
     assert gaps and done and conn.backfilled >= 1
     assert all(d.detail["missing"] == "0" for d in done)
     backfilled = [e.payload for e in (decode(f) for _, f in r.xrange(keys.mkt_stream("perp", "ETHUSDT")))

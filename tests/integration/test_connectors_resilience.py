@@ -21,10 +21,9 @@ from chimera.schemas.messages import VenueReport
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.binance.adapter import FuturesTrading
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import ManualClock
 from chimera.workers.errors import FatalError
+from tests.support.local_venue import running_venue
 from tests.support.polling import wait_until
 
 SYMS = ("BTCUSDT", "ETHUSDT")
@@ -33,9 +32,8 @@ ALL_STREAMS = ("perp", "spot", "user_fut", "user_spot")
 
 @pytest.fixture
 def venue(tmp_path):
-    v = start_venue(VenueConfig(state_file=str(tmp_path / "venue.json")))
-    yield v
-    v.stop()
+    with running_venue(tmp_path) as v:
+        yield v
 
 
 def s1_settings(settings, venue, tmp_path, api_key: str | None = None, user_data: bool = True):

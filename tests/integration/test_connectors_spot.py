@@ -15,10 +15,10 @@ from chimera.schemas.envelope import decode
 from chimera.streams import keys
 from chimera.venues.binance.market_data import fetch_klines, spot_rest
 from chimera.venues.local.replay import DataSpec
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import WallClock
 from tests.integration.test_connectors_depth import assert_same_book, recording, venue_depth_id
+from tests.support.local_venue import running_venue
+from tests.support.ops_events import ops_events
 from tests.support.polling import wait_until
 
 SYMS = ("BTCUSDT", "ETHUSDT")
@@ -27,10 +27,6 @@ VISION_1M = "/work/shared/data/market/binance_vision/spot/daily/klines/BTCUSDT/1
 
 def spot_events(r, sym: str) -> list:
     return [decode(f) for _, f in r.xrange(keys.mkt_stream("spot", sym))]
-
-
-def ops(r, kind: str) -> list:
-    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.OPS_EVENTS)) if e.payload.kind == kind]
 
 
 def spot_connector(v, r, symbols) -> MarketDataConnector:
@@ -44,9 +40,8 @@ def spot_connector(v, r, symbols) -> MarketDataConnector:
 
 @pytest.fixture
 def recorded_venue():
-    v = start_venue(VenueConfig(data=[DataSpec("ws", str(recording(s, "spot")), "spot", s) for s in SYMS]))
-    yield v
-    v.stop()
+    with running_venue(data=[DataSpec("ws", str(recording(s, "spot")), "spot", s) for s in SYMS]) as v:
+        yield v
 
 
 def test_spot_book_ticker_trades_and_depth_from_the_recording(recorded_venue, r):
@@ -86,9 +81,8 @@ def test_spot_book_ticker_trades_and_depth_from_the_recording(recorded_venue, r)
 
 @pytest.fixture
 def kline_venue():
-    v = start_venue(VenueConfig(data=[DataSpec("vision_klines", VISION_1M, "spot", "BTCUSDT")]))
-    yield v
-    v.stop()
+    with running_venue(data=[DataSpec("vision_klines", VISION_1M, "spot", "BTCUSDT")]) as v:
+        yield v
 
 
 def test_spot_klines_with_a_drop_repaired_from_spot_rest(kline_venue, r):
@@ -101,7 +95,7 @@ def test_spot_klines_with_a_drop_repaired_from_spot_rest(kline_venue, r):
                    message="spot bars")
         v.control("/chimera/v1/faults", {"drop_ws_now": True})
         v.advance(to_ms=start + 15 * 60_000)  # five bars close while S1 is down
-        wait_until(lambda: ops(r, "WS_RECONNECT"), timeout=30, message="reconnected")
+        wait_until(lambda: ops_events(r, "WS_RECONNECT"), timeout=30, message="reconnected")
         wait_until(lambda: any(c.subs and c.market == "spot" for c in v.server.hub.conns), timeout=20,
                    message="resubscribed")
         v.advance(to_ms=start + 30 * 60_000 + 1)
@@ -115,6 +109,6 @@ def test_spot_klines_with_a_drop_repaired_from_spot_rest(kline_venue, r):
     assert [(k.open_time, k.open, k.high, k.low, k.close, k.volume) for k in bars] == \
         [(k.open_time, k.open, k.high, k.low, k.close, k.volume) for k in rest]
     assert all(k.market == "spot" and k.closed for k in bars)
-    assert any(k.backfilled for k in bars) and ops(r, "DATA_GAP") and ops(r, "BACKFILL_DONE")
-    assert all(d.detail["missing"] == "0" for d in ops(r, "BACKFILL_DONE"))
+    assert any(k.backfilled for k in bars) and ops_events(r, "DATA_GAP") and ops_events(r, "BACKFILL_DONE")
+    assert all(d.detail["missing"] == "0" for d in ops_events(r, "BACKFILL_DONE"))
     assert not r.exists(keys.mkt_bars("BTCUSDT"))  # spot bars stay out of the perp bar store (rho)

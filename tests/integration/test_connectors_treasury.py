@@ -13,21 +13,19 @@ from chimera.store import open_store
 from chimera.streams import keys
 from chimera.streams.producer import Emit, envelope_for
 from chimera.venues.binance import wallet
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig
 from chimera.workers.errors import RetryableError
 from chimera.workers.handler import Context
+from tests.support.local_venue import running_venue
 
 RULES = {"limits": {"USDT": "500"}, "directions": ["MAIN_UMFUTURE"]}
 
 
 @pytest.fixture
 def venue(tmp_path):
-    v = start_venue(VenueConfig(data=[], state_file=str(tmp_path / "venue.json")))
-    yield v
-    v.stop()
+    with running_venue(tmp_path, data=[]) as v:
+        yield v
 
 
 @pytest.fixture

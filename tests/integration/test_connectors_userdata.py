@@ -16,9 +16,9 @@ from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.binance.adapter import FuturesTrading, SpotTrading
 from chimera.venues.binance.market_data import futures_rest, spot_rest
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import WallClock
+from tests.support.local_venue import running_venue
+from tests.support.ops_events import ops_events
 from tests.support.polling import wait_until
 
 ACCOUNT = "sub1"
@@ -27,10 +27,9 @@ EIGHT_H = 8 * 3600 * 1000
 
 @pytest.fixture
 def venue(tmp_path):
-    v = start_venue(VenueConfig(state_file=str(tmp_path / "venue.json")))
-    v.advance(events=50)  # a price before the first order
-    yield v
-    v.stop()
+    with running_venue(tmp_path) as v:
+        v.advance(events=50)  # a price before the first order
+        yield v
 
 
 class Recording(UserDataConnector):
@@ -140,10 +139,6 @@ def by_order(r, client_id: str) -> list:
     return [e.payload for e in reports(r) if e.payload.client_order_id == client_id]
 
 
-def ops(r, kind: str) -> list:
-    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.OPS_EVENTS)) if e.payload.kind == kind]
-
-
 def test_failed_keepalive_renews_the_key_and_catches_up_fills_made_meanwhile(r, venue, settings):
     conn = connector(r, settings, venue, keepalive_s=3600)  # keep-alives driven by the test
     key, secret = venue.keys[ACCOUNT]
@@ -160,9 +155,9 @@ def test_failed_keepalive_renews_the_key_and_catches_up_fills_made_meanwhile(r, 
                       price=far, tif="GTC")
         assert by_order(r, "missed-fill") == [] and by_order(r, "missed-open") == []
         assert conn.keepalive_once() is False  # -1125: the key is gone
-        wait_until(lambda: ops(r, "USER_STREAM_RENEWED"), timeout=20, message="stream renewed")
+        wait_until(lambda: ops_events(r, "USER_STREAM_RENEWED"), timeout=20, message="stream renewed")
         assert conn.listen_key != old_key and subscribed(venue, conn.listen_key)
-        assert ops(r, "USER_STREAM_RENEWED")[0].detail["reports_caught_up"] == "3"
+        assert ops_events(r, "USER_STREAM_RENEWED")[0].detail["reports_caught_up"] == "3"
         fill = by_order(r, "missed-fill")
         assert [(x.exec_type, x.order_status) for x in fill] == [("NEW", "NEW"), ("TRADE", "FILLED")]
         order = fut.query("BTCUSDT", "missed-fill")
@@ -190,7 +185,7 @@ def test_listen_key_expired_event_renews_the_stream(r, venue, settings, conn):
                message="listenKeyExpired pushed")
     wait_until(lambda: conn.listen_key != old_key and subscribed(venue, conn.listen_key), timeout=20,
                message="a new key, subscribed")
-    renewed = wait_until(lambda: ops(r, "USER_STREAM_RENEWED"), timeout=20, message="renewal recorded")
+    renewed = wait_until(lambda: ops_events(r, "USER_STREAM_RENEWED"), timeout=20, message="renewal recorded")
     assert renewed[0].detail["reason"] == "listenKeyExpired"
     key, secret = venue.keys[ACCOUNT]
     FuturesTrading(venue.base_url, key, secret).new_order(symbol="BTCUSDT", side="BUY", type="MARKET",

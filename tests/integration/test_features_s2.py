@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from chimera.handlers.connectors.publish import kline_key, publish_closed_kline
+from chimera.handlers.connectors.publish import BatchWriter, kline_key
 from chimera.handlers.features.bars import RedisBars, StoredBar, record_bar
 from chimera.handlers.features.engine import FeatureEngine
 from chimera.handlers.features.recompute import recompute
@@ -33,7 +33,7 @@ from chimera.workers.handler import Context
 from chimera.workers.inprocess import InProcessRuntime
 from tests.conftest import subprocess_env
 from tests.integration.test_runtime import ThreadWorker
-from tests.support.polling import wait_until
+from tests.support.polling import group_caught_up, wait_until
 
 SYMS = ("BTCUSDT", "ETHUSDT")
 
@@ -51,10 +51,17 @@ def kline_source(data: dict[str, list[Kline]]):
     return load
 
 
+def publish_bar(r, k: Kline) -> None:
+    """A closed bar as S1 writes it: into the bar store, then onto its stream."""
+    writer = BatchWriter(r, ManualClock(k.close_time))
+    writer.add_closed_bar(k)
+    writer.flush()
+
+
 def publish_minutes(r, data: dict[str, list[Kline]], lo: int, hi: int) -> None:
     for i in range(lo, hi):
         for sym in SYMS:  # the reference first: S1's time alignment
-            publish_closed_kline(r, data[sym][i], now_ms=data[sym][i].close_time)
+            publish_bar(r, data[sym][i])
 
 
 def recomputed(data, store, symbol: str, start: int, end: int, settings) -> dict:
@@ -241,14 +248,9 @@ def publish_events(r, events: list) -> None:
     producer = Producer(r, ManualClock(0))
     for stream, msg, key in events:
         if isinstance(msg, Kline):
-            publish_closed_kline(r, msg, now_ms=msg.close_time)
+            publish_bar(r, msg)
         else:
             producer.publish(stream, msg, key, event_time=msg.ts)
-
-
-def consumed(r, stream: str) -> bool:
-    info = [g for g in r.xinfo_groups(stream) if g["name"] == keys.group("s2").encode()]
-    return bool(info) and info[0]["lag"] == 0 and info[0]["pending"] == 0
 
 
 @pytest.mark.timeout(180)
@@ -263,7 +265,7 @@ def test_sigkill_mid_bar_survivor_resumes_from_the_state_cache(r, settings, tmp_
         publish_events(r, before)
         # The owner has read and acked ETH's stream up to the middle of bar `cut`: its book tickers are
         # folded in, the bar is not, and no later book ticker will come for that bar.
-        wait_until(lambda: consumed(r, eth), timeout=60, message="ETH consumed up to mid-bar")
+        wait_until(lambda: group_caught_up(r, eth, keys.group("s2")), timeout=60, message="ETH consumed up to mid-bar")
         assert store.count("signals", {"symbol": "ETHUSDT"}) == cut
         cached = FeatureEngine.from_bytes(r.get(keys.feat_cache("ETHUSDT"))).state
         assert cached.last_open == data["ETHUSDT"][cut - 1].open_time

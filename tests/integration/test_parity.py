@@ -29,7 +29,7 @@ def _docs(store):
             {d["_key"]: d for d in store.query("t_finished")})
 
 
-def test_in_process_and_redis_runtimes_agree(r, settings, tmp_path):
+def test_in_process_and_redis_runtimes_agree(r, settings):
     specs = [handlers.ENRICH_SPEC, handlers.FINISH_SPEC]
     mem_store = open_store("sqlite://:memory:")
     activate(mem_store, "b", 3, {})

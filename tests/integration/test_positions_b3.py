@@ -24,13 +24,11 @@ from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance.adapter import client_order_id
 from chimera.venues.binance.market_data import futures_rest
-from chimera.venues.local.replay import DataSpec
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
-from tests.integration.test_router_b1 import WS_2023, env, fut, submit, venue_orders  # noqa: F401 - fixtures
+from tests.integration.test_router_b1 import env, submit, venue_orders  # noqa: F401 - fixtures
 from tests.integration.test_runtime import ThreadWorker
+from tests.support.futures_venue import btc_futures_venue, fut
 from tests.support.polling import wait_until
 from tests.support.positions import (
     CoverageWatcher,
@@ -54,11 +52,8 @@ EVENTS_PER_STEP = 250
 @pytest.fixture
 def venue(tmp_path):
     """test_router_b1's replay venue with a REST weight budget that a continuous watcher cannot exhaust."""
-    v = start_venue(VenueConfig(data=[DataSpec("ws", WS_2023, "futures", SYM)], state_file=str(tmp_path / "venue.json"),
-                                orders_per_10s=10_000, orders_per_minute=100_000, weight_per_minute=10_000_000))
-    v.advance(events=3000)
-    yield v
-    v.stop()
+    with btc_futures_venue(tmp_path, weight_per_minute=10_000_000) as v:
+        yield v
 
 
 def open_long(r, venue, store, pos_id: str, qty: str = "0.010") -> None:

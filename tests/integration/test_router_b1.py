@@ -26,28 +26,20 @@ from chimera.schemas.messages import OrderIntent, SubmitOrder
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.streams.producer import Producer
-from chimera.venues.binance.adapter import FuturesTrading, client_order_id
-from chimera.venues.local.replay import DataSpec
-from chimera.venues.local.server.app import VenueConfig
-from chimera.venues.local.testing import start_venue
+from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from chimera.workers.scheduler_role import run_scheduler
 from tests.conftest import subprocess_env
 from tests.integration.test_runtime import ThreadWorker
+from tests.support.futures_venue import btc_futures_venue, fut
 from tests.support.polling import wait_until
-
-WS_2023 = "/work/shared/data/market/ws_streams_depth_trades_bookticker/usdm/btcusdt_20230404.dat.gz"
 
 
 @pytest.fixture
 def venue(tmp_path):
-    v = start_venue(VenueConfig(data=[DataSpec("ws", WS_2023, "futures", "BTCUSDT")],
-                                state_file=str(tmp_path / "venue.json"), orders_per_10s=10_000,
-                                orders_per_minute=100_000))
-    v.advance(events=3000)  # a real book, trades and mark price before the first order
-    yield v
-    v.stop()
+    with btc_futures_venue(tmp_path) as v:
+        yield v
 
 
 @pytest.fixture
@@ -60,11 +52,6 @@ def env(r, settings, venue, tmp_path):
     yield s, store
     stop.set()
     sched.join(5)
-
-
-def fut(venue) -> FuturesTrading:
-    key, secret = venue.keys["main"]
-    return FuturesTrading(venue.base_url, key, secret)
 
 
 def submit(r, intent: OrderIntent) -> None:

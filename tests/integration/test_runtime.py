@@ -9,8 +9,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import ConfigActivated, Noop
 from chimera.store import open_store
@@ -273,8 +271,7 @@ def test_exactly_one_scheduler_is_active_and_fires_each_entry_once(r, settings):
             t.join(5)
 
 
-@pytest.mark.parametrize("n", [50])
-def test_sigterm_finishes_the_entry_in_hand(r, settings, n):
+def test_sigterm_finishes_the_entry_in_hand(r, settings):
     producer = Producer(r, WallClock())
     producer.publish("t:in", Noop(n=0, data="slow"), idempotency_key="s0")
     w = spawn("tests.support.handlers:EFFECT_SPEC", "term", settings)

@@ -44,7 +44,6 @@ def test_entries_waiting_in_a_killed_workers_batch_are_not_taken_for_a_crash_loo
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
-    assert kills >= 4 * settings.max_attempts or r.llen("t:effects") == n
     assert dlq_entries(r) == []
     assert sorted(x.decode() for x in r.lrange("t:effects", 0, -1)) == sorted(f"p{i}" for i in range(n))
 

@@ -1,7 +1,7 @@
 """S1 closed bars: time alignment to the reference symbol, gap detection, REST backfill.
 
 * Alignment (perp): a non-reference symbol's bar is held until the reference (BTC) bar of the
-  same minute is out (at most ``align_wait_s``, then published unaligned with a warning), so S2
+  same minute is out (at most the connector's ``align_wait_s``, then published unaligned with a warning), so S2
   always finds the reference in the bar store. Spot has no reference: bars go out as they close.
 * Gap: a bar whose open time jumps past the last published one + 1 bar → ``DATA_GAP`` on
   ops:events, the missing bars from REST (5 tries with backoff) published in order with
@@ -27,15 +27,13 @@ BAR_MS = 60_000
 
 class ClosedBars:
     def __init__(self, *, writer: BatchWriter, fetch: Callable[[str, int, int], list[Kline]],
-                 ops: Callable[[str, dict[str, str]], None], reference: str | None, align_wait_s: float = 2.0) -> None:
+                 ops: Callable[[str, dict[str, str]], None], reference: str | None) -> None:
         self.writer = writer
         self.fetch = fetch
         self.ops = ops
         self.reference = reference
-        self.align_wait_s = align_wait_s
         self.last_open: dict[str, int] = {}  # last published closed bar per symbol
         self.held: dict[str, list[tuple[Kline, float]]] = {}
-        self.published = 0
         self.gaps = 0
         self.backfilled = 0
 
@@ -73,7 +71,6 @@ class ClosedBars:
             n += self._backfill(k.symbol, last + BAR_MS, k.open_time)
         self.writer.add_closed_bar(k)
         self.last_open[k.symbol] = k.open_time
-        self.published += 1
         return n + 1
 
     def _backfill(self, symbol: str, start: int, end: int) -> int:

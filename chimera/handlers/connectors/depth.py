@@ -43,7 +43,6 @@ class DepthBooks:
         self.changed: dict[str, dict] = {}  # symbol -> last applied event of this batch
         self.retry_at: dict[str, float] = {}
         self.resyncs = 0
-        self.snapshots = 0
 
     def on_diff(self, d: dict) -> None:
         sym = d.get("s", "")
@@ -103,7 +102,6 @@ class DepthBooks:
                 logger.warning("s1 {} depth snapshot {}: {}", self.market, sym, exc)
                 self.retry_at[sym] = time.monotonic() + RETRY_AFTER_S
                 return
-            self.snapshots += 1
             book.load(snap)
             try:
                 for d in self.pending[sym]:

@@ -89,16 +89,14 @@ class MarketDataConnector:
         self.on_status = on_status or (lambda status, err: None)
         self.writer = BatchWriter(r, clock, account_id)
         ref = reference.upper() if market == "perp" and reference.upper() in self.symbols else None
-        self.bars = ClosedBars(writer=self.writer, ops=self._ops, reference=ref, align_wait_s=align_wait_s,
+        self.bars = ClosedBars(writer=self.writer, ops=self._ops, reference=ref,
                                fetch=lambda s, start, end: md.fetch_klines(rest, s, start, end, market=market))
         self.depth = DepthBooks(market=market, symbols=self.symbols, writer=self.writer, ops=self._ops,
                                 levels=depth_levels,
                                 fetch_snapshot=depth_snapshot or (lambda s: md.depth_snapshot(rest, s, market)),
                                 ) if depth_levels else None
         self.q: queue.Queue = queue.Queue()
-        self.published = 0
         self.reconnects = 0
-        self.bad_frames = 0
         self._client = None
         self._loop: LoopThread | None = None
         self._stop = threading.Event()
@@ -211,14 +209,11 @@ class MarketDataConnector:
             try:
                 self._on_data(name, data, arrived)
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # one bad frame, not the batch
-                self.bad_frames += 1
                 logger.warning("s1 {} dropped a malformed {} frame ({!r}): {}", self.market, name, exc, data)
         self.bars.release(force_older_than=self.align_wait_s)
         if self.depth is not None:
             self.depth.publish()
-        n = self.writer.flush()
-        self.published += n
-        return n
+        return self.writer.flush()
 
     def _on_data(self, name: str, data: dict, arrived: float) -> None:
         stream = keys.mkt_stream(self.market, str(data.get("s", "")).upper())

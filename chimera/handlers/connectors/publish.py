@@ -5,8 +5,6 @@ pipelines: first the bar-store records of the batch's closed perp bars, then eve
 arrival order. One round trip per batch instead of one per event; and since the store pipeline
 finishes before the stream pipeline starts, whoever reads a bar (or a later symbol's aligned bar)
 from a stream finds it in the store, on a single Redis or a cluster alike.
-
-``publish_closed_kline`` is the same discipline for one bar (tests and replays).
 """
 
 from __future__ import annotations
@@ -27,20 +25,6 @@ def _stored(k: Kline) -> StoredBar:
     return StoredBar(k.open_time, str(k.open), str(k.high), str(k.low), str(k.close), str(k.volume))
 
 
-def _kline_entry(k: Kline, now_ms: int, account_id: str) -> tuple[str, dict]:
-    stream = keys.mkt_stream(k.market, k.symbol)
-    return stream, encode(envelope_for(Emit(stream, k, kline_key(k), account_id, k.close_time), parent=None,
-                                       now_ms=now_ms))
-
-
-@retry_redis
-def publish_closed_kline(r, k: Kline, now_ms: int, account_id: str = "main") -> None:
-    """Bar store first, stream second: whoever reads the stream finds the bar in the store."""
-    record_bar(r, k.symbol, _stored(k))
-    stream, fields = _kline_entry(k, now_ms, account_id)
-    r.xadd(stream, fields, maxlen=DEFAULT_MAXLEN, approximate=True)
-
-
 class BatchWriter:
     def __init__(self, r, clock, account_id: str = "main", maxlen: int = DEFAULT_MAXLEN) -> None:
         self.r = r
@@ -59,10 +43,7 @@ class BatchWriter:
         """Perp bars are also recorded in ``mkt:{bars}:<SYM>`` (S2's rho reference); spot bars are not."""
         if k.market == "perp":
             self.bars.append(k)
-        self.entries.append(_kline_entry(k, self.clock.now_ms(), self.account_id))
-
-    def __len__(self) -> int:
-        return len(self.entries)
+        self.add(keys.mkt_stream(k.market, k.symbol), k, kline_key(k), event_time=k.close_time)
 
     @retry_redis
     def flush(self) -> int:

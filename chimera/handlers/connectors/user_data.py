@@ -77,12 +77,9 @@ class UserDataConnector:
         self.q: queue.Queue = queue.Queue()
         self.listen_key = ""
         self.last_event_ms = 0
-        self.published = 0
         self.duplicates = 0
         self.keepalives = 0
         self.renewals = 0
-        self.caught_up = 0
-        self.funding_written = 0
         self._client = None
         self._loop: LoopThread | None = None
         self._stop = threading.Event()
@@ -195,10 +192,6 @@ class UserDataConnector:
         elif self.market == "FUT" and ud.is_funding_update(d):
             self.sync_funding(int(d.get("E") or d.get("T") or self.clock.now_ms()))
 
-    def publish_report(self, d: dict) -> bool:
-        rep = ud.normalize_user_event(d)
-        return rep is not None and self.publish(rep)
-
     def publish(self, rep: VenueReport) -> bool:
         """XADD unless already published (by trade id / exec+status); True when it went out."""
         member = ud.dedupe_member(rep)
@@ -208,7 +201,6 @@ class UserDataConnector:
         self.producer.publish(keys.VENUE_REPORTS, rep, f"vr:{self.account_id}:{rep.market}:{rep.symbol}:{member}", self.account_id,
                               event_time=rep.ts)
         self.remember(rep.symbol, member)
-        self.published += 1
         return True
 
     def seen(self, symbol: str, member: str) -> bool:
@@ -259,7 +251,6 @@ class UserDataConnector:
         since = self.last_event_ms - CATCHUP_MARGIN_MS if self.last_event_ms else None
         for symbol in sorted(self.symbols | {o["symbol"] for o in open_orders}):
             n += self._catch_up_fills(symbol, since)
-        self.caught_up += n
         logger.info("s1 user data {} {} caught up {} report(s) after: {}", self.market, self.account_id, n, reason)
         return n
 
@@ -304,5 +295,4 @@ class UserDataConnector:
             if len(rows) < 1000 or start == before:
                 break
         self.r.set(cursor_key, start)
-        self.funding_written += written
         return written

@@ -1,4 +1,4 @@
-"""S2 indicators: streaming building blocks and their batch twins.
+"""S2 indicators: streaming building blocks.
 
 Streaming state lives in msgspec Structs (plain lists/dicts/floats) so the whole feature
 cache can be JSON-encoded into Redis and resumed bit-for-bit by another replica. Rolling
@@ -15,7 +15,6 @@ import math
 from collections.abc import Iterable, Sequence
 
 import msgspec
-import numpy as np
 
 MINUTES_PER_YEAR = 365 * 24 * 60  # crypto trades 24/7
 
@@ -50,22 +49,6 @@ def atr_update(s: AtrState, high: float, low: float, close: float) -> float | No
     return s.atr
 
 
-def atr_batch(high: Sequence[float], low: Sequence[float], close: Sequence[float], period: int) -> np.ndarray:
-    """ATR per bar, NaN until seeded (index ``period - 1``)."""
-    h, lo, c = (np.asarray(x, dtype=float) for x in (high, low, close))
-    prev = np.concatenate([[np.nan], c[:-1]])
-    tr = np.fmax(h - lo, np.fmax(np.abs(h - prev), np.abs(lo - prev)))
-    out = np.full(len(c), np.nan)
-    if len(c) < period:
-        return out
-    atr = tr[:period].mean()
-    out[period - 1] = atr
-    for i in range(period, len(c)):
-        atr = (atr * (period - 1) + tr[i]) / period
-        out[i] = atr
-    return out
-
-
 # ------------------------------------------------------- rolling statistics
 
 def sample_std(values: Sequence[float]) -> float | None:
@@ -91,36 +74,6 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     if sxx == 0.0 or syy == 0.0:
         return None
     return math.fsum([a * b for a, b in zip(dx, dy, strict=True)]) / math.sqrt(sxx * syy)
-
-
-def log_returns_batch(close: Sequence[float]) -> np.ndarray:
-    c = np.asarray(close, dtype=float)
-    return np.concatenate([[np.nan], np.log(c[1:] / c[:-1])])
-
-
-def realized_vol_batch(close: Sequence[float], window: int) -> np.ndarray:
-    """Sample stdev of the last ``window`` 1-bar log returns; NaN until ``window`` returns."""
-    r = log_returns_batch(close)
-    out = np.full(len(r), np.nan)
-    if len(r) > window:
-        win = np.lib.stride_tricks.sliding_window_view(r[1:], window)
-        out[window:] = win.std(axis=1, ddof=1)
-    return out
-
-
-def rolling_corr_batch(x: Sequence[float], y: Sequence[float], window: int) -> np.ndarray:
-    """Pearson correlation over trailing windows of aligned series; NaN where incomplete."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    out = np.full(len(a), np.nan)
-    if len(a) < window:
-        return out
-    wa = np.lib.stride_tricks.sliding_window_view(a, window)
-    wb = np.lib.stride_tricks.sliding_window_view(b, window)
-    da = wa - wa.mean(axis=1, keepdims=True)
-    db = wb - wb.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[window - 1:] = (da * db).sum(axis=1) / np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
-    return out
 
 
 def annualize(per_bar_vol: float | None, bar_ms: int) -> float | None:

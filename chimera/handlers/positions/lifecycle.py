@@ -70,27 +70,36 @@ def grow(ctx: Context, res: OrderResult, intent: dict) -> list[Emit]:
         # Already booked (a redelivery, maybe after a crash mid-way): redo the idempotent rest.
         if pos["state"] not in OPEN_STATES:
             return []
-        _activate(ctx, pos)
+        activate(ctx, pos)
         again = [event(pos, "OPENED")] if res.intent_id == pos.get("entry_intent_id") else []
         return _then_add_done(ctx, res, again + stops.reconcile(ctx, pos))
     notional = res.filled_qty * res.avg_price
     qty = Decimal(pos["qty"]) + dq
     entry = (Decimal(pos["qty"]) * (dec(pos.get("entry_price")) or ZERO) + notional - seen_notional) / qty
-    fills_in = {**(pos.get("fills_in") or {}), res.intent_id: [str(res.filled_qty), str(notional)]}
-    patch = {"qty": str(qty), "entry_price": str(entry), "fills_in": fills_in,
-             "gross_qty": str(Decimal(pos.get("gross_qty") or 0) + dq)}
-    if pos["state"] == P.PENDING_ENTRY.value:
-        patch.update(entry0=str(entry), base_qty=str(qty), leverage=int(intent.get("leverage") or 20),
-                     sl_price=str(stop_price_for(ctx, intent, res.side or "BUY", entry)), trail_step=0)
-        pos = move(ctx, pos, PE.ENTRY_FILLED, patch)
+    if pos["state"] == P.PENDING_ENTRY.value:  # nothing booked yet: qty == dq == res.filled_qty
+        sl = stop_price_for(ctx, intent, res.side or "BUY", entry)
+        pos = move(ctx, pos, PE.ENTRY_FILLED, opening_fields(res.intent_id, intent, qty, entry, notional, sl))
         snapshot(ctx, pos, "opened")
-        _activate(ctx, pos)
+        activate(ctx, pos)
         out = [event(pos, "OPENED")]
     else:
+        fills_in = {**(pos.get("fills_in") or {}), res.intent_id: [str(res.filled_qty), str(notional)]}
+        patch = {"qty": str(qty), "entry_price": str(entry), "fills_in": fills_in,
+                 "gross_qty": str(Decimal(pos.get("gross_qty") or 0) + dq)}
         pos = move(ctx, pos, PE.ENTRY_FILLED, patch)
         snapshot(ctx, pos, f"grown:{res.intent_id}:{res.filled_qty}")
         out = [event(pos, "ADDED", tag=f"{res.intent_id}:{res.filled_qty}")]
     return _then_add_done(ctx, res, out + stops.reconcile(ctx, pos))
+
+
+def opening_fields(intent_id: str, intent: dict, qty: Decimal, entry: Decimal | None, notional: Decimal,
+                   sl_price: Decimal | None) -> dict:
+    """S6's bookkeeping of a position's first fill. The reconciler adopts an entry S6 never booked with
+    the same fields, so ``fills_in`` makes S6 count that fill once if its result arrives after all."""
+    e = None if entry is None else str(entry)
+    return {"qty": str(qty), "entry_price": e, "fills_in": {intent_id: [str(qty), str(notional)]},
+            "gross_qty": str(qty), "entry0": e, "base_qty": str(qty), "leverage": int(intent.get("leverage") or 20),
+            "sl_price": None if sl_price is None else str(sl_price), "trail_step": 0}
 
 
 def _then_add_done(ctx: Context, res: OrderResult, out: list[Emit]) -> list[Emit]:
@@ -100,12 +109,19 @@ def _then_add_done(ctx: Context, res: OrderResult, out: list[Emit]) -> list[Emit
     return out
 
 
-def _activate(ctx: Context, pos: dict) -> None:
+def activate(ctx: Context, pos: dict) -> None:
+    """Into the sets the management tick and mark prices fan out over, and the tick armed."""
     if ctx.redis is None:
         return
     ctx.redis.sadd(keys.POS_ACTIVE, pos["_key"])
     ctx.redis.sadd(keys.pos_active_symbol(pos["symbol"]), pos["_key"])
     ensure_scheduled(ctx)
+
+
+def deactivate(ctx: Context, pos: dict) -> None:
+    if ctx.redis is not None:
+        ctx.redis.srem(keys.POS_ACTIVE, pos["_key"])
+        ctx.redis.srem(keys.pos_active_symbol(pos["symbol"]), pos["_key"])
 
 
 # --- reduction and close -----------------------------------------------------------------------------------
@@ -156,9 +172,7 @@ def _close_tail(ctx: Context, pos: dict, exit_intent_id: str) -> list[Emit]:
     st = stops.state(ctx, pos["_key"])
     out = [stops.cancel(pos, iid, "position closed") for iid in stops.live_intents(st) if iid != exit_intent_id]
     drop_state(ctx, keys.pos_sl_level(pos["_key"]), keys.pos_tp_ladder(pos["_key"]), keys.pos_adds(pos["_key"]))
-    if ctx.redis is not None:
-        ctx.redis.srem(keys.POS_ACTIVE, pos["_key"])
-        ctx.redis.srem(keys.pos_active_symbol(pos["symbol"]), pos["_key"])
+    deactivate(ctx, pos)
     return out + [event(pos, "EXIT", exit_price=dec(pos.get("exit_price")))]
 
 

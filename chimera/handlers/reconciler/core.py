@@ -23,7 +23,7 @@ import re
 
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
-from chimera.handlers.reconciler.common import event, in_flight, mine, read
+from chimera.handlers.reconciler.common import EVENTS, event, in_flight, mine, read
 from chimera.handlers.router import legs
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, CancelOrder, OpsEvent, Reconcile
@@ -36,7 +36,6 @@ from chimera.workers.handler import Context
 
 ORDERS = legs.ORDERS
 INTENTS = "order_intents"
-EVENTS = "strategy_events"
 S = OrderStatus
 OPEN = {S.SUBMITTED, S.UNKNOWN, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_CANCEL}
 CHIMERA_CID = re.compile(r"^c[A-Za-z0-9]{1,8}-[0-9a-f]{8,}$")
@@ -163,14 +162,13 @@ class Run:
             "intent_id": intent_id, "market": "FUT", "symbol": vo.symbol, "side": vo.side, "qty": str(vo.qty),
             "exec_policy": vo.type, "purpose": purpose, "reduce_only": vo.reduce_only, "phase": "WORKING",
             "adopted_by": "reconciler", "account_id": self.account_id, "created_at": now})
+        leg = legs.new_leg_doc({"intent_id": intent_id, "market": "FUT", "symbol": vo.symbol}, "adopted",
+                               order_type=vo.type, side=vo.side, qty=vo.qty, now_ms=now, price=vo.price or None,
+                               stop_price=vo.stop_price or None, reduce_only=vo.reduce_only, algo=vo.algo,
+                               purpose=purpose)
         self.ctx.store.insert_if_absent(ORDERS, legs.leg_key(intent_id, "adopted"), {
-            "intent_id": intent_id, "leg": "adopted", "client_order_id": cid, "market": "FUT", "symbol": vo.symbol,
-            "side": vo.side, "type": vo.type, "qty": str(vo.qty), "price": str(vo.price) if vo.price else None,
-            "stop_price": str(vo.stop_price) if vo.stop_price else None, "tif": None,
-            "reduce_only": vo.reduce_only, "algo": vo.algo, "purpose": purpose, "pos_id": "",
-            "status": S.ACCEPTED.value, "venue_order_id": vo.venue_order_id, "filled_qty": str(vo.filled_qty or 0),
-            "avg_price": None, "reason": "adopted by reconciler", "account_id": self.account_id,
-            "created_at": now, "updated_at": now})
+            **leg, "client_order_id": cid, "status": S.ACCEPTED.value, "venue_order_id": vo.venue_order_id,
+            "filled_qty": str(vo.filled_qty or 0), "reason": "adopted by reconciler", "account_id": self.account_id})
         item = {"type": "order", "ref": cid, "intent_id": intent_id, "symbol": vo.symbol}
         if is_chimera_cid(cid):
             self.adopted.append(item)

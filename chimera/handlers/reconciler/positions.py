@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from chimera.handlers.positions import lifecycle as s6
 from chimera.handlers.reconciler import liquidations
 from chimera.handlers.reconciler.common import event, mine, read
 from chimera.handlers.reconciler.periodic import param
@@ -197,12 +198,8 @@ def close(run, doc: dict, action: str, exit_leg: dict | None = None, exit_price:
     if s3 and s3.get("kind") == "POSITION" and s3.get("state") in LIVE:
         run.emits += lifecycle.close_position(ctx.store, state_for(ctx), doc["_key"], now_ms=ctx.now_ms(),
                                               reason=reason).emits
-    try:
-        state_for(ctx).release(doc["_key"], doc["symbol"])
-    except Exception:  # noqa: BLE001 - a position opened outside the budget has nothing to release
-        pass
-    if ctx.redis is not None:
-        ctx.redis.srem(keys.POS_ACTIVE, doc["_key"])
+    s6.release_budget(ctx, doc)
+    s6.deactivate(ctx, doc)
     item = {"type": "position", "ref": doc["_key"], "symbol": doc["symbol"], "side": doc["side"], "action": action}
     run.closed.append(item)
     event(ctx, "RECONCILE_POSITION_CLOSED", f"{run.run_id}:{doc['_key']}", item)
@@ -245,14 +242,11 @@ def _adopt(run, fut, o: Orphan, venue_entry: Decimal | None) -> dict | None:
     sl = _stop_price(run, o, entry)
     sl_intent = f"{o.pos_id}:sl1"  # S6's own stop intent: S4 places it once whoever asks first
     intent = ctx.store.get(INTENTS, o.intent_id) or {}
-    # S6's own bookkeeping fields: ``fills_in`` marks this entry's fill as booked, so S6 seeing the lost
-    # result later does not add it a second time.
-    doc = {"symbol": o.symbol, "side": o.side, "qty": str(o.qty), "entry_price": str(entry) if entry else None,
-           "state": P.ACTIVE.value, "entry_intent_id": o.intent_id, "sl_level": 1,
-           "sl_price": str(sl) if sl else None, "adopted_by": "reconciler", "account_id": run.account_id,
-           "fills_in": {o.intent_id: [str(o.qty), str(o.qty * entry) if entry else "0"]}, "fills_out": {},
-           "gross_qty": str(o.qty), "base_qty": str(o.qty), "entry0": str(entry) if entry else None,
-           "leverage": int(intent.get("leverage") or 20), "trail_step": 0, "updated_at": now}
+    doc = {"symbol": o.symbol, "side": o.side, "state": P.ACTIVE.value, "entry_intent_id": o.intent_id,
+           "sl_level": 1, "adopted_by": "reconciler", "account_id": run.account_id, "fills_out": {},
+           **s6.opening_fields(o.intent_id, intent, o.qty, entry or None, o.qty * entry if entry else Decimal("0"),
+                               sl or None),
+           "updated_at": now}
     if not ctx.store.insert_if_absent(POSITIONS, o.pos_id, {**doc, "created_at": now}) and \
             not ctx.store.update_if(POSITIONS, o.pos_id, doc, {"state": P.PENDING_ENTRY.value}):
         run.unresolved.append({"type": "position", "ref": o.pos_id, "why": "opened by S6 during reconcile"})
@@ -263,8 +257,7 @@ def _adopt(run, fut, o: Orphan, venue_entry: Decimal | None) -> dict | None:
                                           reason="adopted by reconciler", cause=run.run_id,
                                           patch={"filled_qty": str(o.qty),
                                                  "entry_price": str(entry) if entry else None}).emits
-    if ctx.redis is not None:  # S6's management tick walks this set; its stop state is S6's own business
-        ctx.redis.sadd(keys.POS_ACTIVE, o.pos_id)
+    s6.activate(ctx, {**doc, "_key": o.pos_id})  # S6 manages it from here; its stop state is S6's own business
     item = {"type": "position", "ref": o.pos_id, "symbol": o.symbol, "side": o.side, "qty": str(o.qty)}
     run.adopted.append(item)
     event(ctx, "RECONCILE_ADOPTED", f"{run.run_id}:{o.pos_id}", {**item, "state": "ACTIVE"})

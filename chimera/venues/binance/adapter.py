@@ -40,6 +40,8 @@ from binance_common.errors import (
     UnauthorizedError,
 )
 
+from chimera.venues.binance.market_data import futures_rest, spot_rest
+from chimera.venues.binance.user_data import D
 from chimera.workers.errors import FatalError, PermanentError, RetryableError
 
 # --- errors ------------------------------------------------------------------------------------
@@ -84,8 +86,7 @@ def translate(exc: Exception) -> Exception:
     if isinstance(exc, (TooManyRequestsError, RateLimitBanError)):
         return VenueRateLimited(exc.error_message, exc.status_code, exc.retry_after)
     if isinstance(exc, (ServerError, NetworkError)):
-        out = VenueUnknown(f"outcome unknown: {type(exc).__name__}: {getattr(exc, 'error_message', exc)}")
-        return out
+        return VenueUnknown(f"outcome unknown: {type(exc).__name__}: {getattr(exc, 'error_message', exc)}")
     if isinstance(exc, (UnauthorizedError, ForbiddenError)):
         return FatalError(f"venue refused our credentials: {exc.status_code} {exc.error_message}")
     if isinstance(exc, (BadRequestError, NotFoundError, ClientError)):
@@ -109,7 +110,7 @@ def translate(exc: Exception) -> Exception:
 def _translated() -> Iterator[None]:
     try:
         yield
-    except (Error, Exception) as exc:  # noqa: BLE001 - re-raised, translated
+    except Exception as exc:  # noqa: BLE001 - re-raised, translated
         out = translate(exc)
         if out is exc:
             raise
@@ -132,12 +133,6 @@ def client_order_id(intent_id: str, leg: str) -> str:
     cid = f"c{leg_part}-{digest}"[:36]
     assert _CID_OK.match(cid)
     return cid
-
-
-def D(x: Any) -> Decimal:
-    if x is None or x == "":
-        return Decimal(0)
-    return x if isinstance(x, Decimal) else Decimal(str(x))
 
 
 @dataclass(frozen=True)
@@ -278,15 +273,8 @@ class FuturesTrading(_Base):
     market = "FUT"
 
     def __init__(self, base_url: str, api_key: str, api_secret: str, timeout_ms: int = 5000) -> None:
-        from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (
-            ConfigurationRestAPI,
-            DerivativesTradingUsdsFutures,
-        )
-
         super().__init__()
-        cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url,
-                                   timeout=timeout_ms, retries=0)
-        self.api = DerivativesTradingUsdsFutures(config_rest_api=cfg).rest_api
+        self.api = futures_rest(base_url, api_key, api_secret, timeout_ms, retries=0)
 
     def _exchange_info(self) -> dict:
         return _dict(self.api.exchange_information().data())
@@ -365,12 +353,8 @@ class SpotTrading(_Base):
     market = "SPOT"
 
     def __init__(self, base_url: str, api_key: str, api_secret: str, timeout_ms: int = 5000) -> None:
-        from binance_sdk_spot.spot import ConfigurationRestAPI, Spot
-
         super().__init__()
-        cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url,
-                                   timeout=timeout_ms, retries=0)
-        self.api = Spot(config_rest_api=cfg).rest_api
+        self.api = spot_rest(base_url, api_key, api_secret, timeout_ms, retries=0)
 
     def _exchange_info(self) -> dict:
         return _dict(self.api.exchange_info().data())

@@ -11,26 +11,29 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from chimera.schemas.messages import BookTicker, DepthLevels, Kline, MarkPrice, Trade
+from chimera.schemas.messages import BookTicker, Kline, MarkPrice, Trade
 
 INTERVAL_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 MAX_KLINES = {"perp": 1500, "spot": 1000}  # REST limit per request
 
 
-def futures_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout_ms: int = 10_000):
+def futures_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout_ms: int = 10_000, retries: int = 3):
+    """The USDT-M futures SDK's REST client. ``retries=0`` for order calls: the SDK must never resend a POST."""
     from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (
         ConfigurationRestAPI,
         DerivativesTradingUsdsFutures,
     )
 
-    cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url, timeout=timeout_ms)
+    cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url, timeout=timeout_ms,
+                               retries=retries)
     return DerivativesTradingUsdsFutures(config_rest_api=cfg).rest_api
 
 
-def spot_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout_ms: int = 10_000):
+def spot_rest(base_url: str, api_key: str = "", api_secret: str = "", timeout_ms: int = 10_000, retries: int = 3):
     from binance_sdk_spot.spot import ConfigurationRestAPI, Spot
 
-    cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url, timeout=timeout_ms)
+    cfg = ConfigurationRestAPI(api_key=api_key, api_secret=api_secret, base_path=base_url, timeout=timeout_ms,
+                               retries=retries)
     return Spot(config_rest_api=cfg).rest_api
 
 
@@ -123,9 +126,3 @@ def normalize_mark_price(d: dict) -> MarkPrice:
     return MarkPrice(symbol=d["s"], mark_price=_d(d["p"]), index_price=_d(d["i"]) if d.get("i") else None,
                      funding_rate=_d(r) if r not in (None, "") else None, next_funding_time=int(d.get("T") or 0),
                      ts=int(d.get("E") or 0))
-
-
-def normalize_depth(d: dict, market: str = "perp") -> DepthLevels:
-    bids = [(_d(p), _d(q)) for p, q in d.get("b", []) if Decimal(str(q)) > 0]
-    asks = [(_d(p), _d(q)) for p, q in d.get("a", []) if Decimal(str(q)) > 0]
-    return DepthLevels(market=market, symbol=d["s"], bids=bids, asks=asks, ts=int(d.get("T") or d.get("E") or 0))

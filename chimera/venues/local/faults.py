@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -47,10 +47,9 @@ class FaultConfig:
         return True
 
     def update(self, changes: dict) -> None:
-        for key in ("latency_ms", "reply_delay_ms", "error_5xx_share", "error_429_share", "lost_reply_share", "ws_drop_every_s",
-                    "drop_depth_diffs", "refuse_ws_connects", "drop_ws_connects"):
-            if key in changes:
-                setattr(self, key, type(getattr(self, key))(changes[key]))
+        for f in fields(self):
+            if f.compare and f.name != "seed" and f.name in changes:
+                setattr(self, f.name, type(getattr(self, f.name))(changes[f.name]))
         if "seed" in changes:
             self.seed = int(changes["seed"])
             self.rng = random.Random(self.seed)

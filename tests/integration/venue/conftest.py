@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -19,18 +18,6 @@ from chimera.venues.local.testing import start_venue
 
 MARKET = "/work/shared/data/market"
 WS_2023 = f"{MARKET}/ws_streams_depth_trades_bookticker/usdm/btcusdt_20230404.dat.gz"
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    """Poll until predicate() is truthy; returns its value or fails at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def rest_cfg(venue, account: str = "main", **kw) -> ConfigurationRestAPI:

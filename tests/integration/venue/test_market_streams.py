@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from .conftest import wait_for
+from tests.support.polling import wait_until
 
 
 def test_combined_and_raw_streams_replay_the_recording(ws2023_venue):
@@ -21,7 +21,7 @@ def test_combined_and_raw_streams_replay_the_recording(ws2023_venue):
             ack = json.loads((await combined.receive()).data)
             raw = await s.ws_connect(f"{v.ws_url}/ws/btcusdt@trade")
             loop = asyncio.get_event_loop()
-            await loop.run_in_executor(None, lambda: wait_for(lambda: len(v.server.hub.conns) == 2))
+            await loop.run_in_executor(None, lambda: wait_until(lambda: len(v.server.hub.conns) == 2))
             await loop.run_in_executor(None, lambda: v.advance(events=3000))
             frames, raws = [], []
             while len(raws) < 5:

@@ -142,11 +142,11 @@ def test_limit_fill_time_matches_the_recorded_trades(tmp_path, mode):
 def test_paced_replay_tracks_speed_and_the_clock_endpoint(sample_venue):
     import time
 
-    from .conftest import wait_for
+    from tests.support.polling import wait_until
 
     start = sample_venue.control("/chimera/v1/replay", {"speed": 600})
     t0 = time.monotonic()
-    clock = wait_for(lambda: (c := sample_venue.control("/chimera/v1/clock"))["time_ms"] >= start["time_ms"] + 300_000
+    clock = wait_until(lambda: (c := sample_venue.control("/chimera/v1/clock"))["time_ms"] >= start["time_ms"] + 300_000
                      and c)
     elapsed = time.monotonic() - t0
     # 300 s of market time at 600x is due after 0.5 s of wall time, not before.

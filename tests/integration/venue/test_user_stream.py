@@ -13,7 +13,9 @@ from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futur
     DerivativesTradingUsdsFutures,
 )
 
-from .conftest import D, book, futures, inject, mark, spot, trade, wait_for
+from tests.support.polling import wait_until
+
+from .conftest import D, book, futures, inject, mark, spot, trade
 
 
 class Collector:
@@ -60,12 +62,12 @@ def test_futures_user_data_via_sdk_stream_in_order(bare_venue):
 
     conn = col.run(subscribe())
     try:
-        wait_for(lambda: any(c.subs for c in bare_venue.server.hub.conns))
+        wait_until(lambda: any(c.subs for c in bare_venue.server.hub.conns))
         o = fut.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", time_in_force="GTC", quantity=0.01,
                           price=29990, new_client_order_id="ud-1").data()
         inject(bare_venue, trade("BTCUSDT", "29980.0"))
         inject(bare_venue, {"market": "futures", "symbol": "BTCUSDT", "kind": "funding", "rate": "0.0001"})
-        wait_for(lambda: len(col.messages) >= 4)
+        wait_until(lambda: len(col.messages) >= 4)
         kinds = [(m["e"], m.get("o", {}).get("x") or m.get("a", {}).get("m")) for m in col.messages[:4]]
         assert kinds == [("ORDER_TRADE_UPDATE", "NEW"), ("ORDER_TRADE_UPDATE", "TRADE"),
                          ("ACCOUNT_UPDATE", "ORDER"), ("ACCOUNT_UPDATE", "FUNDING_FEE")]
@@ -103,13 +105,13 @@ def test_spot_user_data_execution_report_and_list_status(bare_venue):
 
     session, ws = col.run(run_ws())
     try:
-        wait_for(lambda: any(listen_key in c.subs for c in bare_venue.server.hub.conns))
+        wait_until(lambda: any(listen_key in c.subs for c in bare_venue.server.hub.conns))
         sp = spot(bare_venue)
         sp.order_list_oco(symbol="BTCUSDT", side="SELL", quantity=0.2, above_type="LIMIT_MAKER", above_price=30500,
                           below_type="STOP_LOSS_LIMIT", below_stop_price=29500, below_price=29490,
                           below_time_in_force="GTC")
         inject(bare_venue, trade("BTCUSDT", "30500.01", "spot"))
-        wait_for(lambda: any(m["e"] == "listStatus" and m["L"] == "ALL_DONE" for m in col.messages))
+        wait_until(lambda: any(m["e"] == "listStatus" and m["L"] == "ALL_DONE" for m in col.messages))
         reports = [(m["o"], m["x"], m["X"]) for m in col.messages if m["e"] == "executionReport"]
         assert reports == [("STOP_LOSS_LIMIT", "NEW", "NEW"), ("LIMIT_MAKER", "NEW", "NEW"),
                            ("LIMIT_MAKER", "TRADE", "FILLED"), ("STOP_LOSS_LIMIT", "EXPIRED", "EXPIRED")]

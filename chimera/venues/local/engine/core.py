@@ -17,6 +17,7 @@ from .spot import SpotLedger
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 FUT_TYPES = {"LIMIT", "MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET"}
 SPOT_TYPES = {"LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT", "STOP_LOSS", "TAKE_PROFIT"}
+PRICED_TYPES = ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")  # carry a limit price
 
 
 def missing(name: str) -> VenueError:
@@ -237,7 +238,7 @@ class Engine(FuturesLedger, SpotLedger):
             raise VenueError(-2010, "No market data yet for this symbol; the replay has not reached it.")
         if not close_position:
             rules.check_notional(ref * qty, otype != "LIMIT", reduce_only)
-        if reduce_only and (pos.amt == 0 or (pos.amt > 0) == (side == "BUY")):
+        if reduce_only and not self._reducible(acc, symbol, side):
             raise VenueError(-2022, "ReduceOnly Order is rejected.")
         if otype == "LIMIT" and tif == "GTX" and self._crosses(market, side, price):
             raise VenueError(-5022, "Due to the order could not be executed as maker, the Post Only order "
@@ -275,7 +276,7 @@ class Engine(FuturesLedger, SpotLedger):
         rules.check_type(otype)
         market = self.markets[SPOT][symbol]
         acc = self.accounts[account]
-        needs_price = otype in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
+        needs_price = otype in PRICED_TYPES
         needs_stop = otype in ("STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT", "STOP_LOSS", "TAKE_PROFIT")
         if otype in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
             if not tif:
@@ -383,6 +384,12 @@ class Engine(FuturesLedger, SpotLedger):
         return px >= stop if rising else px <= stop
 
     @staticmethod
+    def _reducible(acc: Account, symbol: str, side: str) -> Decimal:
+        """How much a reduce-only order on `side` may trade: the size of the opposite position, else 0."""
+        amt = acc.position(symbol).amt
+        return ZERO if amt == 0 or (amt > 0) == (side == "BUY") else abs(amt)
+
+    @staticmethod
     def _trigger_price(market: SymbolMarket, working_type: str) -> Decimal:
         return market.mark_or_last if working_type == "MARK_PRICE" else market.last
 
@@ -399,15 +406,15 @@ class Engine(FuturesLedger, SpotLedger):
         rules = self.info.get(order.market, order.symbol)
         qty = order.remaining
         if order.market == FUTURES and order.reduce_only:
-            pos = self.accounts[order.account].position(order.symbol)
-            if pos.amt == 0 or (pos.amt > 0) == (order.side == "BUY"):
+            room = self._reducible(self.accounts[order.account], order.symbol, order.side)
+            if not room:
                 self.finish_order(order, "EXPIRED")
                 return
-            if order.close_position or qty > abs(pos.amt):
-                if order.close_position:
-                    order.orig_qty = order.executed_qty + abs(pos.amt)
-                qty = abs(pos.amt)
-        is_limit = order.type in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
+            if order.close_position:
+                order.orig_qty, qty = order.executed_qty + room, room
+            else:
+                qty = min(qty, room)
+        is_limit = order.type in PRICED_TYPES
         if is_limit and not self._crosses(market, order.side, order.price):
             if order.time_in_force in ("IOC", "FOK"):
                 self.finish_order(order, "EXPIRED")
@@ -447,8 +454,7 @@ class Engine(FuturesLedger, SpotLedger):
             return
         touch = self.fill_model.fill_mode == "touch"
         for order in list(resting.values()):
-            if not order.is_open or order.is_stop or order.type not in (
-                    "LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
+            if not order.is_open or order.is_stop or order.type not in PRICED_TYPES:
                 continue
             if ev.kind == "trade":
                 px = ev.price
@@ -461,11 +467,11 @@ class Engine(FuturesLedger, SpotLedger):
                 continue
             qty = order.remaining
             if order.market == FUTURES and order.reduce_only:
-                pos = self.accounts[order.account].position(order.symbol)
-                if pos.amt == 0 or (pos.amt > 0) == (order.side == "BUY"):
+                room = self._reducible(self.accounts[order.account], order.symbol, order.side)
+                if not room:
                     self.finish_order(order, "EXPIRED")
                     continue
-                qty = min(qty, abs(pos.amt))
+                qty = min(qty, room)
             self._fill(order, order.price, qty, maker=True)
 
     def _trigger_stops(self, market_name: str, symbol: str, market: SymbolMarket, mark_event: bool) -> None:
@@ -487,8 +493,6 @@ class Engine(FuturesLedger, SpotLedger):
             order.update_time = self.now()
             if order.market == SPOT and order.list_id >= 0:
                 self.on_list_leg_activity(order)
-            if order.type in ("STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
-                self._execute_taker(order)
-            else:
+            if order.type not in ("STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
                 order.type = "MARKET"
-                self._execute_taker(order)
+            self._execute_taker(order)

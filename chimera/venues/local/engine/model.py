@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 ZERO = Decimal(0)
@@ -32,12 +32,6 @@ def D(value: Any) -> Decimal:
 
 def q8(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.00000001"), rounding=ROUND_HALF_UP)
-
-
-def q_down(value: Decimal, step: Decimal) -> Decimal:
-    if step == 0:
-        return value
-    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
 
 
 def fmt(value: Decimal | None, places: int | None = None) -> str:

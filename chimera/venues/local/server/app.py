@@ -23,7 +23,7 @@ from ..replay.feed import sample_specs
 from . import rest_algo, rest_futures, rest_spot
 from .auth import RateLimiter, check_api_key, check_signed, read_params
 from .formats import user_event
-from .frames import market_frames
+from .frames import market_frames, no_funding
 from .ws import HIGH_WATER, WsHub
 
 BATCH = 500
@@ -132,9 +132,8 @@ class VenueServer:
         self.clock.processed = self.feed.cursor
         wanted = self.hub.subscribed_streams(ev.market)
         if wanted:
-            m = self.engine.markets.get(ev.market, {}).get(ev.symbol)
-            rate, nxt = self._funding_info(ev.symbol, ev.time) if m else ("0", 0)
-            frames = market_frames(ev, wanted, rate, nxt)
+            known = ev.symbol in self.engine.markets.get(ev.market, {})
+            frames = market_frames(ev, wanted, (lambda: self._funding_info(ev.symbol, ev.time)) if known else no_funding)
             if frames and ev.kind == "depth" and self.faults.drop_depth_diffs > 0:
                 self.faults.drop_depth_diffs -= 1
                 self.faults.count("depth_diff_dropped")
@@ -376,7 +375,7 @@ class VenueServer:
                                                                      "rate") if k in raw})
             self.clock.time_ms = ev.time
             self.engine.on_market(ev)
-            for stream, data in market_frames(ev, self.hub.subscribed_streams(ev.market), "0", 0):
+            for stream, data in market_frames(ev, self.hub.subscribed_streams(ev.market)):
                 self.hub.publish(ev.market, stream, data)
             self.dispatch_user_events()
         self.save_state()

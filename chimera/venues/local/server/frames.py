@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..engine.market import MarketEvent
 from ..engine.model import FUTURES, fmt
 
 
-def market_frames(ev: MarketEvent, wanted: set[str], funding_rate: str, next_funding: int) -> list[tuple[str, dict]]:
+def no_funding() -> tuple[str, int]:
+    return "0", 0
+
+
+def market_frames(ev: MarketEvent, wanted: set[str],
+                  funding: Callable[[], tuple[str, int]] = no_funding) -> list[tuple[str, dict]]:
+    """`funding()` gives (rate, next funding time) for a kline-only mark frame; only called when one is built."""
     sym = ev.symbol.lower()
     out: list[tuple[str, dict]] = []
     fut = ev.market == FUTURES
@@ -37,6 +45,7 @@ def market_frames(ev: MarketEvent, wanted: set[str], funding_rate: str, next_fun
             # Kline-only replays carry no mark stream: the last price stands in as the mark.
             for name in (f"{sym}@markPrice@1s", f"{sym}@markPrice"):
                 if name in wanted:
+                    funding_rate, next_funding = funding()
                     out.append((name, {"e": "markPriceUpdate", "E": ev.time, "s": ev.symbol, "p": fmt(ev.price),
                                        "i": fmt(ev.price), "P": fmt(ev.price), "r": funding_rate,
                                        "T": next_funding}))

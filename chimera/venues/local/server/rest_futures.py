@@ -8,7 +8,7 @@ from bisect import bisect_right
 from aiohttp import web
 
 from ..engine.futures import QUOTE
-from ..engine.model import FUTURES, ZERO, VenueError, fmt
+from ..engine.model import FUTURES, ZERO, Order, VenueError, fmt
 from .auth import Params
 from .formats import fut_order, fut_trade, position_row, s8
 
@@ -200,23 +200,35 @@ def batch_orders(srv, p: Params, account: str) -> list:
     return out
 
 
+def find_order(srv, p: Params, account: str, market: str) -> Order:
+    """The order a query names by symbol and orderId or origClientOrderId (both markets)."""
+    return srv.engine.find_order(market, account, p.str("symbol", required=True), p.int("orderId"),
+                                 p.str("origClientOrderId"))
+
+
+def cancel(srv, p: Params, account: str, market: str) -> Order:
+    return srv.engine.cancel(market, account, p.str("symbol", required=True), p.int("orderId"),
+                             p.str("origClientOrderId"))
+
+
+def open_orders_of(srv, p: Params, account: str, market: str) -> list[Order]:
+    """The account's open orders, of one symbol if the request names one (which must exist)."""
+    sym = p.str("symbol")
+    if sym:
+        srv.info.get(market, sym)
+    return srv.engine.open_orders_of(market, account, sym)
+
+
 def query_order(srv, p: Params, account: str) -> dict:
-    o = srv.engine.find_order(FUTURES, account, p.str("symbol", required=True), p.int("orderId"),
-                              p.str("origClientOrderId"))
-    return fut_order(o)
+    return fut_order(find_order(srv, p, account, FUTURES))
 
 
 def cancel_order(srv, p: Params, account: str) -> dict:
-    o = srv.engine.cancel(FUTURES, account, p.str("symbol", required=True), p.int("orderId"),
-                          p.str("origClientOrderId"))
-    return fut_order(o)
+    return fut_order(cancel(srv, p, account, FUTURES))
 
 
 def open_orders(srv, p: Params, account: str) -> list:
-    sym = p.str("symbol")
-    if sym:
-        srv.info.get(FUTURES, sym)
-    return [fut_order(o) for o in srv.engine.open_orders_of(FUTURES, account, sym)]
+    return [fut_order(o) for o in open_orders_of(srv, p, account, FUTURES)]
 
 
 def cancel_all(srv, p: Params, account: str) -> dict:

@@ -10,7 +10,7 @@ from ..engine.futures import QUOTE
 from ..engine.model import SPOT, VenueError
 from .auth import Params
 from .formats import s8, spot_order, spot_order_query, spot_trade
-from .rest_futures import book_ticker, depth, klines, ticker_price
+from .rest_futures import book_ticker, cancel, depth, find_order, klines, open_orders_of, ticker_price
 
 TRANSFER_TYPES = ("MAIN_UMFUTURE", "UMFUTURE_MAIN")
 
@@ -54,6 +54,7 @@ def exchange_info(srv, p: Params, account) -> dict:
 
 def new_order(srv, p: Params, account: str) -> dict:
     otype = p.str("type")
+    seen = len(srv.engine.trades)  # a new order's fills can only be among the trades this call appends
     ack, order = srv.engine.place_spot(
         account, p.str("symbol", required=True), p.str("side"), otype, qty=p.dec("quantity"),
         quote_qty=p.dec("quoteOrderQty"), price=p.dec("price"), stop_price=p.dec("stopPrice"),
@@ -63,29 +64,21 @@ def new_order(srv, p: Params, account: str) -> dict:
     if resp_type == "ACK":
         return {"symbol": ack.symbol, "orderId": ack.order_id, "orderListId": ack.list_id,
                 "clientOrderId": ack.client_id, "transactTime": ack.time}
-    fills = [t for t in srv.engine.trades if t.market == SPOT and t.order_id == order.order_id]
+    fills = [t for t in srv.engine.trades[seen:] if t.order_id == order.order_id]
     return spot_order(order, fills if resp_type == "FULL" else None)
 
 
 def query_order(srv, p: Params, account: str) -> dict:
-    o = srv.engine.find_order(SPOT, account, p.str("symbol", required=True), p.int("orderId"),
-                              p.str("origClientOrderId"))
-    return spot_order_query(o)
+    return spot_order_query(find_order(srv, p, account, SPOT))
 
 
 def cancel_order(srv, p: Params, account: str) -> dict:
-    o = srv.engine.cancel(SPOT, account, p.str("symbol", required=True), p.int("orderId"),
-                          p.str("origClientOrderId"))
-    out = spot_order(o)
-    out["origClientOrderId"] = o.client_id
-    return out
+    o = cancel(srv, p, account, SPOT)
+    return {**spot_order(o), "origClientOrderId": o.client_id}
 
 
 def open_orders(srv, p: Params, account: str) -> list:
-    sym = p.str("symbol")
-    if sym:
-        srv.info.get(SPOT, sym)
-    return [spot_order_query(o) for o in srv.engine.open_orders_of(SPOT, account, sym)]
+    return [spot_order_query(o) for o in open_orders_of(srv, p, account, SPOT)]
 
 
 def cancel_open(srv, p: Params, account: str) -> list:
