@@ -9,7 +9,9 @@ snapshot it started with (it is captured into its context), so it finishes on th
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -18,6 +20,7 @@ from loguru import logger
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import ConfigActivated
 from chimera.streams import keys
+from chimera.workers.errors import PermanentError
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,27 @@ class ActiveConfig:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.bundle.get(key, default)
+
+    def param(self, section: str, name: str, default: Any) -> Any:
+        """``<section>.<name>`` (a flat key, else ``{section: {name: ...}}``) parsed as ``default``'s type.
+
+        Booleans accept "true"/"false" strings (``bool("false")`` would be true); a value that does not
+        parse is a PermanentError naming the key, so a bad bundle dead-letters with the reason.
+        """
+        v = self.bundle.get(f"{section}.{name}")
+        nested = self.bundle.get(section)
+        if v is None and isinstance(nested, Mapping):
+            v = nested.get(name)
+        if v is None:
+            return default
+        try:
+            if isinstance(default, bool):
+                return v.strip().lower() in ("1", "true", "yes") if isinstance(v, str) else bool(v)
+            if isinstance(default, Decimal):
+                return Decimal(str(v))
+            return type(default)(v)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise PermanentError(f"bundle {section}.{name}={v!r}: expected {type(default).__name__}") from exc
 
 
 def load_active(store) -> ActiveConfig:

@@ -45,3 +45,23 @@ def test_roles_and_aliases():
     with pytest.raises(FatalError, match="unknown role"):
         find_role("s99")
     assert load_spec("noop").role == "noop"
+
+
+def test_bundle_param_reads_flat_then_nested_and_parses_by_the_default_type():
+    from decimal import Decimal
+    from types import MappingProxyType
+
+    import pytest
+
+    from chimera.workers.config import ActiveConfig
+    from chimera.workers.errors import PermanentError
+
+    cfg = ActiveConfig("b", 1, MappingProxyType({"router.maker_wait_ms": "250", "router": {"maker_wait_ms": 9,
+                                                 "twap": "false", "tick": "0.5", "bad": "x"}}))
+    assert cfg.param("router", "maker_wait_ms", 3000) == 250  # the flat key wins
+    assert cfg.param("router", "twap", True) is False  # bool("false") would be True
+    assert cfg.param("router", "tick", Decimal("1")) == Decimal("0.5")
+    assert cfg.param("router", "missing", 7) == 7
+    assert cfg.param("positions", "anything", 1.5) == 1.5
+    with pytest.raises(PermanentError, match=r"router\.bad='x': expected int"):
+        cfg.param("router", "bad", 1)

@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+from chimera.handlers.common import dec, venue
 from chimera.schemas.messages import OrderIntent, PositionEvent, SubmitOrder
 from chimera.schemas.states import POSITION_FSM, IllegalTransition
 from chimera.schemas.states import PositionEvent as PE
 from chimera.schemas.states import PositionStatus as P
 from chimera.streams import keys
 from chimera.streams.producer import Emit
-from chimera.venues.binance.adapter import Filters, venue_from_settings
+from chimera.venues.binance.adapter import Filters
 from chimera.workers.errors import PermanentError, RetryableError
 from chimera.workers.handler import Context
 from chimera.workers.locks import Lock
@@ -31,10 +32,6 @@ POSITIONS = "positions"
 SNAPSHOTS = "positions_snapshots"
 OPEN_STATES = (P.ACTIVE.value, P.PENDING_CLOSING.value)
 ZERO = Decimal(0)
-
-
-def dec(x: Any) -> Decimal | None:
-    return None if x is None or x == "" else Decimal(str(x))
 
 
 def direction(pos: dict) -> int:
@@ -50,20 +47,7 @@ def close_side(pos: dict) -> str:
 
 def param(ctx: Context, name: str, default: Any) -> Any:
     """``positions.<name>`` from the active bundle (flat or nested ``{"positions": {...}}``)."""
-    v = ctx.config.get(f"positions.{name}")
-    nested = ctx.config.get("positions") or {}
-    if v is None and isinstance(nested, dict):
-        v = nested.get(name)
-    if v is None:
-        return default
-    try:
-        if isinstance(default, bool):
-            return v.strip().lower() in ("1", "true", "yes") if isinstance(v, str) else bool(v)
-        if isinstance(default, Decimal):
-            return Decimal(str(v))
-        return type(default)(v)
-    except (ValueError, TypeError, ArithmeticError) as exc:
-        raise PermanentError(f"bundle positions.{name}={v!r}: expected {type(default).__name__}") from exc
+    return ctx.config.param("positions", name, default)
 
 
 def pairs(ctx: Context, name: str) -> list[tuple[Decimal, Decimal]]:
@@ -166,13 +150,6 @@ def position_lock(ctx: Context, pos_id: str) -> Iterator[None]:
 
 
 # --- venue -----------------------------------------------------------------------------------------
-
-
-def venue(ctx: Context):
-    v = ctx.services.get("venue")
-    if v is None:
-        v = ctx.services["venue"] = venue_from_settings(ctx.settings)
-    return v
 
 
 def filters(ctx: Context, symbol: str) -> Filters:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from chimera.handlers.common import dec
 from chimera.handlers.positions import adds, ladder, manage, marks, stops, tick
-from chimera.handlers.positions.common import OPEN_STATES, POSITIONS, dec, move, position_lock
+from chimera.handlers.positions.common import OPEN_STATES, POSITIONS, move, position_lock
 from chimera.handlers.positions.lifecycle import close_position, grow, pos_id_of, reduce
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import ManagePositions, MarkPrice, OrderResult, VenueReport

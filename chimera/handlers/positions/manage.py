@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from chimera.handlers.common import kill_mode
 from chimera.handlers.positions import adds, ladder, marks, stops, trailing
 from chimera.handlers.positions.common import (
     OPEN_STATES,
@@ -27,17 +28,9 @@ from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import ManagePositions
 from chimera.schemas.states import PositionEvent as PE
 from chimera.schemas.states import PositionStatus as P
-from chimera.schemas.strategy import decode_kill_switch
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.workers.handler import Context
-
-
-def kill_mode(ctx: Context) -> str | None:
-    if ctx.redis is None:
-        return None
-    state = decode_kill_switch(ctx.redis.get(keys.KILL_SWITCH))
-    return state.mode if state else None
 
 
 def flatten(ctx: Context, pos: dict) -> list[Emit]:

@@ -22,7 +22,8 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.positions.common import dec, direction, param, venue
+from chimera.handlers.common import dec, venue
+from chimera.handlers.positions.common import direction, param
 from chimera.schemas.messages import ManagePositions, MarkPrice
 from chimera.streams import keys
 from chimera.streams.producer import Emit

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from chimera.handlers.positions.common import dec, direction, pairs, param
+from chimera.handlers.common import dec
+from chimera.handlers.positions.common import direction, pairs, param
 from chimera.handlers.positions.multipliers import Multipliers
 from chimera.venues.binance.adapter import Filters
 from chimera.workers.errors import PermanentError

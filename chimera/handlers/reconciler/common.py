@@ -6,9 +6,7 @@ import time
 
 from chimera.schemas.states import OrderStatus
 from chimera.venues.binance.adapter import VenueRateLimited, VenueUnknown
-from chimera.workers.handler import Context
 
-EVENTS = "strategy_events"
 S = OrderStatus
 UNSETTLED = {S.INITIALIZED, S.SUBMITTED, S.UNKNOWN, S.PENDING_CANCEL}  # S4 is mid-request on these
 READ_ATTEMPTS = 3
@@ -27,10 +25,6 @@ def read(fn, *args):
 def mine(doc: dict, account_id: str) -> bool:
     # Documents written before accounts existed (or by single-account roles) belong to main.
     return doc.get("account_id", "main") == account_id
-
-
-def event(ctx: Context, kind: str, key: str, body: dict) -> None:
-    ctx.store.upsert(EVENTS, f"{kind}:{key}", {"kind": kind, "ts": ctx.now_ms(), **body})
 
 
 def in_flight(doc: dict, now_ms: int, settle_ms: int, stuck_ms: int) -> bool:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 
+from chimera.handlers.common import strategy_event
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
-from chimera.handlers.reconciler.common import EVENTS, event, in_flight, mine, read
+from chimera.handlers.reconciler.common import in_flight, mine, read
 from chimera.handlers.router import legs
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, CancelOrder, OpsEvent, Reconcile
@@ -144,7 +145,7 @@ class Run:
         item = {"type": "order", "ref": doc["client_order_id"], "intent_id": doc["intent_id"],
                 "symbol": doc["symbol"], "was": doc["status"], "action": "CLOSED_NOT_AT_VENUE"}
         self.closed.append(item)
-        event(self.ctx, "RECONCILE_ORDER_CLOSED", f"{self.run_id}:{doc['client_order_id']}", item)
+        strategy_event(self.ctx, "RECONCILE_ORDER_CLOSED", f"{self.run_id}:{doc['client_order_id']}", item)
 
     def _unknown_venue_order(self, vo) -> None:
         cid = vo.client_order_id
@@ -172,10 +173,10 @@ class Run:
         item = {"type": "order", "ref": cid, "intent_id": intent_id, "symbol": vo.symbol}
         if is_chimera_cid(cid):
             self.adopted.append(item)
-            event(self.ctx, "RECONCILE_ADOPTED", f"{self.run_id}:{cid}", {**item, "state": "ACTIVE"})
+            strategy_event(self.ctx, "RECONCILE_ADOPTED", f"{self.run_id}:{cid}", {**item, "state": "ACTIVE"})
             return
         self.closed.append({**item, "action": "CANCEL_FOREIGN"})
-        event(self.ctx, "RECONCILE_ORDER_CANCEL", f"{self.run_id}:{cid}", item)
+        strategy_event(self.ctx, "RECONCILE_ORDER_CANCEL", f"{self.run_id}:{cid}", item)
         self.emits.append(Emit(keys.ORD_COMMANDS, CancelOrder(intent_id=intent_id, symbol=vo.symbol, client_order_id=cid,
                                                               reason="reconcile: unknown venue order"),
                                f"{intent_id}:cancel", self.account_id))
@@ -187,7 +188,7 @@ class Run:
     def fixed_item(self, type_: str, ref: str, field: str, was, now) -> None:
         item = {"type": type_, "ref": ref, "field": field, "was": str(was), "now": str(now)}
         self.fixed.append(item)
-        event(self.ctx, "RECONCILE_QTY_FIXED" if field == "qty" else "RECONCILE_FIXED", f"{self.run_id}:{ref}", item)
+        strategy_event(self.ctx, "RECONCILE_QTY_FIXED" if field == "qty" else "RECONCILE_FIXED", f"{self.run_id}:{ref}", item)
 
     def differences(self) -> int:
         return len(self.fixed) + len(self.adopted) + len(self.closed) + len(self.unresolved)
@@ -237,7 +238,7 @@ def handle(env: Envelope, ctx: Context) -> list[Emit]:
     if cmd.scope in ("ALL", "POSITIONS"):
         pos_pass.reconcile(run, fut)
     report = run.report(cmd.scope, cmd.requested_by)
-    ctx.store.upsert(EVENTS, f"RECONCILE_RUN:{run.run_id}", {"kind": "RECONCILE_RUN", "ts": ctx.now_ms(), **report})
+    strategy_event(ctx, "RECONCILE_RUN", run.run_id, report)
     if ctx.redis is not None:
         ctx.redis.set(keys.RECON_LAST_RUN, str(ctx.now_ms()))
     done = OpsEvent(kind="RECONCILE_DONE", actor=cmd.requested_by or "reconciler",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from chimera.handlers.reconciler.common import event, read
+from chimera.handlers.common import strategy_event
+from chimera.handlers.reconciler.common import read
 
 LIQUIDATIONS = "liquidations"
 
@@ -46,7 +47,7 @@ def book_forced_close(run, fut, symbol: str, side: str, docs: list[dict], close)
             if close(run, doc, kind, exit_price=str(order.get("avgPrice"))):
                 item = {"type": "position", "ref": doc["_key"], "symbol": symbol, "side": side, "action": kind,
                         "qty": doc["qty"], "exit_price": booked["avg_price"], "force_order_id": booked["order_id"]}
-                event(ctx, "RECONCILE_LIQUIDATION", f"{run.run_id}:{doc['_key']}", item)
+                strategy_event(ctx, "RECONCILE_LIQUIDATION", f"{run.run_id}:{doc['_key']}", item)
                 run.alert("RECONCILE_LIQUIDATION",
                           f"{side} position {doc['_key']} ({doc['qty']} {symbol}) closed by the venue: {kind} "
                           f"at {booked['avg_price']} (force order {booked['order_id']})",

@@ -22,9 +22,7 @@ DEFAULT_INTERVAL_MS = 60_000
 
 def param(ctx: Context, name: str, default):
     """``reconciler.<name>`` (flat key or nested section) from the active bundle."""
-    nested = ctx.config.get("reconciler") or {}
-    v = ctx.config.get(f"reconciler.{name}", nested.get(name, default) if isinstance(nested, dict) else default)
-    return type(default)(v)
+    return ctx.config.param("reconciler", name, default)
 
 
 def interval_ms(ctx: Context) -> int:

@@ -26,9 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from chimera.handlers.common import strategy_event
 from chimera.handlers.positions import lifecycle as s6
 from chimera.handlers.reconciler import liquidations
-from chimera.handlers.reconciler.common import event, mine, read
+from chimera.handlers.reconciler.common import mine, read
 from chimera.handlers.reconciler.periodic import param
 from chimera.handlers.router import legs
 from chimera.handlers.strategy import lifecycle
@@ -202,7 +203,7 @@ def close(run, doc: dict, action: str, exit_leg: dict | None = None, exit_price:
     s6.deactivate(ctx, doc)
     item = {"type": "position", "ref": doc["_key"], "symbol": doc["symbol"], "side": doc["side"], "action": action}
     run.closed.append(item)
-    event(ctx, "RECONCILE_POSITION_CLOSED", f"{run.run_id}:{doc['_key']}", item)
+    strategy_event(ctx, "RECONCILE_POSITION_CLOSED", f"{run.run_id}:{doc['_key']}", item)
     return True
 
 
@@ -260,7 +261,7 @@ def _adopt(run, fut, o: Orphan, venue_entry: Decimal | None) -> dict | None:
     s6.activate(ctx, {**doc, "_key": o.pos_id})  # S6 manages it from here; its stop state is S6's own business
     item = {"type": "position", "ref": o.pos_id, "symbol": o.symbol, "side": o.side, "qty": str(o.qty)}
     run.adopted.append(item)
-    event(ctx, "RECONCILE_ADOPTED", f"{run.run_id}:{o.pos_id}", {**item, "state": "ACTIVE"})
+    strategy_event(ctx, "RECONCILE_ADOPTED", f"{run.run_id}:{o.pos_id}", {**item, "state": "ACTIVE"})
     run.emits.append(Emit(keys.POS_EVENTS, PositionEvent(
         pos_id=o.pos_id, kind="ADOPTED", symbol=o.symbol, side=o.side, qty=o.qty, state=P.ACTIVE.value,
         entry_price=entry, sl_price=sl, intent_id=o.intent_id), f"pos:{o.pos_id}:ADOPTED:{run.run_id}", run.account_id))
@@ -277,7 +278,7 @@ def _unknown_position(run, k: str, qty: Decimal) -> None:
     symbol, side = k.split(":")
     policy = param(run.ctx, "unknown_position_policy", "close")
     item = {"type": "position", "ref": k, "symbol": symbol, "side": side, "qty": str(qty), "policy": policy}
-    event(run.ctx, "RECONCILE_UNKNOWN_POSITION", f"{run.run_id}:{k}", item)
+    strategy_event(run.ctx, "RECONCILE_UNKNOWN_POSITION", f"{run.run_id}:{k}", item)
     if policy == "close":
         intent_id = f"recon-close-{run.run_id}-{symbol}-{side}"[:64]
         intent = OrderIntent(intent_id=intent_id, market="FUT", symbol=symbol, side="SELL" if side == "BUY" else "BUY",

@@ -21,6 +21,7 @@ from decimal import Decimal
 import msgspec
 from loguru import logger
 
+from chimera.handlers.common import kill_mode, strategy_event, venue
 from chimera.handlers.router import legs
 from chimera.handlers.router.legs import dec, leg_key
 from chimera.schemas.envelope import Envelope, to_builtins
@@ -34,17 +35,15 @@ from chimera.schemas.messages import (
     VenueReport,
 )
 from chimera.schemas.states import ORDER_FSM, OrderStatus
-from chimera.schemas.strategy import decode_kill_switch
 from chimera.streams import keys
 from chimera.streams.producer import Emit, envelope_for
-from chimera.venues.binance.adapter import VenueError, venue_from_settings
+from chimera.venues.binance.adapter import VenueError
 from chimera.workers import scheduler
 from chimera.workers.errors import NotYetImplemented, PermanentError, RetryableError
 from chimera.workers.handler import Context
 
 INTENTS = "order_intents"
 FILLS = "fills"
-EVENTS = "strategy_events"
 EXIT_PURPOSES = {"EXIT", "STOP", "TAKE_PROFIT", "REDUCE", "FLATTEN"}
 S = OrderStatus
 
@@ -52,27 +51,9 @@ S = OrderStatus
 # --- context helpers -------------------------------------------------------------------------------
 
 
-def venue(ctx: Context):
-    v = ctx.services.get("venue")
-    if v is None:
-        v = ctx.services["venue"] = venue_from_settings(ctx.settings)
-    return v
-
-
 def param(ctx: Context, name: str, default):
     """Router parameters from the active bundle: ``router.<name>`` or ``{"router": {name: ...}}``."""
-    flat = ctx.config.get(f"router.{name}")
-    if flat is not None:
-        return type(default)(flat)
-    nested = ctx.config.get("router") or {}
-    return type(default)(nested.get(name, default)) if isinstance(nested, dict) else default
-
-
-def kill_mode(ctx: Context) -> str | None:
-    if ctx.redis is None:
-        return None
-    state = decode_kill_switch(ctx.redis.get(keys.KILL_SWITCH))
-    return state.mode if state else None
+    return ctx.config.param("router", name, default)
 
 
 def is_reducing(intent: dict) -> bool:
@@ -164,10 +145,6 @@ def aggregate(docs: list[dict]) -> tuple[Decimal, Decimal | None]:
     filled = sum((dec(d.get("filled_qty")) or Decimal(0) for d in docs), Decimal(0))
     notional = sum(((dec(d.get("filled_qty")) or 0) * (dec(d.get("avg_price")) or 0) for d in docs), Decimal(0))
     return filled, (notional / filled if filled else None)
-
-
-def strategy_event(ctx: Context, kind: str, key: str, body: dict) -> None:
-    ctx.store.upsert(EVENTS, f"{kind}:{key}", {"kind": kind, "ts": ctx.now_ms(), **body})
 
 
 # --- metrics (``ord:{metrics}:router``; the gateway's /metrics reads them) -------------------------------

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any
 
 from loguru import logger
 
+from chimera.handlers.common import dec
 from chimera.schemas.states import (
     ORDER_FSM,
     IllegalTransition,
@@ -49,10 +49,6 @@ CAS_ATTEMPTS = 4
 
 def leg_key(intent_id: str, leg: str) -> str:
     return f"{intent_id}:{leg}"
-
-
-def dec(x: Any) -> Decimal | None:
-    return None if x is None or x == "" else Decimal(str(x))
 
 
 def new_leg_doc(intent: dict, leg: str, *, order_type: str, side: str, qty: Decimal, now_ms: int,
