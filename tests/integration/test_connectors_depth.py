@@ -18,11 +18,11 @@ from chimera.streams import keys
 from chimera.venues.binance.market_data import futures_rest
 from chimera.venues.local.replay import DataSpec
 from chimera.workers.clock import WallClock
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.local_venue import running_venue
 from tests.support.ops_events import ops_events
 from tests.support.order_books import RECORDINGS, best, rebuilt_book
 from tests.support.polling import wait_until
+from tests.support.workers import ThreadWorker
 
 SYMS = ("BTCUSDT", "ETHUSDT")
 COMPARED_LEVELS = 500  # of the 1,000 per side the REST snapshot gives

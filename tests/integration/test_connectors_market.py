@@ -19,10 +19,10 @@ from chimera.venues.binance.market_data import fetch_klines, futures_rest
 from chimera.workers.clock import ManualClock, WallClock
 from chimera.workers.config import ActiveConfig
 from chimera.workers.handler import Context
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.local_venue import running_venue
 from tests.support.ops_events import ops_events
 from tests.support.polling import wait_until
+from tests.support.workers import ThreadWorker
 
 SYMS = ("BTCUSDT", "ETHUSDT")
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import subprocess
-import sys
 from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
@@ -31,9 +29,8 @@ from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig
 from chimera.workers.handler import Context
 from chimera.workers.inprocess import InProcessRuntime
-from tests.conftest import subprocess_env
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import group_caught_up, wait_until
+from tests.support.workers import ThreadWorker, spawn
 
 SYMS = ("BTCUSDT", "ETHUSDT")
 
@@ -135,9 +132,7 @@ def test_recompute_command_backfills_and_records_strategy_event(r, settings, tmp
 @contextmanager
 def two_replicas(settings):
     """Two S2 worker processes; what is still alive is stopped at the end."""
-    env = subprocess_env(settings, CHIMERA_SYMBOLS=",".join(SYMS))
-    procs = {name: subprocess.Popen([sys.executable, "-m", "tests.support.run_worker",
-                                     "chimera.handlers.features.role:SPEC", name], env=env)
+    procs = {name: spawn("chimera.handlers.features.role:SPEC", name, settings, CHIMERA_SYMBOLS=",".join(SYMS))
              for name in ("s2-x", "s2-y")}
     try:
         yield procs

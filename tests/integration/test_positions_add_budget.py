@@ -18,9 +18,9 @@ from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.config import activate
 from tests.integration.test_positions_b3 import SYM, open_long, step, venue  # noqa: F401 - fixture
 from tests.integration.test_router_b1 import env, fut, venue_orders  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import wait_until
 from tests.support.positions import pos_events, redis_json, tick, venue_amt
+from tests.support.workers import ThreadWorker
 
 ADDS = {"max_adds": 2, "add_step_roe": 0.001, "add_fraction": 0.5, "tick_ms": 0}
 ADD_QTY = Decimal("0.005")  # 0.5 × the 0.010 entry, no regime/health multiplier

@@ -27,7 +27,6 @@ from chimera.venues.binance.market_data import futures_rest
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from tests.integration.test_router_b1 import env, submit, venue_orders  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.futures_venue import btc_futures_venue, fut
 from tests.support.polling import wait_until
 from tests.support.positions import (
@@ -42,6 +41,7 @@ from tests.support.positions import (
     venue_stops,
     wait_pass,
 )
+from tests.support.workers import ThreadWorker
 
 SYM = "BTCUSDT"
 TRAIL = {"trailing_enabled": True, "trailing_steps": [[0.002, 0.0002], [0.004, 0.0006], [0.006, 0.003]],

@@ -14,9 +14,9 @@ from chimera.schemas.messages import OrderIntent
 from chimera.streams import keys
 from chimera.venues.binance.adapter import client_order_id
 from tests.integration.test_router_b1 import env, fut, submit, venue  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import wait_until
 from tests.support.positions import pos_events, user_data
+from tests.support.workers import ThreadWorker
 
 
 def test_exchange_stop_fill_closes_the_position_and_releases_the_budget(r, env, venue):  # noqa: F811

@@ -12,9 +12,9 @@ from chimera.streams import keys
 from chimera.venues.binance import wallet
 from chimera.workers.config import activate
 from tests.integration.test_router_b1 import env, fut, venue  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import wait_until
 from tests.support.positions import drained, tick
+from tests.support.workers import ThreadWorker
 
 RULES = {"limits": {"USDT": "1000"}, "directions": ["MAIN_UMFUTURE"]}
 

@@ -36,9 +36,9 @@ from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from chimera.workers.scheduler_role import run_scheduler
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.futures_venue import btc_futures_venue, fut
 from tests.support.polling import wait_until
+from tests.support.workers import ThreadWorker
 
 # The explicit-run tests reconcile on demand only; start-up and periodic runs have their own tests.
 S5_ON_DEMAND = dataclasses.replace(S5, on_start=None)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from decimal import Decimal
@@ -30,10 +28,9 @@ from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from chimera.workers.scheduler_role import run_scheduler
-from tests.conftest import subprocess_env
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.futures_venue import btc_futures_venue, fut
 from tests.support.polling import wait_until
+from tests.support.workers import ThreadWorker, spawn
 
 
 @pytest.fixture
@@ -263,9 +260,8 @@ CRASH_SPEC = _crash_hook_spec()
 def test_sigkill_between_persist_and_send_yields_one_order(r, env, venue):
     s, store = env
     submit(r, OrderIntent(intent_id="crash-1", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.002")))
-    victim = subprocess.Popen([sys.executable, "-m", "tests.support.run_worker",
-                               "tests.integration.test_router_b1:CRASH_SPEC", "victim"],
-                              env=subprocess_env(s, CHIMERA_VENUE_URL=venue.base_url, ROUTER_CRASH_AT="after_submitted"))
+    victim = spawn("tests.integration.test_router_b1:CRASH_SPEC", "victim", s, CHIMERA_VENUE_URL=venue.base_url,
+                   ROUTER_CRASH_AT="after_submitted")
     try:
         assert victim.wait(60) == -signal.SIGKILL
     finally:
@@ -287,8 +283,7 @@ def test_sigkill_between_send_and_ack_yields_one_order(r, env, venue):
     venue.control("/chimera/v1/faults", {"reply_delay_ms": 30_000})
     submit(r, OrderIntent(intent_id="crash-2", market="FUT", symbol="BTCUSDT", side="SELL", qty=Decimal("0.002")))
     cid = client_order_id("crash-2", "mkt")
-    victim = subprocess.Popen([sys.executable, "-m", "tests.support.run_worker", "chimera.handlers.router.role:SPEC",
-                               "victim"], env=subprocess_env(s, CHIMERA_VENUE_URL=venue.base_url))
+    victim = spawn("chimera.handlers.router.role:SPEC", "victim", s, CHIMERA_VENUE_URL=venue.base_url)
     try:
         wait_until(lambda: venue_orders(venue)[cid] == 1, timeout=60, message="order executed, reply held")
         victim.send_signal(signal.SIGKILL)

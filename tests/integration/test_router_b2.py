@@ -9,7 +9,6 @@ a local guard stop that fires one MARKET exit, also when its monitor is SIGKILLe
 from __future__ import annotations
 
 import subprocess
-import sys
 from decimal import Decimal
 
 import msgspec
@@ -24,10 +23,9 @@ from chimera.venues.binance.adapter import SpotTrading, client_order_id
 from chimera.venues.local.replay import DataSpec
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
-from tests.conftest import subprocess_env
 from tests.integration.test_router_b1 import done, env, submit  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import wait_until
+from tests.support.workers import ThreadWorker, spawn
 
 SPOT_2024 = "/work/shared/data/market/ws_streams_depth_trades_bookticker/spot/btcusdt_20240808.gz"
 NO_CONDITIONAL = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
@@ -146,9 +144,8 @@ NO_COND = pytest.mark.parametrize("venue", [{"spot_disabled_order_types": NO_CON
 def _arm_guard_in_victim(r, s, store, venue, iid: str, **env_extra) -> tuple[subprocess.Popen, Decimal]:
     intent, tp, sl = protected_entry(venue, iid)
     submit(r, intent)
-    victim = subprocess.Popen([sys.executable, "-m", "tests.support.run_worker",
-                               "tests.integration.test_router_b1:CRASH_SPEC", "victim"],
-                              env=subprocess_env(s, CHIMERA_VENUE_URL=venue.base_url, **env_extra))
+    victim = spawn("tests.integration.test_router_b1:CRASH_SPEC", "victim", s, CHIMERA_VENUE_URL=venue.base_url,
+                   **env_extra)
     wait_until(lambda: done(store, iid), timeout=60, message="guard armed by the victim")
     return victim, sl
 

@@ -14,8 +14,8 @@ from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from tests.integration.test_router_b1 import done, env, fut, submit, venue, venue_orders  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import group_caught_up, wait_until
+from tests.support.workers import ThreadWorker
 
 
 def cancel(r, intent_id: str, key: str, escalate: bool = True) -> None:

@@ -20,8 +20,8 @@ from chimera.venues.binance.adapter import client_order_id
 from chimera.venues.binance.market_data import futures_rest
 from chimera.workers.clock import WallClock
 from tests.integration.test_router_b1 import done, env, fut, submit, venue  # noqa: F401 - fixtures
-from tests.integration.test_runtime import ThreadWorker
 from tests.support.polling import group_caught_up, wait_until
+from tests.support.workers import ThreadWorker
 
 
 def reports_for(r, cid: str) -> list:

@@ -18,31 +18,11 @@ from chimera.streams.producer import Producer
 from chimera.streams.replay import print_range, rewind_group
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
-from chimera.workers.runtime import Worker, ensure_group
+from chimera.workers.runtime import ensure_group
 from tests.conftest import subprocess_env
 from tests.support import handlers
 from tests.support.polling import wait_until
-
-
-class ThreadWorker:
-    def __init__(self, spec, r, settings, consumer, store=None):
-        self.store = store or open_store(settings.store_url)
-        self.worker = Worker(spec, r, settings=settings, store=self.store, clock=WallClock(), consumer=consumer)
-        self.thread = threading.Thread(target=self.worker.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self.worker
-
-    def __exit__(self, *exc):
-        self.worker.stop()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "worker did not stop after stop()"
-
-
-def spawn(spec: str, consumer: str, settings) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.support.run_worker", spec, consumer],
-                            env=subprocess_env(settings))
+from tests.support.workers import ThreadWorker, spawn
 
 
 def test_sigkill_mid_handle_is_redelivered_and_effect_happens_once(r, settings):

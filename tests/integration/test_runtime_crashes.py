@@ -16,8 +16,8 @@ from chimera.streams import keys
 from chimera.streams.admin import dlq_entries
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
-from tests.integration.test_runtime import spawn
 from tests.support.polling import wait_until
+from tests.support.workers import spawn
 
 SPEC = "tests.support.handlers:PACED_SPEC"
 
