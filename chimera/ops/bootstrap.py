@@ -8,11 +8,11 @@ import sys
 
 from loguru import logger
 
+from chimera.errors import FatalError
 from chimera.ops.settings import Settings
 from chimera.store import open_objects, open_store
 from chimera.streams.redis import connect
 from chimera.workers.clock import WallClock
-from chimera.workers.errors import FatalError
 
 
 def setup_logging(level: str = "INFO", json: bool | None = None) -> None:

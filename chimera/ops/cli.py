@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
+from chimera.errors import FatalError
 from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
 from chimera.ops.settings import load_settings
-from chimera.workers.errors import FatalError
 
 app = typer.Typer(help="Chimera: automated trading on Redis-Streams workers.", no_args_is_help=True)
 streams_app = typer.Typer(help="Inspect and prepare streams and consumer groups.", no_args_is_help=True)
@@ -147,7 +147,7 @@ def replay(
 @streams_app.command("init")
 def streams_init() -> None:
     """Create every role's consumer groups (idempotent)."""
-    from chimera.streams.admin import init_groups
+    from chimera.ops.streams_admin import init_groups
 
     settings = _settings()
     for stream, group in init_groups(redis_from(settings), settings):
@@ -157,7 +157,7 @@ def streams_init() -> None:
 @streams_app.command("info")
 def streams_info() -> None:
     """Length, groups, pending and lag of every Chimera stream."""
-    from chimera.streams.admin import stream_info
+    from chimera.ops.streams_admin import stream_info
 
     settings = _settings()
     for row in stream_info(redis_from(settings)):
@@ -175,7 +175,7 @@ def streams_pending(stream: str, group: str) -> None:
 @dlq_app.command("list")
 def dlq_list(count: int = 100) -> None:
     """Dead letters: id, source stream, group, attempts, reason."""
-    from chimera.streams.admin import dlq_entries
+    from chimera.ops.streams_admin import dlq_entries
 
     for entry_id, letter in dlq_entries(redis_from(_settings()), count):
         typer.echo(f"{entry_id}\t{letter.stream}\t{letter.group}\t{letter.attempts}\t{letter.reason.splitlines()[0]}")
@@ -184,7 +184,7 @@ def dlq_list(count: int = 100) -> None:
 @dlq_app.command("requeue")
 def dlq_requeue(entry_id: str) -> None:
     """Put a dead letter's original entry back on its stream (after fixing the cause)."""
-    from chimera.streams.admin import dlq_requeue as requeue
+    from chimera.ops.streams_admin import dlq_requeue as requeue
 
     try:
         new_id = requeue(redis_from(_settings()), entry_id)
@@ -233,7 +233,7 @@ def drill(
     """Chaos drill: workers SIGKILLed at random, a faulty venue; then assert nothing lost, nothing doubled."""
     import json
 
-    from chimera.ops.drill import DrillConfig, run_drill
+    from chimera.ops.tools.drill import DrillConfig, run_drill
 
     if intents < 1 or kill_every_ms < 0 or rate <= 0:
         _fail("--intents and --rate must be positive, --kill-every-ms >= 0")

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from chimera.workers.errors import FatalError
+from chimera.errors import FatalError
 
 VENUES = ("paper", "testnet", "live")
 

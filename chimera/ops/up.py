@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from chimera.workers.errors import FatalError
+from chimera.errors import FatalError
 from chimera.workers.registry import ROLES, is_built
 
 # Start order: producers last, so consumers have their groups before the data flows.

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chimera.workers.errors import FatalError
+from chimera.errors import FatalError
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import Any
 
 from loguru import logger
 
+from chimera.errors import PermanentError
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import ConfigActivated
 from chimera.streams import keys
-from chimera.workers.errors import PermanentError
 
 
 @dataclass(frozen=True)

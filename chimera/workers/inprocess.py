@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from chimera.errors import PermanentError
 from chimera.schemas.envelope import Envelope, Message, decode, encode
 from chimera.streams.producer import Emit, envelope_for
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig, load_active
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context, HandlerSpec
 
 

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chimera.workers.errors import FatalError, NotYetImplemented
+from chimera.errors import FatalError, NotYetImplemented
 from chimera.workers.handler import HandlerSpec
 
 
@@ -24,7 +24,7 @@ class Role:
 
 
 ROLES: tuple[Role, ...] = (
-    Role("s1", "exchange connectors", ("connectors", "connector", "xchg"), "chimera.handlers.connectors.role:SPEC", "issue #4"),
+    Role("s1", "exchange connectors", ("connectors", "connector", "xchg"), "chimera.feeds.role:SPEC", "issue #4"),
     Role("s2", "feature generator", ("features", "feature"), "chimera.handlers.features.role:SPEC", "issue #4"),
     Role("s3", "strategy engine", ("strategy",), "chimera.handlers.strategy.role:SPEC", "issue #5"),
     Role("s4", "order router", ("router", "orders"), "chimera.handlers.router.role:SPEC", "issue #6"),

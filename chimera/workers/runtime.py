@@ -28,6 +28,7 @@ import msgspec
 from loguru import logger
 from redis.exceptions import ResponseError
 
+from chimera.errors import FatalError, PermanentError, RetryableError
 from chimera.schemas.envelope import Envelope, UnknownMessageType, decode, encode
 from chimera.schemas.messages import DeadLetter
 from chimera.streams import keys
@@ -35,7 +36,6 @@ from chimera.streams.producer import DEFAULT_MAXLEN, Emit, envelope_for
 from chimera.streams.redis import TRANSIENT, is_cluster, keyslot, retry_redis
 from chimera.workers.config import ConfigHolder
 from chimera.workers.crashguard import CrashGuard
-from chimera.workers.errors import FatalError, PermanentError, RetryableError
 from chimera.workers.handler import Context, HandlerSpec
 from chimera.workers.leases import LeaseManager
 from chimera.workers.locks import Idempotency, Lock

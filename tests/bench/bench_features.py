@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from chimera.handlers.connectors.market import MAX_BATCH, MarketDataConnector  # noqa: E402
+from chimera.feeds.market import MAX_BATCH, MarketDataConnector  # noqa: E402
 from chimera.streams import keys  # noqa: E402
 from chimera.streams.redis import connect  # noqa: E402
 from chimera.venues.local.loaders import load_freqtrade_klines  # noqa: E402

@@ -27,14 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from chimera.handlers.strategy.sizing import ids_for  # noqa: E402
-from chimera.ops import drill  # noqa: E402
-from chimera.ops.fleet import Fleet  # noqa: E402
 from chimera.ops.settings import load_settings  # noqa: E402
+from chimera.ops.streams_admin import init_groups  # noqa: E402
+from chimera.ops.tools import drill  # noqa: E402
+from chimera.ops.tools.fleet import Fleet  # noqa: E402
 from chimera.schemas.envelope import decode  # noqa: E402
 from chimera.schemas.messages import Decide  # noqa: E402
 from chimera.store import open_store  # noqa: E402
 from chimera.streams import keys  # noqa: E402
-from chimera.streams.admin import init_groups  # noqa: E402
 from chimera.streams.producer import Producer  # noqa: E402
 from chimera.streams.redis import connect  # noqa: E402
 from chimera.venues.local.server.app import VenueConfig  # noqa: E402

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from chimera.ops.drill import DrillConfig, run_drill
+from chimera.ops.tools.drill import DrillConfig, run_drill
 from tests.support.redis_servers import RedisCluster
 
 pytestmark = pytest.mark.timeout(300)

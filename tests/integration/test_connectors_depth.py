@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from chimera.handlers.connectors.market import MarketDataConnector
+from chimera.feeds.market import MarketDataConnector
 from chimera.handlers.features.engine import FeatureEngine
 from chimera.handlers.features.role import SPEC
 from chimera.schemas.envelope import decode

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from chimera.handlers.connectors.market import MarketDataConnector
+from chimera.feeds.market import MarketDataConnector
 from chimera.handlers.features.recompute import recompute
 from chimera.handlers.features.role import SPEC, is_bar_feature, signal_id
 from chimera.schemas.envelope import decode
@@ -122,7 +122,7 @@ def test_s1_role_skips_disabled_accounts_and_reports_stream_status(venue, r, set
     import json
     import threading
 
-    from chimera.handlers.connectors.role import run
+    from chimera.feeds.role import run
     from chimera.workers.registry import load_spec
 
     assert load_spec("s1") is run

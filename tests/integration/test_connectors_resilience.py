@@ -13,16 +13,16 @@ from decimal import Decimal
 import pytest
 from litestar.testing import TestClient
 
+from chimera.errors import FatalError
+from chimera.feeds.role import StatusBoard, run
+from chimera.feeds.user_data import UserDataConnector
 from chimera.gateway.app import create_app
-from chimera.handlers.connectors.role import StatusBoard, run
-from chimera.handlers.connectors.user_data import UserDataConnector
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import VenueReport
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.binance.adapter import FuturesTrading
 from chimera.workers.clock import ManualClock
-from chimera.workers.errors import FatalError
 from tests.support.local_venue import running_venue
 from tests.support.polling import wait_until
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from chimera.handlers.connectors.market import MarketDataConnector
+from chimera.feeds.market import MarketDataConnector
 from chimera.schemas.envelope import decode
 from chimera.streams import keys
 from chimera.venues.binance.market_data import fetch_klines, spot_rest

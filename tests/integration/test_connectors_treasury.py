@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from chimera.handlers.connectors import treasury
+from chimera.errors import RetryableError
+from chimera.handlers.treasury import transfer as treasury
 from chimera.schemas.messages import TransferRequest
 from chimera.store import open_store
 from chimera.streams import keys
@@ -15,7 +16,6 @@ from chimera.streams.producer import Emit, envelope_for
 from chimera.venues.binance import wallet
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig
-from chimera.workers.errors import RetryableError
 from chimera.workers.handler import Context
 from tests.support.local_venue import running_venue
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from chimera.handlers.connectors.user_data import FUNDING_RECORDS, UserDataConnector
+from chimera.feeds.user_data import FUNDING_RECORDS, UserDataConnector
 from chimera.schemas.envelope import decode
 from chimera.store import open_store
 from chimera.streams import keys

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from chimera.handlers.connectors.publish import BatchWriter, kline_key
+from chimera.feeds.publish import BatchWriter, kline_key
 from chimera.handlers.features.bars import RedisBars, StoredBar, record_bar
 from chimera.handlers.features.engine import FeatureEngine
 from chimera.handlers.features.recompute import recompute

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from chimera.handlers.connectors.market import MarketDataConnector
+from chimera.feeds.market import MarketDataConnector
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
 from chimera.handlers.strategy.state import Limits, RedisState

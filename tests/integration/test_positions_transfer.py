@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from chimera.handlers.connectors.treasury import SPEC as TREASURY
 from chimera.handlers.positions.role import SPEC as S6
+from chimera.handlers.treasury.transfer import SPEC as TREASURY
 from chimera.streams import keys
 from chimera.venues.binance import wallet
 from chimera.workers.config import activate

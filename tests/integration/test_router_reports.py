@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from msgspec.structs import replace
 
-from chimera.handlers.connectors.user_data import UserDataConnector
+from chimera.feeds.user_data import UserDataConnector
 from chimera.handlers.router.role import SPEC as S4
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import OrderIntent

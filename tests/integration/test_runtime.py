@@ -9,11 +9,11 @@ import sys
 import threading
 import time
 
+from chimera.ops.streams_admin import dlq_entries, dlq_requeue
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import ConfigActivated, Noop
 from chimera.store import open_store
 from chimera.streams import keys
-from chimera.streams.admin import dlq_entries, dlq_requeue
 from chimera.streams.producer import Producer
 from chimera.streams.replay import print_range, rewind_group
 from chimera.workers.clock import WallClock

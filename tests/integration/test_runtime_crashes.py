@@ -10,10 +10,10 @@ import signal
 
 import pytest
 
+from chimera.ops.streams_admin import dlq_entries
 from chimera.schemas.messages import Noop
 from chimera.store import open_store
 from chimera.streams import keys
-from chimera.streams.admin import dlq_entries
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
 from tests.support.polling import wait_until

@@ -96,7 +96,7 @@ class CoverageWatcher:
 @contextlib.contextmanager
 def user_data(r, venue, store_url: str):
     """S1's user-data connector for the venue's main account, subscribed, for the block's duration."""
-    from chimera.handlers.connectors.user_data import UserDataConnector
+    from chimera.feeds.user_data import UserDataConnector
     from chimera.store import open_store
     from chimera.venues.binance.market_data import futures_rest
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from binance_common.errors import BadRequestError, NetworkError, ServerError, TooManyRequestsError
 
+from chimera.errors import PermanentError, RetryableError
 from chimera.venues.binance.adapter import (
     AlreadyAccepted,
     Filters,
@@ -18,7 +19,6 @@ from chimera.venues.binance.adapter import (
     client_order_id,
     translate,
 )
-from chimera.workers.errors import PermanentError, RetryableError
 
 
 def test_client_order_id_is_deterministic_legal_and_leg_specific():

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from chimera.errors import FatalError
 from chimera.ops.settings import load_settings
 from chimera.streams import keys
 from chimera.streams.redis import keyslot
-from chimera.workers.errors import FatalError
 from chimera.workers.registry import find_role, load_spec
 
 
@@ -53,8 +53,8 @@ def test_bundle_param_reads_flat_then_nested_and_parses_by_the_default_type():
 
     import pytest
 
+    from chimera.errors import PermanentError
     from chimera.workers.config import ActiveConfig
-    from chimera.workers.errors import PermanentError
 
     cfg = ActiveConfig("b", 1, MappingProxyType({"router.maker_wait_ms": "250", "router": {"maker_wait_ms": 9,
                                                  "twap": "false", "tick": "0.5", "bad": "x"}}))

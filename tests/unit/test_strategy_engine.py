@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 import pytest
 
+from chimera.errors import PermanentError
 from chimera.handlers.strategy import killswitch
 from chimera.handlers.strategy.bundle import parse
 from chimera.handlers.strategy.engine import Signal, decide
@@ -25,7 +26,6 @@ from chimera.store.objects import LocalObjectStore
 from chimera.streams import keys
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 BUNDLE = json.loads((Path(__file__).resolve().parents[2] / "chimera/bundles/sample_vol_breakout.json").read_text())

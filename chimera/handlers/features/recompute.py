@@ -18,12 +18,12 @@ from types import SimpleNamespace
 
 from loguru import logger
 
+from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.features.bars import MemoryBars
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Kline, OpsEvent, RecomputeFeatures
 from chimera.streams import keys
 from chimera.streams.producer import Emit
-from chimera.workers.errors import PermanentError, RetryableError
 from chimera.workers.handler import Context
 
 DEFAULT_WARMUP_BARS = 1000

@@ -25,6 +25,7 @@ import json
 import math
 from datetime import UTC, datetime
 
+from chimera.errors import PermanentError
 from chimera.handlers.features.bars import RedisBars
 from chimera.handlers.features.indicators import sample_std
 from chimera.schemas.envelope import Envelope
@@ -32,7 +33,6 @@ from chimera.schemas.messages import MetricEvent, TimerFired
 from chimera.streams import keys
 from chimera.streams.producer import Emit, envelope_for
 from chimera.workers import scheduler
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 DAY_MS = 86_400_000

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chimera.errors import PermanentError
 from chimera.handlers.features.bars import MemoryBars
 from chimera.handlers.features.engine import Bar, FeatureConfig, FeatureSnapshot
 from chimera.handlers.features.state_cache import bar_source, end_batch, load_engine, touched
@@ -40,7 +41,6 @@ from chimera.schemas.messages import (
 )
 from chimera.streams import keys
 from chimera.streams.producer import Emit
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context, HandlerSpec
 
 DEFAULT_REFERENCE = "BTCUSDT"

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from loguru import logger
 
+from chimera.errors import PermanentError
 from chimera.handlers.positions.common import (
     direction,
     load_state,
@@ -37,7 +38,6 @@ from chimera.schemas.messages import OrderResult
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance.adapter import Filters
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.common import dec, venue
 from chimera.schemas.messages import OrderIntent, PositionEvent, SubmitOrder
 from chimera.schemas.states import POSITION_FSM, IllegalTransition
@@ -24,7 +25,6 @@ from chimera.schemas.states import PositionStatus as P
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance.adapter import Filters
-from chimera.workers.errors import PermanentError, RetryableError
 from chimera.workers.handler import Context
 from chimera.workers.locks import Lock
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from chimera.errors import PermanentError
 from chimera.handlers.positions.common import (
     event,
     load_state,
@@ -32,7 +33,6 @@ from chimera.schemas.messages import OrderResult
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance.adapter import Filters
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 TERMINAL = ("FILLED", "REJECTED", "CANCELED", "EXPIRED")

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from chimera.errors import PermanentError
 from chimera.handlers.positions.common import param
 from chimera.handlers.strategy.state import parse_level
 from chimera.streams import keys
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 DEFAULT_REGIME = {"EXTREME": {"size": 0.5, "stop": 1.5}}

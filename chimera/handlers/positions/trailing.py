@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from chimera.errors import PermanentError
 from chimera.handlers.common import dec
 from chimera.handlers.positions.common import direction, pairs, param
 from chimera.handlers.positions.multipliers import Multipliers
 from chimera.venues.binance.adapter import Filters
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 

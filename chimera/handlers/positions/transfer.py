@@ -18,8 +18,8 @@ from decimal import Decimal
 from loguru import logger
 
 from chimera.handlers.common import venue
-from chimera.handlers.connectors.treasury import COLL
 from chimera.handlers.positions.common import param
+from chimera.handlers.treasury.transfer import COLL
 from chimera.schemas.messages import TransferRequest
 from chimera.streams import keys
 from chimera.streams.producer import Emit

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.common import strategy_event
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
@@ -32,7 +33,6 @@ from chimera.schemas.states import OrderStatus
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance.adapter import OrderNotFound, venue_from_settings
-from chimera.workers.errors import PermanentError, RetryableError
 from chimera.workers.handler import Context
 
 ORDERS = legs.ORDERS

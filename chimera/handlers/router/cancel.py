@@ -18,6 +18,7 @@ from decimal import Decimal
 import msgspec
 from loguru import logger
 
+from chimera.errors import PermanentError
 from chimera.handlers.router import core, legs, spot
 from chimera.handlers.router.legs import dec
 from chimera.schemas.envelope import Envelope
@@ -27,7 +28,6 @@ from chimera.schemas.states import OrderStatus as S
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.workers import scheduler
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import Context
 
 

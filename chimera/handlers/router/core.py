@@ -21,6 +21,7 @@ from decimal import Decimal
 import msgspec
 from loguru import logger
 
+from chimera.errors import NotYetImplemented, PermanentError, RetryableError
 from chimera.handlers.common import kill_mode, strategy_event, venue
 from chimera.handlers.router import legs
 from chimera.handlers.router.legs import dec, leg_key
@@ -39,7 +40,6 @@ from chimera.streams import keys
 from chimera.streams.producer import Emit, envelope_for
 from chimera.venues.binance.adapter import VenueError
 from chimera.workers import scheduler
-from chimera.workers.errors import NotYetImplemented, PermanentError, RetryableError
 from chimera.workers.handler import Context
 
 INTENTS = "order_intents"

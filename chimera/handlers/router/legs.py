@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from loguru import logger
 
+from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.common import dec
 from chimera.schemas.states import (
     ORDER_FSM,
@@ -40,7 +41,6 @@ from chimera.venues.binance.adapter import (
     VenueUnknown,
     client_order_id,
 )
-from chimera.workers.errors import PermanentError, RetryableError
 
 ORDERS = "orders"
 QUERY_ATTEMPTS = 3

@@ -27,6 +27,7 @@ from decimal import Decimal
 import msgspec
 from loguru import logger
 
+from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.router import core, legs
 from chimera.handlers.router.legs import dec, leg_key
 from chimera.schemas.envelope import Envelope
@@ -45,7 +46,6 @@ from chimera.venues.binance.adapter import (
     client_order_id,
 )
 from chimera.workers import scheduler
-from chimera.workers.errors import PermanentError, RetryableError
 from chimera.workers.handler import Context
 
 # Compare-and-set on the guard's JSON state: ARGV[1] -> ARGV[2]; 1 if this call made the move.

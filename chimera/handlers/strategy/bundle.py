@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from chimera.errors import PermanentError
 from chimera.handlers.strategy.dsl import DEFAULT_FIELDS, CompiledRuleSet, compile_rules
 from chimera.handlers.strategy.dsl_lex import RuleError
 from chimera.handlers.strategy.state import Limits
-from chimera.workers.errors import PermanentError
 
 _FUT_POLICIES = ("MakerThenTaker", "TWAP", "MARKET")
 _SPOT_POLICIES = ("OCO", "GUARD")

@@ -6,13 +6,13 @@ Decisions (FeaturesComputed, Decide) and the position lifecycle (OrderResult) sh
 
 from __future__ import annotations
 
+from chimera.errors import PermanentError
 from chimera.handlers.strategy.engine import SIGNALS, Signal, decide
 from chimera.handlers.strategy.lifecycle import on_order_result
 from chimera.handlers.strategy.state import state_for
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Decide, FeaturesComputed, OrderResult
 from chimera.streams import keys
-from chimera.workers.errors import PermanentError
 from chimera.workers.handler import HandlerSpec
 
 

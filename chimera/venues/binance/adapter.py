@@ -40,9 +40,9 @@ from binance_common.errors import (
     UnauthorizedError,
 )
 
+from chimera.errors import FatalError, PermanentError, RetryableError
 from chimera.venues.binance.market_data import futures_rest, spot_rest
 from chimera.venues.binance.user_data import D
-from chimera.workers.errors import FatalError, PermanentError, RetryableError
 
 # --- errors ------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Binance user data (USDT-M futures and spot) through the official SDKs: the SDK frame → plain dict
-decoding and the pure normalizers used by S1 (``chimera/handlers/connectors/user_data.py``); the REST
+decoding and the pure normalizers used by S1 (``chimera/feeds/user_data.py``); the REST
 side (listenKeys, catch-up reads) is in ``user_rest.py``.
 
 * ``ORDER_TRADE_UPDATE`` (futures) / ``executionReport`` (spot) → ``VenueReport`` (market FUT / SPOT),

@@ -8,7 +8,7 @@ from chimera.streams import keys
 
 
 def init_groups(r, settings) -> list[tuple[str, str]]:
-    from chimera.workers.errors import NotYetImplemented
+    from chimera.errors import NotYetImplemented
     from chimera.workers.handler import HandlerSpec
     from chimera.workers.registry import ROLES, load_spec
     from chimera.workers.runtime import ensure_group

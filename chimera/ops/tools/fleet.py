@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from chimera.workers.errors import FatalError
+from chimera.errors import FatalError
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Fleet:
         self.kills: Counter = Counter()
         self.crashes: Counter = Counter()
         self._exits: dict[int, int] = {}
-        self.zygote = subprocess.Popen([sys.executable, "-m", "chimera.ops.forkserver", *sorted(set(role_codes))],
+        self.zygote = subprocess.Popen([sys.executable, "-m", "chimera.ops.tools.forkserver", *sorted(set(role_codes))],
                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                        stderr=open(logs / "forkserver.log", "ab"))  # noqa: SIM115
         ready = self.zygote.stdout.readline()

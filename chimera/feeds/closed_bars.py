@@ -19,7 +19,7 @@ from collections.abc import Callable
 import msgspec
 from loguru import logger
 
-from chimera.handlers.connectors.publish import BatchWriter
+from chimera.feeds.publish import BatchWriter
 from chimera.schemas.messages import Kline
 
 BAR_MS = 60_000

@@ -36,15 +36,15 @@ from collections.abc import Callable, Iterable
 
 from loguru import logger
 
-from chimera.handlers.connectors.backoff import Backoff, is_auth_error
-from chimera.handlers.connectors.market import close_quietly, sdk_streams_client
-from chimera.handlers.connectors.sdk_loop import LoopThread
+from chimera.errors import FatalError
+from chimera.feeds.backoff import Backoff, is_auth_error
+from chimera.feeds.market import close_quietly, sdk_streams_client
+from chimera.feeds.sdk_loop import LoopThread
 from chimera.schemas.messages import OpsEvent, VenueReport
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import user_data as ud
 from chimera.venues.binance import user_rest
-from chimera.workers.errors import FatalError
 
 FUNDING_RECORDS = "funding_records"
 KEEPALIVE_S = 30 * 60

@@ -29,11 +29,11 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from chimera.handlers.connectors.backoff import Backoff
-from chimera.handlers.connectors.closed_bars import ClosedBars
-from chimera.handlers.connectors.depth import DepthBooks
-from chimera.handlers.connectors.publish import BatchWriter
-from chimera.handlers.connectors.sdk_loop import LoopThread
+from chimera.feeds.backoff import Backoff
+from chimera.feeds.closed_bars import ClosedBars
+from chimera.feeds.depth import DepthBooks
+from chimera.feeds.publish import BatchWriter
+from chimera.feeds.sdk_loop import LoopThread
 from chimera.schemas.messages import FundingEvent, MetricEvent, OpsEvent
 from chimera.streams import keys
 from chimera.venues.binance import market_data as md

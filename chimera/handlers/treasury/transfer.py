@@ -28,12 +28,12 @@ from typing import Any
 
 from loguru import logger
 
+from chimera.errors import RetryableError
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import OpsEvent, TransferRequest, TransferResponse
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance import wallet
-from chimera.workers.errors import RetryableError
 from chimera.workers.handler import Context, HandlerSpec
 
 COLL = "treasury_transfers"

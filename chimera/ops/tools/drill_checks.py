@@ -6,7 +6,7 @@
   from Chimera's store; an intent the store calls rejected must have no order at the venue;
 * protection — every venue position is covered by open reduce-only stops at the venue, and every
   open store position has a stop of its own open at the venue (or an armed guard, spot);
-* consistency — an S5 run with zero differences (``chimera.ops.drill`` drives that part).
+* consistency — an S5 run with zero differences (``chimera.ops.tools.drill`` drives that part).
 """
 
 from __future__ import annotations

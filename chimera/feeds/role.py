@@ -58,7 +58,7 @@ def market_config(settings) -> dict:
 
 def start_market(settings, market: str, symbols: list[str], main: Account, *, r, clock, board):
     """One market's streams (MarketDataConnector) through the official SDK of that market."""
-    from chimera.handlers.connectors.market import MarketDataConnector
+    from chimera.feeds.market import MarketDataConnector
     from chimera.handlers.features.role import reference_symbol
     from chimera.venues.binance.market_data import futures_rest, spot_rest
 
@@ -134,7 +134,7 @@ def user_data_config(settings) -> dict:
 def start_user_data(account: Account, settings, *, r, clock, store, board: StatusBoard, market: str = "FUT"):
     """Open one account's user-data stream for ``market`` (FUT or SPOT): listenKey, keep-alive, expiry
     renewal and REST catch-up, VenueReport, funding_records (FUT)."""
-    from chimera.handlers.connectors.user_data import KEEPALIVE_S, SEEN_WINDOW_MS, UserDataConnector
+    from chimera.feeds.user_data import KEEPALIVE_S, SEEN_WINDOW_MS, UserDataConnector
     from chimera.venues.binance.market_data import futures_rest, spot_rest
 
     cfg = user_data_config(settings)
@@ -154,7 +154,7 @@ def start_user_data(account: Account, settings, *, r, clock, store, board: Statu
 
 
 def run(settings, stop: threading.Event) -> None:
-    from chimera.handlers.connectors import treasury
+    from chimera.handlers.treasury import transfer as treasury
     from chimera.ops.bootstrap import clock_from, redis_from, stores_from
     from chimera.workers.runtime import Worker
 

@@ -34,14 +34,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chimera.ops import drill_checks as checks
-from chimera.ops.fleet import Fleet
+from chimera.errors import FatalError
+from chimera.ops.tools import drill_checks as checks
+from chimera.ops.tools.fleet import Fleet
 from chimera.schemas.messages import Decide, Reconcile
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.streams.redis import connect, is_cluster
 from chimera.workers.clock import WallClock
-from chimera.workers.errors import FatalError
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "drill_high_limits.json"
 SIDES = (("BTCUSDT", "BUY"), ("ETHUSDT", "SELL"))  # one direction per symbol: the venue nets one-way
@@ -290,8 +290,8 @@ def _reconcile_until_clean(r, store, fleet: Fleet, deadline: float, settle_s: fl
 
 def run_drill(cfg: DrillConfig) -> DrillReport:
     from chimera.ops.settings import load_settings
+    from chimera.ops.streams_admin import init_groups
     from chimera.store import open_store
-    from chimera.streams.admin import init_groups
     from chimera.venues.local.faults import FaultConfig
     from chimera.venues.local.server.app import VenueConfig
     from chimera.venues.local.testing import start_venue

@@ -22,7 +22,7 @@ import sys
 
 WARM = ("chimera.ops.cli", "chimera.ops.bootstrap", "chimera.workers.runtime", "chimera.workers.scheduler_role",
         "chimera.venues.binance.adapter", "chimera.venues.binance.market_data", "chimera.venues.binance.user_data",
-        "chimera.handlers.connectors.user_data", "chimera.handlers.connectors.market",
+        "chimera.feeds.user_data", "chimera.feeds.market",
         "binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures",
         "binance_sdk_spot.spot")
 

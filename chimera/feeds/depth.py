@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from chimera.handlers.connectors.publish import BatchWriter
+from chimera.feeds.publish import BatchWriter
 from chimera.schemas.messages import DepthLevels
 from chimera.streams import keys
 from chimera.venues.binance.order_book import OrderBook, SequenceGap

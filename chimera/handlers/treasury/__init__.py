@@ -1,0 +1,1 @@
+"""S1 treasury: the consumer-group handler that moves funds between wallets (TransferRequest)."""
