@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from chimera.gateway.errors import ApiError, not_found
 from chimera.handlers.strategy.killswitch import clear_kill_switch, set_kill_switch
-from chimera.handlers.strategy.state import RedisState
+from chimera.risk.state import RedisState
 from chimera.schemas.messages import (
     CancelOrder,
     ExecPolicy,

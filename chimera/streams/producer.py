@@ -15,13 +15,37 @@ DEFAULT_MAXLEN = 1_000_000  # approximate trim keeps memory bounded; replay hori
 
 @dataclass(frozen=True)
 class Emit:
-    """What a handler returns: publish ``payload`` onto ``stream``."""
+    """What a handler returns: publish ``payload`` onto ``stream``.
+
+    With ``due_ms`` it is a **timer** (ARCHITECTURE §4): the runtime publishes it when its clock
+    reaches ``due_ms`` (the Redis runtime writes the due-queue in the same flush pipeline as the
+    ack; the in-process runtime keeps a heap on its ManualClock). ``timer_key`` names the timer so a
+    later ``Emit`` with the same key replaces it (a maker window pushed back) and ``CancelTimer``
+    removes it; without one the idempotency key names it.
+    """
 
     stream: str
     payload: Message
     idempotency_key: str
     account_id: str | None = None
     event_time: int | None = None
+    due_ms: int | None = None
+    timer_key: str | None = None
+
+    @property
+    def is_timer(self) -> bool:
+        return self.due_ms is not None
+
+    @property
+    def timer_name(self) -> str:
+        return self.timer_key or f"{self.stream}|{self.idempotency_key}"
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    """What a handler returns to disarm a timer it armed earlier (by ``Emit.timer_key``)."""
+
+    timer_key: str
 
 
 def envelope_for(emit: Emit, *, parent: Envelope | None, now_ms: int, config_rev: int = 0) -> Envelope:

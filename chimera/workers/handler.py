@@ -1,18 +1,21 @@
-"""The handler contract: a spec of what a hop consumes, and the context it runs in.
+"""The handler contract: a role's route table, and the context a handler runs in.
 
-A handler is ``handle(env, ctx) -> list[Emit]``: it validates, reads, computes, writes the
-document store and *returns* what to publish. The runtime publishes, so a handler is testable
-without Redis (FastStream's lesson).
+A role declares once what it consumes: ``{MessageType: Route(handler, lock=..., idem=...)}``.
+A handler is ``handler(env, ctx) -> list[Emit | CancelTimer]``: it validates, reads, computes,
+writes the document store and *returns* what to publish and which timers to arm or disarm. The
+runtime publishes, so a handler is testable without Redis (FastStream's lesson). A payload type
+the role does not route is a permanent error: the runtime dead-letters it with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chimera.errors import PermanentError
 from chimera.schemas.envelope import Envelope
-from chimera.streams.producer import Emit
+from chimera.streams.producer import CancelTimer, Emit
 from chimera.workers.clock import Clock
 from chimera.workers.config import ActiveConfig
 
@@ -21,11 +24,34 @@ def by_idempotency_key(env: Envelope) -> str:
     return env.idempotency_key
 
 
+Handler = Callable[[Envelope, "Context"], Sequence[Emit | CancelTimer]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a role handles one message type.
+
+    ``lock``: the TTL-lock scope for the entry (a name from ``streams/keys.py``), or None.
+    ``idem``: the done-marker key; None means "no marker" (the handler is idempotent by itself,
+    e.g. a repeated command must re-emit its stored result).
+    """
+
+    handler: Handler
+    lock: Callable[[Envelope], str | None] | None = None
+    idem: Callable[[Envelope], str | None] | None = by_idempotency_key
+
+
+def _unrouted(role: str, env: Envelope) -> PermanentError:
+    return PermanentError(f"role {role} has no route for message type {env.type}")
+
+
 @dataclass(frozen=True)
 class HandlerSpec:
     role: str
-    handle: Callable[[Envelope, Context], Sequence[Emit]]
     streams: Callable[[Any], list[str]]  # settings -> streams consumed
+    routes: Mapping[type, Route] | None = None
+    # Without ``routes``: one handler for every type (benchmark and test roles).
+    handle: Handler | None = None
     idempotency: Callable[[Envelope], str] | None = by_idempotency_key
     lock: Callable[[Envelope], str | None] | None = None  # lock scope for this entry
     ordered: bool = False  # lease-owned streams, strict per-stream order
@@ -36,6 +62,38 @@ class HandlerSpec:
     # Called once when a worker starts, before it consumes; what it returns is published (S5 kicks
     # its start-up run and arms its periodic timer here).
     on_start: Callable[[Context], Sequence[Emit]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.routes is None:
+            if self.handle is None:
+                raise ValueError(f"role {self.role}: give routes or handle")
+            return
+        if self.handle is not None:
+            raise ValueError(f"role {self.role}: give routes or handle, not both")
+        routes, role = dict(self.routes), self.role
+
+        def route_of(env: Envelope) -> Route:
+            r = routes.get(type(env.payload))
+            if r is None:
+                raise _unrouted(role, env)
+            return r
+
+        def handle(env: Envelope, ctx: Context):
+            return route_of(env).handler(env, ctx)
+
+        def lock(env: Envelope) -> str | None:
+            r = routes.get(type(env.payload))
+            return r.lock(env) if r is not None and r.lock is not None else None
+
+        def idempotency(env: Envelope) -> str | None:
+            r = routes.get(type(env.payload))
+            return r.idem(env) if r is not None and r.idem is not None else None
+
+        # The runtime calls these three; deriving them from the table keeps one dispatch per role.
+        object.__setattr__(self, "handle", handle)
+        object.__setattr__(self, "lock", lock)
+        object.__setattr__(self, "idempotency", idempotency)
+        object.__setattr__(self, "route_of", route_of)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
-from chimera.handlers.strategy.state import Limits, RedisState, Usage
+from chimera.risk.state import Limits, RedisState, Usage
 from chimera.schemas.strategy import KillSwitchState
 from chimera.streams import keys
 from chimera.venues.binance.adapter import client_order_id

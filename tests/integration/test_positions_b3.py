@@ -17,7 +17,7 @@ import pytest
 from chimera.feeds.market import MarketDataConnector
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
-from chimera.handlers.strategy.state import Limits, RedisState
+from chimera.risk.state import Limits, RedisState
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import OrderIntent, OrderResult
 from chimera.streams import keys

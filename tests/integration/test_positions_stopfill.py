@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
-from chimera.handlers.strategy.state import Limits, RedisState
+from chimera.risk.state import Limits, RedisState
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import OrderIntent
 from chimera.streams import keys

@@ -302,7 +302,7 @@ def test_sigkill_between_send_and_ack_yields_one_order(r, env, venue):
 
 
 def test_flatten_closes_reduce_only_cancels_the_stop_and_releases_the_budget(r, env, venue):
-    from chimera.handlers.strategy.state import Limits, RedisState
+    from chimera.risk.state import Limits, RedisState
     from chimera.schemas.messages import ManagePositions
 
     s, store = env

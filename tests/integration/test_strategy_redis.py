@@ -16,7 +16,7 @@ from chimera.handlers.strategy import killswitch, lifecycle
 from chimera.handlers.strategy.engine import Signal, decide
 from chimera.handlers.strategy.replay import _bars
 from chimera.handlers.strategy.role import SPEC
-from chimera.handlers.strategy.state import (
+from chimera.risk.state import (
     BUDGET_EXHAUSTED,
     OK,
     Limits,

@@ -19,7 +19,7 @@ from chimera.handlers.strategy.engine import Signal, decide
 from chimera.handlers.strategy.lifecycle import close_position
 from chimera.handlers.strategy.model_gate import curve_mult
 from chimera.handlers.strategy.sizing import ids_for
-from chimera.handlers.strategy.state import MemoryState
+from chimera.risk.state import MemoryState
 from chimera.schemas.messages import SubmitOrder
 from chimera.store import open_store
 from chimera.store.objects import LocalObjectStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chimera.handlers.strategy import lifecycle
-from chimera.handlers.strategy.state import OK, Limits, MemoryState
+from chimera.risk.state import OK, Limits, MemoryState
 from chimera.schemas.messages import Alert, OrderResult
 from chimera.schemas.states import PositionEvent
 from chimera.streams import keys

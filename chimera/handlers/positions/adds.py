@@ -33,7 +33,7 @@ from chimera.handlers.positions.common import (
 )
 from chimera.handlers.positions.multipliers import Multipliers
 from chimera.handlers.strategy.bundle import DEFAULT_BUDGET_USDT, strategy_config
-from chimera.handlers.strategy.state import OK, WrongSymbol, from_micro, state_for, to_micro
+from chimera.risk.state import OK, WrongSymbol, from_micro, state_for, to_micro
 from chimera.schemas.messages import OrderResult
 from chimera.streams import keys
 from chimera.streams.producer import Emit

@@ -179,7 +179,7 @@ def _close_tail(ctx: Context, pos: dict, exit_intent_id: str) -> list[Emit]:
 def release_budget(ctx: Context, pos: dict) -> None:
     """Give back S3's margin/concurrency reservation, adds included (idempotent per pos_id in S3's script)."""
     try:
-        from chimera.handlers.strategy.state import state_for
+        from chimera.risk.state import state_for
     except ImportError:  # S3 not present in this build: nothing was reserved
         return
     try:

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from chimera.errors import PermanentError
 from chimera.handlers.positions.common import param
-from chimera.handlers.strategy.state import parse_level
+from chimera.risk.state import parse_level
 from chimera.streams import keys
 from chimera.workers.handler import Context
 

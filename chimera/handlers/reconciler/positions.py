@@ -33,7 +33,7 @@ from chimera.handlers.reconciler.common import mine, read
 from chimera.handlers.reconciler.periodic import param
 from chimera.handlers.router import legs
 from chimera.handlers.strategy import lifecycle
-from chimera.handlers.strategy.state import state_for
+from chimera.risk.state import state_for
 from chimera.schemas.messages import OrderIntent, PositionEvent, SubmitOrder
 from chimera.schemas.states import PositionEvent as PE
 from chimera.schemas.states import PositionStatus

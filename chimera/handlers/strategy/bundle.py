@@ -16,7 +16,7 @@ from typing import Any
 from chimera.errors import PermanentError
 from chimera.handlers.strategy.dsl import DEFAULT_FIELDS, CompiledRuleSet, compile_rules
 from chimera.handlers.strategy.dsl_lex import RuleError
-from chimera.handlers.strategy.state import Limits
+from chimera.risk.state import Limits
 
 _FUT_POLICIES = ("MakerThenTaker", "TWAP", "MARKET")
 _SPOT_POLICIES = ("OCO", "GUARD")

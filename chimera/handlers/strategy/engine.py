@@ -18,7 +18,7 @@ from chimera.handlers.strategy.bundle import StrategyConfig, strategy_config
 from chimera.handlers.strategy.dsl import time_fields
 from chimera.handlers.strategy.lifecycle import COLL, last_stop_loss, open_position, transition
 from chimera.handlers.strategy.sizing import build_intent, entry_price, ids_for, size_entry, symbol_rules
-from chimera.handlers.strategy.state import OK, state_for
+from chimera.risk.state import OK, state_for
 from chimera.schemas.envelope import to_builtins
 from chimera.schemas.messages import Decision, OrderIntent, SubmitOrder
 from chimera.schemas.states import PositionEvent

@@ -9,7 +9,7 @@ from __future__ import annotations
 from chimera.errors import PermanentError
 from chimera.handlers.strategy.engine import SIGNALS, Signal, decide
 from chimera.handlers.strategy.lifecycle import on_order_result
-from chimera.handlers.strategy.state import state_for
+from chimera.risk.state import state_for
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Decide, FeaturesComputed, OrderResult
 from chimera.streams import keys

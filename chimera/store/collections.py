@@ -1,0 +1,54 @@
+"""Every document collection name, in one module (ARCHITECTURE §6), grouped by owning service.
+
+One aggregate, one owner: the comment names the service that writes each collection; everyone
+else only reads it. ``strategy_events`` is an append-only audit log, never read back as state.
+"""
+
+from __future__ import annotations
+
+# S1 feeds and treasury
+FUNDING_RECORDS = "funding_records"
+TREASURY_TRANSFERS = "treasury_transfers"
+
+# S2 features
+REGIME_HISTORY = "regime_history"
+
+# S3 strategy: decisions and their reservations
+SIGNALS = "signals"
+STRATEGY_EVENTS = "strategy_events"  # audit log: append-only
+
+# S4 router: order intents, their legs, fills
+ORDER_INTENTS = "order_intents"
+ORDERS = "orders"
+FILLS = "fills"
+GUARD_STOPS = "guard_stops"
+
+# S5 reconciler
+LIQUIDATIONS = "liquidations"
+
+# S6 positions: the one record of a position
+POSITIONS = "positions"
+POSITIONS_SNAPSHOTS = "positions_snapshots"
+
+# S7..S11 (research, config, metrics)
+LABELS_12H = "labels_12h"
+LABELS_24H = "labels_24h"
+LABELS_36H = "labels_36h"
+AUTOPSY_REPORTS = "autopsy_reports"
+HYPOTHESES = "hypotheses"
+EXPERIMENTS = "experiments"
+BACKTEST_RUNS = "backtest_runs"
+BACKTEST_TRADES = "backtest_trades"
+CONFIG_BUNDLES = "config_bundles"
+CONFIG_ACTIVE = "config_active"
+PROMOTIONS = "promotions"
+SIMULATIONS = "simulations"
+METRICS_TIMESERIES = "metrics_timeseries"
+STRATEGY_METRICS_DAILY = "strategy_metrics_daily"
+ALERTS = "alerts"
+NOTIFICATIONS = "notifications"
+
+# S12 gateway: people, approvals, audit
+USERS = "users"
+APPROVALS = "approvals"
+AUDIT_LOG = "audit_log"
