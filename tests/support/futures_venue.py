@@ -9,8 +9,9 @@ from chimera.venues.binance.adapter import FuturesTrading
 from chimera.venues.local.replay import DataSpec
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
+from tests.support.market_data import market_data
 
-WS_2023 = "/work/shared/data/market/ws_streams_depth_trades_bookticker/usdm/btcusdt_20230404.dat.gz"
+WS_2023 = str(market_data("ws_streams_depth_trades_bookticker", "usdm", "btcusdt_20230404.dat.gz"))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,9 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-RECORDINGS = Path("/work/shared/data/market/ws_streams_depth_trades_bookticker")
+from tests.support.market_data import market_data
+
+RECORDINGS = market_data("ws_streams_depth_trades_bookticker")
 
 
 def rebuilt_book(path: Path, upto_id: int) -> tuple[dict, dict]:

@@ -15,9 +15,9 @@ from binance_sdk_wallet.wallet import Wallet
 from chimera.venues.local.replay import DataSpec
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
+from tests.support.market_data import market_data
 
-MARKET = "/work/shared/data/market"
-WS_2023 = f"{MARKET}/ws_streams_depth_trades_bookticker/usdm/btcusdt_20230404.dat.gz"
+WS_2023 = str(market_data("ws_streams_depth_trades_bookticker", "usdm", "btcusdt_20230404.dat.gz"))
 
 
 def rest_cfg(venue, account: str = "main", **kw) -> ConfigurationRestAPI:
