@@ -224,6 +224,21 @@ def recon_periodic_timer(account_id: str) -> str:
     return f"s5:reconcile:periodic:{account_id}"
 
 
+def lock_intent(intent_id: str) -> str:
+    """S4's lock on one intent: its legs' compare-and-set writes and venue calls never interleave."""
+    return f"lock:{{intent:{intent_id}}}"
+
+
+def lock_order(client_order_id: str) -> str:
+    """S4's lock on one exchange order (venue reports, before the intent is known)."""
+    return f"lock:{{order:{client_order_id}}}"
+
+
+def router_timer(name: str, intent_id: str, part: str = "") -> str:
+    """Timer key of an S4 timer (maker window, TWAP slice ``part``, guard watch): re-arming replaces it."""
+    return f"router:{name}:{intent_id}:{part}"
+
+
 def router_counted(name: str, subject: str) -> str:
     """Marker that ``name`` was already counted for ``subject`` (same slot as ROUTER_COUNTERS)."""
     return f"ord:{{metrics}}:router:counted:{name}:{subject}"
