@@ -39,6 +39,8 @@ RECON_COMMANDS = "recon:{commands}"  # Reconcile → S5
 POS_COMMANDS = "pos:{commands}"  # ManagePositions ticks → S6
 ROUTER_TIMERS = "ord:{timers}"  # maker window expiries, TWAP slices → S4
 DEAD_LETTER = "dlq:{dead}"
+HEALTH_TIMERS = "s11:{timers}"  # S11 grading/daily-rollup ticks; NOTIFY_OUTBOX: notifier input + its retry timers
+NOTIFY_OUTBOX = "notify:{outbox}"
 
 # --- consumer groups -----------------------------------------------------------------------
 
@@ -242,3 +244,13 @@ def router_timer(name: str, intent_id: str, part: str = "") -> str:
 def router_counted(name: str, subject: str) -> str:
     """Marker that ``name`` was already counted for ``subject`` (same slot as ROUTER_COUNTERS)."""
     return f"ord:{{metrics}}:router:counted:{name}:{subject}"
+
+
+# --- S12 gateway auth (issue #15): all under one tag, small and low-rate ----------------------------
+def gw_refresh(token_hash: str) -> str: return f"gw:{{auth}}:refresh:{token_hash}"  # noqa: E704 - live refresh token -> JSON
+def gw_refresh_used(token_hash: str) -> str: return f"gw:{{auth}}:refresh_used:{token_hash}"  # noqa: E704 - rotated token -> family (reuse = theft)
+def gw_family_revoked(family: str) -> str: return f"gw:{{auth}}:family_revoked:{family}"  # noqa: E704
+def gw_revoked_jti(jti: str) -> str: return f"gw:{{auth}}:revoked:{jti}"  # noqa: E704 - access token revocation list, TTL = token's remaining life
+def gw_login_fails(user: str) -> str: return f"gw:{{auth}}:fails:{user}"  # noqa: E704
+def gw_lockout(user: str) -> str: return f"gw:{{auth}}:lock:{user}"  # noqa: E704
+def gw_rate(user: str, window: int) -> str: return f"gw:{{rate}}:{user}:{window}"  # noqa: E704 - fixed one-minute windows

@@ -1,0 +1,1 @@
+"""S11 metrics and health: metric downsampling, daily strategy metrics, alerts, the health grade."""

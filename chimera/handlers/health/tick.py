@@ -1,0 +1,129 @@
+"""The grading tick: every ``health.interval_ms`` S11 measures, grades and writes the grade.
+
+The grade goes to ``prod:{health}:system:state`` through the risk port with a TTL of
+``health.ttl_ms`` (default three intervals). **STALE**: when S11 stops grading (not running,
+crashing, its timer lost) the key expires and readers see no grade. That absence is a grade of its
+own, ``STALE``: S3 applies ``strategy.health.when_missing`` (default GREEN: trading continues at
+full size; set it to ORANGE/RED for a fail-closed desk), S6 applies its multipliers for GREEN, and
+the ``ChimeraHealthStale`` Prometheus alert fires (``chimera_health_age_seconds``). S11 reports a
+grade that follows a STALE as ``previous = "STALE"``.
+
+The tick re-arms itself (one timer key, so replicas and restarts never double it); a worker
+arms it at start (``on_start``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from loguru import logger
+from prometheus_client import Gauge
+
+from chimera.handlers.health import daily, grading, series
+from chimera.ports.health_inputs import inputs_for
+from chimera.schemas.envelope import Envelope
+from chimera.schemas.messages import Alert, TimerFired
+from chimera.schemas.observability import HealthGraded
+from chimera.streams import keys
+from chimera.streams.producer import Emit
+from chimera.workers.handler import Context
+
+TIMER = "s11:grade"
+INTERVAL_MS = 15_000
+SET_BY = "s11-health"
+HEALTH_ALERT_KEY = "health:system"
+ALERT_LEVEL = {"YELLOW": "INFO", "ORANGE": "WARN", "RED": "ERROR"}
+LEVEL_VALUE = {"GREEN": 0, "YELLOW": 1, "ORANGE": 2, "RED": 3}
+
+HEALTH_LEVEL = Gauge("chimera_health_level", "S11 system health grade: 0 GREEN, 1 YELLOW, 2 ORANGE, 3 RED")
+HEALTH_GRADED_AT = Gauge("chimera_health_graded_timestamp_seconds", "When S11 last wrote the grade (epoch s)")
+HEALTH_SIGNAL = Gauge("chimera_health_signal", "Last measured value of each graded signal", ["signal"])
+
+
+def risk_port(ctx: Context):
+    port = getattr(ctx, "risk", None) or ctx.services.get("risk_state")
+    if port is None:
+        from chimera.risk.state import MemoryState, RedisState
+
+        port = RedisState(ctx.redis) if ctx.redis is not None else MemoryState(ctx.now_ms)
+        ctx.services["risk_state"] = port
+    return port
+
+
+def interval_ms(ctx: Context) -> int:
+    return ctx.config.param("health", "interval_ms", INTERVAL_MS) if ctx.config is not None else INTERVAL_MS
+
+
+def arm(ctx: Context, due_ms: int) -> Emit:
+    return Emit(keys.HEALTH_TIMERS, TimerFired(name=TIMER, due_ms=due_ms), f"{TIMER}:{due_ms}",
+                due_ms=due_ms, timer_key=TIMER)
+
+
+def on_start(ctx: Context) -> list[Emit]:
+    return [arm(ctx, ctx.now_ms())]
+
+
+def measure(ctx: Context, today: dict[str, dict]) -> dict[str, float | None]:
+    cfg = ctx.config
+    min_samples = cfg.param("health", "min_samples", 20) if cfg is not None else 20
+    inputs = inputs_for(ctx)
+    fig = inputs.router()
+    now = ctx.now_ms()
+    lags = inputs.stream_lag()
+    acks = sorted(fig.ack_ms)
+    ks = risk_port(ctx).kill_switch()
+    equity = cfg.param("health", "equity_usdt", Decimal(0)) if cfg is not None else Decimal(0)
+    realized = daily.realized_today(today)
+    return {
+        "maker_fill_ratio": fig.maker_filled / fig.maker_sent if fig.maker_sent >= min_samples else None,
+        "reject_rate": fig.maker_rejected / fig.maker_sent if fig.maker_sent >= min_samples else None,
+        # Nearest-rank p95, as the gateway's /metrics computes it.
+        "router_p95_ms": float(acks[max(0, -(-95 * len(acks) // 100) - 1)]) if len(acks) >= min_samples else None,
+        "stream_lag": float(max(lags.values())) if lags else None,
+        "ws_lag_ms": series.latest(ctx.store, "s1.ws_rtt", now - 60_000),
+        "reconcile_inconsistent": 1.0 if ks is not None and ks.set_by == "s5-reconciler" else 0.0,
+        "drawdown_pct": float(max(Decimal(0), -realized) / equity) if equity > 0 else None,
+        "model_auc": series.latest(ctx.store, "s3.model_auc", now - 86_400_000, "last"),
+        "model_brier": series.latest(ctx.store, "s3.model_brier", now - 86_400_000, "last"),
+    }
+
+
+def on_tick(env: Envelope, ctx: Context) -> list[Emit]:
+    p: TimerFired = env.payload
+    if p.name != TIMER:
+        return []
+    now = ctx.now_ms()
+    today = daily.write(ctx.store, daily.day_start(now))
+    if daily.day_start(now - interval_ms(ctx)) != daily.day_start(now):
+        daily.write(ctx.store, daily.day_start(now) - daily.DAY_MS)  # close yesterday with its last facts
+    signals = measure(ctx, today)
+    table = grading.thresholds(ctx.config.get("health", {}).get("thresholds") if ctx.config is not None else None)
+    verdict = grading.grade(signals, table)
+    port = risk_port(ctx)
+    previous = port.health() or "STALE"
+    ttl = ctx.config.param("health", "ttl_ms", 3 * interval_ms(ctx)) if ctx.config is not None else 3 * INTERVAL_MS
+    port.set_health(verdict.level, ttl)
+    HEALTH_LEVEL.set(LEVEL_VALUE[verdict.level])
+    HEALTH_GRADED_AT.set(now / 1000)
+    for name, value in signals.items():
+        if value is not None:
+            HEALTH_SIGNAL.labels(name).set(value)
+    out: list[Emit] = [arm(ctx, now + interval_ms(ctx))]
+    if verdict.level != previous:
+        logger.info("health {} -> {} ({})", previous, verdict.level, verdict.reasons)
+        reasons = {k: v for k, v in verdict.reasons.items()}
+        out.append(Emit(keys.OPS_EVENTS, HealthGraded(level=verdict.level, previous=previous, reasons=reasons, ts=now),
+                        f"health:{now}:{verdict.level}"))
+        if verdict.level in ALERT_LEVEL:
+            text = "; ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or verdict.level
+            out.append(Emit(keys.ALERTS, Alert(level=ALERT_LEVEL[verdict.level], code=f"HEALTH_{verdict.level}",
+                                               message=f"system health {verdict.level}: {text}",
+                                               context={"dedup_key": HEALTH_ALERT_KEY, **reasons}),
+                            f"health:{now}:alert:{verdict.level}"))
+    if verdict.level == "GREEN":
+        from chimera.handlers.health import alerts
+
+        doc = ctx.store.get(alerts.ALERTS, HEALTH_ALERT_KEY)
+        if doc is not None and doc["state"] != alerts.RESOLVED:
+            alerts.resolve(ctx.store, HEALTH_ALERT_KEY, by=SET_BY, now_ms=now)
+    return out

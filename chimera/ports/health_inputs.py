@@ -1,0 +1,83 @@
+"""What S11 reads from Redis to grade health, behind a port so the handler never touches Redis.
+
+``RedisHealthInputs`` reads S4's router figures (``ord:{metrics}:router`` and its ack-latency list,
+both written by S4), the lag of every consumer group on the core streams (``XINFO GROUPS``: the
+``lag`` field of Redis >= 7, entries not yet delivered to the group) and the pending count.
+``MemoryHealthInputs`` is the in-process runtime's and the unit tests' twin: values are set
+directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chimera.streams import keys
+
+# The streams whose backlog means "the pipeline is late" (market data lag is S1's WS lag instead).
+CORE_STREAMS = (keys.ORD_COMMANDS, keys.ORD_RESULTS, keys.VENUE_REPORTS, keys.POS_COMMANDS,
+                keys.ROUTER_TIMERS, keys.STRAT_COMMANDS, keys.RECON_COMMANDS)
+
+
+@dataclass(frozen=True)
+class RouterFigures:
+    maker_sent: int = 0
+    maker_filled: int = 0
+    maker_rejected: int = 0
+    ack_ms: tuple[int, ...] = ()  # recent command -> venue-ack latencies, newest first
+
+
+class HealthInputs(Protocol):
+    def router(self) -> RouterFigures: ...
+
+    def stream_lag(self) -> dict[str, int]:
+        """stream -> the largest backlog (undelivered + pending) of any group on it."""
+
+
+class RedisHealthInputs:
+    def __init__(self, r, streams: tuple[str, ...] = CORE_STREAMS) -> None:
+        self.r, self.streams = r, streams
+
+    def router(self) -> RouterFigures:
+        raw = self.r.hgetall(keys.ROUTER_COUNTERS) or {}
+        c = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        acks = tuple(int(x) for x in self.r.lrange(keys.ROUTER_ACK_MS, 0, -1))
+        return RouterFigures(c.get("maker_sent_count", 0), c.get("maker_filled_count", 0),
+                             c.get("maker_reject_count", 0), acks)
+
+    def stream_lag(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for stream in self.streams:
+            try:
+                groups = self.r.xinfo_groups(stream)
+            except Exception as exc:  # noqa: BLE001 - a stream nobody wrote yet has no backlog
+                if "no such key" in str(exc).lower():
+                    continue
+                raise
+            worst = 0
+            for g in groups:
+                lag = g.get("lag") if isinstance(g, dict) else None
+                worst = max(worst, int(lag or 0) + int(g.get("pending") or 0))
+            out[stream] = worst
+        return out
+
+
+@dataclass
+class MemoryHealthInputs:
+    figures: RouterFigures = field(default_factory=RouterFigures)
+    lags: dict[str, int] = field(default_factory=dict)
+
+    def router(self) -> RouterFigures:
+        return self.figures
+
+    def stream_lag(self) -> dict[str, int]:
+        return dict(self.lags)
+
+
+def inputs_for(ctx) -> HealthInputs:
+    injected = ctx.services.get("health_inputs")
+    if injected is not None:
+        return injected
+    if ctx.redis is not None:
+        return ctx.services.setdefault("health_inputs", RedisHealthInputs(ctx.redis))
+    return ctx.services.setdefault("health_inputs", MemoryHealthInputs())
