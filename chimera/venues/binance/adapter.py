@@ -79,6 +79,27 @@ class OrderNotFound(VenueRejected):
 # Futures -4116 "ClientOrderId is duplicated."; spot -2010 "Duplicate order sent.".
 _DUPLICATE = re.compile(r"duplicat", re.IGNORECASE)
 _NOT_FOUND_CODES = {-2013, -2011}
+NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
+
+
+def rejection(code: int | None, msg: str) -> VenueRejected:
+    """A venue's ``{code, msg}`` refusal -> the Chimera error (shared with the in-process venue)."""
+    if code in _NOT_FOUND_CODES:
+        return OrderNotFound(code, msg)
+    if code in (-4116, -2010, -4015) and _DUPLICATE.search(msg or ""):
+        return AlreadyAccepted(code, msg)
+    return VenueRejected(code, msg)
+
+
+def changed_unless_4046(change) -> bool:
+    """Run a margin-type change: True if it changed, False on -4046 "No need to change margin type."."""
+    try:
+        change()
+    except VenueRejected as exc:
+        if exc.code == NO_NEED_TO_CHANGE_MARGIN_TYPE:
+            return False
+        raise
+    return True
 
 
 def translate(exc: Exception) -> Exception:
@@ -90,12 +111,7 @@ def translate(exc: Exception) -> Exception:
     if isinstance(exc, (UnauthorizedError, ForbiddenError)):
         return FatalError(f"venue refused our credentials: {exc.status_code} {exc.error_message}")
     if isinstance(exc, (BadRequestError, NotFoundError, ClientError)):
-        code, msg = getattr(exc, "status_code", None), getattr(exc, "error_message", str(exc))
-        if code in _NOT_FOUND_CODES:
-            return OrderNotFound(code, msg)
-        if code in (-4116, -2010, -4015) and _DUPLICATE.search(msg or ""):
-            return AlreadyAccepted(code, msg)
-        return VenueRejected(code, msg)
+        return rejection(getattr(exc, "status_code", None), getattr(exc, "error_message", str(exc)))
     if isinstance(exc, Error):
         return VenueUnknown(f"outcome unknown: {type(exc).__name__}: {exc}")
     # requests' own timeouts/connection errors can escape the SDK on some paths.
@@ -347,6 +363,18 @@ class FuturesTrading(_Base):
         with _translated():
             rows = [_dict(b) for b in self.api.futures_account_balance_v3().data()]
         return next((D(b.get("availableBalance")) for b in rows if b.get("asset") == asset), Decimal(0))
+
+    def set_leverage(self, symbol: str, leverage: int) -> dict:
+        """``POST /fapi/v1/leverage``; setting the leverage already in force succeeds (Binance answers it)."""
+        with _translated():
+            return _dict(self.api.change_initial_leverage(symbol=symbol, leverage=int(leverage)).data())
+
+    def set_margin_type(self, symbol: str, margin_type: str) -> bool:
+        """``POST /fapi/v1/marginType``. True when it changed, False when it already was (-4046 is success)."""
+        def change() -> None:
+            with _translated():
+                self.api.change_margin_type(symbol=symbol, margin_type=margin_type)
+        return changed_unless_4046(change)
 
 
 class SpotTrading(_Base):

@@ -39,6 +39,14 @@ class MarketEvent:
     seq: int = 0
 
 
+def event_from_json(raw: dict, now_ms: int) -> MarketEvent:
+    """An injected market event (``POST /chimera/v1/market``): never earlier than ``now_ms``."""
+    return MarketEvent(time=max(int(raw.get("time", now_ms)), now_ms), market=raw.get("market", "futures"),
+                       symbol=raw["symbol"], kind=raw["kind"],
+                       **{k: Decimal(str(raw[k])) for k in ("price", "qty", "bid", "bid_qty", "ask", "ask_qty", "rate")
+                          if k in raw})
+
+
 @dataclass
 class FillModel:
     """How a taker order is priced when the recorded book cannot absorb it.

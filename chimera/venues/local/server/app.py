@@ -15,7 +15,7 @@ from loguru import logger
 
 from .. import state as state_store
 from ..engine import Account, Engine, ExchangeInfo, Fees, FillModel
-from ..engine.market import MarketEvent
+from ..engine.market import event_from_json
 from ..engine.model import FUTURES, VenueError
 from ..faults import FaultConfig
 from ..replay import DataSpec, ReplayClock, build_feed
@@ -369,10 +369,7 @@ class VenueServer:
         """Drills and tests: push market events through the same path replayed data takes."""
         body = await request.json()
         for raw in body.get("events", []):
-            ev = MarketEvent(time=max(int(raw.get("time", self.clock.time_ms)), self.clock.time_ms),
-                             market=raw.get("market", FUTURES), symbol=raw["symbol"], kind=raw["kind"],
-                             **{k: Decimal(str(raw[k])) for k in ("price", "qty", "bid", "bid_qty", "ask", "ask_qty",
-                                                                     "rate") if k in raw})
+            ev = event_from_json(raw, self.clock.time_ms)
             self.clock.time_ms = ev.time
             self.engine.on_market(ev)
             for stream, data in market_frames(ev, self.hub.subscribed_streams(ev.market)):
