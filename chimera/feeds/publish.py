@@ -9,7 +9,7 @@ from a stream finds it in the store, on a single Redis or a cluster alike.
 
 from __future__ import annotations
 
-from chimera.handlers.features.bars import StoredBar, record_bar
+from chimera.ports.features import StoredBar, record_bar
 from chimera.schemas.envelope import Message, encode
 from chimera.schemas.messages import Kline
 from chimera.streams import keys

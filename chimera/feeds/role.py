@@ -59,7 +59,7 @@ def market_config(settings) -> dict:
 def start_market(settings, market: str, symbols: list[str], main: Account, *, r, clock, board):
     """One market's streams (MarketDataConnector) through the official SDK of that market."""
     from chimera.feeds.market import MarketDataConnector
-    from chimera.handlers.features.role import reference_symbol
+    from chimera.handlers.features.toolkit import reference_symbol
     from chimera.venues.binance.market_data import futures_rest, spot_rest
 
     rest_base, ws_base = endpoints(settings, market)

@@ -5,9 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from chimera.schemas.strategy import decode_kill_switch
-from chimera.streams import keys
-from chimera.venues.binance.adapter import venue_from_settings
 from chimera.workers.handler import Context
 
 EVENTS = "strategy_events"
@@ -18,19 +15,14 @@ def dec(x: Any) -> Decimal | None:
     return None if x is None or x == "" else Decimal(str(x))
 
 
-def venue(ctx: Context):
-    """The worker's venue client, built once per worker and kept in the context's services."""
-    v = ctx.services.get("venue")
-    if v is None:
-        v = ctx.services["venue"] = venue_from_settings(ctx.settings)
-    return v
+def venue(ctx: Context, account_id: str = "main"):
+    """The account's venue client (``ctx.venues``: built once per worker)."""
+    return ctx.venues.get(account_id)
 
 
 def kill_mode(ctx: Context) -> str | None:
-    """The kill switch's mode (HALT_NEW, REDUCE_ONLY, FLATTEN, ...) or None when it is off."""
-    if ctx.redis is None:
-        return None
-    state = decode_kill_switch(ctx.redis.get(keys.KILL_SWITCH))
+    """The kill switch's mode (HALT_NEW, REDUCE_ONLY, FLATTEN) or None when it is off."""
+    state = ctx.risk.kill_switch()
     return state.mode if state else None
 
 

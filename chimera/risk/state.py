@@ -1,10 +1,13 @@
-"""The shared-state port S3's guards read and its risk budget is reserved through.
+"""The risk port: kill switch, health, regime, and the margin budget and concurrency reservation.
+
+S3's guards read it and reserve through it; S5, S6 and the gateway use the same port. Handlers
+reach it as ``ctx.risk`` (``state_for(ctx)``), never through Redis directly.
 
 ``RedisState`` is production (and works on a Redis Cluster: every budget key carries the
-``{budget}`` tag, so the reserve and release scripts touch one slot). ``MemoryState`` serves the
-in-process runtime (ctx.redis is None there), backtests and dry-runs, with the same semantics:
-reserve and release are idempotent per ``pos_id``, so an at-least-once redelivery never books
-margin twice or frees it twice.
+``{budget}`` tag, so the reserve and release scripts touch one slot; the regime state and its rev
+share ``{regime}``). ``MemoryState`` serves the in-process runtime, backtests and dry-runs, with the
+same semantics on the runtime's clock: reserve and release are idempotent per ``pos_id``, so an
+at-least-once redelivery never books margin twice or frees it twice.
 
 S6's add-ons grow a reservation (``increase``, idempotent per add id): the reservation then holds
 the entry's margin plus every add's, and the one release on close gives all of it back. An add on a
@@ -24,7 +27,7 @@ from typing import Protocol
 
 import msgspec
 
-from chimera.schemas.strategy import KillSwitchState, decode_kill_switch
+from chimera.schemas.strategy import KillSwitchState, RegimeState, decode_kill_switch
 from chimera.streams import keys
 
 MICRO = Decimal("1000000")
@@ -54,12 +57,23 @@ class Usage:
     per_symbol: int
 
 
-class StrategyState(Protocol):
+class RiskState(Protocol):
     def kill_switch(self) -> KillSwitchState | None: ...
     def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None: ...
     def clear_kill_switch(self) -> bool: ...
-    def health(self) -> str | None: ...
-    def regime(self) -> str | None: ...
+
+    def health(self) -> str | None:
+        """GREEN / YELLOW / RED, or None when nobody reported (S3 treats that as GREEN)."""
+
+    def set_health(self, level: str, ttl_ms: int) -> None: ...
+
+    def regime(self) -> str | None:
+        """FROZEN / NORMAL / EXTREME, or None when the daily regime expired or never ran."""
+
+    def regime_state(self) -> RegimeState | None: ...
+
+    def set_regime(self, state: RegimeState, ttl_ms: int) -> RegimeState:
+        """Write the regime for ``ttl_ms``; returns it with the next ``rev`` (one per write)."""
 
     def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
         """``OK`` or the blocking reason: MAX_OPEN_POSITIONS, CONCURRENCY, RISK_BUDGET."""
@@ -92,12 +106,11 @@ def parse_level(raw: bytes | str | None, *names: str) -> str | None:
     return text.upper() or None
 
 
-# A reservation is ``symbol|micro[|slot|add_ids]``: ``slot`` 1 when it holds a position slot (S3's
-# reserve; the short form), 0 when only adds booked it; ``add_ids`` the comma-separated adds booked.
+# A reservation is ``symbol|micro|slot|add_ids``: ``slot`` 1 when it holds a position slot (S3's
+# reserve), 0 when only adds booked it; ``add_ids`` the comma-separated adds booked.
 _PARSE = """
 local function parse(v)
-  local sym, micro, slot, ids = string.match(v, '^([^|]*)|([^|]*)|?([^|]*)|?(.*)$')
-  if slot == '' then slot = '1' end
+  local sym, micro, slot, ids = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
   return sym, tonumber(micro), slot, ids
 end
 """
@@ -114,7 +127,7 @@ if inuse + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 'RISK_BUDGET' end
 redis.call('INCRBY', KEYS[1], ARGV[3])
 redis.call('INCR', KEYS[3])
 redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|1|')
 return 'OK'
 """
 
@@ -149,6 +162,31 @@ end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
+
+
+# KEYS: state, rev (one {regime} slot) ; ARGV: the state's JSON without its opening brace and
+# without rev, ttl_ms. The rev is spliced in here so the increment and the write are one step.
+_SET_REGIME = """
+local rev = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], '{"rev":' .. rev .. ',' .. ARGV[1], 'PX', ARGV[2])
+return rev
+"""
+
+
+def _regime_body(state: RegimeState) -> bytes:
+    doc = msgspec.to_builtins(state)
+    doc.pop("rev", None)
+    return msgspec.json.encode(doc)[1:]
+
+
+def _decode_regime(raw: bytes | str | None) -> RegimeState | None:
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=RegimeState)
+    except msgspec.DecodeError:  # a bare word or a hand-written document: the level is what counts
+        level = parse_level(raw, "regime", "state")
+        return RegimeState(regime=level) if level else None
 
 
 class WrongSymbol(ValueError):
@@ -189,8 +227,18 @@ class RedisState:
     def health(self) -> str | None:
         return parse_level(self.r.get(keys.HEALTH_STATE), "level", "state")
 
+    def set_health(self, level: str, ttl_ms: int) -> None:
+        self.r.set(keys.HEALTH_STATE, level.upper(), px=ttl_ms)
+
     def regime(self) -> str | None:
-        return parse_level(self.r.get(keys.REGIME_STATE), "state", "regime")
+        return parse_level(self.r.get(keys.REGIME_STATE), "regime", "state")
+
+    def regime_state(self) -> RegimeState | None:
+        return _decode_regime(self.r.get(keys.REGIME_STATE))
+
+    def set_regime(self, state: RegimeState, ttl_ms: int) -> RegimeState:
+        rev = self.r.eval(_SET_REGIME, 2, keys.REGIME_STATE, keys.REGIME_REV, _regime_body(state), int(ttl_ms))
+        return msgspec.structs.replace(state, rev=int(rev))
 
     def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
         got = self.r.eval(_RESERVE, 4, *_budget_keys(symbol), pos_id, symbol, to_micro(margin),
@@ -219,22 +267,24 @@ class RedisState:
 
 
 class MemoryState:
-    """Same semantics as RedisState, under one lock. TTLs follow ``now_ms`` (monotonic by default)."""
+    """Same semantics as RedisState, under one lock. TTLs follow ``now_ms`` (the runtime's clock;
+    monotonic by default)."""
 
     def __init__(self, now_ms: Callable[[], int] | None = None) -> None:
         self._now = now_ms or (lambda: int(time.monotonic() * 1000))
         self._lock = threading.Lock()
         self._kill: tuple[KillSwitchState, int] | None = None
-        self.health_level: str | None = None
-        self.regime_state: str | None = None
+        self._health: tuple[str, int] | None = None
+        self._regime: tuple[RegimeState, int] | None = None
+        self._regime_rev = 0
         self._reservations: dict[str, _Held] = {}
+
+    def _live(self, held: tuple | None):
+        return held[0] if held is not None and held[1] > self._now() else None
 
     def kill_switch(self) -> KillSwitchState | None:
         with self._lock:
-            if self._kill and self._kill[1] > self._now():
-                return self._kill[0]
-            self._kill = None
-            return None
+            return self._live(self._kill)
 
     def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None:
         with self._lock:
@@ -242,14 +292,31 @@ class MemoryState:
 
     def clear_kill_switch(self) -> bool:
         with self._lock:
-            had, self._kill = self._kill is not None, None
+            had, self._kill = self._live(self._kill) is not None, None
             return had
 
     def health(self) -> str | None:
-        return self.health_level
+        with self._lock:
+            return self._live(self._health)
+
+    def set_health(self, level: str, ttl_ms: int) -> None:
+        with self._lock:
+            self._health = (level.upper(), self._now() + ttl_ms)
 
     def regime(self) -> str | None:
-        return self.regime_state
+        state = self.regime_state()
+        return state.regime.upper() if state else None
+
+    def regime_state(self) -> RegimeState | None:
+        with self._lock:
+            return self._live(self._regime)
+
+    def set_regime(self, state: RegimeState, ttl_ms: int) -> RegimeState:
+        with self._lock:
+            self._regime_rev += 1
+            state = msgspec.structs.replace(state, rev=self._regime_rev)
+            self._regime = (state, self._now() + ttl_ms)
+            return state
 
     def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
         micro = to_micro(margin)
@@ -300,21 +367,7 @@ class MemoryState:
         return Usage(from_micro(sum(h.micro for h in held)), len(slots), sum(1 for h in slots if h.symbol == symbol))
 
 
-_REDIS_STATES: dict[int, RedisState] = {}
-
-
-def state_for(ctx) -> StrategyState:
-    """The port for this context: an injected one, Redis when the runtime has it, else in-memory.
-
-    The in-process runtime shares one ``services`` dict across deliveries, so the in-memory
-    state created on first use lives as long as the runtime.
-    """
-    injected = ctx.services.get("strategy_state")
-    if injected is not None:
-        return injected
-    if ctx.redis is not None:
-        st = _REDIS_STATES.get(id(ctx.redis))
-        if st is None or st.r is not ctx.redis:
-            st = _REDIS_STATES[id(ctx.redis)] = RedisState(ctx.redis)
-        return st
-    return ctx.services.setdefault("strategy_state", MemoryState())
+def state_for(ctx) -> RiskState:
+    """The context's risk port (``ctx.risk``): Redis on the Redis runtime, in memory on the
+    in-process one (built by the runtime, on its clock)."""
+    return ctx.risk

@@ -52,6 +52,23 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     replaces: str = ""  # pos_id of a same-direction position a priority replace supersedes
 
 
+class RegimeState(msgspec.Struct, frozen=True, kw_only=True):
+    """JSON value of ``prod:{regime}:market:state`` (S2's daily regime); the key expires at
+    ``expires_at`` so a dead scheduler shows as "no regime", never as a stale one. ``rev`` is given
+    by the risk port when it writes the state (one increment per write)."""
+
+    regime: str  # FROZEN | NORMAL | EXTREME
+    rev: int = 0
+    pct: float | None = None
+    rv: float | None = None
+    symbol: str = ""
+    as_of: int = 0
+    expires_at: int = 0
+    history_days: int = 0
+    reason: str = ""
+    computed_at: int = 0
+
+
 def decode_kill_switch(raw: bytes | str | None) -> KillSwitchState | None:
     if not raw:
         return None

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chimera.errors import PermanentError
+from chimera.ports.features import FeatureState
+from chimera.ports.venues import Venues
+from chimera.ports.wiring import memory_ports, redis_ports
+from chimera.risk.state import RiskState
 from chimera.schemas.envelope import Envelope
 from chimera.streams.producer import CancelTimer, Emit
 from chimera.workers.clock import Clock
@@ -107,7 +111,21 @@ class Context:
     role: str = ""
     consumer: str = ""
     fence: int = 0  # fencing token of the lock held for this entry (0: no lock)
-    services: dict[str, Any] = field(default_factory=dict)  # venue clients, caches...
+    services: dict[str, Any] = field(default_factory=dict)  # per-worker memos of a role (not shared state)
+    # Ports (chimera/ports, chimera/risk): the runtimes pass the ones they built once per worker.
+    risk: RiskState | None = None  # kill switch, health, regime, budget/concurrency reservation
+    features: FeatureState | None = None  # S2's engine cache and the closed-bar store
+    venues: Venues | None = None  # venue clients by account
+
+    def __post_init__(self) -> None:
+        # A context built by hand (tests, tools) gets the Redis ports when it was given a client,
+        # else in-memory ones on its clock.
+        if self.risk is None or self.features is None or self.venues is None:
+            ports = redis_ports(self.redis, self.settings) if self.redis is not None else memory_ports(
+                self.clock, self.settings)
+            self.risk = self.risk if self.risk is not None else ports.risk
+            self.features = self.features if self.features is not None else ports.features
+            self.venues = self.venues if self.venues is not None else ports.venues
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

@@ -11,7 +11,8 @@ import pytest
 
 from chimera.feeds.market import MarketDataConnector
 from chimera.handlers.features.recompute import recompute
-from chimera.handlers.features.role import SPEC, is_bar_feature, signal_id
+from chimera.handlers.features.role import SPEC
+from chimera.handlers.features.toolkit import is_bar_feature, signal_id
 from chimera.schemas.envelope import decode
 from chimera.store import open_store
 from chimera.streams import keys

@@ -21,6 +21,7 @@ from chimera.handlers.strategy.model_gate import curve_mult
 from chimera.handlers.strategy.sizing import ids_for
 from chimera.risk.state import MemoryState
 from chimera.schemas.messages import SubmitOrder
+from chimera.schemas.strategy import RegimeState
 from chimera.store import open_store
 from chimera.store.objects import LocalObjectStore
 from chimera.streams import keys
@@ -57,7 +58,7 @@ def make_ctx(strategy: dict | None = None, state=None, objects=None, **over) -> 
         body["strategy"][k] = v
     config = ActiveConfig("t", next(_rev), MappingProxyType(body))
     return Context(clock=ManualClock(T0), store=mem_store(), config=config, objects=objects,
-                   services={"strategy_state": state or MemoryState()})
+                   risk=state or MemoryState())
 
 
 def run(ctx, signal_id="s1", symbol="BTCUSDT", feats=None, t=T0, side=None):
@@ -80,7 +81,7 @@ def test_open_builds_a_rounded_intent_and_pending_position():
     # Redelivery: same decision, same intent, no second reservation.
     _, again, _ = run(ctx)
     assert [e.payload for e in again] == [e.payload for e in emits]
-    assert ctx.services["strategy_state"].usage("BTCUSDT").open_positions == 1
+    assert ctx.risk.usage("BTCUSDT").open_positions == 1
 
 
 @pytest.mark.parametrize("setup, reason", [
@@ -90,8 +91,8 @@ def test_open_builds_a_rounded_intent_and_pending_position():
                                                 now_ms=T0), "KILL_SWITCH_REDUCE_ONLY"),
     (lambda st, ctx: killswitch.set_kill_switch(st, "FLATTEN", set_by="ops", reason="t", ttl_ms=60_000, now_ms=T0),
      "KILL_SWITCH_FLATTEN"),
-    (lambda st, ctx: setattr(st, "health_level", "RED"), "HEALTH_RED"),
-    (lambda st, ctx: setattr(st, "regime_state", "FROZEN"), "REGIME_FROZEN"),
+    (lambda st, ctx: st.set_health("RED", 60_000), "HEALTH_RED"),
+    (lambda st, ctx: st.set_regime(RegimeState(regime="FROZEN"), 60_000), "REGIME_FROZEN"),
 ])
 def test_state_guards_block_with_their_reason(setup, reason):
     st = MemoryState()
@@ -119,7 +120,7 @@ def test_kill_switch_expires_and_clears_with_audit():
 
 def test_health_levels_scale_size():
     st = MemoryState()
-    st.health_level = "ORANGE"
+    st.set_health("ORANGE", 60_000)
     d, emits, rec = run(make_ctx(state=st))
     assert d.action == "open" and d.size_mult == 0.5 and rec["health"] == "ORANGE"
     assert emits[1].payload.intent.qty == Decimal("0.004")
@@ -161,7 +162,7 @@ def test_same_direction_and_priority_replace_and_cooldown():
     first = run(ctx, "a")[2]
     assert run(ctx, "b")[0].reason == "SAME_DIRECTION_OPEN"
     assert run(ctx, "c", side="SELL")[0].action == "open"  # a Decide may force the other side
-    st = ctx.services["strategy_state"]
+    st = ctx.risk
     ctx.store.update_if("strategy_events", first["pos_id"], {"state": "ACTIVE", "seq": 1}, {})
     close_position(ctx.store, st, first["pos_id"], now_ms=T0 + 60_000, reason="STOP_LOSS")
     assert run(ctx, "d", t=T0 + 5 * 60_000)[0].reason == "COOLDOWN_AFTER_SL"  # 30-bar cooldown
@@ -241,7 +242,7 @@ def test_invalid_bundle_is_permanent():
 
 def _no_strategy_ctx():
     return Context(clock=ManualClock(T0), store=mem_store(), config=ActiveConfig(),
-                   services={"strategy_state": MemoryState()})
+                   risk=MemoryState())
 
 
 def test_spot_intent_uses_oco_and_refuses_shorts():

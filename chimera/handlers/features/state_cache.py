@@ -1,16 +1,15 @@
-"""S2's engines: in memory per replica, written back to ``feat:{cache}:<SYM>`` once per read batch.
+"""S2's engines: in memory per replica, written back through the feature port once per read batch.
 
 * ``load_engine(ctx, symbol, cfg, check)``: the replica's engine for the symbol. With ``check``
-  (closed bars), the first bar of each read batch compares ``feat:{cache}:<SYM>:seq`` with the
-  seq this replica last read or wrote: another replica wrote since (the lease moved away and
-  back) → reload the cached state. Book, mark and funding updates only touch memory.
+  (closed bars), the first bar of each read batch asks the port for the cache's seq: another
+  replica wrote since the seq this replica last read or wrote (the lease moved away and back) →
+  reload the cached state (the port answers the blob in the same round trip). Book, mark and
+  funding updates only touch memory.
 * ``end_batch(ctx)`` (``HandlerSpec.end_batch``: the runtime calls it after a read batch and
-  *before* it acks the batch): every engine changed in the batch is written in one MULTI (all
-  ``feat:{cache}`` keys share a slot) and its seq incremented. So the cache always equals the
-  state after the last acked entry: a replica killed mid-batch leaves the batch unacked and the
-  cache at the previous batch, and the new owner replays the batch onto it.
-* With ``ctx.redis`` None (the in-process runtime: recompute) the engines live in
-  ``ctx.services`` only.
+  *before* it acks the batch): every engine changed in the batch is saved in one transaction and
+  its seq incremented. So the cache always equals the state after the last acked entry: a replica
+  killed mid-batch leaves the batch unacked and the cache at the previous batch, and the new owner
+  replays the batch onto it.
 """
 
 from __future__ import annotations
@@ -19,10 +18,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from chimera.handlers.features.bars import MemoryBars, RedisBars
 from chimera.handlers.features.engine import FeatureConfig, FeatureEngine
-from chimera.streams import keys
-from chimera.streams.redis import retry_redis
 from chimera.workers.handler import Context
 
 
@@ -45,19 +41,13 @@ def load_engine(ctx: Context, symbol: str, cfg: FeatureConfig, check: bool) -> F
     mem = _engines(ctx)
     held = mem.get(symbol)
     fresh = held is not None and held.engine.cfg == cfg
-    if ctx.redis is None:
-        if not fresh:
-            held = mem[symbol] = Held(FeatureEngine.new(symbol, cfg), 0)
-        return held.engine
     checked = _checked(ctx)
     if fresh and (not check or symbol in checked):
         return held.engine
     checked.add(symbol)
-    seq_raw = ctx.redis.get(keys.feat_cache_seq(symbol))
-    seq = int(seq_raw) if seq_raw else 0
+    seq, blob = ctx.features.load(symbol, held.seq if fresh else -1)
     if fresh and held.seq == seq:
         return held.engine
-    blob = ctx.redis.get(keys.feat_cache(symbol)) if seq else None
     engine = None
     if blob:
         try:
@@ -77,29 +67,11 @@ def touched(ctx: Context, symbol: str) -> None:
         held.dirty = True
 
 
-@retry_redis
-def _write(r, dirty: list[tuple[str, Held]]) -> list:
-    pipe = r.pipeline(transaction=True)  # every feat:{cache} key shares the {cache} slot
-    for symbol, held in dirty:
-        pipe.set(keys.feat_cache(symbol), held.engine.to_bytes())
-        pipe.incr(keys.feat_cache_seq(symbol))
-    return pipe.execute()
-
-
 def end_batch(ctx: Context) -> None:
     _checked(ctx).clear()
-    if ctx.redis is None:
-        return
-    dirty = [(s, h) for s, h in _engines(ctx).items() if h.dirty]
+    dirty = {s: h for s, h in _engines(ctx).items() if h.dirty}
     if not dirty:
         return
-    replies = _write(ctx.redis, dirty)
-    for (_, held), seq in zip(dirty, replies[1::2], strict=True):
-        held.seq, held.dirty = int(seq), False
-
-
-def bar_source(ctx: Context):
-    """The bar store reader, kept per replica so its memo of reference bars survives across entries."""
-    if ctx.redis is not None:
-        return ctx.services.setdefault("s2.redis_bars", RedisBars(ctx.redis))
-    return ctx.services.setdefault("s2.bars", MemoryBars())
+    seqs = ctx.features.save({s: h.engine.to_bytes() for s, h in dirty.items()})
+    for symbol, held in dirty.items():
+        held.seq, held.dirty = seqs[symbol], False
