@@ -56,7 +56,9 @@ def envelope_for(emit: Emit, *, parent: Envelope | None, now_ms: int, config_rev
         idempotency_key=emit.idempotency_key,
         correlation_id=(parent.correlation_id or parent.idempotency_key) if parent else emit.idempotency_key,
         causation_id=parent.idempotency_key if parent else "",
-        event_time=emit.event_time if emit.event_time is not None else now_ms,
+        # A timer happens at its due time: that is its event time unless the handler says otherwise.
+        event_time=emit.event_time if emit.event_time is not None else (
+            emit.due_ms if emit.due_ms is not None else now_ms),
         account_id=emit.account_id or (parent.account_id if parent else "main"),
         config_rev=config_rev,
         payload=emit.payload,

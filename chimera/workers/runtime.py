@@ -1,19 +1,14 @@
-"""The Redis Streams consumer-group runtime: one loop for every role (ARCHITECTURE §2).
+"""The Redis Streams consumer-group runtime: one worker loop for every role (ARCHITECTURE §2).
 
-Per entry: decode (unknown type/version → dead letter + ack) → idempotency (already done → ack)
-→ TTL lock for the spec's scope (busy → leave pending) → crash-loop guard on a redelivery
-(``crashguard.py``) → ``handle``. Per read batch: one pipeline of XADD emits, done-marks, XACKs.
+Two loops over one per-entry pipeline (``pipeline.py``) and one per-batch commit (``flush.py``):
 
-Ack policy, explicitly:
-* success: ack after the emits are written (a crash before the ack re-emits; consumers dedupe);
-* ``RetryableError``, an unexpected exception, or a busy lock: no ack. The entry stays pending
-  and comes back through XAUTOCLAIM after ``claim_idle_ms`` (on any replica) until it has failed
-  ``max_attempts`` times (a busy lock is not a failure), then it is dead-lettered with the last reason;
-* ``PermanentError`` or an undecodable entry: dead letter + ack at once;
-* ``FatalError``: the worker stops (it cannot run at all).
+* shared roles: every replica reads the group's new entries; a failing entry stays pending and
+  comes back through XAUTOCLAIM;
+* ordered roles (``spec.ordered``) consume only streams whose lease they hold and retry a failing
+  entry in place, so a stream's entries are handled strictly in order.
 
-Ordered roles (``spec.ordered``) consume only streams whose lease they hold and retry a failing
-entry in place, so a stream's entries are handled strictly in order.
+Entries read with ``>`` are first deliveries; entries read from the PEL (own pending after a
+restart, XAUTOCLAIM) are redeliveries: the loop says which, the pipeline does not guess.
 """
 
 from __future__ import annotations
@@ -21,29 +16,23 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Iterable
 
-import msgspec
 from loguru import logger
 from redis.exceptions import ResponseError
 
-from chimera.errors import FatalError, PermanentError, RetryableError
-from chimera.schemas.envelope import Envelope, UnknownMessageType, decode, encode
-from chimera.schemas.messages import DeadLetter
 from chimera.streams import keys
-from chimera.streams.producer import DEFAULT_MAXLEN, Emit, envelope_for
 from chimera.streams.redis import TRANSIENT, is_cluster, keyslot, retry_redis
 from chimera.workers.config import ConfigHolder
 from chimera.workers.crashguard import CrashGuard
+from chimera.workers.flush import Commit
 from chimera.workers.handler import Context, HandlerSpec
 from chimera.workers.leases import LeaseManager
-from chimera.workers.locks import Idempotency, Lock
+from chimera.workers.locks import Idempotency
 from chimera.workers.metrics import METRICS
+from chimera.workers.pipeline import EntryPipeline, Outcome, _s, dead_letter
 
-
-class Outcome:
-    DONE, DUPLICATE, RETRY, DEAD = "done", "duplicate", "retry", "dead"
+__all__ = ["Outcome", "Worker", "dead_letter", "ensure_group"]
 
 
 @retry_redis
@@ -53,31 +42,6 @@ def ensure_group(r, stream: str, group: str, start: str = "0") -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-
-
-@retry_redis
-def dead_letter(r, *, stream: str, group: str, entry_id: str, fields: dict, reason: str,
-                attempts: int, consumer: str, now_ms: int) -> None:
-    letter = DeadLetter(
-        stream=stream, group=group, entry_id=entry_id,
-        fields={(k.decode() if isinstance(k, bytes) else k): (v if isinstance(v, bytes) else str(v).encode())
-                for k, v in fields.items()},
-        reason=reason[:4000], attempts=attempts, consumer=consumer, failed_at=now_ms,
-    )
-    env = envelope_for(Emit(keys.DEAD_LETTER, letter, f"{stream}/{group}/{entry_id}"), parent=None, now_ms=now_ms)
-    r.xadd(keys.DEAD_LETTER, encode(env), maxlen=DEFAULT_MAXLEN, approximate=True)
-    METRICS.dead_letters.labels(group=group).inc()
-
-
-def _s(x) -> str:
-    return x.decode() if isinstance(x, bytes) else x
-
-
-def _decode(stream: str, entry_id: str, fields: dict) -> Envelope | Exception:
-    try:
-        return decode(fields, entry_id, stream)
-    except (UnknownMessageType, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return exc
 
 
 class Worker:
@@ -99,24 +63,21 @@ class Worker:
         self.idem = Idempotency(r, self.group, settings.idem_ttl_s)
         self.stop_event = threading.Event()
         self.crash_guard = CrashGuard(r, self.group, consumer)
+        self.commit = Commit(r, self.group, self.idem, self.crash_guard)
+        self.pipeline = EntryPipeline(spec, r, settings=settings, group=self.group, consumer=consumer,
+                                      commit=self.commit, crash_guard=self.crash_guard, context=self._context)
         self.leases = (
             LeaseManager(r, spec.role, consumer, self.streams, settings.lease_ttl_ms) if spec.ordered else None
         )
         self._cluster = is_cluster(r)
-        # Commit batching: a read batch's emits, done-marks and acks go out in one pipeline.
-        self._emits: list[tuple[str, dict]] = []
-        self._marks: list[str] = []
-        self._acks: dict[str, list[str]] = {}
-        self._seen: set[str] = set()
-        self._forget: list[str] = []
-        self._redelivered = False
         self._m_done = METRICS.processed.labels(role=spec.role, outcome=Outcome.DONE)
-        self._m_dup = METRICS.processed.labels(role=spec.role, outcome=Outcome.DUPLICATE)
-        self._m_retry = METRICS.processed.labels(role=spec.role, outcome=Outcome.RETRY)
         self._m_time = METRICS.handle_seconds.labels(role=spec.role)
         self._last_claim = 0.0
         self._last_beat = 0.0
-        self.processed = 0
+
+    @property
+    def processed(self) -> int:
+        return self.pipeline.processed
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -151,11 +112,9 @@ class Worker:
 
     def _start_hook(self) -> None:
         ctx = self._context()
-        now = self.clock.now_ms()
-        for emit in self.spec.on_start(ctx) or ():
-            self._emits.append((emit.stream, encode(envelope_for(emit, parent=None, now_ms=now,
-                                                                 config_rev=ctx.config.rev))))
-        self._flush()
+        self.commit.stage(self.spec.on_start(ctx) or (), parent=None, now_ms=ctx.clock.now_ms(),
+                          config_rev=ctx.config.rev)
+        self.commit.flush()
 
     # --- shared-group mode -------------------------------------------------------------------
 
@@ -164,64 +123,27 @@ class Worker:
         self._drain_own_pending(self.streams)
         while not self.stop_event.is_set():
             self._maybe_claim(self.streams)
-            self._run_batch(self._read_new(self.streams))
+            self._run_batch(self._read_new(self.streams), redelivered=False)
 
-    def _run_batch(self, got: list[tuple[str, str, dict]], attempts: int | None = 1) -> None:
+    def _run_batch(self, got: list[tuple[str, str, dict]], *, redelivered: bool) -> None:
         if not got:
             return
         started = time.perf_counter()
         done_before = self.processed
-        decoded = self._decode_batch(got)
+        process = self.pipeline.process
         try:
-            for stream, entry_id, fields, env in decoded:
-                n = attempts if attempts is not None else self._attempts(stream, entry_id)
-                self._process(stream, entry_id, fields, n, env)
+            for stream, entry_id, fields, env in self.pipeline.decode_batch(got):
+                n = self._attempts(stream, entry_id) if redelivered else 1
+                process(stream, entry_id, fields, env, n, redelivered=redelivered)
                 if self.stop_event.is_set():
                     break
         finally:
-            self._flush()
+            self.commit.flush()
             # Metrics per batch, not per entry: prometheus calls cost more than a no-op handler.
             done = self.processed - done_before
             if done:
                 self._m_done.inc(done)
                 self._m_time.observe((time.perf_counter() - started) / len(got))
-
-    def _decode_batch(self, got: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict, Envelope | Exception]]:
-        """Each entry with its envelope (or why it cannot be decoded); the batch's done-markers prefetched."""
-        decoded = [(stream, entry_id, fields, _decode(stream, entry_id, fields)) for stream, entry_id, fields in got]
-        self._prefetch_seen([env for *_, env in decoded if isinstance(env, Envelope)])
-        return decoded
-
-    def _prefetch_seen(self, envs: list[Envelope]) -> None:
-        """One round trip for the whole batch instead of one EXISTS per entry."""
-        self._seen = set()
-        if not self.spec.idempotency or not envs:
-            return
-        idems = [i for i in (self.spec.idempotency(env) for env in envs) if i]  # "" = no marker: skip
-        self._seen = {idem for idem, hit in zip(idems, self._exists(idems), strict=True) if hit}
-
-    @retry_redis  # a failover must not kill the worker (found by the chaos drill on the cluster)
-    def _exists(self, idems: list[str]) -> list:
-        pipe = self.r.pipeline(transaction=False)
-        for idem in idems:
-            pipe.exists(self.idem.key(idem))
-        return pipe.execute()
-
-    @retry_redis
-    def _flush(self) -> None:
-        if not (self._emits or self._marks or self._acks or self._forget):
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for stream, fields in self._emits:
-            pipe.xadd(stream, fields, maxlen=DEFAULT_MAXLEN, approximate=True)
-        for idem in self._marks:
-            self.idem.mark(pipe, idem)
-        for stream, ids in self._acks.items():
-            pipe.xack(stream, self.group, *ids)
-        if self._forget:
-            self.crash_guard.forget(pipe, self._forget)
-        pipe.execute()
-        self._emits, self._marks, self._acks, self._forget = [], [], {}, []
 
     def _slot_groups(self, streams: list[str]) -> list[list[str]]:
         if not self._cluster:
@@ -281,7 +203,7 @@ class Worker:
                     live.append((stream, entry_id, fields))
                 else:  # deleted/trimmed entry still in the PEL
                     retry_redis(self.r.xack)(stream, self.group, entry_id)
-            self._run_batch(live, attempts=None)
+            self._run_batch(live, redelivered=True)
             cursors = {s: c for s, c in cursors.items() if s in seen}
 
     def _maybe_claim(self, streams: Iterable[str], min_idle: int | None = None, force: bool = False) -> None:
@@ -309,7 +231,7 @@ class Worker:
                 deleted = res[2] if len(res) > 2 else []
                 for entry_id in deleted:  # claimed ids whose entries were trimmed away
                     retry_redis(self.r.xack)(stream, self.group, entry_id)
-                self._run_batch([(stream, _s(i), f) for i, f in claimed], attempts=None)
+                self._run_batch([(stream, _s(i), f) for i, f in claimed], redelivered=True)
                 if start in ("0-0", "0"):
                     break
 
@@ -345,7 +267,8 @@ class Worker:
             groups = self._slot_groups(owned)
             for g in groups:
                 block = min(self.settings.block_ms, max(self.settings.lease_ttl_ms // 4, 10))
-                self._run_batch_in_order(self._xreadgroup({s: ">" for s in g}, block if len(groups) == 1 else None))
+                self._run_batch_in_order(self._xreadgroup({s: ">" for s in g}, block if len(groups) == 1 else None),
+                                         redelivered=False)
                 if self.stop_event.is_set():
                     return
             if len(groups) > 1:
@@ -361,13 +284,13 @@ class Worker:
             if start in ("0-0", "0"):
                 break
         entries.sort(key=lambda e: tuple(int(x) for x in e[1].split("-")))
-        self._run_batch_in_order(entries, attempts=None)
+        self._run_batch_in_order(entries, redelivered=True)
 
-    def _run_batch_in_order(self, got: list[tuple[str, str, dict]], attempts: int | None = 1) -> None:
+    def _run_batch_in_order(self, got: list[tuple[str, str, dict]], *, redelivered: bool) -> None:
         """Like ``_run_batch``, but a failing entry is retried in place before its stream moves on."""
         if not got:
             return
-        decoded = self._decode_batch(got)
+        decoded = self.pipeline.decode_batch(got)
         blocked: set[str] = set()  # streams that must not move past a stuck entry in this batch
         done_before = self.processed
         try:
@@ -375,8 +298,8 @@ class Worker:
                 if stream in blocked or not self.leases.still_owns(stream):
                     blocked.add(stream)  # lost the lease mid-batch: the new owner claims these
                     continue
-                n = attempts if attempts is not None else self._attempts(stream, entry_id)
-                if self._process(stream, entry_id, fields, n, env) == Outcome.RETRY:
+                n = self._attempts(stream, entry_id) if redelivered else 1
+                if self.pipeline.process(stream, entry_id, fields, env, n, redelivered=redelivered) == Outcome.RETRY:
                     self._commit()  # commit what is done before waiting
                     if not self._retry_in_place(stream, entry_id, fields, n, env):
                         blocked.add(stream)
@@ -392,13 +315,13 @@ class Worker:
 
         If ``end_batch`` fails, nothing is acked: the entries stay pending for the next owner.
         """
-        if self.spec.end_batch is not None and self._acks:
+        if self.spec.end_batch is not None and self.commit.acks:
             try:
                 self.spec.end_batch(self._context())
             except BaseException:
-                self._emits, self._marks, self._acks, self._forget = [], [], {}, []
+                self.commit.clear()
                 raise
-        self._flush()
+        self.commit.flush()
 
     def _retry_in_place(self, stream: str, entry_id: str, fields: dict, attempts: int, env) -> bool:
         delay = 0.01
@@ -409,7 +332,8 @@ class Worker:
                 return False
             attempts += 1
             try:
-                outcome = self._process(stream, entry_id, fields, attempts, env)
+                # Handled before (and failed): its failure count must be cleared on success.
+                outcome = self.pipeline.process(stream, entry_id, fields, env, attempts, redelivered=True)
             finally:
                 self._commit()
             if outcome != Outcome.RETRY:
@@ -418,77 +342,8 @@ class Worker:
 
     # --- one entry ----------------------------------------------------------------------------
 
-    def _dead(self, stream, entry_id, fields, reason, attempts) -> str:
-        dead_letter(self.r, stream=stream, group=self.group, entry_id=entry_id, fields=fields, reason=reason,
-                    attempts=attempts, consumer=self.consumer, now_ms=self.clock.now_ms())
-        # Acked at once, not with the batch: a worker killed before its batch commits must not
-        # dead-letter the same entry again on its next start.
-        retry_redis(self.r.xack)(stream, self.group, entry_id)
-        self._ack(stream, entry_id)
-        logger.warning("dead-lettered {} {} after {} attempt(s): {}", stream, entry_id, attempts, reason[:200])
-        return Outcome.DEAD
-
-    def _ack(self, stream: str, entry_id: str) -> None:
-        self._acks.setdefault(stream, []).append(entry_id)
-        if self._redelivered:  # only a redelivered entry can have counts or a stale marker to clear
-            self._forget.append(f"{stream}/{entry_id}")
-
-    def _process(self, stream: str, entry_id: str, fields: dict, attempts: int, env: Envelope | Exception) -> str:
-        self._redelivered = attempts > 1
-        if isinstance(env, Exception):
-            return self._dead(stream, entry_id, fields, f"undecodable: {env}", attempts)
-        idem = self.spec.idempotency(env) if self.spec.idempotency else None
-        if idem and idem in self._seen:
-            self._ack(stream, entry_id)
-            self._m_dup.inc()
-            return Outcome.DUPLICATE
-        lock = None
-        scope = self.spec.lock(env) if self.spec.lock else None
-        if scope:
-            lock = Lock(self.r, scope, self.settings.lock_ttl_ms, owner=f"{self.consumer}:{entry_id}")
-            if not lock.acquire(wait_ms=200):
-                return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
-        ctx = self._context(lock.fence if lock else 0)
-        ref = f"{stream}/{entry_id}" if attempts > 1 else None  # crash-loop guard (crashguard.py)
-        try:
-            if ref and (crashes := self.crash_guard.take(ref, ctx.clock.now_ms())) >= self.settings.max_attempts:
-                # Handler failures are counted separately (_retry).
-                return self._dead(stream, entry_id, fields, f"the worker died {crashes} times while "
-                                  f"handling it ({attempts} deliveries)", attempts)
-            emits = list(self.spec.handle(env, ctx) or ())
-        except FatalError:
-            raise
-        except PermanentError as exc:
-            return self._dead(stream, entry_id, fields, f"permanent: {exc}", attempts)
-        except RetryableError as exc:
-            return self._retry(stream, entry_id, fields, attempts, f"retryable: {exc}")
-        except Exception as exc:  # a bug or a library error nobody translated: retry, then dead-letter
-            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-            return self._retry(stream, entry_id, fields, attempts, reason)
-        finally:
-            if ref:
-                self.crash_guard.release(ref)
-            if lock is not None:
-                lock.release()
-        now = ctx.clock.now_ms()
-        for emit in emits:
-            self._emits.append((emit.stream, encode(envelope_for(emit, parent=env, now_ms=now, config_rev=ctx.config.rev))))
-        if idem:
-            self._marks.append(idem)
-        self._ack(stream, entry_id)
-        self.processed += 1
-        return Outcome.DONE
-
     def _context(self, fence: int = 0) -> Context:
         return Context(
             clock=self.clock, store=self.store, config=self.config.current, objects=self.objects, redis=self.r,
             settings=self.settings, role=self.spec.role, consumer=self.consumer, fence=fence, services=self.services,
         )
-
-    def _retry(self, stream, entry_id, fields, attempts, reason) -> str:
-        failures = self.crash_guard.count_failure(f"{stream}/{entry_id}")
-        if failures >= self.settings.max_attempts:
-            return self._dead(stream, entry_id, fields, reason, failures)
-        logger.warning("entry {} {} failed (attempt {}): {}", stream, entry_id, attempts, reason.splitlines()[0])
-        self._m_retry.inc()
-        return Outcome.RETRY

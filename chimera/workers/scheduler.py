@@ -39,14 +39,36 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 
+def arm(pipe, key: str, due_ms: int, stream: str, fields: dict[str, bytes]) -> None:
+    """Queue "publish ``fields`` on ``stream`` at ``due_ms``" on ``pipe`` (a client or a pipeline).
+
+    ``execute_command("EVAL", ...)`` rather than ``pipe.eval``: the cluster pipeline routes EVAL by
+    its keys (one slot, {due}) but does not offer ``eval`` as a method.
+    """
+    pipe.execute_command("EVAL", _SCHEDULE, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key, due_ms,
+                         _item_enc.encode((stream, fields)))
+
+
+def disarm(pipe, key: str) -> None:
+    pipe.execute_command("EVAL", _CANCEL, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key)
+
+
 @retry_redis
 def schedule(r, key: str, due_ms: int, stream: str, env: Envelope) -> None:
-    r.eval(_SCHEDULE, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key, due_ms, _item_enc.encode((stream, encode(env))))
+    """Arm a timer outside a handler (operators, tests). Handlers *return* timers instead."""
+    arm(r, key, due_ms, stream, encode(env))
 
 
 @retry_redis
 def cancel(r, key: str) -> bool:
-    return bool(r.eval(_CANCEL, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key))
+    return bool(r.execute_command("EVAL", _CANCEL, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key))
+
+
+@retry_redis
+def armed(r, key: str) -> int | None:
+    """The due time of the timer ``key``, or None when it is not armed."""
+    score = r.zscore(keys.SCHED_DUE, key)
+    return None if score is None else int(score)
 
 
 @retry_redis

@@ -7,8 +7,8 @@ import signal
 import time
 
 from chimera.schemas.messages import Noop
-from chimera.streams.producer import Emit
-from chimera.workers.handler import HandlerSpec
+from chimera.streams.producer import CancelTimer, Emit
+from chimera.workers.handler import HandlerSpec, Route
 
 
 def _effect(env, ctx):
@@ -83,3 +83,53 @@ def _paced(env, ctx):
 
 
 PACED_SPEC = HandlerSpec(role="t-paced", handle=_paced, streams=lambda s: ["t:paced"])
+
+
+# Timers a handler returns (runtime tests on both runtimes). ``data`` is the command:
+# "arm:<name>:<delay_ms>" arms <name> at event_time + delay, "cancel:<name>" disarms it.
+TIMER_IN, TIMER_OUT = "t:tm", "t:fired"
+
+
+def _timers(env, ctx):
+    verb, _, rest = env.payload.data.partition(":")
+    if verb == "arm":
+        name, _, delay = rest.partition(":")
+        return [Emit(TIMER_OUT, Noop(n=env.payload.n, data=name), f"{env.idempotency_key}:fire",
+                     due_ms=env.event_time + int(delay), timer_key=name)]
+    if verb == "cancel":
+        return [CancelTimer(rest)]
+    return ()
+
+
+def _fired(env, ctx):
+    # When (on the runtime's clock) the fired timer was handled, and what it carried.
+    ctx.store.upsert("t_fired", env.idempotency_key, {"name": env.payload.data, "n": env.payload.n,
+                                                      "at": ctx.now_ms(), "event_time": env.event_time,
+                                                      "cause": env.causation_id, "corr": env.correlation_id})
+    return ()
+
+
+TIMER_SPEC = HandlerSpec(role="t-timer", streams=lambda s: [TIMER_IN], routes={Noop: Route(_timers)})
+FIRED_SPEC = HandlerSpec(role="t-fired", streams=lambda s: [TIMER_OUT], routes={Noop: Route(_fired)})
+
+
+# Route table: Noop is routed (lock scope and a done-marker keyed by n, not by the idempotency
+# key); any other type on the stream is not.
+def _routed(env, ctx):
+    ctx.store.upsert("t_routed", env.idempotency_key, {"n": env.payload.n, "fence": ctx.fence})
+    return ()
+
+
+ROUTED_SPEC = HandlerSpec(role="t-routed", streams=lambda s: ["t:rt"], routes={
+    Noop: Route(_routed, lock=lambda env: "t-route", idem=lambda env: f"n{env.payload.n}"),
+})
+
+
+def _logs(env, ctx):
+    from loguru import logger
+
+    logger.info("handled {}", env.idempotency_key)
+    return [Emit("t:logged", Noop(n=env.payload.n), f"{env.idempotency_key}:next")]
+
+
+LOG_SPEC = HandlerSpec(role="t-log", streams=lambda s: ["t:log"], routes={Noop: Route(_logs)})

@@ -1,0 +1,84 @@
+"""One read batch's writes, committed in one Redis pipeline (ARCHITECTURE §2.3, §4).
+
+A handler's outputs are staged here while the batch runs: messages to XADD, timers to arm or
+disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
+sends them in one non-transactional pipeline, in that order, so an ack never goes out before the
+emits and timers of its entry. Each timer script touches the ``{due}`` keys only (one cluster
+slot); the cluster pipeline routes every command by its own key, so a batch may span slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chimera.schemas.envelope import Envelope, encode
+from chimera.streams.producer import DEFAULT_MAXLEN, CancelTimer, Emit, envelope_for
+from chimera.streams.redis import retry_redis
+from chimera.workers import scheduler
+from chimera.workers.crashguard import CrashGuard
+from chimera.workers.locks import Idempotency
+
+
+class Commit:
+    def __init__(self, r, group: str, idem: Idempotency, crash_guard: CrashGuard) -> None:
+        self.r = r
+        self.group = group
+        self.idem = idem
+        self.crash_guard = crash_guard
+        self.clear()
+
+    def clear(self) -> None:
+        self.emits: list[tuple[str, dict]] = []
+        # ("arm", name, due_ms, stream, fields) | ("disarm", name), in the order the handlers asked.
+        self.timers: list[tuple] = []
+        self.marks: list[str] = []
+        self.acks: dict[str, list[str]] = {}
+        self.forget: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.emits or self.timers or self.marks or self.acks or self.forget)
+
+    def stage(self, outputs: Iterable[Emit | CancelTimer], *, parent: Envelope | None, now_ms: int,
+              config_rev: int) -> None:
+        """A handler's return value: emits to publish now, timers to arm, timers to disarm.
+
+        All or nothing: an output that cannot be encoded stages none of the entry's outputs.
+        """
+        emits, timers = [], []
+        for out in outputs:
+            if isinstance(out, CancelTimer):
+                timers.append(("disarm", out.timer_key))
+                continue
+            fields = encode(envelope_for(out, parent=parent, now_ms=now_ms, config_rev=config_rev))
+            if out.due_ms is None:
+                emits.append((out.stream, fields))
+            else:
+                timers.append(("arm", out.timer_name, out.due_ms, out.stream, fields))
+        self.emits.extend(emits)
+        self.timers.extend(timers)
+
+    def ack(self, stream: str, entry_id: str, *, redelivered: bool) -> None:
+        self.acks.setdefault(stream, []).append(entry_id)
+        if redelivered:  # only a redelivered entry can have counts or a stale marker to clear
+            self.forget.append(f"{stream}/{entry_id}")
+
+    @retry_redis
+    def flush(self) -> None:
+        if not self:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for stream, fields in self.emits:
+            pipe.xadd(stream, fields, maxlen=DEFAULT_MAXLEN, approximate=True)
+        for op in self.timers:
+            if op[0] == "arm":
+                scheduler.arm(pipe, *op[1:])
+            else:
+                scheduler.disarm(pipe, op[1])
+        for idem in self.marks:
+            self.idem.mark(pipe, idem)
+        for stream, ids in self.acks.items():
+            pipe.xack(stream, self.group, *ids)
+        if self.forget:
+            self.crash_guard.forget(pipe, self.forget)
+        pipe.execute()
+        self.clear()
