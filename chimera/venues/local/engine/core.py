@@ -53,7 +53,8 @@ class Engine(FuturesLedger, SpotLedger):
         self.counters = {"order": 1_000_000, "trade": 5_000_000, "tran": 9_000_000, "list": 100}
         self.events: list[Event] = []
         self.markets: dict[str, dict[str, SymbolMarket]] = {
-            m: {s: SymbolMarket(symbol=s) for s in info.rules[m]} for m in (FUTURES, SPOT)}
+            m: {s: SymbolMarket(symbol=s, tick=r.tick, model=self.fill_model) for s, r in info.rules[m].items()}
+            for m in (FUTURES, SPOT)}
 
     # -- plumbing ------------------------------------------------------------------------------
     def next_id(self, kind: str) -> int:

@@ -49,20 +49,44 @@ def event_from_json(raw: dict, now_ms: int) -> MarketEvent:
 
 @dataclass
 class FillModel:
-    """How a taker order is priced when the recorded book cannot absorb it.
+    """How orders fill when the data does not say (docs/fill_model.md is the trader's version).
 
-    half_spread_bps: applied to the last price when no bid/ask was recorded (kline-only replays).
-    impact_bps_per_unit_notional: extra slippage per 1,000,000 quote units beyond visible liquidity.
+    half_spread_bps: with no recorded book (klines, aggTrades), every trade at p quotes a synthetic
+      bid p·(1 − h) rounded down to the tick and ask p·(1 + h) rounded up (so at least one tick apart).
+    depth_share: the quantity quoted at that synthetic bid and ask, as a share of the trade's quantity
+      (a kline path point carries a quarter of the bar's volume).
+    impact_bps_per_million: extra slippage per 1,000,000 quote units beyond the visible liquidity.
+    fill_mode: "through" fills a resting limit only when the market trades strictly through its
+      price; "touch" already when it reaches it.
     """
 
     half_spread_bps: Decimal = Decimal("1")
     impact_bps_per_million: Decimal = Decimal("5")
-    fill_mode: str = "through"  # "touch" fills a resting limit when the market reaches its price
+    fill_mode: str = "through"
+    depth_share: Decimal = Decimal("0.1")
+
+    def quote(self, price: Decimal, qty: Decimal, tick: Decimal) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """The synthetic (bid, bid_qty, ask, ask_qty) around a trade when no book was recorded."""
+        half = price * self.half_spread_bps * BPS
+        bid, ask = price - half, price + half
+        if tick:
+            bid = (bid / tick).to_integral_value(rounding=ROUND_FLOOR) * tick
+            ask = (ask / tick).to_integral_value(rounding=ROUND_CEILING) * tick
+            if bid == price:  # a spread narrower than a tick still leaves the trade between bid and ask
+                bid -= tick
+            if ask == price:
+                ask += tick
+        depth = qty * self.depth_share
+        return bid, depth, ask, depth
 
 
 @dataclass
 class SymbolMarket:
     symbol: str
+    tick: Decimal = ZERO
+    # Quotes around each trade while no book was ever recorded for the symbol (kline-only data).
+    model: FillModel | None = None
+    has_book: bool = False
     last: Decimal = ZERO
     bid: Decimal = ZERO
     bid_qty: Decimal = ZERO
@@ -92,14 +116,16 @@ class SymbolMarket:
         self.time = ev.time
         if ev.kind == "trade":
             self.last = ev.price
-            # With no recorded book, a trade at p says nothing about the spread; keep
-            # book-less markets quoted around the last price so crossing checks stay sane.
-            if self.bid and self.ask and not (self.bid <= ev.price <= self.ask):
+            if self.model is not None and not (self.has_book or self.has_depth):
+                self.bid, self.bid_qty, self.ask, self.ask_qty = self.model.quote(ev.price, ev.qty, self.tick)
+            # A trade outside a recorded quote moves that side to it, so crossing checks stay sane.
+            elif self.bid and self.ask and not (self.bid <= ev.price <= self.ask):
                 if ev.price > self.ask:
                     self.ask = ev.price
                 else:
                     self.bid = ev.price
         elif ev.kind == "book":
+            self.has_book = True
             self.bid, self.bid_qty, self.ask, self.ask_qty = ev.bid, ev.bid_qty, ev.ask, ev.ask_qty
         elif ev.kind == "depth":
             self._apply_depth(ev)
