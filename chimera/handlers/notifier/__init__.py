@@ -1,0 +1,1 @@
+"""The notifier: ``Notify`` on ``notify:{outbox}`` → Telegram or a Standard Webhooks endpoint."""
