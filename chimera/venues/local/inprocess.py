@@ -173,6 +173,15 @@ class InProcessExchange:
         ev = self.feed.peek()
         return ev.time if ev else None
 
+    def deleverage(self, account: str, symbol: str, qty: Decimal | None = None,
+                   price: Decimal | None = None) -> None:
+        """Auto-deleverage a position now (``POST /chimera/v1/adl``); see ``Engine.deleverage``."""
+        self.engine.deleverage(account, symbol, qty, price)
+
+    def wallet_history(self, account: str = "main", start_ms: int | None = None, end_ms: int | None = None) -> dict:
+        """Wallet movements by kind (``GET /chimera/v1/ledger``'s ``wallet``): the books' identity."""
+        return self.engine.wallet_history(account, start_ms, end_ms)
+
     # -- user data ---------------------------------------------------------------------------------
     def drain_reports(self) -> list[tuple[VenueReport, str, str]]:
         """``(report, idempotency key, account)`` for each order event since the last drain, as S1

@@ -146,15 +146,40 @@ class FuturesLedger:
         for o in list(self.open_orders_of(FUTURES, acc.name)):
             if o.symbol == pos.symbol:
                 self.finish_order(o, "CANCELED")
-        price = bankruptcy_price(pos)
+        self._force_close(acc, pos, abs(pos.amt), bankruptcy_price(pos), f"autoclose-{self.now()}", "LIQUIDATION")
+
+    def deleverage(self, account: str, symbol: str, qty: Decimal | None = None,
+                   price: Decimal | None = None) -> Order:
+        """Auto-deleverage (ADL) ``qty`` (default: all) of the account's position at ``price``.
+
+        Binance closes a profitable counter-position when a liquidation cannot be absorbed, at the
+        liquidated order's bankruptcy price; the local venue has no counterparties, so the caller says
+        when (``POST /chimera/v1/adl``, ``InProcessExchange.deleverage``) and at what price (default:
+        the mark, or the last trade, rounded to the tick). Listed by forceOrders as ``adl_autoclose``.
+        """
+        acc = self.accounts[account]
+        pos = acc.positions.get(symbol)
+        if pos is None or pos.amt == 0:
+            raise ValueError(f"account {account!r} has no {symbol} position to deleverage")
+        qty = min(qty or abs(pos.amt), abs(pos.amt))
+        if price is None:
+            tick = self.info.get(FUTURES, symbol).tick
+            mark = self.markets[FUTURES][symbol].mark_or_last
+            price = (mark / tick).to_integral_value() * tick if tick else mark
+        return self._force_close(acc, pos, qty, price, "adl_autoclose", "ADL")
+
+    def _force_close(self, acc: Account, pos: Position, qty: Decimal, price: Decimal, client_id: str,
+                     kind: str) -> Order:
+        """The venue's own closing order (liquidation or ADL): an IOC at ``price``, filled in full.
+
+        No commission: at the bankruptcy price the realized loss equals the isolated margin exactly, and
+        the clearance fee Binance takes comes out of that same margin; ADL charges none. The trade is in
+        userTrades (realizedPnl, commission 0) and pushed as ORDER_TRADE_UPDATE, so the books see it.
+        """
         side = "SELL" if pos.amt > 0 else "BUY"
-        qty = abs(pos.amt)
-        order = self.new_order_record(FUTURES, acc.name, pos.symbol, f"autoclose-{self.now()}", side,
-                                      "LIQUIDATION", qty, price=price, tif="IOC")
-        order.orig_type = "LIQUIDATION"
+        order = self.new_order_record(FUTURES, acc.name, pos.symbol, client_id, side, "LIQUIDATION", qty,
+                                      price=price, tif="IOC")
         order.reduce_only = True
-        # At the bankruptcy price the realized loss equals the isolated margin exactly; the
-        # clearance fee Binance takes comes out of that same margin, so no extra fee is charged.
         saved = self.fees.futures_taker
         self.fees.futures_taker = ZERO
         try:
@@ -162,5 +187,29 @@ class FuturesLedger:
         finally:
             self.fees.futures_taker = saved
         self.record_execution(order, trade)
-        self.liquidations.append({"account": acc.name, "symbol": pos.symbol, "time": self.now(),
-                                  "qty": str(qty), "price": str(price)})
+        self.liquidations.append({"account": acc.name, "symbol": pos.symbol, "time": self.now(), "kind": kind,
+                                  "qty": str(qty), "price": str(price), "realized_pnl": str(trade.realized_pnl),
+                                  "order_id": order.order_id, "trade_id": trade.trade_id})
+        return order
+
+    def wallet_history(self, account: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
+        """The account's futures wallet movements by kind over [start, end] (the books' identity).
+
+        Every wallet change is an income row, so ``wallet_change`` = realized_pnl − commission + funding
+        + transfers, exactly (8 dp), and ``balance_start`` = the wallet now minus every later movement.
+        """
+        acc = self.accounts[account]
+        rows = [i for i in self.income if i.account == account]
+        lo, hi = start_ms if start_ms is not None else -1, end_ms if end_ms is not None else 1 << 62
+        sums = {"REALIZED_PNL": ZERO, "COMMISSION": ZERO, "FUNDING_FEE": ZERO, "TRANSFER": ZERO}
+        after = ZERO
+        for i in rows:
+            if i.time > hi:
+                after += i.income
+            elif i.time >= lo:
+                sums[i.income_type] = sums.get(i.income_type, ZERO) + i.income
+        end = self.fut_wallet(acc) - after
+        change = sum(sums.values(), ZERO)
+        return {"account": account, "asset": QUOTE, "balance_start": end - change, "balance_end": end,
+                "wallet_change": change, "realized_pnl": sums["REALIZED_PNL"], "commission": -sums["COMMISSION"],
+                "funding": sums["FUNDING_FEE"], "transfers": sums["TRANSFER"]}

@@ -307,6 +307,7 @@ class VenueServer:
         add("POST", "/chimera/v1/faults", self._faults_set)
         add("GET", "/chimera/v1/ledger", self._ledger)
         add("POST", "/chimera/v1/market", self._inject)
+        add("POST", "/chimera/v1/adl", self._adl)
         add("POST", "/chimera/v1/listen_keys/expire", self._expire_listen_keys)
         for prefix, market in (("/futures", FUTURES), ("", FUTURES), ("/spot", "spot")):
             for kind in ("", "/market", "/public", "/private"):
@@ -378,6 +379,20 @@ class VenueServer:
         self.save_state()
         return web.json_response(self.clock.as_json())
 
+    async def _adl(self, request):
+        """Drills and tests: auto-deleverage a position now (``{"account", "symbol", "qty"?, "price"?}``)."""
+        body = await request.json()
+        try:
+            order = self.engine.deleverage(body.get("account", "main"), body["symbol"],
+                                           Decimal(str(body["qty"])) if body.get("qty") else None,
+                                           Decimal(str(body["price"])) if body.get("price") else None)
+        except (KeyError, ValueError, VenueError) as exc:
+            return web.json_response({"error": f"adl refused: {exc}"}, status=400)
+        self.dispatch_user_events()
+        self.save_state()
+        return web.json_response({"orderId": order.order_id, "clientOrderId": order.client_id,
+                                  "price": str(order.price), "qty": str(order.orig_qty)})
+
     async def _expire_listen_keys(self, request):
         """Drills and tests: expire listenKeys now, as Binance does after 60 min without a keep-alive.
 
@@ -413,8 +428,13 @@ class VenueServer:
     async def _ledger(self, request):
         """Venue-side truth for reconciliation drills (not a Binance endpoint)."""
         name = request.query.get("account", "main")
+        if name not in self.engine.accounts:
+            return web.json_response({"error": f"unknown account {name!r}"}, status=400)
+        start, end = request.query.get("startTime"), request.query.get("endTime")
+        wallet = self.engine.wallet_history(name, int(start) if start else None, int(end) if end else None)
         return web.json_response({"funding": [f for f in self.engine.funding_log if f["account"] == name],
                                   "liquidations": [x for x in self.engine.liquidations if x["account"] == name],
+                                  "wallet": {k: str(v) for k, v in wallet.items()},
                                   "clock": self.clock.as_json()})
 
 

@@ -242,18 +242,25 @@ def leverage(srv, p: Params, account: str) -> dict:
     if not 1 <= lev <= 125:
         raise VenueError(-4028, f"Leverage {lev} is not valid")
     acc = srv.engine.accounts[account]
-    acc.leverage[sym] = lev
     pos = acc.position(sym)
+    if pos.amt != 0 and lev < pos.leverage:
+        # Isolated margin already posted cannot shrink under an open position (Binance: -4161).
+        raise VenueError(-4161, "Leverage reduction is not supported in Isolated Margin Mode with open positions.")
+    acc.leverage[sym] = lev
     if pos.amt == 0:
         pos.leverage = lev
     return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": sym}
 
 
 def margin_type(srv, p: Params, account: str) -> dict:
-    _symbol(srv, p, FUTURES)
+    sym = _symbol(srv, p, FUTURES)
     mt = p.str("marginType", required=True)
     if mt == "ISOLATED":
         raise VenueError(-4046, "No need to change margin type.")
+    if mt == "CROSSED" and srv.engine.accounts[account].position(sym).amt != 0:
+        raise VenueError(-4048, "Margin type cannot be changed if there exists position.")
+    if mt == "CROSSED" and srv.engine.open_orders_of(FUTURES, account, sym):
+        raise VenueError(-4047, "Margin type cannot be changed if there exists open orders.")
     if mt == "CROSSED":
         raise VenueError(-1130, "Data sent for parameter 'marginType' is not valid: the local venue models "
                                 "ISOLATED margin only.")
@@ -344,7 +351,7 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 def auto_close_type(client_id: str) -> str | None:
-    """Binance marks its own closing orders by client id; the local venue never deleverages (no ADL)."""
+    """Binance marks its own closing orders by client id: ``autoclose-<t>`` liquidation, ``adl_autoclose`` ADL."""
     if client_id.startswith("autoclose-"):
         return "LIQUIDATION"
     return "ADL" if client_id == "adl_autoclose" else None
