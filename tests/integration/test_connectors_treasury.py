@@ -9,6 +9,7 @@ import pytest
 
 from chimera.errors import RetryableError
 from chimera.handlers.treasury import transfer as treasury
+from chimera.ports.venues import Venues
 from chimera.schemas.messages import TransferRequest
 from chimera.store import open_store
 from chimera.streams import keys
@@ -33,7 +34,7 @@ def ctx(venue, tmp_path):
     key, secret = venue.keys["main"]
     settings = SimpleNamespace(extra={"treasury": RULES}, venue_url=venue.base_url, accounts_file="", venue="paper")
     return Context(clock=ManualClock(1_000), store=open_store(f"sqlite:///{tmp_path}/s.sqlite"), config=ActiveConfig(),
-                   settings=settings, services={"wallet": wallet.wallet_rest(venue.base_url, key, secret)})
+                   settings=settings, venues=Venues(wallets={"main": wallet.wallet_rest(venue.base_url, key, secret)}))
 
 
 def request(tid: str, amount: str, direction: str = "MAIN_UMFUTURE", asset: str = "USDT"):
@@ -42,7 +43,7 @@ def request(tid: str, amount: str, direction: str = "MAIN_UMFUTURE", asset: str 
 
 
 def moved(ctx) -> list[dict]:
-    return wallet.history(ctx.services["wallet"], "MAIN_UMFUTURE")
+    return wallet.history(ctx.venues.wallet("main"), "MAIN_UMFUTURE")
 
 
 def result(emits):
@@ -52,9 +53,9 @@ def result(emits):
 
 
 def test_same_transfer_id_twice_moves_money_once(ctx):
-    first, audit = result(treasury.handle(request("t-1", "100"), ctx))
+    first, audit = result(treasury.SPEC.handle(request("t-1", "100"), ctx))
     assert first.result == "SUCCEEDED" and audit == ["TRANSFER_SUCCEEDED"]
-    again, _ = result(treasury.handle(request("t-1", "100"), ctx))
+    again, _ = result(treasury.SPEC.handle(request("t-1", "100"), ctx))
     assert again == first
     rows = moved(ctx)
     assert len(rows) == 1 and Decimal(str(rows[0]["amount"])) == Decimal("100")
@@ -65,14 +66,14 @@ def test_same_transfer_id_twice_moves_money_once(ctx):
 def test_lost_reply_resolved_from_history_without_second_transfer(ctx, venue):
     venue.control("/chimera/v1/faults", {"lost_reply_share": 1.0})
     try:
-        resp, _ = result(treasury.handle(request("t-lost", "42.5"), ctx))
+        resp, _ = result(treasury.SPEC.handle(request("t-lost", "42.5"), ctx))
     finally:
         venue.control("/chimera/v1/faults", {"lost_reply_share": 0.0})
     assert resp.result == "SUCCEEDED"
     doc = ctx.store.get("treasury_transfers", "t-lost")
     assert doc["resolved_by"] == "history" and doc["last_error"]
     assert len(moved(ctx)) == 1
-    result(treasury.handle(request("t-lost", "42.5"), ctx))  # a redelivery after that: still one
+    result(treasury.SPEC.handle(request("t-lost", "42.5"), ctx))  # a redelivery after that: still one
     assert len(moved(ctx)) == 1
 
 
@@ -95,15 +96,14 @@ class NeverArrives:
 
 
 def test_unknown_outcome_not_in_history_is_retried_not_resent(ctx):
-    real = ctx.services["wallet"]
-    ctx.services["wallet"] = NeverArrives(real)
+    ctx.venues = Venues(wallets={"main": NeverArrives(ctx.venues.wallet("main"))})
     with pytest.raises(RetryableError, match="not in the history"):
-        treasury.handle(request("t-net", "10"), ctx)
+        treasury.SPEC.handle(request("t-net", "10"), ctx)
     assert ctx.store.get("treasury_transfers", "t-net")["state"] == "EXECUTING" and moved(ctx) == []
     with pytest.raises(RetryableError):  # redelivered within the grace: still only resolving
-        treasury.handle(request("t-net", "10"), ctx)
+        treasury.SPEC.handle(request("t-net", "10"), ctx)
     ctx.clock.advance(61_000)  # past the grace and still absent: deemed never executed, sent again once
-    resp, _ = result(treasury.handle(request("t-net", "10"), ctx))
+    resp, _ = result(treasury.SPEC.handle(request("t-net", "10"), ctx))
     assert resp.result == "SUCCEEDED" and len(moved(ctx)) == 1
     assert ctx.store.get("treasury_transfers", "t-net")["attempts"] == 2
 
@@ -112,11 +112,11 @@ def test_venue_down_before_sending_leaves_pending(ctx, venue):
     venue.control("/chimera/v1/faults", {"error_5xx_share": 1.0})
     try:
         with pytest.raises(RetryableError, match="history unavailable"):
-            treasury.handle(request("t-5xx", "10"), ctx)
+            treasury.SPEC.handle(request("t-5xx", "10"), ctx)
     finally:
         venue.control("/chimera/v1/faults", {"error_5xx_share": 0.0})
     assert ctx.store.get("treasury_transfers", "t-5xx")["state"] == "PENDING"
-    resp, _ = result(treasury.handle(request("t-5xx", "10"), ctx))
+    resp, _ = result(treasury.SPEC.handle(request("t-5xx", "10"), ctx))
     assert resp.result == "SUCCEEDED" and len(moved(ctx)) == 1
 
 
@@ -126,7 +126,7 @@ def test_venue_down_before_sending_leaves_pending(ctx, venue):
     ("10", "MAIN_UMFUTURE", "BTC", "no transfer limit configured for BTC"),
 ])
 def test_refused_with_clear_reason_and_nothing_moves(ctx, amount, direction, asset, reason):
-    resp, audit = result(treasury.handle(request("t-bad", amount, direction, asset), ctx))
+    resp, audit = result(treasury.SPEC.handle(request("t-bad", amount, direction, asset), ctx))
     assert resp.result == "FAILED" and reason in resp.message and audit == ["TRANSFER_FAILED"]
     assert ctx.store.get("treasury_transfers", "t-bad")["state"] == "FAILED"
     assert moved(ctx) == []
@@ -134,7 +134,7 @@ def test_refused_with_clear_reason_and_nothing_moves(ctx, amount, direction, ass
 
 def test_venue_refusal_is_failed(ctx):
     ctx.settings.extra["treasury"] = {"limits": {"USDT": "1e12"}, "directions": ["MAIN_UMFUTURE"]}
-    resp, _ = result(treasury.handle(request("t-big", "999999999"), ctx))
+    resp, _ = result(treasury.SPEC.handle(request("t-big", "999999999"), ctx))
     assert resp.result == "FAILED" and "insufficient balance" in resp.message.lower()
 
 

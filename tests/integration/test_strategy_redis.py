@@ -20,10 +20,8 @@ from chimera.risk.state import (
     BUDGET_EXHAUSTED,
     OK,
     Limits,
-    MemoryState,
     RedisState,
     Usage,
-    WrongSymbol,
 )
 from chimera.schemas.envelope import decode, to_builtins
 from chimera.schemas.messages import FeaturesComputed, OrderResult
@@ -97,59 +95,13 @@ def test_fifty_decisions_race_for_the_last_budget_slot(r, tmp_path):
                       status="FILLED", filled_qty=Decimal(winner["qty"]), avg_price=Decimal("50000"),
                       pos_id=winner["pos_id"])
     lifecycle.on_order_result(store, st, res, now_ms=T0, cause="fill")
-    lifecycle.close_position(store, st, winner["pos_id"], now_ms=T0 + 1, reason="TAKE_PROFIT")
+    assert lifecycle.release_budget(st, winner["pos_id"], "BTCUSDT")  # S6 frees it when the position closes
     for pos in ("pre1", "pre2"):
         assert lifecycle.release_budget(st, pos, "ETHUSDT")
         assert not lifecycle.release_budget(st, pos, "ETHUSDT")
     assert st.usage("BTCUSDT") == st.usage("ETHUSDT")
     assert (st.usage("BTCUSDT").in_use_usdt, st.usage("BTCUSDT").open_positions) == (0, 0)
     assert int(r.get(keys.risk_concurrency("BTCUSDT"))) == 0 and int(r.get(keys.RISK_BUDGET_INUSE)) == 0
-
-
-def test_reserve_script_is_atomic_under_contention(r):
-    st = RedisState(r)
-    limits = Limits(Decimal("20"), 100, 100)
-    barrier = threading.Barrier(50)
-
-    def go(i):
-        barrier.wait()
-        return st.reserve(f"p{i}", "BTCUSDT", Decimal("20"), limits)
-
-    with ThreadPoolExecutor(50) as pool:
-        got = list(pool.map(go, range(50)))
-    assert got.count(OK) == 1 and set(got) == {OK, "RISK_BUDGET"}
-    assert st.reserve(f"p{got.index(OK)}", "BTCUSDT", Decimal("20"), limits) == OK  # idempotent replay
-    assert st.usage("BTCUSDT").open_positions == 1
-    assert st.release(f"p{got.index(OK)}", "BTCUSDT") and st.usage("BTCUSDT").in_use_usdt == 0
-
-
-
-@pytest.mark.parametrize("kind", ["redis", "memory"])
-def test_adds_grow_a_reservation_once_per_add_within_the_budget_and_release_returns_all(r, kind):
-    st = RedisState(r) if kind == "redis" else MemoryState()
-    assert st.reserve("p1", "BTCUSDT", Decimal("14"), Limits(Decimal("20"), 1, 5)) == OK
-    assert st.increase("p1", "BTCUSDT", "p1:add1", Decimal("3"), Decimal("20")) == OK
-    assert st.increase("p1", "BTCUSDT", "p1:add1", Decimal("3"), Decimal("20")) == OK  # redelivered
-    assert st.usage("BTCUSDT").in_use_usdt == Decimal("17")
-    assert st.increase("p1", "BTCUSDT", "p1:add2", Decimal("3.000001"), Decimal("20")) == BUDGET_EXHAUSTED
-    assert st.usage("BTCUSDT").in_use_usdt == Decimal("17")
-    assert st.increase("p1", "BTCUSDT", "p1:add2", Decimal("3"), Decimal("20")) == OK  # exactly the budget
-    assert st.usage("BTCUSDT") == Usage(Decimal("20"), 1, 1)  # adds take no position slot
-    with pytest.raises(WrongSymbol):
-        st.increase("p1", "ETHUSDT", "p1:add3", Decimal("1"), Decimal("100"))
-    with pytest.raises(ValueError, match="without ','"):
-        st.increase("p1", "BTCUSDT", "a,b", Decimal("1"), Decimal("100"))
-    assert st.release("p1", "BTCUSDT") and not st.release("p1", "BTCUSDT")
-    assert st.usage("BTCUSDT") == Usage(Decimal("0"), 0, 0)
-    # A position S3 never reserved (adopted): its add is still bounded by the budget, and released.
-    assert st.increase("ad", "ETHUSDT", "ad:add1", Decimal("5"), Decimal("4")) == BUDGET_EXHAUSTED
-    assert st.increase("ad", "ETHUSDT", "ad:add1", Decimal("5"), Decimal("20")) == OK
-    assert st.usage("ETHUSDT") == Usage(Decimal("5"), 0, 0)
-    assert st.release("ad", "ETHUSDT") and st.usage("ETHUSDT") == Usage(Decimal("0"), 0, 0)
-    if kind == "redis":
-        assert int(r.get(keys.RISK_BUDGET_INUSE)) == 0 and int(r.get(keys.risk_concurrency("BTCUSDT"))) == 0
-        assert int(r.get(keys.RISK_OPEN_POSITIONS)) == 0 and r.hlen(keys.RISK_RESERVATIONS) == 0
-        assert r.get(keys.risk_concurrency("ETHUSDT")) is None
 
 
 def test_increase_script_is_atomic_under_contention(r):

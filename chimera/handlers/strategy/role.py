@@ -1,32 +1,38 @@
-"""Role s3: one consumer group over the feature streams, Decide commands and S4's results.
+"""Role s3, the strategy engine: one consumer group over the feature streams, ``Decide`` commands
+and S4's results, so ``chimera-worker --role s3`` runs all of S3.
 
-Decisions (FeaturesComputed, Decide) and the position lifecycle (OrderResult) share the role so
-``chimera-worker --role s3`` runs all of S3; the handler dispatches on the payload type.
+Decisions (``engine.py``): a ``FeaturesComputed`` or a ``Decide`` → guards, rules, model gate,
+sizing, reservation, intent. S4's ``OrderResult`` → ``lifecycle.py`` (the audit of S3's entries).
+Idempotency is the decision's own (``signals.decision`` is recorded before anything is published),
+so the runtime's done-marker only saves the work of a redelivery.
 """
 
 from __future__ import annotations
 
-from chimera.errors import PermanentError
-from chimera.handlers.strategy.engine import SIGNALS, Signal, decide
+from chimera.handlers.strategy.engine import Signal, decide
 from chimera.handlers.strategy.lifecycle import on_order_result
-from chimera.risk.state import state_for
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Decide, FeaturesComputed, OrderResult
+from chimera.store.collections import SIGNALS
 from chimera.streams import keys
-from chimera.workers.handler import HandlerSpec
+from chimera.streams.producer import Emit
+from chimera.workers.handler import Context, HandlerSpec, Route
 
 
-def handle(env: Envelope, ctx) -> list:
-    msg = env.payload
-    if isinstance(msg, FeaturesComputed):
-        return decide(Signal(msg.signal_id, msg.symbol, msg.t0, dict(msg.features)), ctx)
-    if isinstance(msg, Decide):
-        doc = ctx.store.get(SIGNALS, msg.signal_id) or {}
-        return decide(Signal(msg.signal_id, msg.symbol, int(doc.get("t0") or ctx.now_ms()),
-                             dict(doc.get("features") or {}), side=msg.side), ctx)
-    if isinstance(msg, OrderResult):
-        return on_order_result(ctx.store, state_for(ctx), msg, now_ms=ctx.now_ms(), cause=env.idempotency_key)
-    raise PermanentError(f"s3 does not handle {env.type}")
+def on_features(env: Envelope, ctx: Context) -> list[Emit]:
+    msg: FeaturesComputed = env.payload
+    return decide(Signal(msg.signal_id, msg.symbol, msg.t0, dict(msg.features)), ctx)
+
+
+def on_decide(env: Envelope, ctx: Context) -> list[Emit]:
+    msg: Decide = env.payload
+    doc = ctx.store.get(SIGNALS, msg.signal_id) or {}
+    return decide(Signal(msg.signal_id, msg.symbol, int(doc.get("t0") or ctx.now_ms()),
+                         dict(doc.get("features") or {}), side=msg.side), ctx)
+
+
+def on_result(env: Envelope, ctx: Context) -> list[Emit]:
+    return on_order_result(ctx.store, ctx.risk, env.payload, now_ms=ctx.now_ms(), cause=env.idempotency_key)
 
 
 def streams(settings) -> list[str]:
@@ -34,5 +40,13 @@ def streams(settings) -> list[str]:
     return [*(keys.feat_stream(s) for s in symbols), keys.STRAT_COMMANDS, keys.ORD_RESULTS]
 
 
-SPEC = HandlerSpec(role="s3", handle=handle, streams=streams,
-                   description="S3 strategy engine: guards, rules, model gate, intents, position lifecycle")
+SPEC = HandlerSpec(
+    role="s3",
+    routes={
+        FeaturesComputed: Route(on_features),
+        Decide: Route(on_decide),
+        OrderResult: Route(on_result),
+    },
+    streams=streams,
+    description="S3 strategy engine: guards, rules, model gate, intents, the audit of its entries",
+)

@@ -31,12 +31,13 @@ from loguru import logger
 from chimera.errors import RetryableError
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import OpsEvent, TransferRequest, TransferResponse
+from chimera.store.collections import TREASURY_TRANSFERS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance import wallet
-from chimera.workers.handler import Context, HandlerSpec
+from chimera.workers.handler import Context, HandlerSpec, Route
 
-COLL = "treasury_transfers"
+COLL = TREASURY_TRANSFERS
 ENDS = {"MAIN_UMFUTURE": ("MAIN", "UMFUTURE"), "UMFUTURE_MAIN": ("UMFUTURE", "MAIN")}
 
 
@@ -67,13 +68,7 @@ def check(req: TransferRequest, r: dict) -> str | None:
 
 
 def _client(ctx: Context):
-    client = ctx.services.get("wallet")
-    if client is None:
-        from chimera.venues.accounts import load_accounts
-
-        main = next(a for a in load_accounts(ctx.settings.accounts_file, ctx.settings.venue) if a.account_id == "main")
-        client = ctx.services["wallet"] = wallet.wallet_rest(ctx.settings.venue_url, main.api_key, main.api_secret)
-    return client
+    return ctx.venues.wallet("main")  # transfers move the main account's funds between its wallets
 
 
 def _finish(ctx: Context, req: TransferRequest, doc: dict) -> list[Emit]:
@@ -96,7 +91,7 @@ def _set(ctx: Context, tid: str, expect_state: str, patch: dict) -> dict:
     return ctx.store.get(COLL, tid)
 
 
-def handle(env: Envelope, ctx: Context) -> list[Emit]:
+def on_transfer(env: Envelope, ctx: Context) -> list[Emit]:
     req: TransferRequest = env.payload
     tid = req.transfer_id
     now = ctx.now_ms()
@@ -170,9 +165,8 @@ def _lock(env: Envelope) -> str:
 
 SPEC = HandlerSpec(
     role="s1-treasury",
-    handle=handle,
+    # No done-marker: the transfer document is the idempotency record (duplicates are answered again).
+    routes={TransferRequest: Route(on_transfer, lock=_lock, idem=None)},
     streams=lambda settings: [keys.TREASURY_COMMANDS],
-    idempotency=None,  # the transfer document is the idempotency record (duplicates are answered again)
-    lock=_lock,
     description="S1 treasury transfers: limits, whitelist, exactly-once via the transfer history",
 )
