@@ -2,7 +2,8 @@
 
 ``run(settings, stop_event)`` serves the API with uvicorn on ``CHIMERA_API_HOST`` (default
 127.0.0.1) : ``CHIMERA_API_PORT`` (default 8000) until ``stop_event`` is set. OpenAPI is at
-``/schema``. Auth/RBAC and the web UI are not built yet (see docs/gateway.md).
+``/schema``; the web UI at ``/ui`` (docs/ui.md). Every route is guarded by ``rbac.guard`` from one
+permission table; state-changing requests are audited into the hash-chained ``audit_log``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
-from chimera.gateway.errors import ApiError, api_error_handler, validation_handler
+from chimera.gateway.auth import Auth, AuthConfig, load_auth_config
+from chimera.gateway.errors import ApiError, api_error_handler, http_error_handler, validation_handler
+from chimera.gateway.rbac import audit_middleware, guard
 from chimera.gateway.routes import ROUTES
+from chimera.gateway.v1 import V1_ROUTES
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
 
@@ -29,22 +34,35 @@ class Deps:
     store: Any
     clock: Any
     producer: Producer
+    auth: Auth
 
 
-def create_app(settings, r=None, store=None, clock=None) -> Litestar:
+def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig | None = None) -> Litestar:
     from chimera.store import open_store
     from chimera.streams.redis import connect
 
     r = r if r is not None else connect(settings.redis_url, cluster=settings.redis_cluster)
     store = store if store is not None else open_store(settings.store_url)
     clock = clock or WallClock()
+    from chimera.gateway import ui
+
+    cfg = auth_config or load_auth_config()
     app = Litestar(
-        route_handlers=ROUTES,
-        exception_handlers={ApiError: api_error_handler, ValidationException: validation_handler},
-        openapi_config=OpenAPIConfig(title="Chimera gateway (S12)", version="0.1.0", path="/schema"),
+        route_handlers=[*ROUTES, *V1_ROUTES, *ui.UI_ROUTES],
+        guards=[guard],
+        middleware=[audit_middleware],
+        exception_handlers={ApiError: ui.error_handler(api_error_handler), ValidationException: validation_handler,
+                            HTTPException: http_error_handler},
+        openapi_config=OpenAPIConfig(
+            title="Chimera gateway (S12)", version="1.0.0", path="/schema",
+            components=Components(security_schemes={"bearer": SecurityScheme(
+                type="http", scheme="bearer", bearer_format="JWT",
+                description="POST /v1/auth/login → access_token; machines: service token svc_<name>.<secret>")}),
+            security=[{"bearer": []}]),
+        template_config=ui.template_config(),
         debug=False,
     )
-    app.state.chimera = Deps(settings, r, store, clock, Producer(r, clock))
+    app.state.chimera = Deps(settings, r, store, clock, Producer(r, clock), Auth(cfg, r, store, clock))
     return app
 
 

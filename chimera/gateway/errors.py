@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+
+
+class ErrorBody(msgspec.Struct):
+    """Every 4xx/5xx body the gateway answers (documented on every route in OpenAPI)."""
+
+    error: str
+    detail: str
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+ERROR_TEXT = {400: "Invalid request (the offending `field` is named)", 401: "Not signed in, token expired or revoked",
+              403: "Role not allowed, CSRF token missing or four-eyes violated", 404: "Unknown id",
+              409: "State conflict (e.g. approval already decided)", 423: "User locked after failed logins",
+              429: "Rate limit exceeded", 501: "The service behind this route is not built yet",
+              503: "Not ready"}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    return {c: ResponseSpec(data_container=ErrorBody, description=ERROR_TEXT[c]) for c in codes}
 
 
 class ApiError(HTTPException):
@@ -22,6 +45,13 @@ def api_error_handler(_: Request, exc: ApiError) -> Response:
     if exc.field:
         body["field"] = exc.field
     return Response(body, status_code=exc.status_code)
+
+
+def http_error_handler(_: Request, exc: HTTPException) -> Response:
+    """Litestar's own 404/405/500... in the same shape as ours."""
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}.get(exc.status_code,
+                                                                                   f"HTTP_{exc.status_code}")
+    return Response({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
 
 
 def validation_handler(_: Request, exc: ValidationException) -> Response:

@@ -10,12 +10,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, post, route
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Redirect
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from chimera.gateway.errors import ApiError, not_found
-from chimera.handlers.strategy.killswitch import clear_kill_switch, set_kill_switch
+from chimera.gateway import approvals
+from chimera.gateway.errors import ApiError, error_responses, not_found
+from chimera.gateway.rbac import PUBLIC, principal
+from chimera.handlers.strategy.killswitch import set_kill_switch
 from chimera.risk.state import RedisState
 from chimera.schemas.messages import (
     CancelOrder,
@@ -26,23 +29,50 @@ from chimera.schemas.messages import (
     Reconcile,
     Side,
     SubmitOrder,
-    TransferRequest,
     TransferType,
 )
 from chimera.schemas.strategy import KillMode
 from chimera.streams import keys
 
-Positive = Decimal  # > 0, checked by _positive (msgspec cannot constrain Decimal)
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$")]
 MAPPING_TTL_S = 30 * 24 * 3600
 MAX_LIMIT = 500
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+# Money travels as decimal strings (never floats); the pattern only admits numbers > 0.
+Positive = Annotated[str, msgspec.Meta(
+    pattern=r"^([1-9][0-9]{0,11}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9][0-9]{0,11})$",
+    description='decimal string > 0, e.g. "0.010" (at most 12 digits before and after the point)')]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[A-Z0-9]+$")]
+Text = Annotated[str, msgspec.Meta(max_length=500)]
+
+
+def spec(perm: str, *codes: int, unsafe: bool = False) -> dict:
+    """Handler keywords: its permission (rbac.PERMISSIONS) and every error status it can answer, documented."""
+    base = () if perm == PUBLIC else (401, 403, 429)
+    extra = (400,) if unsafe else ()
+    return {"opt": {"perm": perm}, "responses": error_responses(*sorted(set(base + extra + codes))),
+            "sync_to_thread": True}
+
+
+def both(path: str) -> str:
+    """The /v1 path of a route that also had an unversioned path (kept as a 307 redirect: LEGACY)."""
+    return f"/v1{path}"
+
+
+def audit_detail(request: Request, **detail) -> None:
+    """Ids the audit entry of this request should carry (rbac.audit_middleware reads them)."""
+    request.scope.setdefault("state", {}).setdefault("audit_detail", {}).update(detail)
+
+
+def dec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 # --- request bodies -----------------------------------------------------------------------------
 
 
 class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
-    symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[A-Z0-9]+$")]
+    symbol: Symbol
     side: Side
     qty: Positive
     market: ProductMarket = "FUT"
@@ -61,22 +91,22 @@ class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
 class CancelBody(msgspec.Struct, forbid_unknown_fields=True):
     intent_id: Id
     account_id: Id | None = None
-    symbol: str = ""
-    client_order_id: str = ""
+    symbol: Annotated[str, msgspec.Meta(max_length=20, pattern=r"^[A-Z0-9]*$")] = ""
+    client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     market: ProductMarket = "FUT"
-    reason: str = ""
+    reason: Text = ""
 
 
 class KillSwitchBody(msgspec.Struct, forbid_unknown_fields=True):
     mode: KillMode | Literal["OFF"]
-    reason: Annotated[str, msgspec.Meta(min_length=1)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     ttl_s: Annotated[int, msgspec.Meta(gt=0, le=7 * 24 * 3600)] = 3600
-    set_by: str = "gateway"
+    set_by: Text = ""  # ignored: the signed-in caller is who sets it (kept so old clients still validate)
 
 
 class ReconcileBody(msgspec.Struct, forbid_unknown_fields=True):
     scope: Literal["ALL", "ORDERS", "POSITIONS"] = "ALL"
-    requested_by: str = "gateway"
+    requested_by: Text = ""  # ignored: the signed-in caller
     account_id: Id = "main"
 
 
@@ -85,8 +115,8 @@ class TransferBody(msgspec.Struct, forbid_unknown_fields=True):
     amount: Positive
     direction: TransferType
     transfer_id: Id | None = None
-    requested_by: str = "gateway"
-    reason: str = ""
+    requested_by: Text = ""  # ignored: the signed-in caller
+    reason: Text = ""
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -96,47 +126,36 @@ def _deps(request: Request) -> Any:
     return request.app.state.chimera
 
 
-def _limit(limit: int) -> int:
-    if not 0 < limit <= MAX_LIMIT:
-        raise ApiError(400, "INVALID_REQUEST", f"limit must be in 1..{MAX_LIMIT}", field="limit")
-    return limit
-
-
 def _where(**filters: str | None) -> dict:
     return {k: v for k, v in filters.items() if v}
-
-
-def _positive(data: msgspec.Struct, *fields: str) -> None:
-    for name in fields:
-        value = getattr(data, name)
-        if value is not None and not (value.is_finite() and value > 0):
-            raise ApiError(400, "INVALID_REQUEST", f"{name} must be a positive number, got {value}", field=name)
 
 
 # --- orders ---------------------------------------------------------------------------------------
 
 
-@post("/orders", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
+@post(both("/orders"), status_code=HTTP_202_ACCEPTED, **spec("orders.write", unsafe=True))
 def create_order(request: Request, data: JSONBody[OrderBody]) -> dict:
     d = _deps(request)
-    _positive(data, "qty", "price", "stop_price", "tp_price", "sl_price")
     intent_id = data.intent_id or f"gw-{uuid.uuid4().hex[:24]}"
     if data.exec_policy == "LIMIT" and data.price is None:
         raise ApiError(400, "INVALID_REQUEST", "exec_policy LIMIT needs price", field="price")
     if data.exec_policy == "STOP" and data.stop_price is None:
         raise ApiError(400, "INVALID_REQUEST", "exec_policy STOP needs stop_price", field="stop_price")
     intent = OrderIntent(
-        intent_id=intent_id, market=data.market, symbol=data.symbol, side=data.side, qty=data.qty,
-        exec_policy=data.exec_policy, purpose=data.purpose, price=data.price, stop_price=data.stop_price,
-        tp_price=data.tp_price, sl_price=data.sl_price, reduce_only=data.reduce_only, leverage=data.leverage)
+        intent_id=intent_id, market=data.market, symbol=data.symbol, side=data.side, qty=Decimal(data.qty),
+        exec_policy=data.exec_policy, purpose=data.purpose, price=dec(data.price), stop_price=dec(data.stop_price),
+        tp_price=dec(data.tp_price), sl_price=dec(data.sl_price), reduce_only=data.reduce_only,
+        leverage=data.leverage)
     # The mapping first: a cancel right after the 202 must find the account.
     d.r.set(keys.gw_order_account(intent_id), data.account_id, ex=MAPPING_TTL_S)
     d.producer.publish(keys.ORD_COMMANDS, SubmitOrder(intent=intent), idempotency_key=intent_id,
-                       account_id=data.account_id)
+                       account_id=data.account_id, correlation_id=f"user:{principal(request).name}")
+    audit_detail(request, intent_id=intent_id, account_id=data.account_id, symbol=data.symbol, side=data.side,
+                 qty=data.qty)
     return {"intent_id": intent_id, "status": "ACCEPTED_FOR_PROCESSING"}
 
 
-@get("/orders/{intent_id:str}", sync_to_thread=True)
+@get(both("/orders/{intent_id:str}"), **spec("read", 404))
 def get_order(request: Request, intent_id: FromPath[str]) -> dict:
     d = _deps(request)
     intent = d.store.get("order_intents", intent_id)
@@ -150,14 +169,15 @@ def get_order(request: Request, intent_id: FromPath[str]) -> dict:
     return {"intent_id": intent_id, **(intent or {}), "legs": legs}
 
 
-@get("/orders", sync_to_thread=True)
-def list_orders(request: Request, symbol: FromQuery[str | None] = None, status: FromQuery[str | None] = None, limit: FromQuery[int] = 100) -> dict:
+@get(both("/orders"), **spec("read", 400))
+def list_orders(request: Request, symbol: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
+                limit: FromQuery[Limit] = 100) -> dict:
     docs = _deps(request).store.query("orders", _where(symbol=symbol, status=status), order_by="created_at",
-                                      desc=True, limit=_limit(limit))
+                                      desc=True, limit=limit)
     return {"items": docs, "count": len(docs)}
 
 
-@post("/cancel", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
+@post(both("/cancel"), status_code=HTTP_202_ACCEPTED, **spec("orders.write", unsafe=True))
 def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
     d = _deps(request)
     mapped = d.r.get(keys.gw_order_account(data.intent_id))
@@ -168,33 +188,33 @@ def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
                        field="account_id")
     account = data.account_id or (mapped.decode() if mapped is not None else "main")
     cmd = CancelOrder(intent_id=data.intent_id, symbol=data.symbol, client_order_id=data.client_order_id,
-                      market=data.market, reason=data.reason or "gateway cancel")
+                      market=data.market, reason=data.reason or f"cancel by {principal(request).name}")
     d.producer.publish(keys.ORD_COMMANDS, cmd, idempotency_key=f"cancel:{data.intent_id}:{data.client_order_id}",
                        account_id=account)
+    audit_detail(request, intent_id=data.intent_id, account_id=account)
     return {"intent_id": data.intent_id, "account_id": account}
 
 
 # --- readers --------------------------------------------------------------------------------------
 
 
-@get("/positions", sync_to_thread=True)
+@get(both("/positions"), **spec("read", 400))
 def list_positions(request: Request, symbol: FromQuery[str | None] = None,
-                   pos_state: Annotated[str | None, QueryParameter(name="state")] = None, limit: FromQuery[int] = 100) -> dict:
-    docs = _deps(request).store.query("positions", _where(symbol=symbol, state=pos_state), limit=_limit(limit))
+                   pos_state: Annotated[str | None, QueryParameter(name="state")] = None,
+                   limit: FromQuery[Limit] = 100) -> dict:
+    docs = _deps(request).store.query("positions", _where(symbol=symbol, state=pos_state), limit=limit)
     return {"items": docs, "count": len(docs)}
 
 
-@get("/signals", sync_to_thread=True)
-def list_signals(request: Request, symbol: FromQuery[str | None] = None, limit: FromQuery[int] = 100) -> dict:
-    docs = _deps(request).store.query("signals", _where(symbol=symbol), limit=_limit(limit))
+@get(both("/signals"), **spec("read", 400))
+def list_signals(request: Request, symbol: FromQuery[str | None] = None, limit: FromQuery[Limit] = 100) -> dict:
+    docs = _deps(request).store.query("signals", _where(symbol=symbol), limit=limit)
     return {"items": docs, "count": len(docs)}
 
 
-@get("/accounts", sync_to_thread=True)
-def list_accounts(request: Request) -> dict:
+def accounts_status(d) -> list[dict]:
     from chimera.venues.accounts import load_accounts
 
-    d = _deps(request)
     out = []
     for acc in load_accounts(d.settings.accounts_file or None, d.settings.venue):
         st = _stream_status(d.r, keys.s1_stream_status(acc.account_id))
@@ -208,6 +228,12 @@ def list_accounts(request: Request) -> dict:
                 item["markets"][market] = {"ws_status": ms.get("ws_status", ""), "last_error": ms.get("last_error", ""),
                                            "last_connected_at": int(ms.get("last_connected_at") or 0)}
         out.append(item)
+    return out
+
+
+@get(both("/accounts"), **spec("read"))
+def list_accounts(request: Request) -> dict:
+    out = accounts_status(_deps(request))
     return {"items": out, "count": len(out)}
 
 
@@ -218,33 +244,40 @@ def _stream_status(r, key: str) -> dict[str, str]:
 # --- operations -----------------------------------------------------------------------------------
 
 
-@post("/kill-switch", sync_to_thread=True)
-def kill_switch(request: Request, data: JSONBody[KillSwitchBody]) -> dict:
-    d = _deps(request)
-    state = RedisState(d.r)
+def set_or_request_lift(d, who, mode: str, reason: str, ttl_s: int) -> dict:
+    """Setting the switch acts at once; lifting it (OFF) is stored for a second person's approval."""
+    if mode == "OFF":
+        if who.role not in ("risk", "admin"):
+            raise ApiError(403, "FORBIDDEN", f"role {who.role!r} may not killswitch.lift (allowed: admin, risk)")
+        doc = approvals.create(d, "KILL_SWITCH_LIFT", {"reason": reason}, who.name)
+        return {"mode": "OFF", "status": "PENDING_APPROVAL", "approval_id": doc["approval_id"]}
     now = d.clock.now_ms()
-    if data.mode == "OFF":
-        clear_kill_switch(state, cleared_by=data.set_by, reason=data.reason, now_ms=now, producer=d.producer)
-        return {"mode": "OFF"}
     try:
-        set_kill_switch(state, data.mode, set_by=data.set_by, reason=data.reason, ttl_ms=data.ttl_s * 1000,
-                        now_ms=now, producer=d.producer)
+        set_kill_switch(RedisState(d.r), mode, set_by=who.name, reason=reason, ttl_ms=ttl_s * 1000, now_ms=now,
+                        producer=d.producer)
     except ValueError as exc:
         raise ApiError(400, "INVALID_REQUEST", str(exc), field="mode") from None
-    return {"mode": data.mode, "ttl_s": data.ttl_s, "set_at": now}
+    return {"mode": mode, "ttl_s": ttl_s, "set_at": now, "set_by": who.name}
 
 
-@post("/reconcile", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
-def reconcile(request: Request, data: JSONBody[ReconcileBody | None] = None) -> dict:
+@post(both("/kill-switch"), **spec("killswitch.set", unsafe=True))
+def kill_switch(request: Request, data: JSONBody[KillSwitchBody]) -> Response:
+    out = set_or_request_lift(_deps(request), principal(request), data.mode, data.reason, data.ttl_s)
+    audit_detail(request, mode=data.mode, reason=data.reason, approval_id=out.get("approval_id", ""))
+    return Response(out, status_code=202 if out.get("approval_id") else 201)
+
+
+@post(both("/reconcile"), status_code=HTTP_202_ACCEPTED, **spec("reconcile.run", unsafe=True))
+def reconcile(request: Request, data: JSONBody[ReconcileBody]) -> dict:
     d = _deps(request)
-    data = data or ReconcileBody()
     run_id = f"recon-{uuid.uuid4().hex[:20]}"
-    d.producer.publish(keys.RECON_COMMANDS, Reconcile(scope=data.scope, requested_by=data.requested_by),
+    d.producer.publish(keys.RECON_COMMANDS, Reconcile(scope=data.scope, requested_by=principal(request).name),
                        idempotency_key=run_id, account_id=data.account_id)
+    audit_detail(request, run_id=run_id, scope=data.scope)
     return {"run_id": run_id}
 
 
-@get("/reconcile/{run_id:str}", sync_to_thread=True)
+@get(both("/reconcile/{run_id:str}"), **spec("read", 404))
 def reconcile_result(request: Request, run_id: FromPath[str]) -> dict:
     doc = _deps(request).store.get("strategy_events", f"RECONCILE_RUN:{run_id}")
     if doc is None:
@@ -252,26 +285,37 @@ def reconcile_result(request: Request, run_id: FromPath[str]) -> dict:
     return doc
 
 
-@post("/treasury/transfer", status_code=HTTP_202_ACCEPTED, sync_to_thread=True)
+def request_transfer(d, who, asset: str, amount: str, direction: str, reason: str, transfer_id: str | None) -> dict:
+    transfer_id = transfer_id or f"tr-{uuid.uuid4().hex[:24]}"
+    doc = approvals.create(d, "TREASURY_TRANSFER", {"transfer_id": transfer_id, "asset": asset, "amount": amount,
+                                                    "direction": direction, "reason": reason}, who.name)
+    return {"transfer_id": transfer_id, "status": "PENDING_APPROVAL", "approval_id": doc["approval_id"]}
+
+
+@post("/v1/xchg/treasury/transfer", status_code=HTTP_202_ACCEPTED, **spec("treasury.request", unsafe=True))
+def xchg_treasury_transfer(request: Request, data: JSONBody[TransferBody]) -> dict:
+    """S1's transfer API (seed 003): the same four-eyes request as /v1/treasury/transfer."""
+    return treasury_transfer.fn(request, data)
+
+
+@post("/v1/treasury/transfer", status_code=HTTP_202_ACCEPTED, **spec("treasury.request", unsafe=True))
 def treasury_transfer(request: Request, data: JSONBody[TransferBody]) -> dict:
-    d = _deps(request)
-    _positive(data, "amount")
-    transfer_id = data.transfer_id or f"tr-{uuid.uuid4().hex[:24]}"
-    req = TransferRequest(transfer_id=transfer_id, asset=data.asset, amount=data.amount, direction=data.direction,
-                          requested_by=data.requested_by, reason=data.reason)
-    d.producer.publish(keys.TREASURY_COMMANDS, req, idempotency_key=transfer_id)
-    return {"transfer_id": transfer_id}
+    """Moving money needs a second person: stored as an approval; S1 gets it once approved."""
+    out = request_transfer(_deps(request), principal(request), data.asset, data.amount, data.direction, data.reason,
+                           data.transfer_id)
+    audit_detail(request, **out)
+    return out
 
 
 # --- health ---------------------------------------------------------------------------------------
 
 
-@get("/health", sync_to_thread=False)
+@get(both("/health"), **(spec(PUBLIC) | {"sync_to_thread": False}))
 def health() -> dict:
     return {"status": "ok"}
 
 
-@get("/ready", sync_to_thread=True)
+@get(both("/ready"), **spec(PUBLIC, 503))
 def ready(request: Request) -> dict:
     d = _deps(request)
     checks: dict[str, str] = {}
@@ -312,7 +356,7 @@ def router_gauges(r) -> dict[str, tuple[str, float | None]]:
     }
 
 
-@get("/metrics", sync_to_thread=True)
+@get(both("/metrics"), **spec(PUBLIC))
 def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -324,5 +368,17 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest() + generate_latest(router), media_type=CONTENT_TYPE_LATEST)
 
 
-ROUTES = [create_order, get_order, list_orders, cancel_order, list_positions, list_signals, list_accounts,
+LEGACY = ["/orders", "/orders/{intent_id:str}", "/cancel", "/positions", "/signals", "/accounts", "/kill-switch",
+          "/reconcile", "/reconcile/{run_id:str}", "/treasury/transfer", "/health", "/ready", "/metrics"]
+
+
+@route(LEGACY, http_method=["GET", "POST"], opt={"perm": PUBLIC, "redirect": True}, include_in_schema=False,
+       sync_to_thread=False)
+def legacy_redirect(request: Request) -> Redirect:
+    """The pre-/v1 paths answer 307 to their /v1 twin (method, body and headers are kept by clients)."""
+    target = "/v1" + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect(target, status_code=307)
+
+
+ROUTES = [legacy_redirect, xchg_treasury_transfer, create_order, get_order, list_orders, cancel_order, list_positions, list_signals, list_accounts,
           kill_switch, reconcile, reconcile_result, treasury_transfer, health, ready, metrics]

@@ -10,18 +10,19 @@ from decimal import Decimal
 import pytest
 from litestar.testing import TestClient
 
-from chimera.gateway.app import create_app
 from chimera.schemas.envelope import decode
 from chimera.schemas.strategy import decode_kill_switch
-from chimera.store import open_store
 from chimera.streams import keys
+from tests.support.gateway import bearer, gateway_app
 
 
 @pytest.fixture
 def client(r, settings):
-    store = open_store(settings.store_url)
-    with TestClient(create_app(settings, r=r, store=store)) as c:
+    """Signed in as an admin (the unversioned paths are kept, guarded like their /v1 twins)."""
+    app, store = gateway_app(settings, r)
+    with TestClient(app) as c:
         c.store = store
+        c.headers.update(bearer(c, "admin"))
         yield c
 
 
@@ -82,12 +83,19 @@ def test_kill_switch_is_set_with_ttl_and_audited(client, r):
     resp = client.post("/kill-switch", json={"mode": "HALT_NEW", "ttl_s": 60, "reason": "drill", "set_by": "ops"})
     assert resp.status_code == 201, resp.text
     state = decode_kill_switch(r.get(keys.KILL_SWITCH))
-    assert state.mode == "HALT_NEW" and state.set_by == "ops"
+    assert state.mode == "HALT_NEW" and state.set_by == "admin"  # the signed-in caller, not the body's set_by
     assert 0 < r.pttl(keys.KILL_SWITCH) <= 60_000
     assert client.post("/kill-switch", json={"mode": "PANIC", "reason": "x"}).json()["field"] == "mode"
-    assert client.post("/kill-switch", json={"mode": "OFF", "reason": "drill over"}).status_code == 201
+    # Lifting is four-eyes: stored, the switch stays until another person approves.
+    lift = client.post("/kill-switch", json={"mode": "OFF", "reason": "drill over"})
+    assert lift.status_code == 202 and lift.json()["status"] == "PENDING_APPROVAL"
+    assert r.get(keys.KILL_SWITCH) is not None
+    done = client.post(f"/v1/approvals/{lift.json()['approval_id']}/approve", headers=bearer(client, "risk"))
+    assert done.status_code == 200 and done.json()["status"] == "EXECUTED", done.text
     assert r.get(keys.KILL_SWITCH) is None
-    assert [e.payload.kind for e in entries(r, keys.OPS_EVENTS)] == ["KILL_SWITCH_SET", "KILL_SWITCH_CLEARED"]
+    ops = entries(r, keys.OPS_EVENTS)
+    assert [(e.payload.kind, e.payload.actor) for e in ops] == [("KILL_SWITCH_SET", "admin"),
+                                                                ("KILL_SWITCH_CLEARED", "risk")]
 
 
 def test_reconcile_and_transfer_are_published(client, r):
@@ -97,7 +105,10 @@ def test_reconcile_and_transfer_are_published(client, r):
     assert env.payload.scope == "POSITIONS" and env.idempotency_key == resp.json()["run_id"]
     assert client.get(f"/reconcile/{resp.json()['run_id']}").status_code == 404  # not run yet
     resp = client.post("/treasury/transfer", json={"asset": "USDT", "amount": "25.5", "direction": "MAIN_UMFUTURE"})
-    assert resp.status_code == 202
+    assert resp.status_code == 202 and resp.json()["status"] == "PENDING_APPROVAL"
+    assert r.xlen(keys.TREASURY_COMMANDS) == 0  # four eyes: nothing moves before a second person approves
+    ok = client.post(f"/v1/approvals/{resp.json()['approval_id']}/approve", headers=bearer(client, "admin2"))
+    assert ok.status_code == 200, ok.text
     [env] = entries(r, keys.TREASURY_COMMANDS)
     assert env.payload.amount == Decimal("25.5") and env.payload.transfer_id == resp.json()["transfer_id"]
     bad = client.post("/treasury/transfer", json={"asset": "USDT", "amount": "1", "direction": "SIDEWAYS"})
@@ -118,7 +129,8 @@ def test_readers_health_ready_metrics_and_schema(client, r):
     assert client.get("/ready").json()["checks"] == {"redis": "ok", "store": "ok"}
     assert "python_gc_objects_collected_total" in client.get("/metrics").text
     schema = client.get("/schema/openapi.json").json()
-    assert {"/orders", "/cancel", "/kill-switch", "/reconcile", "/treasury/transfer"} <= set(schema["paths"])
+    assert {"/v1/orders", "/v1/cancel", "/v1/kill-switch", "/v1/reconcile", "/v1/treasury/transfer",
+            "/v1/decide", "/v1/approvals"} <= set(schema["paths"])
 
 
 def test_role_entry_point_serves_until_stopped(settings, monkeypatch):
@@ -132,13 +144,14 @@ def test_role_entry_point_serves_until_stopped(settings, monkeypatch):
 
     port = free_port()
     monkeypatch.setenv("CHIMERA_API_PORT", str(port))
+    monkeypatch.setenv("CHIMERA_JWT_SECRET", "test-only-signing-key-from-the-environment")
     stop = threading.Event()
     t = threading.Thread(target=run, args=(settings, stop), daemon=True)
     t.start()
 
     def ready():
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 

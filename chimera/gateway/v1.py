@@ -1,0 +1,319 @@
+"""/v1 routes beyond the order/ops set in routes.py: sign-in, every service's main API (seed 003)
+as thin producers, approvals, reads, config and the dead-letter stream.
+
+A route whose service is not built yet answers 501 naming it (``not_built``): never a made-up result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from chimera.gateway import approvals
+from chimera.gateway.audit import redact
+from chimera.gateway.errors import ApiError, not_found
+from chimera.gateway.rbac import PUBLIC, SELF, principal
+from chimera.gateway.routes import Id, Limit, Symbol, Text, _deps, _where, audit_detail, spec
+from chimera.schemas.messages import Decide, ManagePositions, RecomputeFeatures, Side
+from chimera.store import collections as C
+from chimera.streams import keys
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Ms = Annotated[int, msgspec.Meta(ge=0, le=10**14)]
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Name
+    password: Password
+
+
+class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class DecideBody(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: Symbol
+    side: Side | None = None
+    signal_id: Id | None = None
+    account_id: Id = "main"
+
+
+class RecomputeBody(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: Symbol
+    start_ms: Ms
+    end_ms: Ms
+
+
+class ManageBody(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: Annotated[str, msgspec.Meta(max_length=20, pattern=r"^[A-Z0-9]*$")] = ""
+    pos_id: Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[A-Za-z0-9:_.-]*$")] = ""
+    account_id: Id = "main"
+
+
+class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
+    note: Text = ""
+
+
+class AnyBody(msgspec.Struct, forbid_unknown_fields=False):
+    """Bodies of routes whose service is not built: accepted as any JSON object, answered 501."""
+
+
+# --- sign-in ---------------------------------------------------------------------------------------
+
+
+@post("/v1/auth/login", **spec(PUBLIC, 400, 401, 423, 429))
+def login(request: Request, data: JSONBody[LoginBody]) -> Response:
+    out = _deps(request).auth.login(data.username, data.password)
+    return Response(out, status_code=200)
+
+
+@post("/v1/auth/refresh", **spec(PUBLIC, 400, 401))
+def refresh(request: Request, data: JSONBody[RefreshBody]) -> Response:
+    return Response(_deps(request).auth.refresh(data.refresh_token), status_code=200)
+
+
+@post("/v1/auth/logout", **spec(SELF, unsafe=True))
+def logout(request: Request) -> Response:
+    d = _deps(request)
+    p = principal(request)
+    if p.kind == "human":
+        _, claims = d.auth.decode(_bearer(request) or request.cookies.get("chimera_session", ""))
+        d.auth.revoke(p, family=claims.get("fam", ""))
+    resp = Response({"revoked": True}, status_code=200)
+    resp.delete_cookie("chimera_session")
+    return resp
+
+
+def _bearer(request: Request) -> str | None:
+    h = request.headers.get("authorization", "")
+    return h[7:].strip() if h.lower().startswith("bearer ") else None
+
+
+@get("/v1/auth/me", **spec(SELF))
+def whoami(request: Request) -> dict:
+    p = principal(request)
+    return {"name": p.name, "role": p.role, "kind": p.kind}
+
+
+# --- every service's main API (seed 003) -------------------------------------------------------------
+
+
+@post("/v1/decide", status_code=HTTP_202_ACCEPTED, **spec("strategy.decide", unsafe=True))
+def decide(request: Request, data: JSONBody[DecideBody]) -> dict:
+    d = _deps(request)
+    signal_id = data.signal_id or f"gw-decide-{uuid.uuid4().hex[:20]}"
+    d.producer.publish(keys.STRAT_COMMANDS, Decide(signal_id=signal_id, symbol=data.symbol, side=data.side),
+                       idempotency_key=signal_id, account_id=data.account_id)
+    audit_detail(request, signal_id=signal_id, symbol=data.symbol)
+    return {"signal_id": signal_id, "poll": f"/v1/signals?symbol={data.symbol}"}
+
+
+@post("/v1/features/recompute", status_code=HTTP_202_ACCEPTED, **spec("features.recompute", unsafe=True))
+def features_recompute(request: Request, data: JSONBody[RecomputeBody]) -> dict:
+    if data.end_ms <= data.start_ms:
+        raise ApiError(400, "INVALID_REQUEST", "end_ms must be after start_ms", field="end_ms")
+    d = _deps(request)
+    job_id = f"recompute-{uuid.uuid4().hex[:20]}"
+    d.producer.publish(keys.FEAT_COMMANDS, RecomputeFeatures(symbol=data.symbol, start_ms=data.start_ms,
+                                                             end_ms=data.end_ms), idempotency_key=job_id)
+    audit_detail(request, job_id=job_id, symbol=data.symbol)
+    return {"job_id": job_id}
+
+
+@post("/v1/positions/manage", status_code=HTTP_202_ACCEPTED, **spec("positions.manage", unsafe=True))
+def positions_manage(request: Request, data: JSONBody[ManageBody]) -> dict:
+    d = _deps(request)
+    job_id = f"manage-{uuid.uuid4().hex[:20]}"
+    d.producer.publish(keys.POS_COMMANDS, ManagePositions(symbol=data.symbol, pos_id=data.pos_id),
+                       idempotency_key=job_id, account_id=data.account_id)
+    audit_detail(request, job_id=job_id, pos_id=data.pos_id)
+    return {"job_id": job_id}
+
+
+@post("/v1/auto-transfer/trigger", status_code=HTTP_202_ACCEPTED, **spec("positions.manage"))
+def auto_transfer_trigger(request: Request) -> dict:
+    """S6's management tick runs the auto-transfer check; a top-up it finds waits in /v1/approvals."""
+    d = _deps(request)
+    job_id = f"autotransfer-{uuid.uuid4().hex[:20]}"
+    d.producer.publish(keys.POS_COMMANDS, ManagePositions(), idempotency_key=job_id)
+    audit_detail(request, job_id=job_id)
+    return {"job_id": job_id, "poll": "/v1/approvals?status=PENDING"}
+
+
+def not_built(what: str, service: str) -> ApiError:
+    return ApiError(501, "NOT_IMPLEMENTED", f"{what}: {service} is not built yet; nothing was done")
+
+
+@post("/v1/labels/backfill", **spec("research.run", 501))
+def labels_backfill(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24) -> Response:
+    raise not_built("label backfill", "S7 (label backfill)")
+
+
+@post("/v1/autopsy/{trade_id:str}", **spec("research.run", 501))
+def autopsy_run(request: Request, trade_id: FromPath[str]) -> Response:
+    raise not_built(f"autopsy of {trade_id}", "S8 (autopsy)")
+
+
+@post("/v1/experiments/run", **spec("research.run", 501))
+def experiments_run(request: Request) -> Response:
+    raise not_built("experiment run", "S9 (hypothesis orchestrator)")
+
+
+@post("/v1/bundles", **spec("config.write", 501))
+def bundles_create(request: Request) -> Response:
+    raise not_built("bundle lint/dry-run", "S10 (config service)")
+
+
+@post("/v1/simulate", **spec("config.write", 501))
+def simulate(request: Request) -> Response:
+    raise not_built("simulation", "S10 (config service)")
+
+
+@post("/v1/promote", **spec("config.promote", 501))
+def promote(request: Request) -> Response:
+    raise not_built("promotion (four-eyes approval included)", "S10 (config service)")
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+
+def _read(coll: str):
+    def handler(request: Request, limit: FromQuery[Limit] = 100) -> dict:
+        docs = _deps(request).store.query(coll, limit=limit)
+        return {"items": docs, "count": len(docs)}
+
+    return handler
+
+
+def _reader(path: str, coll: str, name: str):
+    h = _read(coll)
+    h.__name__ = name
+    return get(path, **spec("read", 400), name=name)(h)
+
+
+READS = [
+    _reader("/v1/backtests", C.BACKTEST_RUNS, "list_backtests"),
+    _reader("/v1/experiments", C.EXPERIMENTS, "list_experiments"),
+    _reader("/v1/autopsies", C.AUTOPSY_REPORTS, "list_autopsies"),
+    _reader("/v1/bundles", C.CONFIG_BUNDLES, "list_bundles"),
+    _reader("/v1/fills", C.FILLS, "list_fills"),
+]
+
+
+@get("/v1/labels", **spec("read", 400))
+def list_labels(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24, limit: FromQuery[Limit] = 100) -> dict:
+    docs = _deps(request).store.query(f"labels_{h}h", limit=limit)
+    return {"items": docs, "count": len(docs)}
+
+
+@get("/v1/alerts", **spec("read", 400))
+def list_alerts(request: Request, level: FromQuery[Literal["INFO", "WARN", "ERROR", "CRITICAL"] | None] = None,
+                limit: FromQuery[Limit] = 100) -> dict:
+    docs = _deps(request).store.query(C.ALERTS, _where(level=level), limit=limit)
+    return {"items": docs, "count": len(docs)}
+
+
+@get("/v1/active", **spec("read"))
+def active_config(request: Request) -> dict:
+    d = _deps(request)
+    docs = d.store.query(C.CONFIG_ACTIVE, limit=10)
+    return {"items": [redact(x) for x in docs], "count": len(docs)}
+
+
+@get("/v1/config", **spec("config.read"))
+def config(request: Request) -> dict:
+    """The gateway's settings and the active bundle, every secret-looking field redacted."""
+    d = _deps(request)
+    s = d.settings
+    settings = {k: getattr(s, k) for k in ("redis_cluster", "venue", "venue_url", "accounts_file", "symbols",
+                                           "max_attempts", "claim_idle_ms", "block_ms", "lock_ttl_ms",
+                                           "lease_ttl_ms", "log_level")}
+    # URLs may carry passwords (redis://:pw@host, arangodb://user:pw@...): only scheme and host.
+    for k in ("redis_url", "store_url", "objects_url"):
+        settings[k] = _strip_credentials(getattr(s, k))
+    settings["extra"] = redact(dict(s.extra))
+    active = [redact(x) for x in d.store.query(C.CONFIG_ACTIVE, limit=10)]
+    return {"settings": settings, "active": active, "auth": {"access_ttl_s": d.auth.cfg.access_ttl_s,
+                                                               "rate_per_min": d.auth.cfg.rate_per_min,
+                                                               "jwt_secret": "***"}}
+
+
+def _strip_credentials(url: str) -> str:
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    if u.password or u.username:
+        return u._replace(netloc=f"***@{u.hostname}" + (f":{u.port}" if u.port else "")).geturl()
+    return url
+
+
+# --- approvals ---------------------------------------------------------------------------------------
+
+
+@get("/v1/approvals", **spec("read", 400))
+def list_approvals(request: Request, status: FromQuery[Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED",
+                                                                "EXECUTED", "FAILED"] | None] = None,
+                   limit: FromQuery[Limit] = 100) -> dict:
+    docs = approvals.listing(_deps(request), status, limit)
+    return {"items": docs, "count": len(docs)}
+
+
+@get("/v1/approvals/{approval_id:str}", **spec("read", 404))
+def get_approval(request: Request, approval_id: FromPath[str]) -> dict:
+    return approvals.get(_deps(request), approval_id)
+
+
+@post("/v1/approvals/{approval_id:str}/approve", **spec("approvals.decide", 404, 409, unsafe=True))
+def approve(request: Request, approval_id: FromPath[str], data: JSONBody[DecisionBody | None] = None) -> Response:
+    audit_detail(request, approval_id=approval_id, decision="approve")
+    doc = approvals.decide(_deps(request), approval_id, principal(request), True, (data or DecisionBody()).note)
+    return Response(doc, status_code=200)
+
+
+@post("/v1/approvals/{approval_id:str}/reject", **spec("approvals.decide", 404, 409, unsafe=True))
+def reject(request: Request, approval_id: FromPath[str], data: JSONBody[DecisionBody | None] = None) -> Response:
+    audit_detail(request, approval_id=approval_id, decision="reject")
+    doc = approvals.decide(_deps(request), approval_id, principal(request), False, (data or DecisionBody()).note)
+    return Response(doc, status_code=200)
+
+
+# --- dead letters --------------------------------------------------------------------------------------
+
+
+def dlq_items(r, limit: int) -> list[dict[str, Any]]:
+    from chimera.ops.streams_admin import dlq_entries
+
+    return [{"id": eid, "stream": dl.stream, "group": dl.group, "entry_id": dl.entry_id, "reason": dl.reason,
+             "attempts": dl.attempts, "failed_at": dl.failed_at} for eid, dl in dlq_entries(r, limit)]
+
+
+@get("/v1/dlq", **spec("dlq.read", 400))
+def list_dlq(request: Request, limit: FromQuery[Limit] = 100) -> dict:
+    items = dlq_items(_deps(request).r, limit)
+    return {"items": items, "count": len(items)}
+
+
+@post("/v1/dlq/{entry_id:str}/requeue", **spec("dlq.requeue", 404))
+def requeue_dlq(request: Request, entry_id: FromPath[str]) -> Response:
+    from chimera.ops.streams_admin import dlq_requeue
+
+    try:
+        new_id = dlq_requeue(_deps(request).r, entry_id)
+    except KeyError:
+        raise not_found("dead letter", entry_id) from None
+    except Exception as exc:  # noqa: BLE001 - a malformed stream id is the caller's error
+        raise ApiError(404, "NOT_FOUND", f"dead letter {entry_id!r}: {exc}") from None
+    audit_detail(request, dlq_id=entry_id, requeued_as=new_id)
+    return Response({"requeued_as": new_id}, status_code=200)
+
+
+V1_ROUTES = [login, refresh, logout, whoami, decide, features_recompute, positions_manage, auto_transfer_trigger,
+             labels_backfill, autopsy_run, experiments_run, bundles_create, simulate, promote, *READS, list_labels,
+             list_alerts, active_config, config, list_approvals, get_approval, approve, reject, list_dlq,
+             requeue_dlq]
