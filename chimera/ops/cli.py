@@ -12,14 +12,18 @@ from typing import Annotated
 import typer
 
 from chimera.errors import FatalError
+from chimera.ops.audit import app as audit_app
 from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
 from chimera.ops.settings import load_settings
+from chimera.ops.users import app as users_app
 
 app = typer.Typer(help="Chimera: automated trading on Redis-Streams workers.", no_args_is_help=True)
 streams_app = typer.Typer(help="Inspect and prepare streams and consumer groups.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter stream.", no_args_is_help=True)
 streams_app.add_typer(dlq_app, name="dlq")
 app.add_typer(streams_app, name="streams")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
 
 try:  # the local venue ships its own sub-app
     from chimera.venues.local.cli import app as venue_app
