@@ -23,6 +23,7 @@ ORDERS = "orders"
 FILLS = "fills"
 GUARD_STOPS = "guard_stops"
 
+VENUE_SETTINGS = "venue_settings"  # leverage / margin type set per account and symbol
 # S5 reconciler
 LIQUIDATIONS = "liquidations"
 

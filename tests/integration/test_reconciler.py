@@ -23,7 +23,7 @@ import chimera
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.reconciler.core import is_chimera_cid, jaccard
 from chimera.handlers.reconciler.role import SPEC as S5
-from chimera.handlers.router.legs import new_leg_doc
+from chimera.handlers.router.toolkit import new_leg_doc
 from chimera.handlers.router.role import SPEC as S4
 from chimera.handlers.strategy.role import SPEC as S3
 from chimera.schemas.envelope import decode

@@ -17,16 +17,19 @@ from decimal import Decimal
 import pytest
 
 from chimera.handlers.positions.role import SPEC as S6
-from chimera.handlers.router import core as router
+from chimera.handlers.router.role import ROUTES
 from chimera.handlers.router.role import SPEC as S4
+from chimera.risk.state import RedisState
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import OrderIntent, SubmitOrder
+from chimera.schemas.strategy import KillSwitchState
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
+from chimera.workers.handler import HandlerSpec, Route
 from chimera.workers.scheduler_role import run_scheduler
 from tests.support.futures_venue import btc_futures_venue, fut
 from tests.support.polling import wait_until
@@ -63,6 +66,10 @@ def venue_orders(venue, prefix: str | None = None) -> Counter:
 
 def results(r) -> list:
     return [decode(f).payload for _, f in r.xrange(keys.ORD_RESULTS)]
+
+
+def kill_switch(r, mode: str) -> None:
+    RedisState(r).set_kill_switch(KillSwitchState(mode=mode, set_by="test"), ttl_ms=600_000)
 
 
 def done(store, intent_id: str):
@@ -210,7 +217,7 @@ def test_kill_switch_refuses_entries_and_lets_reduce_only_through(r, env, venue)
     with ThreadWorker(S4, r, s, "s4-a", store):
         submit(r, OrderIntent(intent_id="ks-open", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.004")))
         wait_until(lambda: done(store, "ks-open"), timeout=15, message="entry")
-        r.set(keys.KILL_SWITCH, router.kill_switch_json("HALT_NEW"))
+        kill_switch(r, "HALT_NEW")
         submit(r, OrderIntent(intent_id="ks-new", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.004")))
         submit(r, OrderIntent(intent_id="ks-exit", market="FUT", symbol="BTCUSDT", side="SELL", qty=Decimal("0.004"),
                               purpose="EXIT", reduce_only=True))
@@ -218,6 +225,10 @@ def test_kill_switch_refuses_entries_and_lets_reduce_only_through(r, env, venue)
     assert done(store, "ks-new")["result"]["reason"] == "KILL_SWITCH:HALT_NEW"
     assert done(store, "ks-exit")["result"]["status"] == "FILLED"
     assert client_order_id("ks-new", "mkt") not in venue_orders(venue)
+
+
+def armed_timers(r, prefix: str) -> list[str]:
+    return [m.decode() for m in r.zrange(keys.SCHED_DUE, 0, -1) if m.decode().startswith(prefix)]
 
 
 def test_twap_resumes_after_a_restart_without_double_slices(r, env, venue):
@@ -228,13 +239,15 @@ def test_twap_resumes_after_a_restart_without_double_slices(r, env, venue):
                               exec_policy="TWAP"))
         wait_until(lambda: (store.get("orders", "tw-1:tw0") or {}).get("status") == "FILLED", timeout=15,
                    message="first slice")
-    assert r.zcard(keys.TWAP_QUEUE) >= 2  # the rest waits in the queue while no router runs
+    # The rest waits as armed timers (the runtime's due-queue) while no router runs; the plan is on the intent.
+    assert store.get("order_intents", "tw-1")["phase"] == "TWAP" and len(store.get("order_intents", "tw-1")["twap_plan"]) == 4
+    assert len(armed_timers(r, "router:twap_slice:tw-1:")) >= 2
     with ThreadWorker(S4, r, s, "s4-b", store):
         intent = wait_until(lambda: done(store, "tw-1"), timeout=20, message="twap done after restart")
     assert intent["result"]["status"] == "FILLED" and Decimal(intent["result"]["filled_qty"]) == Decimal("0.020")
     counts = venue_orders(venue, "ctw")
     assert sorted(counts.values()) == [1, 1, 1, 1] and len(counts) == 4
-    assert r.zcard(keys.TWAP_QUEUE) == 0
+    assert armed_timers(r, "router:twap_slice:tw-1:") == []
 
 
 # --- SIGKILL between persist and send, and between send and ack --------------------------------------------------------------
@@ -245,13 +258,16 @@ def _crash_hook_spec():
     the leg is persisted SUBMITTED, the request not sent yet; ``after_guard_fired``: the guard is FIRED,
     its exit not emitted yet)."""
 
-    def handle(env, ctx):
-        point = os.environ.get("ROUTER_CRASH_AT")
-        if point:
-            ctx.services["router_hooks"] = {point: lambda *_: os.kill(os.getpid(), signal.SIGKILL)}
-        return S4.handle(env, ctx)
+    def hooked(handler):
+        def handle(env, ctx):
+            point = os.environ.get("ROUTER_CRASH_AT")
+            if point:
+                ctx.services["router_hooks"] = {point: lambda *_: os.kill(os.getpid(), signal.SIGKILL)}
+            return handler(env, ctx)
+        return handle
 
-    return dataclasses.replace(S4, handle=handle)
+    return HandlerSpec(role=S4.role, streams=S4.streams, description=S4.description,
+                       routes={t: Route(hooked(rt.handler), lock=rt.lock, idem=rt.idem) for t, rt in ROUTES.items()})
 
 
 CRASH_SPEC = _crash_hook_spec()
@@ -279,6 +295,11 @@ def test_sigkill_between_persist_and_send_yields_one_order(r, env, venue):
 
 def test_sigkill_between_send_and_ack_yields_one_order(r, env, venue):
     s, store = env
+    # A first entry sets leverage and margin type on the symbol (once per account and symbol), so the held
+    # reply below is the order's own.
+    with ThreadWorker(S4, r, s, "warm", store):
+        submit(r, OrderIntent(intent_id="warm-2", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.002")))
+        wait_until(lambda: done(store, "warm-2"), timeout=20, message="warm-up entry")
     # The venue executes the order, then holds its answer: the router dies not knowing the outcome.
     venue.control("/chimera/v1/faults", {"reply_delay_ms": 30_000})
     submit(r, OrderIntent(intent_id="crash-2", market="FUT", symbol="BTCUSDT", side="SELL", qty=Decimal("0.002")))
@@ -314,7 +335,7 @@ def test_flatten_closes_reduce_only_cancels_the_stop_and_releases_the_budget(r, 
         submit(r, OrderIntent(intent_id="fl-1", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.010"),
                               sl_price=(book.mid * Decimal("0.97")).quantize(Decimal("0.1"))))
         wait_until(lambda: fut(venue).open_algo_orders("BTCUSDT"), timeout=20, message="stop armed")
-        r.set(keys.KILL_SWITCH, router.kill_switch_json("FLATTEN"))
+        kill_switch(r, "FLATTEN")
         Producer(r, WallClock()).publish(keys.POS_COMMANDS, ManagePositions(), idempotency_key="tick-1")
         wait_until(lambda: any(getattr(e.payload, "kind", "") == "EXIT"
                                for e in (decode(f) for _, f in r.xrange(keys.POS_EVENTS))), timeout=20,

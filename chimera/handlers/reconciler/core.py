@@ -26,7 +26,7 @@ from chimera.handlers.common import strategy_event
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
 from chimera.handlers.reconciler.common import in_flight, mine, read
-from chimera.handlers.router import legs
+from chimera.handlers.router import toolkit as legs
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, CancelOrder, OpsEvent, Reconcile
 from chimera.schemas.states import OrderStatus

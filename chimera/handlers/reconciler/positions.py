@@ -31,7 +31,7 @@ from chimera.handlers.positions import lifecycle as s6
 from chimera.handlers.reconciler import liquidations
 from chimera.handlers.reconciler.common import mine, read
 from chimera.handlers.reconciler.periodic import param
-from chimera.handlers.router import legs
+from chimera.handlers.router import toolkit as legs
 from chimera.handlers.strategy import lifecycle
 from chimera.risk.state import state_for
 from chimera.schemas.messages import OrderIntent, PositionEvent, SubmitOrder

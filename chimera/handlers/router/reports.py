@@ -4,7 +4,7 @@ An exchange-side stop that triggers and fills, a cancel or an expiry by the venu
 causes them, so only the user-data report moves the ``orders`` document (ORDER_FSM, compare-and-set
 on the status) and books the trade in ``fills`` (key ``<market>:<symbol>:<trade id>``, insert-if-absent:
 a report delivered twice books the trade once). Reports race S4's own REST answers for the same order;
-whichever writes second finds the status moved and continues from there (``legs._move``). A report the
+whichever writes second finds the status moved and continues from there (``toolkit.move``). A report the
 table cannot apply (stale, or contradicting a newer state) is logged and dropped, never a failure.
 
 Reports for client ids S4 does not know (manual orders, liquidations) are the reconciler's business.
@@ -17,54 +17,53 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.router import legs
-from chimera.handlers.router.core import FILLS, INTENTS, fill_doc, fill_key
-from chimera.handlers.router.legs import dec
+from chimera.handlers.router import toolkit as tk
+from chimera.schemas.documents.orders import OrderLeg, from_doc, to_doc
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import VenueReport
 from chimera.schemas.states import order_event_for_venue_status
-from chimera.streams.producer import Emit
 from chimera.workers.handler import Context
 
 
-def on_report(env: Envelope, ctx: Context, rep: VenueReport) -> list[Emit]:
-    rows = ctx.store.query(legs.ORDERS, {"client_order_id": rep.client_order_id}, limit=1)
+def on_report(env: Envelope, ctx: Context) -> tk.Out:
+    rep: VenueReport = env.payload
+    rows = ctx.store.query(tk.ORDERS, {"client_order_id": rep.client_order_id}, limit=1)
     if not rows:
         logger.debug("report for {} (not an S4 order) skipped", rep.client_order_id)
         return []
-    doc = rows[0]
+    doc = from_doc(rows[0], OrderLeg)
     if rep.exec_type == "TRADE" and rep.trade_id and rep.last_qty:
-        intent = ctx.store.get(INTENTS, doc["intent_id"]) or {}
-        ctx.store.insert_if_absent(FILLS, fill_key(doc, rep.trade_id), fill_doc(
-            intent, doc, trade_id=rep.trade_id, price=rep.last_price, qty=rep.last_qty, fee=str(rep.commission),
-            fee_asset=rep.commission_asset or "USDT", is_maker=rep.is_maker, ts=rep.ts))
+        intent = tk.load_intent(ctx, doc.intent_id)
+        ctx.store.insert_if_absent(tk.FILLS, tk.fill_key(doc, rep.trade_id), to_doc(tk.fill_doc(
+            intent, doc, trade_id=rep.trade_id, price=rep.last_price, qty=rep.last_qty, fee=rep.commission,
+            fee_asset=rep.commission_asset or "USDT", is_maker=rep.is_maker, ts=rep.ts)))
     try:
         event = order_event_for_venue_status(rep.order_status)
     except KeyError:
         logger.warning("report for {} has unknown status {!r}; skipped", rep.client_order_id, rep.order_status)
         return []
-    legs._move(ctx.store, doc, event, ctx.now_ms(), _patch(ctx, doc, rep), tolerate_illegal=True)
+    tk.move(ctx.store, doc, event, ctx.now_ms(), _patch(ctx, doc, rep), tolerate_illegal=True)
     return []
 
 
-def _patch(ctx: Context, doc: dict, rep: VenueReport) -> dict:
+def _patch(ctx: Context, doc: OrderLeg, rep: VenueReport) -> dict:
     """Cumulative quantities never go backwards (reports for one order can arrive out of order)."""
-    patch: dict = {"venue_order_id": doc.get("venue_order_id") or rep.venue_order_id}
-    filled = max(dec(doc.get("filled_qty")) or Decimal(0), rep.cum_qty)
+    patch: dict = {"venue_order_id": doc.venue_order_id or rep.venue_order_id}
+    filled = max(doc.filled_qty, rep.cum_qty)
     if filled:
-        patch["filled_qty"] = str(filled)
+        patch["filled_qty"] = filled
         avg = _average(ctx, doc, filled)
         if avg is None and rep.last_qty == filled:
             avg = rep.last_price
         if avg is not None:
-            patch["avg_price"] = str(avg)
+            patch["avg_price"] = avg
     return patch
 
 
-def _average(ctx: Context, doc: dict, filled: Decimal) -> Decimal | None:
+def _average(ctx: Context, doc: OrderLeg, filled: Decimal) -> Decimal | None:
     """Average price from the booked fills, when they account for the whole filled quantity."""
-    fills = ctx.store.query(FILLS, {"client_order_id": doc["client_order_id"]})
-    qty = sum((Decimal(f["qty"]) for f in fills), Decimal(0))
+    fills = tk.fills_of(ctx, {"client_order_id": doc.client_order_id})
+    qty = sum((f.qty for f in fills), Decimal(0))
     if not qty or qty != filled:
-        return dec(doc.get("avg_price"))
-    return sum((Decimal(f["qty"]) * Decimal(f["price"]) for f in fills), Decimal(0)) / qty
+        return doc.avg_price
+    return sum((f.qty * f.price for f in fills), Decimal(0)) / qty
