@@ -38,6 +38,26 @@ LEVEL_VALUE = {"GREEN": 0, "YELLOW": 1, "ORANGE": 2, "RED": 3}
 HEALTH_LEVEL = Gauge("chimera_health_level", "S11 system health grade: 0 GREEN, 1 YELLOW, 2 ORANGE, 3 RED")
 HEALTH_GRADED_AT = Gauge("chimera_health_graded_timestamp_seconds", "When S11 last wrote the grade (epoch s)")
 HEALTH_SIGNAL = Gauge("chimera_health_signal", "Last measured value of each graded signal", ["signal"])
+PNL_TODAY = Gauge("chimera_strategy_net_pnl_today_usdt", "Net PnL of the UTC day (realized - fees + funding)",
+                  ["bundle_id", "symbol"])
+TRADES_TODAY = Gauge("chimera_strategy_trades_today", "Positions closed in the UTC day", ["bundle_id", "symbol"])
+ALERTS_OPEN = Gauge("chimera_alerts_open", "Alerts OPEN or ACKED, by level and account", ["level", "account_id"])
+
+
+def export(ctx: Context, today: dict[str, dict]) -> None:
+    """Gauges of the day's figures and the open alerts (each worker's /metrics serves them)."""
+    from chimera.handlers.health import alerts
+
+    for doc in today.values():
+        PNL_TODAY.labels(doc["bundle_id"], doc["symbol"]).set(float(doc["net_pnl_usdt"]))
+        TRADES_TODAY.labels(doc["bundle_id"], doc["symbol"]).set(doc["trades"])
+    counts: dict[tuple[str, str], int] = {}
+    for doc in ctx.store.query(alerts.ALERTS, {"state": ("in", [alerts.OPEN, alerts.ACKED])}):
+        k = (doc["level"], doc.get("account_id") or "main")
+        counts[k] = counts.get(k, 0) + 1
+    ALERTS_OPEN.clear()
+    for (level, account), n in counts.items():
+        ALERTS_OPEN.labels(level, account).set(n)
 
 
 def risk_port(ctx: Context):
@@ -97,6 +117,7 @@ def on_tick(env: Envelope, ctx: Context) -> list[Emit]:
     if daily.day_start(now - interval_ms(ctx)) != daily.day_start(now):
         daily.write(ctx.store, daily.day_start(now) - daily.DAY_MS)  # close yesterday with its last facts
     signals = measure(ctx, today)
+    export(ctx, today)
     table = grading.thresholds(ctx.config.get("health", {}).get("thresholds") if ctx.config is not None else None)
     verdict = grading.grade(signals, table)
     port = risk_port(ctx)
