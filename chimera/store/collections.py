@@ -22,8 +22,8 @@ ORDER_INTENTS = "order_intents"
 ORDERS = "orders"
 FILLS = "fills"
 GUARD_STOPS = "guard_stops"
-
 VENUE_SETTINGS = "venue_settings"  # leverage / margin type set per account and symbol
+
 # S5 reconciler
 LIQUIDATIONS = "liquidations"
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import subprocess
 from decimal import Decimal
 
-import msgspec
 import pytest
 from binance_sdk_spot.spot import ConfigurationRestAPI, Spot
 
 from chimera.handlers.router.role import SPEC as S4
-from chimera.schemas.execution import GuardArmed
+from chimera.schemas.documents.orders import GuardStop, from_doc
 from chimera.schemas.messages import OrderIntent
 from chimera.streams import keys
 from chimera.venues.binance.adapter import SpotTrading, client_order_id
@@ -24,10 +23,11 @@ from chimera.venues.local.replay import DataSpec
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
 from tests.integration.test_router_b1 import done, env, submit  # noqa: F401 - fixtures
+from tests.support.market_data import market_data
 from tests.support.polling import wait_until
 from tests.support.workers import ThreadWorker, spawn
 
-SPOT_2024 = "/work/shared/data/market/ws_streams_depth_trades_bookticker/spot/btcusdt_20240808.gz"
+SPOT_2024 = "ws_streams_depth_trades_bookticker/spot/btcusdt_20240808.gz"  # under the shared market data
 NO_CONDITIONAL = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
 QTY = Decimal("0.01000")
 HELD = Decimal("0.00999")  # the entry's 0.1% taker fee is paid in BTC
@@ -36,7 +36,7 @@ HELD = Decimal("0.00999")  # the entry's 0.1% taker fee is paid in BTC
 @pytest.fixture
 def venue(request, tmp_path):
     """Spot venue; ``indirect`` params are VenueConfig overrides (symbol capabilities)."""
-    v = start_venue(VenueConfig(data=[DataSpec("ws", SPOT_2024, "spot", "BTCUSDT")],
+    v = start_venue(VenueConfig(data=[DataSpec("ws", str(market_data(SPOT_2024)), "spot", "BTCUSDT")],
                                 state_file=str(tmp_path / "venue.json"), orders_per_10s=10_000,
                                 orders_per_minute=100_000, **getattr(request, "param", {})))
     v.advance(events=3000)  # a real book and trades before the first order
@@ -86,9 +86,9 @@ def market_at(venue, kind: str, price: Decimal) -> None:
     venue.control("/chimera/v1/market", {"events": [ev]})
 
 
-def guard(r, iid: str) -> GuardArmed | None:
-    raw = r.get(keys.guard_stop("BTCUSDT", iid))
-    return None if raw is None else msgspec.json.decode(raw, type=GuardArmed)
+def guard(store, iid: str) -> GuardStop | None:
+    """The guard stop as S4 keeps it (``guard_stops/<intent_id>``)."""
+    return from_doc(store.get("guard_stops", iid), GuardStop)
 
 
 def test_native_oco_puts_tp_and_sl_on_the_venue(r, env, venue):  # noqa: F811
@@ -109,7 +109,7 @@ def test_native_oco_puts_tp_and_sl_on_the_venue(r, env, venue):  # noqa: F811
     assert store.get("orders", "oco-1:osl")["status"] == "ACCEPTED"
     assert store.get("orders", "oco-1:e")["status"] == "FILLED"
     assert store.get("strategy_events", "TP_SL_PLACED:oco-1")["kind"] == "OCO"
-    assert r.get(keys.guard_stop("BTCUSDT", "oco-1")) is None
+    assert guard(store, "oco-1") is None
 
 
 @pytest.mark.parametrize("venue", [{"spot_oco_allowed": False}], indirect=True)
@@ -159,8 +159,7 @@ def _assert_one_guard_exit(r, store, venue, iid: str) -> None:
     assert sells[0].executed_qty == HELD
     assert spot(venue).query("BTCUSDT", client_order_id(iid, "tp")).status == "CANCELED"
     assert spot(venue).open_orders("BTCUSDT") == []
-    assert guard(r, iid).state == "FIRED" and int(r.hget(keys.ROUTER_COUNTERS, "guard_fired_count")) == 1
-    assert not r.sismember(keys.guard_index("BTCUSDT"), iid)
+    assert guard(store, iid).state == "FIRED" and int(r.hget(keys.ROUTER_COUNTERS, "guard_fired_count")) == 1
 
 
 @NO_COND
@@ -172,7 +171,7 @@ def test_no_conditional_orders_arms_a_guard_that_survives_a_sigkilled_monitor(r,
         assert res["leg"] == "guard" and res["reason"].startswith("guard_stop")
         assert "Stop loss limit orders are not supported" in store.get("orders", "grd-1:sl")["reason"]
         assert symbol_info(venue)["orderTypes"] == ["LIMIT", "LIMIT_MAKER", "MARKET"]
-        assert guard(r, "grd-1").state == "ARMED" and guard(r, "grd-1").sl_price == sl
+        assert guard(store, "grd-1").state == "ARMED" and guard(store, "grd-1").sl_price == sl
         assert [o.type for o in spot(venue).open_orders("BTCUSDT")] == ["LIMIT_MAKER"]  # the TP stays at the venue
         victim.kill()  # SIGKILL between arm and fire
         victim.wait(10)
@@ -180,7 +179,7 @@ def test_no_conditional_orders_arms_a_guard_that_survives_a_sigkilled_monitor(r,
         if victim.poll() is None:
             victim.kill()
     market_at(venue, "book", sl - Decimal("5"))  # mid below the stop while no monitor runs
-    assert guard(r, "grd-1").state == "ARMED"
+    assert guard(store, "grd-1").state == "ARMED"
     # Two monitors after the restart: the compare-and-set lets one of them fire.
     with ThreadWorker(S4, r, s, "s4-b", store), ThreadWorker(S4, r, s, "s4-c", store):
         _assert_one_guard_exit(r, store, venue, "grd-1")
@@ -196,7 +195,7 @@ def test_guard_monitor_killed_between_fire_and_exit_still_sends_one_exit(r, env,
     finally:
         if victim.poll() is None:
             victim.kill()
-    assert guard(r, "grd-2").state == "FIRED" and store.get("order_intents", "grd-2:guard") is None
+    assert guard(store, "grd-2").state == "FIRED" and store.get("order_intents", "grd-2:guard") is None
     with ThreadWorker(S4, r, s, "s4-b", store):
         _assert_one_guard_exit(r, store, venue, "grd-2")
 
@@ -206,9 +205,9 @@ def test_guard_policy_disarms_when_the_take_profit_fills(r, env, venue):  # noqa
     intent, tp, sl = protected_entry(venue, "gtp-1", policy="GUARD")
     with ThreadWorker(S4, r, s, "s4-a", store):
         placed(r, store, intent)
-        assert guard(r, "gtp-1").state == "ARMED"
+        assert guard(store, "gtp-1").state == "ARMED"
         market_at(venue, "trade", tp + Decimal("1"))  # trades through the TP: it fills as maker
-        wait_until(lambda: guard(r, "gtp-1").state == "DISARMED", timeout=20, message="guard disarmed")
+        wait_until(lambda: guard(store, "gtp-1").state == "DISARMED", timeout=20, message="guard disarmed")
         market_at(venue, "book", sl - Decimal("5"))  # a disarmed guard cannot move to FIRED any more
     assert store.get("orders", "gtp-1:tp")["status"] == "FILLED"
     assert store.get("order_intents", "gtp-1:guard") is None

@@ -13,7 +13,15 @@ from chimera.streams.producer import Producer
 from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
-from tests.integration.test_router_b1 import done, env, fut, submit, venue, venue_orders  # noqa: F401 - fixtures
+from tests.integration.test_router_b1 import (  # noqa: F401 - fixtures
+    armed_timers,
+    done,
+    env,
+    fut,
+    submit,
+    venue,
+    venue_orders,
+)
 from tests.support.polling import group_caught_up, wait_until
 from tests.support.workers import ThreadWorker
 
@@ -50,7 +58,7 @@ def test_escalate_cancels_the_rest_and_closes_the_filled_part_once(r, env, venue
     assert position(venue) == 0
     assert venue_orders(venue)[client_order_id("esc-1:escalate", "mkt")] == 1
     assert sorted(c for c in venue_orders(venue, "ctw")) == [client_order_id("esc-1", "tw0")]  # no later slice
-    assert r.zcard(keys.TWAP_QUEUE) == 0
+    assert armed_timers(r, "router:twap_slice:esc-1:") == []  # the cancel disarmed the remaining slices
     assert store.get("strategy_events", "ESCALATE:esc-1")["child_intent_id"] == "esc-1:escalate"
 
 

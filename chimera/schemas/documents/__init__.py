@@ -1,0 +1,1 @@
+"""Typed documents (msgspec Structs, Decimal money), one module per owning service (ARCHITECTURE §1, §6)."""
