@@ -28,6 +28,7 @@ from chimera.handlers.features.indicators import (
 )
 
 STATE_VERSION = 1
+MAX_SMA_WINDOW = 10_000
 
 
 class DQ(StrEnum):
@@ -58,6 +59,13 @@ class FeatureConfig(msgspec.Struct, frozen=True, kw_only=True):
     book_stale_ms: int = 10_000
     predicted_stale_ms: int = 60_000
     funding_stale_ms: int = 8 * 3_600_000 + 15 * 60_000
+    # Simple moving averages of the close over the last n bars (``sma_<n>``); none by default.
+    sma_windows: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [w for w in self.sma_windows if isinstance(w, bool) or not 2 <= w <= MAX_SMA_WINDOW]
+        if bad:
+            raise ValueError(f"sma_windows {bad}: each must be an integer in [2, {MAX_SMA_WINDOW}]")
 
 
 class FeatureState(msgspec.Struct, kw_only=True):
@@ -87,6 +95,8 @@ class FeatureState(msgspec.Struct, kw_only=True):
     funding_predicted_ts: int | None = None
     next_funding_time: int | None = None
     depth_seen: bool = False  # book features come from S1's depth levels; bookTicker no longer overrides
+    closes: list[float] = msgspec.field(default_factory=list)  # the last max(sma_windows) closes, newest last
+    bar_values: dict[str, float | None] = msgspec.field(default_factory=dict)  # last bar's bar features
 
 
 class FeatureSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +105,9 @@ class FeatureSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     t0: int  # as-of time the values describe
     features: dict[str, float | None]
     flags: dict[str, list[str]]  # only features with at least one flag
+    # The bar features (atr, rv, rho, sma) as they were at the previous bar's close: what the rules'
+    # ``crosses_above`` / ``crosses_below`` compare with. Empty on the first bar.
+    prev: dict[str, float | None] = {}
 
 
 def state_to_bytes(state: FeatureState) -> bytes:
@@ -162,8 +175,18 @@ class FeatureEngine:
             s.own_ret[bar.open_time] = r
         atr_update(s.atr, bar.high, bar.low, bar.close)
         s.last_open, s.last_close = bar.open_time, bar.close
+        if cfg.sma_windows:
+            s.closes.append(bar.close)
+            del s.closes[:-max(cfg.sma_windows)]
         self._prune()
-        return self.snapshot(bar.open_time + cfg.bar_ms)
+        snap = self.snapshot(bar.open_time + cfg.bar_ms)
+        prev, s.bar_values = s.bar_values, {k: snap.features[k] for k in self._bar_names()}
+        return msgspec.structs.replace(snap, prev=prev)
+
+    def _bar_names(self) -> tuple[str, ...]:
+        cfg = self.cfg
+        return ("atr", "atr_pct", *(f"rv_{w}{a}" for w in cfg.rv_windows for a in ("", "_ann")), "rho",
+                *(f"sma_{w}" for w in cfg.sma_windows))
 
     def on_reference_bar(self, open_time: int, close: float) -> bool:
         """Closed bar of the correlation reference (BTC); False for a replay."""
@@ -257,6 +280,11 @@ class FeatureEngine:
         ref_lagging = s.last_open is not None and (s.ref_last_open is None or s.ref_last_open < s.last_open)
         put("rho", self._rho(), [DQ.STALE_INPUT if ref_lagging else bar_stale,
                                  *self._window_flags(cfg.rho_window, (s.last_gap_open, s.ref_last_gap_open))])
+        for w in cfg.sma_windows:
+            # Over the last w bars received (a hole is flagged, not bridged): backtesting.py's and
+            # pandas' rolling mean over rows. fsum: the correctly rounded sum, whatever the order.
+            sma = math.fsum(s.closes[-w:]) / w if len(s.closes) >= w else None
+            put(f"sma_{w}", sma, [bar_stale, *self._window_flags(w, (s.last_gap_open,))])
 
         book_stale = _stale(s.book_ts, as_of, cfg.book_stale_ms)
         for name in ("mid", "spread_bp", "depth_bid", "depth_ask", "depth_imbalance"):

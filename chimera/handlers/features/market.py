@@ -68,13 +68,14 @@ def on_kline(env: Envelope, ctx: Context) -> list[Emit]:
         if not doc or "features" not in doc:
             return []
         return [Emit(keys.feat_stream(sym), FeaturesComputed(signal_id=sid, t0=doc["t0"], symbol=sym,
-                                                             features=doc["features"], flags=doc.get("flags", {})),
+                                                             features=doc["features"], flags=doc.get("flags", {}),
+                                                             prev=doc.get("prev") or {}),
                      sid, event_time=doc["t0"])]
     rev = ctx.config.rev if ctx.config is not None else 0
     write_signal(ctx.store, signal_doc(snap, sid, rev, "stream", ctx.now_ms()))
     touched(ctx, sym)
     out = [Emit(keys.feat_stream(sym), FeaturesComputed(signal_id=sid, t0=snap.t0, symbol=sym,
-                                                        features=snap.features, flags=snap.flags),
+                                                        features=snap.features, flags=snap.flags, prev=snap.prev),
                 sid, event_time=snap.t0)]
     if not ctx.services.get("s2.regime_armed"):
         # Once per worker: (re)arm tomorrow's regime tick. Every replica arms the same timer key,

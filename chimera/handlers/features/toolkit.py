@@ -50,7 +50,7 @@ def feature_config(ctx: Context) -> FeatureConfig:
 
 def signal_doc(snap: FeatureSnapshot, sid: str, config_rev: int, source: str, now_ms: int) -> dict:
     return {"signal_id": sid, "symbol": snap.symbol, "open_time": snap.open_time, "t0": snap.t0,
-            "features": snap.features, "flags": snap.flags, "config_rev": config_rev,
+            "features": snap.features, "flags": snap.flags, "prev": snap.prev, "config_rev": config_rev,
             "features_source": source, "features_at": now_ms}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from chimera.errors import PermanentError
 from chimera.handlers.strategy.dsl import DEFAULT_FIELDS, CompiledRuleSet, compile_rules
+from chimera.handlers.strategy.dsl_expr import Field
 from chimera.handlers.strategy.dsl_lex import RuleError
 from chimera.risk.state import Limits
 
@@ -86,7 +87,7 @@ def strategy_config(config) -> StrategyConfig | None:
         if key in _CACHE:
             return _CACHE[key]
     raw = config.get("strategy")
-    compiled = None if raw is None else parse(raw, config.bundle_id, config.rev)
+    compiled = None if raw is None else parse(raw, config.bundle_id, config.rev, features=config.get("features"))
     with _CACHE_LOCK:
         if len(_CACHE) > 64:  # old revs are never asked for again once the fleet moved on
             _CACHE.clear()
@@ -94,17 +95,27 @@ def strategy_config(config) -> StrategyConfig | None:
     return compiled
 
 
-def parse(raw: Mapping[str, Any], bundle_id: str = "", rev: int = 0) -> StrategyConfig:
+def parse(raw: Mapping[str, Any], bundle_id: str = "", rev: int = 0,
+          features: Mapping[str, Any] | None = None) -> StrategyConfig:
+    """``features``: the bundle's S2 section; its ``sma_windows`` add the ``sma_<n>`` fields rules may read."""
     try:
-        return _parse(raw, bundle_id, rev)
+        return _parse(raw, bundle_id, rev, rule_fields(features))
     except (RuleError, ValueError, TypeError, KeyError, InvalidOperation) as exc:
         raise PermanentError(f"strategy bundle {bundle_id}:{rev} is invalid: {exc}") from exc
 
 
-def _side_rule(expr: str | None, name: str) -> CompiledRuleSet | None:
+def rule_fields(features: Mapping[str, Any] | None) -> Mapping[str, Field]:
+    """The fields rules may read: S2's defaults plus the moving averages the bundle asks S2 for."""
+    windows = (features or {}).get("sma_windows") or ()
+    if isinstance(windows, str | bytes) or not all(isinstance(w, int) and not isinstance(w, bool) for w in windows):
+        raise ValueError(f"features.sma_windows must be a list of integers, got {windows!r}")
+    return {**DEFAULT_FIELDS, **{f"sma_{w}": Field("number") for w in windows}}
+
+
+def _side_rule(expr: str | None, name: str, fields: Mapping[str, Field]) -> CompiledRuleSet | None:
     if not expr:
         return None
-    return compile_rules([{"id": name, "when": expr, "then": {"size_mult": 1.0}}], fields=DEFAULT_FIELDS)
+    return compile_rules([{"id": name, "when": expr, "then": {"size_mult": 1.0}}], fields=fields)
 
 
 def _hhmm(text: str) -> int:
@@ -114,7 +125,7 @@ def _hhmm(text: str) -> int:
     return h * 60 + m
 
 
-def _parse(raw: Mapping[str, Any], bundle_id: str, rev: int) -> StrategyConfig:
+def _parse(raw: Mapping[str, Any], bundle_id: str, rev: int, fields: Mapping[str, Field]) -> StrategyConfig:
     entry = raw.get("entry", {})
     risk = raw.get("risk", {})
     prot = raw.get("protections", {})
@@ -141,9 +152,9 @@ def _parse(raw: Mapping[str, Any], bundle_id: str, rev: int) -> StrategyConfig:
     return StrategyConfig(
         bundle_id=bundle_id, rev=rev,
         symbols=frozenset(symbols) if symbols else None,
-        long_when=_side_rule(entry.get("long_when"), "long_when"),
-        short_when=_side_rule(entry.get("short_when"), "short_when"),
-        rules=compile_rules(raw.get("rules", []), fields=DEFAULT_FIELDS),
+        long_when=_side_rule(entry.get("long_when"), "long_when", fields),
+        short_when=_side_rule(entry.get("short_when"), "short_when", fields),
+        rules=compile_rules(raw.get("rules", []), fields=fields),
         windows=windows,
         health_mult={k.upper(): float(v) for k, v in
                      health.get("size_mult", {"GREEN": 1.0, "YELLOW": 0.75, "ORANGE": 0.5}).items()},

@@ -7,10 +7,18 @@ Grammar (keywords are case-sensitive; ``True``/``False`` are accepted as boolean
     not_expr   := 'not' not_expr | comparison
     comparison := '(' expr ')'
                 | value (CMP value | ['not'] 'between' value 'and' value | ['not'] 'in' list)
+                | value ('crosses_above' | 'crosses_below') value    # numbers
                 | value                      # only a bool field or literal
     value      := FIELD | NUMBER | '-' NUMBER | STRING | 'true' | 'false'
     list       := '(' literal (',' literal)* [','] ')'
     CMP        := '<' | '<=' | '>' | '>=' | '==' | '!='
+
+``a crosses_above b`` holds when a was below b at the previous bar and is above it now
+(``prev_a < prev_b and a > b``; ``crosses_below`` the mirror), backtesting.py's ``crossover``.
+The previous bar's values are read from the mapping the context holds under ``PREV`` (S3 puts the
+signal's ``prev`` there: S2's bar features at the previous bar); a literal is the same on both
+bars. A value missing at either bar makes the crossing False and is reported as missing
+(``prev.<name>`` for the previous bar's).
 
 Recursion is bounded by ``MAX_DEPTH`` (parentheses and ``not``), so hostile input cannot
 exhaust the Python stack; ``and``/``or`` chains are parsed iteratively.
@@ -46,6 +54,8 @@ def normalize_fields(fields: Mapping[str, Field | str] | Iterable[str]) -> dict[
 
 
 _MISSING = object()
+PREV = "__prev__"  # context key of the previous bar's values (a dunder: no rule can name it)
+_EMPTY: Mapping[str, Any] = {}
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
         "==": operator.eq, "!=": operator.ne}
 
@@ -142,6 +152,23 @@ class Compare(Node):
     def holds(self, ctx, missing):
         a, b = self.left.read(ctx, missing), self.right.read(ctx, missing)
         return a is not _MISSING and b is not _MISSING and self.fn(a, b)
+
+
+class Cross(Node):
+    __slots__ = ("above", "left", "right")
+
+    def __init__(self, left: Value, right: Value, above: bool) -> None:
+        self.left, self.right, self.above = left, right, above
+
+    def holds(self, ctx, missing):
+        a, b = self.left.read(ctx, missing), self.right.read(ctx, missing)
+        was: set[str] = set()
+        prev = ctx.get(PREV) or _EMPTY
+        pa, pb = self.left.read(prev, was), self.right.read(prev, was)
+        missing.update(f"prev.{name}" for name in was)
+        if _MISSING in (a, b, pa, pb):
+            return False
+        return pa < pb and a > b if self.above else pa > pb and a < b
 
 
 class Between(Node):
@@ -246,6 +273,8 @@ class _Parser:
             if self.peek.kind is T.OP:
                 self.fail("chained comparisons are not allowed (use 'between')", self.peek)
             return Compare(op.value, left, right)
+        if self.is_kw("crosses_above") or self.is_kw("crosses_below"):
+            return self.parse_cross(left)
         negated = self.is_kw("not") and (self.is_kw("in", 1) or self.is_kw("between", 1))
         if negated:
             self.next()
@@ -303,6 +332,18 @@ class _Parser:
         if choices is not None and literal not in choices:
             self.fail(f"unknown value {literal!r} for {field.name!r} "
                       f"(expected one of {', '.join(sorted(choices))})", tok)
+
+    def parse_cross(self, left: Value) -> Node:
+        kw = self.next()
+        right = self.parse_value()
+        for v in (left, right):
+            if v.kind != "number":
+                self.fail(f"'{kw.value}' needs numbers, got {_show(v)}", kw)
+        if left.name is None and right.name is None:
+            self.fail(f"'{kw.value}' between two literals never holds: name a field", kw)
+        if self.peek.kind is T.OP or self.is_kw("crosses_above") or self.is_kw("crosses_below"):
+            self.fail("a crossing cannot be chained or compared", self.peek)
+        return Cross(left, right, above=kw.value == "crosses_above")
 
     def parse_between(self, x: Value, negated: bool) -> Node:
         kw = self.next()

@@ -67,7 +67,8 @@ class Token:
     text: str
 
 
-KEYWORDS = frozenset({"and", "or", "not", "in", "between", "true", "false", "True", "False"})
+KEYWORDS = frozenset({"and", "or", "not", "in", "between", "crosses_above", "crosses_below", "true", "false",
+                      "True", "False"})
 # Python keywords that are not part of the DSL get a precise refusal, not "unknown field".
 _FORBIDDEN_WORDS = frozenset({
     "lambda", "import", "from", "if", "else", "elif", "for", "while", "is", "def", "class",

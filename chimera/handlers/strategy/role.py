@@ -21,14 +21,14 @@ from chimera.workers.handler import Context, HandlerSpec, Route
 
 def on_features(env: Envelope, ctx: Context) -> list[Emit]:
     msg: FeaturesComputed = env.payload
-    return decide(Signal(msg.signal_id, msg.symbol, msg.t0, dict(msg.features)), ctx)
+    return decide(Signal(msg.signal_id, msg.symbol, msg.t0, dict(msg.features), prev=dict(msg.prev)), ctx)
 
 
 def on_decide(env: Envelope, ctx: Context) -> list[Emit]:
     msg: Decide = env.payload
     doc = ctx.store.get(SIGNALS, msg.signal_id) or {}
     return decide(Signal(msg.signal_id, msg.symbol, int(doc.get("t0") or ctx.now_ms()),
-                         dict(doc.get("features") or {}), side=msg.side), ctx)
+                         dict(doc.get("features") or {}), side=msg.side, prev=dict(doc.get("prev") or {})), ctx)
 
 
 def on_result(env: Envelope, ctx: Context) -> list[Emit]:
