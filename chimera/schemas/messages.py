@@ -232,13 +232,19 @@ class Fill(Message, frozen=True, tag="fill"):
 # --- S6: positions ----------------------------------------------------------------------------
 
 
-class PositionEvent(Message, frozen=True, tag="position_event"):
+PositionChangeKind = Literal["OPENED", "SL_ARMED", "TP_PLACED", "TRAIL_MOVED", "REDUCED", "ADDED", "EXIT", "ADOPTED",
+                             "FAILED", "CLOSE_FAILED"]
+
+
+class PositionChanged(Message, frozen=True, tag="position_changed"):
+    """What happened to a position (past tense: S6 publishes it on ``pos:events`` after the write)."""
+
     pos_id: str
-    kind: Literal["OPENED", "SL_ARMED", "TP_PLACED", "TRAIL_MOVED", "REDUCED", "ADDED", "EXIT", "ADOPTED"]
+    kind: PositionChangeKind
     symbol: str
     side: Side
     qty: Decimal
-    state: str  # a PositionState value
+    state: str  # a PositionStatus value
     entry_price: Decimal | None = None
     sl_price: Decimal | None = None
     exit_price: Decimal | None = None
@@ -340,7 +346,7 @@ class Noop(Message, frozen=True, tag="noop"):
 register(
     BookTicker, Trade, Kline, DepthLevels, MarkPrice, FundingEvent, AccountStreamStatus,
     FeaturesComputed, RecomputeFeatures, Decide, Decision, OrderIntent, SubmitOrder, CancelOrder,
-    OrderResult, VenueReport, Fill, PositionEvent, ManagePositions, TransferRequest,
+    OrderResult, VenueReport, Fill, PositionChanged, ManagePositions, TransferRequest,
     TransferResponse, ConfigActivated, OpsEvent, Alert, MetricEvent, Reconcile, TimerFired,
     DeadLetter, Noop,
 )
