@@ -98,7 +98,7 @@ def _status_line(store, clock: dict) -> str:
     t = time.strftime("%Y-%m-%d %H:%M", time.gmtime((clock.get("time_ms") or 0) / 1000))
     return (f"\rreplay [{bar}] {progress:6.1%} {t} | signals {count('signals')} | "
             f"orders {count('orders')} | fills {count('fills')} | open positions "
-            f"{count('strategy_events', {'state': 'ACTIVE'})}   ")
+            f"{count('positions', {'state': 'ACTIVE'})}   ")
 
 
 SAMPLE_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "sample_vol_breakout.json"

@@ -62,7 +62,10 @@ class PositionStatus(StrEnum):
     ROLLED_BACK = "ROLLED_BACK"  # crash leftover the reconciler could not adopt
 
 
-class PositionEvent(StrEnum):
+class PositionEventKind(StrEnum):
+    """What can happen to a position: the inputs of POSITION_FSM (the message S6 publishes is
+    ``messages.PositionChanged``)."""
+
     ENTRY_FILLED = "EntryFilled"  # any entry/add fill, partial or full
     ENTRY_FAILED = "EntryFailed"  # every entry order ended without a fill
     POSITION_ADOPTED = "PositionAdopted"  # reconciler proved the leftover is ours
@@ -146,9 +149,9 @@ ORDER_TRANSITIONS: Mapping[tuple[OrderStatus, OrderEvent], OrderStatus] = _table
     ([S.EXPIRED, S.FILLED], E.ORDER_EXPIRED, None),
 ])
 
-P, PE = PositionStatus, PositionEvent
+P, PE = PositionStatus, PositionEventKind
 
-POSITION_TRANSITIONS: Mapping[tuple[PositionStatus, PositionEvent], PositionStatus] = _table([
+POSITION_TRANSITIONS: Mapping[tuple[PositionStatus, PositionEventKind], PositionStatus] = _table([
     ([P.PENDING_ENTRY], PE.ENTRY_FILLED, P.ACTIVE),
     # More entry/add fills; a late entry fill while closing just enlarges what to close.
     ([P.ACTIVE, P.PENDING_CLOSING], PE.ENTRY_FILLED, None),
@@ -181,7 +184,7 @@ def _fsm_for(state: StrEnum) -> StateMachine:
     raise TypeError(f"not a state of a known machine: {state!r}")
 
 
-def transition(state: OrderStatus | PositionStatus, event: OrderEvent | PositionEvent):
+def transition(state: OrderStatus | PositionStatus, event: OrderEvent | PositionEventKind):
     """Next state for ``event`` in ``state``; raises ``IllegalTransition`` otherwise."""
     return _fsm_for(state).transition(state, event)
 

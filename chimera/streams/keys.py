@@ -72,6 +72,11 @@ def lock_treasury(src: str, dst: str) -> str:
     return f"lock:{{treasury}}:{src}:{dst}"
 
 
+def lock_recon(account_id: str) -> str:
+    """S5: one reconcile run per account at a time."""
+    return f"lock:{{recon:{account_id}}}"
+
+
 def guard_stop(symbol: str, intent_id: str) -> str:
     return f"guard:{{stop}}:{symbol}:{intent_id}"
 

@@ -19,7 +19,7 @@ from chimera.workers.config import activate
 from tests.integration.test_positions_b3 import SYM, open_long, step, venue  # noqa: F401 - fixture
 from tests.integration.test_router_b1 import env, fut, venue_orders  # noqa: F401 - fixtures
 from tests.support.polling import wait_until
-from tests.support.positions import pos_events, redis_json, tick, venue_amt
+from tests.support.positions import pos_events, position, tick, venue_amt
 from tests.support.workers import ThreadWorker
 
 ADDS = {"max_adds": 2, "add_step_roe": 0.001, "add_fraction": 0.5, "tick_ms": 0}
@@ -40,10 +40,9 @@ def run_adds(r, venue, store, pos_id: str, steps: int = 14) -> list[Decimal]:  #
     margins, count = [], 0
     for i in range(steps):
         pos = step(r, venue, store, pos_id, i)
-        st = redis_json(r, keys.pos_adds(pos_id)) or {"count": 0}
-        if st["count"] > count and not st.get("refused"):
-            margins.append((ADD_QTY * Decimal(pos["mark"]) / pos["leverage"]).quantize(MICRO))
-        count = st["count"]
+        if pos.adds.count > count and not pos.adds.refused:
+            margins.append((ADD_QTY * pos.mark / pos.leverage).quantize(MICRO))
+        count = pos.adds.count
     return margins
 
 
@@ -79,10 +78,10 @@ def test_an_add_the_budget_cannot_hold_is_refused_with_its_reason_and_never_sent
     with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(S6, r, s, "s6-a", store):
         open_long(r, venue, store, "ar-1")
         margins = run_adds(r, venue, store, "ar-1")
-    adds = redis_json(r, keys.pos_adds("ar-1"))
-    assert adds["count"] == 2 and adds["refused"] == "BUDGET_EXHAUSTED"
+    adds = position(store, "ar-1").adds
+    assert adds.count == 2 and adds.refused == "BUDGET_EXHAUSTED" and not adds.pending
     refused = store.get("positions_snapshots", "ar-1:add2:refused")
-    assert refused["add_refused"] == "BUDGET_EXHAUSTED" and refused["add_qty"] == "0.005"
+    assert refused["adds"]["refused"] == "BUDGET_EXHAUSTED" and refused["add_qty"] == "0.005"
     orders = venue_orders(venue)
     assert orders[client_order_id("ar-1:add1", "mkt")] == 1 and client_order_id("ar-1:add2", "mkt") not in orders
     assert venue_amt(fut(venue), SYM) == Decimal("0.015") == Decimal(store.get("positions", "ar-1")["qty"])

@@ -33,8 +33,8 @@ from tests.support.positions import (
     CoverageWatcher,
     drained,
     pos_events,
+    position,
     quiet,
-    redis_json,
     tick,
     user_data,
     venue_amt,
@@ -64,10 +64,10 @@ def open_long(r, venue, store, pos_id: str, qty: str = "0.010") -> None:
                message="first stop armed")
 
 
-def step(r, venue, store, pos_id: str, i: int) -> dict:
+def step(r, venue, store, pos_id: str, i: int):
     venue.advance(events=EVENTS_PER_STEP)
     tick(r, f"tick-{i}")
-    return wait_pass(r, store, pos_id, f"tick-{i}")
+    return wait_pass(store, pos_id, f"tick-{i}")
 
 
 def sl_cid(pos_id: str, n: int) -> str:
@@ -86,20 +86,20 @@ def test_trailing_stop_moves_up_with_the_position_always_covered_at_the_venue(r,
                 pos = step(r, venue, store, "tr-1", i)
                 stops = venue_stops(f, SYM)
                 # Settled: exactly one stop at the venue, for the full qty, at the level S6 armed.
-                assert pos["state"] == "ACTIVE"
+                assert pos.state == "ACTIVE"
                 assert len(stops) == 1 and stops[0].qty == venue_amt(f, SYM) == Decimal("0.010"), (i, stops)
-                assert stops[0].stop_price == Decimal(pos["sl_armed_price"])
+                assert stops[0].stop_price == pos.stop.price and stops[0].client_order_id == pos.stop.client_order_id
                 if not armed_prices or armed_prices[-1] != stops[0].stop_price:
                     armed_prices.append(stops[0].stop_price)
     assert watch.samples > 50 and watch.violations == []
     assert len(armed_prices) >= 3, armed_prices  # moved at least twice
     assert armed_prices == sorted(armed_prices)  # only ever up for a long
-    level = redis_json(r, keys.pos_sl_level("tr-1"))["level"]
+    level = position(store, "tr-1").stop.level
     assert len(pos_events(r, "TRAIL_MOVED")) == level - 1 >= 2
     for n in range(1, level):  # every replaced stop is cancelled at the venue
         assert f.query(SYM, sl_cid("tr-1", n), algo=True).status == "CANCELED"
     assert f.query(SYM, sl_cid("tr-1", level), algo=True).status == "NEW"
-    assert store.get("positions_snapshots", f"tr-1:sl{level}")["sl_armed_price"] == str(armed_prices[-1])
+    assert store.get("positions_snapshots", f"tr-1:sl{level}")["stop"]["price"] == str(armed_prices[-1])
     latest = store.get("positions_snapshots", "tr-1:latest")
     assert Decimal(latest["roe"]) > Decimal("0.006") and Decimal(latest["liq_dist"]) > 0
 
@@ -117,10 +117,10 @@ def test_redelivered_tick_and_accepted_result_create_no_second_stop(r, env, venu
             tick(r, key)
         wait_until(lambda: (store.get("positions", "rd-1") or {}).get("last_pass") == "manage:rd-1:t3", timeout=20,
                    message="three passes")
-        sl = redis_json(r, keys.pos_sl_level("rd-1"))
-        assert sl["pending"]["intent_id"] == "rd-1:sl2" and sl["n"] == 2 and sl["intent_id"] == "rd-1:sl1"
+        sl = position(store, "rd-1").stop
+        assert sl.pending.intent_id == "rd-1:sl2" and sl.n == 2 and sl.intent_id == "rd-1:sl1"
         with ThreadWorker(S4, r, s, "s4-b", store):
-            wait_until(lambda: quiet(r, "rd-1") and redis_json(r, keys.pos_sl_level("rd-1"))["level"] == 2,
+            wait_until(lambda: quiet(store, "rd-1") and position(store, "rd-1").stop.level == 2,
                        timeout=20, message="new stop armed, old cancelled")
             before = venue_orders(venue)
             accepted = [(decode(fl).payload) for _, fl in r.xrange(keys.ORD_RESULTS)]
@@ -129,7 +129,7 @@ def test_redelivered_tick_and_accepted_result_create_no_second_stop(r, env, venu
             for j, res in enumerate(again):  # the same results once more, as a lost ack would redeliver them
                 Producer(r, WallClock()).publish(keys.ORD_RESULTS, res, idempotency_key=f"again-{j}")
             tick(r, "t4")
-            wait_pass(r, store, "rd-1", "t4")
+            wait_pass(store, "rd-1", "t4")
             wait_until(lambda: drained(r, keys.ORD_RESULTS, "cg:s6") and drained(r, keys.ORD_COMMANDS, "cg:s4"),
                        timeout=20, message="redeliveries handled")
     assert venue_orders(venue) == before
@@ -153,10 +153,10 @@ def test_take_profit_ladder_exits_in_parts_and_the_rest_stays_covered(r, env, ve
         for i in range(40):
             pos = step(r, venue, store, "tp-1", i)
             amt = venue_amt(f, SYM)
-            if pos["state"] == "CLOSED":
+            if pos.state == "CLOSED":
                 break
             stops = venue_stops(f, SYM)
-            assert len(stops) == 1 and stops[0].qty == amt == Decimal(pos["qty"]), (i, amt, stops)
+            assert len(stops) == 1 and stops[0].qty == amt == pos.qty, (i, amt, stops)
             if not seen or seen[-1] != amt:
                 seen.append(amt)
         wait_until(lambda: not venue_stops(f, SYM), timeout=20, message="stop cancelled after the last rung")
@@ -167,8 +167,8 @@ def test_take_profit_ladder_exits_in_parts_and_the_rest_stays_covered(r, env, ve
     assert len(tp_reports) >= 3
     assert seen == [Decimal("0.010"), Decimal("0.006"), Decimal("0.003")]
     assert venue_amt(f, SYM) == 0
-    pos = store.get("positions", "tp-1")
-    assert pos["state"] == "CLOSED" and pos["exit_intent_id"] == "tp-1:tp3"
+    pos = position(store, "tp-1")
+    assert pos.state == "CLOSED" and pos.exit_intent_id == "tp-1:tp3" and pos.close_reason == "TAKE_PROFIT"
     reduced = pos_events(r, "REDUCED")
     assert [e.qty for e in reduced] == [Decimal("0.006"), Decimal("0.003")]
     assert all(e.realized_pnl > 0 for e in reduced)
@@ -178,7 +178,7 @@ def test_take_profit_ladder_exits_in_parts_and_the_rest_stays_covered(r, env, ve
     used = budget.usage(SYM)
     assert (used.in_use_usdt, used.per_symbol, used.open_positions) == (start.in_use_usdt, start.per_symbol,
                                                                         start.open_positions)
-    assert not r.sismember(keys.POS_ACTIVE, "tp-1") and not r.exists(keys.pos_tp_ladder("tp-1"))
+    assert pos.tp.done == (1, 2, 3) and not pos.tp.pending and pos.qty == 0 and pos.realized_pnl > 0
 
 
 def test_add_ons_stop_at_max_adds_and_the_stop_follows_the_new_qty(r, env, venue):  # noqa: F811
@@ -191,18 +191,18 @@ def test_add_ons_stop_at_max_adds_and_the_stop_follows_the_new_qty(r, env, venue
         for i in range(14):
             pos = step(r, venue, store, "ad-1", i)
             stops = venue_stops(f, SYM)
-            assert len(stops) == 1 and stops[0].qty == venue_amt(f, SYM) == Decimal(pos["qty"]), (i, stops)
+            assert len(stops) == 1 and stops[0].qty == venue_amt(f, SYM) == pos.qty, (i, stops)
     assert venue_amt(f, SYM) == Decimal("0.014")
     orders = venue_orders(venue)
     assert orders[client_order_id("ad-1:add1", "mkt")] == orders[client_order_id("ad-1:add2", "mkt")] == 1
     assert client_order_id("ad-1:add3", "mkt") not in orders
     assert [e.qty for e in pos_events(r, "ADDED")] == [Decimal("0.012"), Decimal("0.014")]
-    pos = store.get("positions", "ad-1")
+    pos = position(store, "ad-1")
     fills = [(Decimal("0.010"), f.query(SYM, client_order_id("ad-1", "mkt")).avg_price)] + [
         (q, f.query(SYM, client_order_id(f"ad-1:add{k}", "mkt")).avg_price) for k, q in ((1, Decimal("0.002")),
                                                                                       (2, Decimal("0.002")))]
-    assert Decimal(pos["entry_price"]) == sum(q * p for q, p in fills) / Decimal("0.014")
-    assert redis_json(r, keys.pos_adds("ad-1"))["count"] == 2 and pos["regime"] == "EXTREME"
+    assert pos.entry_price == sum(q * p for q, p in fills) / Decimal("0.014")
+    assert pos.adds.count == 2 and pos.regime == "EXTREME"
 
 
 def test_mark_price_events_drive_the_trailing_stop_without_ticks(r, env, venue):  # noqa: F811
@@ -219,7 +219,7 @@ def test_mark_price_events_drive_the_trailing_stop_without_ticks(r, env, venue):
             open_long(r, venue, store, "mk-1")
             for _ in range(5):
                 venue.advance(events=2000)
-            wait_until(lambda: (redis_json(r, keys.pos_sl_level("mk-1")) or {}).get("level") == 4 and quiet(r, "mk-1"),
+            wait_until(lambda: position(store, "mk-1").stop.level == 4 and quiet(store, "mk-1"),
                        timeout=30, message="fourth stop armed from mark events")
     finally:
         conn.stop()
@@ -260,17 +260,17 @@ def test_a_refused_new_stop_leaves_the_armed_one_in_place(r, env, venue):  # noq
             open_long(r, venue, store, "rf-1")
         venue.advance(events=EVENTS_PER_STEP * 10)  # mark ~28152.9: the step is reached
         tick(r, "t1")
-        wait_until(lambda: (redis_json(r, keys.pos_sl_level("rf-1")) or {}).get("pending"), timeout=20,
+        wait_until(lambda: position(store, "rf-1").stop.pending, timeout=20,
                    message="new stop in flight")
         venue.advance(events=4500)  # mark ~28148.7: the new stop would trigger at once
         with ThreadWorker(S4, r, s, "s4-b", store):
-            wait_until(lambda: (redis_json(r, keys.pos_sl_level("rf-1")) or {}).get("refused"), timeout=20,
+            wait_until(lambda: position(store, "rf-1").stop.refused, timeout=20,
                        message="new stop refused")
             tick(r, "t2")
-            wait_pass(r, store, "rf-1", "t2")
+            wait_pass(store, "rf-1", "t2")
             wait_until(lambda: drained(r, keys.ORD_COMMANDS, "cg:s4"), timeout=20, message="S4 idle")
-    sl = redis_json(r, keys.pos_sl_level("rf-1"))
-    assert sl["intent_id"] == "rf-1:sl1" and sl["n"] == 2 and "-2021" in sl["refused"]["reason"]
+    sl = position(store, "rf-1").stop
+    assert sl.intent_id == "rf-1:sl1" and sl.n == 2 and "-2021" in sl.refused.reason
     assert [o.client_order_id for o in venue_stops(f, SYM)] == [sl_cid("rf-1", 1)]
     assert venue_stops(f, SYM)[0].qty == venue_amt(f, SYM) == Decimal("0.010")
     assert sl_cid("rf-1", 3) not in venue_orders(venue)  # the refused level is not retried at once

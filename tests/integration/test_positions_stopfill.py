@@ -35,14 +35,13 @@ def test_exchange_stop_fill_closes_the_position_and_releases_the_budget(r, env, 
         venue.control("/chimera/v1/market", {"events": [
             {"market": "futures", "symbol": "BTCUSDT", "kind": "mark", "price": str(sl - Decimal("5"))}]})
         [exit_ev] = wait_until(lambda: pos_events(r, "EXIT"), timeout=20, message="EXIT from the venue fill")
-        wait_until(lambda: not r.sismember(keys.POS_ACTIVE, "sf-1"), timeout=5, message="pos inactive")
     stop_cid = client_order_id("sf-1:sl1", "sl")
     fills = [e.payload for e in (decode(f) for _, f in r.xrange(keys.VENUE_REPORTS))
              if e.payload.client_order_id == stop_cid and e.payload.exec_type == "TRADE"]
     assert len(fills) == 1 and fills[0].order_status == "FILLED" and fills[0].reduce_only
     pos = store.get("positions", "sf-1")
     assert pos["state"] == "CLOSED" and pos["exit_intent_id"] == "sf-1:sl1"
-    assert pos["closed_by"] == f"venue:TRADE:{stop_cid}"
+    assert pos["closed_by"] == f"venue:TRADE:{stop_cid}" and pos["close_reason"] == "STOP_LOSS"
     assert Decimal(pos["exit_price"]) == fills[0].last_price
     assert exit_ev.exit_price == fills[0].last_price and exit_ev.symbol == "BTCUSDT"
     assert store.get("positions_snapshots", "sf-1:closed")["state"] == "CLOSED"
@@ -50,4 +49,4 @@ def test_exchange_stop_fill_closes_the_position_and_releases_the_budget(r, env, 
     assert fut(venue).open_algo_orders("BTCUSDT") == [] and fut(venue).open_orders("BTCUSDT") == []
     used = budget.usage("BTCUSDT")
     assert (used.in_use_usdt, used.per_symbol, used.open_positions) == (0, 0, 0)
-    assert not r.exists(keys.pos_sl_level("sf-1"))
+    assert pos["stop"]["client_order_id"] == stop_cid and pos["qty"] == "0"

@@ -1,13 +1,13 @@
-"""S6 test helpers: position events, driven management ticks, and what the *venue* says about a
-position's protection (open algo orders and position size through the official SDK)."""
+"""S6 test helpers: position events, driven management ticks, the position document, and what the
+*venue* says about a position's protection (open algo orders and position size through the official SDK)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from decimal import Decimal
 
+from chimera.schemas.documents.positions import Position, from_doc
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import ManagePositions
 from chimera.streams import keys
@@ -25,26 +25,27 @@ def tick(r, key: str, **fields) -> None:
     Producer(r, WallClock()).publish(keys.POS_COMMANDS, ManagePositions(**fields), idempotency_key=key)
 
 
-def redis_json(r, key: str) -> dict | None:
-    raw = r.get(key)
-    return None if raw is None else json.loads(raw)
+def position(store, pos_id: str) -> Position | None:
+    """The typed position document (S6's one record of it)."""
+    doc = store.get("positions", pos_id)
+    return None if doc is None else from_doc(doc)
 
 
-def quiet(r, pos_id: str) -> bool:
+def quiet(store, pos_id: str) -> bool:
     """No stop, rung or add of the position in flight and no replaced stop still being cancelled."""
-    sl = redis_json(r, keys.pos_sl_level(pos_id)) or {}
-    tp = redis_json(r, keys.pos_tp_ladder(pos_id)) or {}
-    add = redis_json(r, keys.pos_adds(pos_id)) or {}
-    return not sl.get("pending") and not sl.get("retired") and not tp.get("pending") and not add.get("pending")
+    pos = position(store, pos_id)
+    return pos is not None and pos.stop.pending is None and not pos.stop.retired and not pos.tp.pending \
+        and not pos.adds.pending
 
 
-def wait_pass(r, store, pos_id: str, tick_key: str, timeout: float = 20) -> dict:
+def wait_pass(store, pos_id: str, tick_key: str, timeout: float = 20) -> Position:
     """Until the position's pass for ``tick_key`` ran and everything it started has settled."""
     def done():
-        pos = store.get("positions", pos_id) or {}
-        if pos.get("state") == "CLOSED":
+        pos = position(store, pos_id)
+        if pos is not None and pos.state == "CLOSED":
             return pos
-        return pos if pos.get("last_pass") == f"manage:{pos_id}:{tick_key}" and quiet(r, pos_id) else None
+        return pos if pos is not None and pos.last_pass == f"manage:{pos_id}:{tick_key}" and quiet(store, pos_id) \
+            else None
 
     return wait_until(done, timeout=timeout, message=f"pass {tick_key} of {pos_id} settled")
 

@@ -10,7 +10,7 @@ from chimera.schemas.states import (
     IllegalTransition,
     OrderEvent,
     OrderStatus,
-    PositionEvent,
+    PositionEventKind,
     PositionStatus,
     is_terminal,
     order_event_for_venue_status,
@@ -103,7 +103,7 @@ POSITION_ALLOWED = [
 
 MACHINES = [
     (OrderStatus, OrderEvent, ORDER_ALLOWED, ORDER_TRANSITIONS),
-    (PositionStatus, PositionEvent, POSITION_ALLOWED, POSITION_TRANSITIONS),
+    (PositionStatus, PositionEventKind, POSITION_ALLOWED, POSITION_TRANSITIONS),
 ]
 
 
@@ -114,7 +114,7 @@ def test_order_allowed(state, event, target):
 
 @pytest.mark.parametrize(("state", "event", "target"), POSITION_ALLOWED)
 def test_position_allowed(state, event, target):
-    assert transition(PositionStatus(state), PositionEvent(event)) is PositionStatus(target)
+    assert transition(PositionStatus(state), PositionEventKind(event)) is PositionStatus(target)
 
 
 @pytest.mark.parametrize(("states", "events", "allowed", "table"), MACHINES)
@@ -201,7 +201,7 @@ def test_binance_reorderings():
 
 
 def test_position_lifecycle():
-    P, E = PositionStatus, PositionEvent
+    P, E = PositionStatus, PositionEventKind
     assert _run(POSITION_FSM, P.PENDING_ENTRY, [E.ENTRY_FILLED, E.ENTRY_FILLED, E.CLOSE_REQUESTED,
                                                 E.CLOSE_FAILED, E.CLOSE_REQUESTED, E.POSITION_REDUCED,
                                                 E.POSITION_CLOSED]) is P.CLOSED
@@ -227,4 +227,4 @@ def test_unknown_inputs():
         transition("ACCEPTED", OrderEvent.ORDER_FILLED)
     # mixing machines is refused, not silently looked up
     with pytest.raises(IllegalTransition):
-        transition(OrderStatus.ACCEPTED, PositionEvent.ENTRY_FILLED)
+        transition(OrderStatus.ACCEPTED, PositionEventKind.ENTRY_FILLED)

@@ -16,10 +16,10 @@ from chimera.errors import PermanentError
 from chimera.handlers.strategy import killswitch
 from chimera.handlers.strategy.bundle import parse
 from chimera.handlers.strategy.engine import Signal, decide
-from chimera.handlers.strategy.lifecycle import close_position
 from chimera.handlers.strategy.model_gate import curve_mult
 from chimera.handlers.strategy.sizing import ids_for
 from chimera.risk.state import MemoryState
+from chimera.schemas.documents.positions import Position, to_doc
 from chimera.schemas.messages import SubmitOrder
 from chimera.schemas.strategy import RegimeState
 from chimera.store import open_store
@@ -77,7 +77,9 @@ def test_open_builds_a_rounded_intent_and_pending_position():
     assert it.qty == Decimal("0.008")  # 20 USDT * 20x / 50000 = 0.008 (stepSize 0.001)
     assert it.intent_id == ids_for("s1")[1] and it.exec_policy == "MakerThenTaker" and it.leverage == 20
     assert it.sl_price == price - Decimal("90.0") and it.tp_price == price + Decimal("180.0")
-    assert ctx.store.get("strategy_events", it.pos_id)["state"] == "PENDING_ENTRY"
+    # S3 keeps the decision and the reservation; the position record is S6's (none until S4 answers).
+    assert ctx.store.get("strategy_events", f"OPEN_DECIDED:{it.pos_id}")["intent_id"] == it.intent_id
+    assert ctx.store.get("positions", it.pos_id) is None
     # Redelivery: same decision, same intent, no second reservation.
     _, again, _ = run(ctx)
     assert [e.payload for e in again] == [e.payload for e in emits]
@@ -157,19 +159,27 @@ def test_budget_concurrency_and_max_open():
         == "MAX_OPEN_POSITIONS"
 
 
+def s6_books(ctx, decision: dict, state: str, **fields) -> None:
+    """What S6 writes for the decision's position (S6 does not run in these unit tests)."""
+    pos = Position(pos_id=decision["pos_id"], symbol="BTCUSDT", side=decision["side"], state=state, version=1,
+                   entry_intent_id=decision["intent_id"], created_at=T0, **fields)
+    ctx.store.upsert("positions", pos.pos_id, to_doc(pos))
+
+
 def test_same_direction_and_priority_replace_and_cooldown():
     ctx = make_ctx(risk={"fut_margin_budget_usdt": "500", "max_per_symbol": 5, "max_open_positions": 5})
     first = run(ctx, "a")[2]
+    s6_books(ctx, first, "PENDING_ENTRY")
     assert run(ctx, "b")[0].reason == "SAME_DIRECTION_OPEN"
     assert run(ctx, "c", side="SELL")[0].action == "open"  # a Decide may force the other side
-    st = ctx.risk
-    ctx.store.update_if("strategy_events", first["pos_id"], {"state": "ACTIVE", "seq": 1}, {})
-    close_position(ctx.store, st, first["pos_id"], now_ms=T0 + 60_000, reason="STOP_LOSS")
+    s6_books(ctx, first, "CLOSED", close_reason="STOP_LOSS", closed_at=T0 + 60_000)
+    ctx.risk.release(first["pos_id"], "BTCUSDT")
     assert run(ctx, "d", t=T0 + 5 * 60_000)[0].reason == "COOLDOWN_AFTER_SL"  # 30-bar cooldown
     assert run(ctx, "e", t=T0 + 31 * 60_000 + 60_000)[0].action == "open"
     replace_ctx = make_ctx(risk={"fut_margin_budget_usdt": "500", "max_per_symbol": 5, "max_open_positions": 5},
                            protections={"priority_replace": True})
     a = run(replace_ctx, "a")[2]
+    s6_books(replace_ctx, a, "ACTIVE")
     b = run(replace_ctx, "b")[2]
     assert b["action"] == "open" and b["replaces"] == a["pos_id"]
 

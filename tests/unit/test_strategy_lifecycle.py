@@ -1,4 +1,8 @@
-"""Position lifecycle: legal moves are compare-and-set writes, illegal ones are refused with an alert."""
+"""What S3 keeps of a position: the audit of its decisions and the reservation; positions are S6's.
+
+S6's side of the lifecycle (entry fill, failure, close, compare-and-set) is tested in
+tests/unit/test_position_doc.py and tests/unit/test_positions_inprocess.py.
+"""
 
 from __future__ import annotations
 
@@ -6,80 +10,51 @@ from decimal import Decimal
 
 from chimera.handlers.strategy import lifecycle
 from chimera.risk.state import OK, Limits, MemoryState
-from chimera.schemas.messages import Alert, OrderResult
-from chimera.schemas.states import PositionEvent
-from chimera.streams import keys
+from chimera.schemas.documents.positions import Position, to_doc
+from chimera.schemas.messages import OrderResult
 from tests.unit.test_strategy_engine import mem_store
 
 LIMITS = Limits(Decimal("100"), 5, 5)
 
 
-def _setup(pos="p1"):
-    store, st = mem_store(), MemoryState()
+def _open(store, st, pos="p1"):
     assert st.reserve(pos, "BTCUSDT", Decimal("20"), LIMITS) == OK
-    lifecycle.open_position(store, pos_id=pos, signal_id="s", intent_id="i1", symbol="BTCUSDT", side="BUY",
-                            market="FUT", qty="0.004", margin_usdt="20", now_ms=1, config_rev=1)
-    return store, st
+    return lifecycle.record_open(store, pos_id=pos, signal_id="s", intent_id="i1", symbol="BTCUSDT", side="BUY",
+                                 market="FUT", qty="0.004", margin_usdt="20", now_ms=1, config_rev=1)
 
 
-def _result(status, purpose="ENTRY", filled="0"):
-    return OrderResult(intent_id="i1" if purpose == "ENTRY" else "x1", leg="e", client_order_id="c", symbol="BTCUSDT",
-                       status=status, purpose=purpose, filled_qty=Decimal(filled), avg_price=Decimal("50000"),
-                       pos_id="p1")
+def test_the_audit_is_append_only_and_holds_no_state():
+    store, st = mem_store(), MemoryState()
+    assert _open(store, st)
+    assert not lifecycle.record_open(store, pos_id="p1", signal_id="s", intent_id="i1", symbol="BTCUSDT",
+                                     side="BUY", market="FUT", qty="9", margin_usdt="20", now_ms=2, config_rev=1)
+    doc = store.get("strategy_events", "OPEN_DECIDED:p1")
+    assert doc["qty"] == "0.004" and "state" not in doc  # the first record stays; nothing in it is a state
+    res = OrderResult(intent_id="i1", leg="e", client_order_id="c", symbol="BTCUSDT", status="FILLED",
+                      filled_qty=Decimal("0.004"), avg_price=Decimal("50000"), pos_id="p1")
+    assert lifecycle.on_order_result(store, st, res, now_ms=3, cause="r1") == []
+    assert store.get("strategy_events", "ENTRY_RESULT:i1:e:FILLED")["filled_qty"] == "0.004"
+    assert store.get("positions", "p1") is None  # S3 never writes the position
+    assert st.usage("BTCUSDT").open_positions == 1  # the reservation is held until S6 closes or fails it
 
 
-def _states(store):
-    return [(d["from"], d["to"]) for d in store.query("strategy_events", {"kind": "TRANSITION"}, order_by="seq")]
+def test_rollback_gives_the_reservation_back_once():
+    store, st = mem_store(), MemoryState()
+    _open(store, st)
+    assert lifecycle.rollback(store, st, "p1", "BTCUSDT", now_ms=5, reason="skip on replay")
+    assert not lifecycle.rollback(store, st, "p1", "BTCUSDT", now_ms=6, reason="again")
+    assert st.usage("BTCUSDT").in_use_usdt == 0
+    assert store.get("strategy_events", "ROLLED_BACK:p1")["ts"] == 5
 
 
-def test_full_lifecycle_and_budget_release():
-    store, st = _setup()
-    assert lifecycle.on_order_result(store, st, _result("FILLED", filled="0.004"), now_ms=2, cause="r1") == []
-    assert lifecycle.on_order_result(store, st, _result("FILLED", filled="0.004"), now_ms=2, cause="r1") == []
-    assert lifecycle.request_close(store, st, "p1", now_ms=3).state == "PENDING_CLOSING"
-    assert lifecycle.on_order_result(store, st, _result("FILLED", "EXIT", "0.004"), now_ms=4, cause="r2") == []
-    doc = store.get("strategy_events", "p1")
-    assert doc["state"] == "CLOSED" and doc["close_reason"] == "EXIT" and doc["entry_price"] == "50000"
-    assert _states(store) == [(None, "PENDING_ENTRY"), ("PENDING_ENTRY", "ACTIVE"), ("ACTIVE", "PENDING_CLOSING"),
-                              ("PENDING_CLOSING", "CLOSED")]
-    assert st.usage("BTCUSDT").in_use_usdt == 0 and st.usage("BTCUSDT").open_positions == 0
-
-
-def test_rejected_entry_fails_and_releases():
-    store, st = _setup()
-    lifecycle.on_order_result(store, st, _result("REJECTED"), now_ms=2, cause="r1")
-    assert store.get("strategy_events", "p1")["state"] == "FAILED"
-    assert st.usage("BTCUSDT").open_positions == 0
-    assert st.release("p1", "BTCUSDT") is False  # idempotent: already free
-
-
-def test_illegal_transition_is_refused_with_an_alert():
-    store, st = _setup()
-    lifecycle.on_order_result(store, st, _result("EXPIRED"), now_ms=2, cause="r1")
-    before = store.get("strategy_events", "p1")
-    emits = lifecycle.on_order_result(store, st, _result("FILLED", filled="0.004"), now_ms=3, cause="late-fill")
-    assert len(emits) == 1 and emits[0].stream == keys.ALERTS and isinstance(emits[0].payload, Alert)
-    assert emits[0].payload.code == "ILLEGAL_TRANSITION" and emits[0].payload.context["state"] == "FAILED"
-    assert store.get("strategy_events", "p1") == before
-    moved = lifecycle.transition(store, st, "p1", PositionEvent.CLOSE_REQUESTED, now_ms=4)
-    assert not moved.ok and moved.state == "FAILED" and moved.emits[0].payload.code == "ILLEGAL_TRANSITION"
-    unknown = lifecycle.transition(store, st, "nope", PositionEvent.ENTRY_FILLED, now_ms=4)
-    assert not unknown.ok and unknown.emits[0].payload.code == "UNKNOWN_POSITION"
-
-
-def test_stop_loss_close_starts_cooldown_and_canceled_stop_is_routine():
-    store, st = _setup()
-    lifecycle.on_order_result(store, st, _result("FILLED", filled="0.004"), now_ms=2, cause="r1")
-    assert lifecycle.on_order_result(store, st, _result("CANCELED", "TAKE_PROFIT"), now_ms=3, cause="r2") == []
-    lifecycle.on_order_result(store, st, _result("FILLED", "STOP", "0.004"), now_ms=5, cause="r3")
-    assert store.get("strategy_events", "p1")["close_reason"] == "STOP_LOSS"
-    assert lifecycle.last_stop_loss(store, "BTCUSDT") == 5
-
-
-def test_compare_and_set_lets_one_of_two_racers_win():
-    store, st = _setup()
-    doc = store.get("strategy_events", "p1")
-    assert store.update_if("strategy_events", "p1", {"state": "ACTIVE", "seq": 1}, {"state": "PENDING_ENTRY", "seq": 0})
-    # A writer that read the old version loses its compare-and-set.
-    assert not store.update_if("strategy_events", "p1", {"state": "FAILED", "seq": 1},
-                               {"state": doc["state"], "seq": doc["seq"]})
+def test_cooldown_and_same_direction_read_s6_positions():
+    store = mem_store()
+    assert lifecycle.last_stop_loss(store, "BTCUSDT") is None
+    for pos_id, state, reason, closed in (("a", "CLOSED", "STOP_LOSS", 10), ("b", "CLOSED", "STOP_LOSS", 30),
+                                          ("c", "CLOSED", "TAKE_PROFIT", 50), ("d", "ACTIVE", "", 0)):
+        store.upsert("positions", pos_id, to_doc(Position(pos_id=pos_id, symbol="BTCUSDT", side="BUY", state=state,
+                                                          close_reason=reason, closed_at=closed, created_at=1)))
+    assert lifecycle.last_stop_loss(store, "BTCUSDT") == 30
+    assert lifecycle.same_direction(store, "BTCUSDT", "BUY", own="x") == "d"
+    assert lifecycle.same_direction(store, "BTCUSDT", "BUY", own="d") == ""
+    assert lifecycle.same_direction(store, "BTCUSDT", "SELL", own="x") == ""

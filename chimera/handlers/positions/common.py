@@ -1,45 +1,44 @@
-"""What every S6 module shares: the position document, its snapshots and events, bundle parameters,
-the small JSON state kept in Redis, the per-position lock and the venue client.
+"""S6's toolkit: the typed position document and its compare-and-set writes, snapshots and
+``PositionChanged`` events, bundle parameters, orders for a position, and the risk port.
 
-The position document (``positions/<pos_id>``) holds the position as S6 books it: ``qty`` and
-``entry_price`` (average) move with every entry/add/reduce fill; ``fills_in`` (intent → [qty, notional])
-and ``fills_out`` (client order id → cumulative qty) make every fill count once however often its
-result or report is delivered. ``sl_price`` is the stop the position *should* have; what is armed at
-the venue is tracked in ``pos:{sl}:level:<pos_id>`` (see ``stops.py``).
+The position (``positions/<pos_id>``, ``schemas/documents/positions.py``) is the only state S6 keeps:
+its stop, take-profit ladder and add-on progress are sub-structs of it. A handler reads it, computes
+the next version and the orders, writes it once with ``save`` (compare-and-set on ``version``) and
+returns the orders: the runtime publishes them only after the write, so what was asked for is on
+record before it goes out. A lost compare-and-set raises ``Conflict``; the role re-runs the handler
+on the fresh document (``retrying``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from chimera.errors import PermanentError, RetryableError
-from chimera.handlers.common import dec, venue
-from chimera.schemas.messages import OrderIntent, PositionEvent, SubmitOrder
-from chimera.schemas.states import POSITION_FSM, IllegalTransition
-from chimera.schemas.states import PositionEvent as PE
-from chimera.schemas.states import PositionStatus as P
+from chimera.handlers.common import venue
+from chimera.risk.state import state_for
+from chimera.schemas.documents.positions import Position, from_doc, replace, to_doc
+from chimera.schemas.envelope import Envelope
+from chimera.schemas.messages import OrderIntent, PositionChanged, SubmitOrder
+from chimera.schemas.states import POSITION_FSM, IllegalTransition, PositionEventKind, PositionStatus
+from chimera.store.collections import POSITIONS, POSITIONS_SNAPSHOTS
 from chimera.streams import keys
-from chimera.streams.producer import Emit
+from chimera.streams.producer import CancelTimer, Emit
 from chimera.venues.binance.adapter import Filters
 from chimera.workers.handler import Context
-from chimera.workers.locks import Lock
 
-POSITIONS = "positions"
-SNAPSHOTS = "positions_snapshots"
-OPEN_STATES = (P.ACTIVE.value, P.PENDING_CLOSING.value)
+P = PositionStatus
+PE = PositionEventKind
+OPEN_STATES = [P.ACTIVE.value, P.PENDING_CLOSING.value]
 ZERO = Decimal(0)
+CONFLICT_TRIES = 5
+
+Out = list[Emit | CancelTimer]
 
 
-def direction(pos: dict) -> int:
-    return 1 if pos["side"] == "BUY" else -1
-
-
-def close_side(pos: dict) -> str:
-    return "SELL" if pos["side"] == "BUY" else "BUY"
+class Conflict(RetryableError):
+    """The position moved between our read and our write (another delivery wrote it first)."""
 
 
 # --- bundle parameters ----------------------------------------------------------------------------
@@ -63,94 +62,108 @@ def pairs(ctx: Context, name: str) -> list[tuple[Decimal, Decimal]]:
     return sorted(out)
 
 
-# --- the document, snapshots, events ------------------------------------------------------------------
+# --- the document ----------------------------------------------------------------------------------
 
 
-def save(ctx: Context, pos: dict, patch: dict) -> dict:
-    """Write ``patch`` if the position is still in the state we read (all writers hold its lock)."""
-    patch = {**patch, "updated_at": ctx.now_ms()}
-    if not ctx.store.update_if(POSITIONS, pos["_key"], patch, {"state": pos["state"]}):
-        raise RetryableError(f"position {pos['_key']} changed under us")
-    return {**pos, **patch}
+def load(ctx: Context, pos_id: str) -> Position | None:
+    doc = ctx.store.get(POSITIONS, pos_id)
+    return None if doc is None else from_doc(doc)
 
 
-def move(ctx: Context, pos: dict, event: PE, patch: dict | None = None) -> dict:
-    cur = P(pos["state"])
+def open_positions(ctx: Context, symbol: str = "") -> list[Position]:
+    """Every ACTIVE / PENDING_CLOSING futures position (of ``symbol``), oldest first."""
+    where: dict = {"state": ("in", OPEN_STATES)}
+    if symbol:
+        where["symbol"] = symbol
+    return [p for p in (from_doc(d) for d in ctx.store.query(POSITIONS, where, order_by="created_at"))
+            if p.market == "FUT"]
+
+
+def create(ctx: Context, pos: Position) -> Position:
+    """Insert a new position at version 1 (nothing happens if it exists); returns what is stored."""
+    now = ctx.now_ms()
+    ctx.store.insert_if_absent(POSITIONS, pos.pos_id, to_doc(replace(pos, version=1, created_at=now, updated_at=now)))
+    return load(ctx, pos.pos_id)
+
+
+def save(ctx: Context, old: Position, new: Position) -> Position:
+    """Write ``new`` if the stored position is still ``old`` (compare-and-set on ``version``)."""
+    if new == old:
+        return old
+    new = replace(new, version=old.version + 1, updated_at=ctx.now_ms())
+    # version 0: a document written without one (by hand, or before versions): compare on its absence.
+    expect = {"version": old.version or None}
+    if not ctx.store.update_if(POSITIONS, old.pos_id, to_doc(new), expect):
+        raise Conflict(f"position {old.pos_id} changed under us (version {old.version})")
+    return new
+
+
+def moved(pos: Position, event: PositionEventKind, **changes) -> Position:
+    """The position after ``event`` (POSITION_FSM), not yet written."""
     try:
-        new = POSITION_FSM.transition(cur, event)
+        state = POSITION_FSM.transition(pos.state, event)
     except IllegalTransition as exc:
-        raise PermanentError(f"position {pos['_key']}: {exc}") from exc
-    return save(ctx, pos, {**(patch or {}), "state": new.value})
+        raise PermanentError(f"position {pos.pos_id}: {exc}") from exc
+    return replace(pos, state=state, **changes)
 
 
-def snapshot(ctx: Context, pos: dict, why: str) -> None:
-    body = {k: v for k, v in pos.items() if k != "_key"}
-    ctx.store.upsert(SNAPSHOTS, f"{pos['_key']}:{why}", {**body, "pos_id": pos["_key"], "why": why, "ts": ctx.now_ms()})
+def retrying(handler: Callable[[Envelope, Context], Out]) -> Callable[[Envelope, Context], Out]:
+    """Run ``handler`` again on a lost compare-and-set: it re-reads the position and decides afresh, and
+    nothing was published yet (orders are returned, not sent)."""
+    def run(env: Envelope, ctx: Context) -> Out:
+        for _ in range(CONFLICT_TRIES - 1):
+            try:
+                return handler(env, ctx)
+            except Conflict:
+                continue
+        return handler(env, ctx)  # the last Conflict leaves the entry pending for a redelivery
+
+    run.__name__ = getattr(handler, "__name__", "run")
+    run.__doc__ = handler.__doc__
+    return run
 
 
-def event(pos: dict, kind: str, tag: str = "", **kw) -> Emit:
-    ev = PositionEvent(pos_id=pos["_key"], kind=kind, symbol=pos["symbol"], side=pos["side"],
-                       qty=Decimal(pos["qty"]), state=pos["state"], entry_price=dec(pos.get("entry_price")),
-                       intent_id=pos.get("entry_intent_id", ""), **kw)
-    return Emit(keys.POS_EVENTS, ev, f"pos:{pos['_key']}:{kind}:{tag or kw.get('sl_price', '')}")
+def snapshot(ctx: Context, pos: Position, why: str, **extra: str) -> None:
+    """``positions_snapshots/<pos_id>:<why>``: the position as it was at a moment worth keeping."""
+    ctx.store.upsert(POSITIONS_SNAPSHOTS, f"{pos.pos_id}:{why}",
+                     {**to_doc(pos), **extra, "why": why, "ts": ctx.now_ms()})
+
+
+def event(pos: Position, kind: str, tag: str = "", **kw) -> Emit:
+    ev = PositionChanged(pos_id=pos.pos_id, kind=kind, symbol=pos.symbol, side=pos.side, qty=pos.qty,
+                         state=pos.state.value, entry_price=pos.entry_price, intent_id=pos.entry_intent_id, **kw)
+    return Emit(keys.POS_EVENTS, ev, f"pos:{pos.pos_id}:{kind}:{tag or kw.get('sl_price', '')}",
+                account_id=pos.account_id)
+
+
+# --- orders for a position -------------------------------------------------------------------------
 
 
 def submit(intent: OrderIntent) -> Emit:
     return Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent.intent_id)
 
 
-def market_intent(pos: dict, suffix: str, qty: Decimal, purpose: str, *, reduce: bool) -> OrderIntent:
+def market_intent(pos: Position, suffix: str, qty: Decimal, purpose: str, *, reduce: bool) -> OrderIntent:
     """A MARKET order for this position: ``<pos_id>:<suffix>`` makes a repeated decision the same intent."""
-    return OrderIntent(intent_id=f"{pos['_key']}:{suffix}", market="FUT", symbol=pos["symbol"],
-                       side=close_side(pos) if reduce else pos["side"], qty=qty, exec_policy="MARKET",
-                       purpose=purpose, reduce_only=reduce, pos_id=pos["_key"],
-                       parent_intent_id=pos.get("entry_intent_id", ""))
-
-
-# --- small JSON state in Redis (in-memory under the in-process runtime) ---------------------------
-
-
-def load_state(ctx: Context, key: str) -> dict | None:
-    if ctx.redis is None:
-        return ctx.services.setdefault("s6_state", {}).get(key)
-    raw = ctx.redis.get(key)
-    return None if raw is None else json.loads(raw)
-
-
-def save_state(ctx: Context, key: str, value: dict) -> None:
-    if ctx.redis is None:
-        ctx.services.setdefault("s6_state", {})[key] = value
-    else:
-        ctx.redis.set(key, json.dumps(value))
-
-
-def drop_state(ctx: Context, *names: str) -> None:
-    if ctx.redis is None:
-        for n in names:
-            ctx.services.setdefault("s6_state", {}).pop(n, None)
-    else:
-        ctx.redis.delete(*names)
-
-
-@contextlib.contextmanager
-def position_lock(ctx: Context, pos_id: str) -> Iterator[None]:
-    """``lock:{pos}:<pos_id>`` for paths whose message does not name the position (venue reports)."""
-    if ctx.redis is None:
-        yield
-        return
-    ttl = getattr(ctx.settings, "lock_ttl_ms", 10_000)
-    lock = Lock(ctx.redis, keys.lock_pos(pos_id), ttl)
-    # A holder keeps it for one handler call at most: waiting that long avoids counting a failure.
-    if not lock.acquire(wait_ms=min(ttl, 5000)):
-        raise RetryableError(f"position {pos_id} is busy")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-# --- venue -----------------------------------------------------------------------------------------
+    return OrderIntent(intent_id=f"{pos.pos_id}:{suffix}", market="FUT", symbol=pos.symbol,
+                       side=pos.close_side if reduce else pos.side, qty=qty, exec_policy="MARKET",
+                       purpose=purpose, reduce_only=reduce, pos_id=pos.pos_id, parent_intent_id=pos.entry_intent_id)
 
 
 def filters(ctx: Context, symbol: str) -> Filters:
     return venue(ctx).fut.filters(symbol)
+
+
+# --- the risk port (kill switch, health, regime, budget) ------------------------------------------
+
+
+def risk(ctx: Context) -> Any:
+    """The risk port (``chimera.risk.state``): the context's typed port where the runtime gives one."""
+    port = getattr(ctx, "risk", None)
+    return port if port is not None else state_for(ctx)
+
+
+def kill_mode(ctx: Context) -> str | None:
+    """The kill switch's mode (HALT_NEW, REDUCE_ONLY, FLATTEN, ...) or None when it is off."""
+    state = risk(ctx).kill_switch()
+    return state.mode if state else None

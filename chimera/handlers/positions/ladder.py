@@ -11,8 +11,8 @@ adds), and the remaining qty is protected by the exchange-side stop, which is re
 partial fill (``lifecycle.reduce`` → ``stops.reconcile``). The price is the mark S6 sees, so a rung
 fires on the next management pass after the level is crossed (tick or mark event).
 
-State in ``pos:{tp}:ladder:<pos_id>``: ``done`` and ``failed`` rung numbers, ``pending`` (one rung in
-flight at a time: a redelivered pass sends the same intent again, S4 answers it once).
+Progress is ``Position.tp``: ``done`` and ``failed`` rung numbers, ``pending`` (one rung in flight at a
+time: a redelivered pass sends the same intent again, S4 answers it once).
 """
 
 from __future__ import annotations
@@ -20,18 +20,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chimera.errors import PermanentError
-from chimera.handlers.positions.common import (
-    event,
-    load_state,
-    market_intent,
-    pairs,
-    param,
-    save_state,
-    submit,
-)
+from chimera.handlers.positions.common import Out, event, market_intent, pairs, param, submit
+from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.messages import OrderResult
-from chimera.streams import keys
-from chimera.streams.producer import Emit
 from chimera.venues.binance.adapter import Filters
 from chimera.workers.handler import Context
 
@@ -46,44 +37,33 @@ def rungs(ctx: Context) -> list[tuple[Decimal, Decimal]]:
     return got
 
 
-def state(ctx: Context, pos_id: str) -> dict:
-    return load_state(ctx, keys.pos_tp_ladder(pos_id)) or {"done": [], "failed": [], "pending": ""}
-
-
-def started(ctx: Context, pos_id: str) -> bool:
-    st = state(ctx, pos_id)
-    return bool(st["done"] or st["pending"])
-
-
-def rung_qty(pos: dict, fraction: Decimal, f: Filters) -> Decimal:
-    left = Decimal(pos["qty"])
-    qty = min(f.qty(Decimal(pos.get("gross_qty") or pos["qty"]) * fraction), left)
+def rung_qty(pos: Position, fraction: Decimal, f: Filters) -> Decimal:
+    left = pos.qty
+    qty = min(f.qty((pos.gross_qty or pos.qty) * fraction), left)
     return left if left - qty < f.min_qty else qty
 
 
-def decide(ctx: Context, pos: dict, roe: Decimal, move: Decimal, f: Filters) -> list[Emit]:
+def decide(ctx: Context, pos: Position, roe: Decimal, move: Decimal, f: Filters) -> tuple[Position, Out]:
     """At most one rung per pass: the lowest reached one not yet taken."""
     ladder = rungs(ctx)
     if not ladder:
-        return []
-    st = state(ctx, pos["_key"])
-    if st["pending"]:
-        return [submit(market_intent(pos, st["pending"].split(":")[-1], Decimal(st["qty"]), "TAKE_PROFIT",
-                                     reduce=True))]
+        return pos, []
+    tp = pos.tp
+    if tp.pending:
+        suffix = tp.pending.rsplit(":", 1)[-1]
+        return pos, [submit(market_intent(pos, suffix, tp.pending_qty, "TAKE_PROFIT", reduce=True))]
     metric = move if _basis(ctx) == "price" else roe
     for i, (level, fraction) in enumerate(ladder, start=1):
-        if i in st["done"] or i in st["failed"] or metric < level:
+        if i in tp.done or i in tp.failed or metric < level:
             continue
         qty = rung_qty(pos, fraction, f)
         if qty <= 0:
-            st["failed"].append(i)
-            save_state(ctx, keys.pos_tp_ladder(pos["_key"]), st)
+            tp = replace(tp, failed=(*tp.failed, i))
             continue
         intent = market_intent(pos, f"tp{i}", qty, "TAKE_PROFIT", reduce=True)
-        st.update(pending=intent.intent_id, qty=str(qty))
-        save_state(ctx, keys.pos_tp_ladder(pos["_key"]), st)
-        return [submit(intent), event(pos, "TP_PLACED", tag=f"tp{i}")]
-    return []
+        pos = replace(pos, tp=replace(tp, pending=intent.intent_id, pending_qty=qty))
+        return pos, [submit(intent), event(pos, "TP_PLACED", tag=f"tp{i}")]
+    return replace(pos, tp=tp), []
 
 
 def _basis(ctx: Context) -> str:
@@ -93,14 +73,14 @@ def _basis(ctx: Context) -> str:
     return basis
 
 
-def on_result(ctx: Context, pos_id: str, res: OrderResult) -> None:
+def on_result(pos: Position, res: OrderResult) -> Position:
     """A rung's order ended: taken if anything filled, else failed (not retried)."""
-    if res.status not in TERMINAL:
-        return
-    st = state(ctx, pos_id)
+    if res.status not in TERMINAL or ":tp" not in res.intent_id:
+        return pos
     i = int(res.intent_id.rsplit(":tp", 1)[-1])
-    if st["pending"] == res.intent_id:
-        st["pending"] = ""
-    (st["done"] if res.filled_qty > 0 or res.status == "FILLED" else st["failed"]).append(i)
-    st["done"], st["failed"] = sorted(set(st["done"])), sorted(set(st["failed"]) - set(st["done"]))
-    save_state(ctx, keys.pos_tp_ladder(pos_id), st)
+    tp = pos.tp
+    pending = "" if tp.pending == res.intent_id else tp.pending
+    done, failed = set(tp.done), set(tp.failed)
+    (done if res.filled_qty > 0 or res.status == "FILLED" else failed).add(i)
+    return replace(pos, tp=replace(tp, pending=pending, pending_qty=tp.pending_qty if pending else Decimal(0),
+                                   done=tuple(sorted(done)), failed=tuple(sorted(failed - done))))

@@ -1,11 +1,15 @@
-"""A position's size over its life: entry and add fills grow it, reduce-only fills shrink it, the
-last one closes it. Every change re-checks the exchange-side stop (``stops.reconcile``), so the stop
-follows the qty: new stop for the new qty first, old one cancelled once the new one is ACCEPTED.
+"""A position's life: entry and add fills grow it, reduce-only fills shrink it, the last one closes it.
+Every change re-checks the exchange-side stop (``stops.reconcile``), so the stop follows the qty: new
+stop for the new qty first, old one cancelled once the new one is ACCEPTED.
 
-Fills count once however often they are delivered: entries/adds by intent (``fills_in``: the
-intent's cumulative qty and notional), reductions by exchange order (``fills_out``: the order's
-cumulative qty), which is what both S4's results (via its ``orders`` documents) and S1's venue
-reports carry, so a report and a result for the same fill reduce the position once.
+Fills count once however often they are delivered: entries/adds by intent (``fills_in``: the intent's
+cumulative qty and notional), reductions by exchange order (``fills_out``: the order's cumulative qty),
+which is what both S4's results (via its ``orders`` documents) and S1's venue reports carry, so a
+report and a result for the same fill reduce the position once.
+
+The functions here compute the next version of a position and the orders/events that go with it; the
+caller writes it (``common.save``). S5 repairs positions through ``adopt``, ``close_reconciled`` and
+``set_qty`` below, so every write to ``positions`` goes through S6's code and its compare-and-set.
 """
 
 from __future__ import annotations
@@ -14,33 +18,42 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.positions import adds, stops
+from chimera.handlers.positions import stops
 from chimera.handlers.positions.common import (
-    OPEN_STATES,
-    POSITIONS,
+    PE,
     ZERO,
-    dec,
-    direction,
-    drop_state,
+    Conflict,
+    Out,
+    create,
     event,
     filters,
-    load_state,
-    move,
+    moved,
     param,
+    risk,
+    save,
     snapshot,
 )
 from chimera.handlers.positions.multipliers import current as multipliers
-from chimera.handlers.positions.tick import ensure_scheduled
+from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.messages import OrderResult
-from chimera.schemas.states import PositionEvent as PE
 from chimera.schemas.states import PositionStatus as P
-from chimera.streams import keys
-from chimera.streams.producer import Emit
 from chimera.workers.handler import Context
+
+EXIT_REASON = {"STOP": "STOP_LOSS", "TAKE_PROFIT": "TAKE_PROFIT", "EXIT": "EXIT", "FLATTEN": "FLATTEN",
+               "REDUCE": "EXIT"}
 
 
 def pos_id_of(res: OrderResult) -> str:
     return res.pos_id or res.intent_id
+
+
+def pending(ctx: Context, res: OrderResult, intent: dict) -> Position:
+    """The position of an entry S4 is working on: created PENDING_ENTRY on its first result."""
+    return create(ctx, Position(
+        pos_id=pos_id_of(res), symbol=res.symbol, side=res.side or intent.get("side") or "BUY",
+        market=intent.get("market", "FUT"), account_id=intent.get("account_id", "main"),
+        entry_intent_id=res.intent_id, signal_id=intent.get("signal_id", ""),
+        leverage=int(intent.get("leverage") or 20)))
 
 
 def stop_price_for(ctx: Context, intent: dict, side: str, entry: Decimal) -> Decimal:
@@ -52,137 +65,157 @@ def stop_price_for(ctx: Context, intent: dict, side: str, entry: Decimal) -> Dec
     return filters(ctx, intent["symbol"]).price(raw, side, passive=True)
 
 
-# --- growth: entry and add fills ----------------------------------------------------------------------
+# --- growth: entry and add fills ------------------------------------------------------------------------
 
 
-def grow(ctx: Context, res: OrderResult, intent: dict) -> list[Emit]:
-    pos_id = pos_id_of(res)
-    ctx.store.insert_if_absent(POSITIONS, pos_id, {
-        "symbol": res.symbol, "side": res.side, "qty": "0", "entry_price": None, "state": P.PENDING_ENTRY.value,
-        "entry_intent_id": res.intent_id, "sl_level": 0, "sl_price": None, "fills_in": {}, "fills_out": {},
-        "created_at": ctx.now_ms(), "updated_at": ctx.now_ms()})
-    pos = ctx.store.get(POSITIONS, pos_id)
-    if pos["state"] not in (P.PENDING_ENTRY.value, *OPEN_STATES):
-        return []
-    seen_qty, seen_notional = (Decimal(x) for x in (pos.get("fills_in") or {}).get(res.intent_id, ("0", "0")))
+def grow(ctx: Context, pos: Position, res: OrderResult, intent: dict) -> tuple[Position, Out]:
+    """Book an entry/add result's cumulative fill (once per intent), then let the stop follow."""
+    seen_qty, seen_notional = pos.fills_in.get(res.intent_id, (ZERO, ZERO))
     dq = res.filled_qty - seen_qty
     if dq <= 0 or res.avg_price is None:
-        # Already booked (a redelivery, maybe after a crash mid-way): redo the idempotent rest.
-        if pos["state"] not in OPEN_STATES:
-            return []
-        activate(ctx, pos)
-        again = [event(pos, "OPENED")] if res.intent_id == pos.get("entry_intent_id") else []
-        return _then_add_done(ctx, res, again + stops.reconcile(ctx, pos))
+        # Already booked (a redelivery, maybe after a crash before the orders went out): send them again.
+        if not pos.is_open:
+            return pos, []
+        again = [event(pos, "OPENED")] if res.intent_id == pos.entry_intent_id else []
+        pos, out = stops.reconcile(ctx, pos)
+        return pos, again + out
     notional = res.filled_qty * res.avg_price
-    qty = Decimal(pos["qty"]) + dq
-    entry = (Decimal(pos["qty"]) * (dec(pos.get("entry_price")) or ZERO) + notional - seen_notional) / qty
-    if pos["state"] == P.PENDING_ENTRY.value:  # nothing booked yet: qty == dq == res.filled_qty
-        sl = stop_price_for(ctx, intent, res.side or "BUY", entry)
-        pos = move(ctx, pos, PE.ENTRY_FILLED, opening_fields(res.intent_id, intent, qty, entry, notional, sl))
-        snapshot(ctx, pos, "opened")
-        activate(ctx, pos)
-        out = [event(pos, "OPENED")]
+    qty = pos.qty + dq
+    entry = (pos.qty * (pos.entry_price or ZERO) + notional - seen_notional) / qty
+    fills_in = {**pos.fills_in, res.intent_id: (res.filled_qty, notional)}
+    if pos.state == P.PENDING_ENTRY:  # nothing booked yet: qty == dq == res.filled_qty
+        sl = stop_price_for(ctx, intent, pos.side, entry)
+        pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, entry0=entry, base_qty=qty, gross_qty=qty,
+                    fills_in=fills_in, leverage=int(intent.get("leverage") or pos.leverage), sl_price=sl,
+                    trail_step=0)
+        out: Out = [event(pos, "OPENED")]
     else:
-        fills_in = {**(pos.get("fills_in") or {}), res.intent_id: [str(res.filled_qty), str(notional)]}
-        patch = {"qty": str(qty), "entry_price": str(entry), "fills_in": fills_in,
-                 "gross_qty": str(Decimal(pos.get("gross_qty") or 0) + dq)}
-        pos = move(ctx, pos, PE.ENTRY_FILLED, patch)
-        snapshot(ctx, pos, f"grown:{res.intent_id}:{res.filled_qty}")
+        pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, fills_in=fills_in, gross_qty=pos.gross_qty + dq)
         out = [event(pos, "ADDED", tag=f"{res.intent_id}:{res.filled_qty}")]
-    return _then_add_done(ctx, res, out + stops.reconcile(ctx, pos))
+    pos, more = stops.reconcile(ctx, pos)
+    return pos, out + more
 
 
-def opening_fields(intent_id: str, intent: dict, qty: Decimal, entry: Decimal | None, notional: Decimal,
-                   sl_price: Decimal | None) -> dict:
-    """S6's bookkeeping of a position's first fill. The reconciler adopts an entry S6 never booked with
-    the same fields, so ``fills_in`` makes S6 count that fill once if its result arrives after all."""
-    e = None if entry is None else str(entry)
-    return {"qty": str(qty), "entry_price": e, "fills_in": {intent_id: [str(qty), str(notional)]},
-            "gross_qty": str(qty), "entry0": e, "base_qty": str(qty), "leverage": int(intent.get("leverage") or 20),
-            "sl_price": None if sl_price is None else str(sl_price), "trail_step": 0}
+def entry_failed(ctx: Context, pos: Position, reason: str) -> tuple[Position, Out]:
+    """The entry ended without any fill: FAILED, and S3's reservation goes back."""
+    pos = moved(pos, PE.ENTRY_FAILED, close_reason="ENTRY_FAILED", closed_at=ctx.now_ms(), closed_by=reason)
+    return pos, [event(pos, "FAILED", tag=reason)]
 
 
-def _then_add_done(ctx: Context, res: OrderResult, out: list[Emit]) -> list[Emit]:
-    # The add leaves "in flight" only after the stop for the new qty is (being) placed.
-    if res.purpose == "ADD":
-        adds.on_result(ctx, pos_id_of(res), res)
-    return out
+# --- reduction and close ----------------------------------------------------------------------------
 
 
-def activate(ctx: Context, pos: dict) -> None:
-    """Into the sets the management tick and mark prices fan out over, and the tick armed."""
-    if ctx.redis is None:
-        return
-    ctx.redis.sadd(keys.POS_ACTIVE, pos["_key"])
-    ctx.redis.sadd(keys.pos_active_symbol(pos["symbol"]), pos["_key"])
-    ensure_scheduled(ctx)
-
-
-def deactivate(ctx: Context, pos: dict) -> None:
-    if ctx.redis is not None:
-        ctx.redis.srem(keys.POS_ACTIVE, pos["_key"])
-        ctx.redis.srem(keys.pos_active_symbol(pos["symbol"]), pos["_key"])
-
-
-# --- reduction and close -----------------------------------------------------------------------------------
-
-
-def reduce(ctx: Context, pos: dict, client_order_id: str, cum_qty: Decimal, price: Decimal | None, *,
-           exit_intent_id: str, source: str) -> tuple[dict, list[Emit]]:
+def reduce(ctx: Context, pos: Position, client_order_id: str, cum_qty: Decimal, price: Decimal | None, *,
+           exit_intent_id: str, purpose: str, source: str) -> tuple[Position, Out]:
     """Book a reduce-only order's cumulative fill: REDUCED or, when flat, CLOSED. The caller then lets
     the stop follow (``stops.reconcile``) while the position is open."""
-    fills_out = dict(pos.get("fills_out") or {})
-    delta = cum_qty - Decimal(fills_out.get(client_order_id, "0"))
-    if delta <= 0:
+    delta = cum_qty - pos.fills_out.get(client_order_id, ZERO)
+    if delta <= 0 or not pos.is_open:
         return pos, []
-    fills_out[client_order_id] = str(cum_qty)
-    left = Decimal(pos["qty"]) - delta
-    patch: dict = {"fills_out": fills_out}
-    if price is not None and pos.get("entry_price"):
-        pnl = (price - Decimal(pos["entry_price"])) * min(delta, Decimal(pos["qty"])) * direction(pos)
-        patch["realized_pnl"] = str(Decimal(pos.get("realized_pnl") or 0) + pnl)
+    fills_out = {**pos.fills_out, client_order_id: cum_qty}
+    pnl = pos.realized_pnl
+    if price is not None and pos.entry_price is not None:
+        pnl += (price - pos.entry_price) * min(delta, pos.qty) * pos.direction
+    left = pos.qty - delta
+    pos = replace(pos, fills_out=fills_out, realized_pnl=pnl)
     if left <= 0:
-        out = close_position(ctx, pos, exit_price=price, exit_intent_id=exit_intent_id, source=source, patch=patch)
-        return ctx.store.get(POSITIONS, pos["_key"]), out
-    pos = move(ctx, pos, PE.POSITION_REDUCED, {**patch, "qty": str(left)})
-    snapshot(ctx, pos, f"reduced:{client_order_id}:{cum_qty}")
-    return pos, [event(pos, "REDUCED", tag=f"{client_order_id}:{cum_qty}", exit_price=price,
-                       realized_pnl=dec(patch.get("realized_pnl")))]
+        return close(ctx, pos, exit_price=price, exit_intent_id=exit_intent_id, reason=EXIT_REASON.get(purpose, "EXIT"),
+                     source=source)
+    pos = moved(pos, PE.POSITION_REDUCED, qty=left)
+    return pos, [event(pos, "REDUCED", tag=f"{client_order_id}:{cum_qty}", exit_price=price, realized_pnl=pnl)]
 
 
-def close_position(ctx: Context, pos: dict | None, *, exit_price: Decimal | None, exit_intent_id: str,
-                   source: str = "result", patch: dict | None = None) -> list[Emit]:
-    """Flat: POSITION_FSM → CLOSED, snapshot, S3 budget released, every stop still live cancelled except
-    the one that filled, pos keys removed, PositionEvent EXIT. A CLOSED position whose keys are still
-    there (a crash mid-close) finishes the tail again; otherwise a repeat returns nothing."""
-    if pos is None or pos["state"] not in (*OPEN_STATES, P.CLOSED.value):
-        return []
-    if pos["state"] == P.CLOSED.value:
-        if load_state(ctx, keys.pos_sl_level(pos["_key"])) is None:
-            return []
-        return _close_tail(ctx, pos, exit_intent_id)
-    pos = move(ctx, pos, PE.POSITION_CLOSED, {**(patch or {}), "exit_intent_id": exit_intent_id, "closed_by": source,
-                                              "exit_price": None if exit_price is None else str(exit_price)})
-    snapshot(ctx, pos, "closed")
-    release_budget(ctx, pos)
-    return _close_tail(ctx, pos, exit_intent_id)
+def close(ctx: Context, pos: Position, *, exit_price: Decimal | None, exit_intent_id: str, reason: str,
+          source: str = "result") -> tuple[Position, Out]:
+    """Flat: POSITION_FSM → CLOSED, every stop still live cancelled except the one that filled, EXIT.
+    The caller writes it, then ``after_close`` gives S3's reservation back."""
+    pos = moved(pos, PE.POSITION_CLOSED, qty=ZERO, exit_intent_id=exit_intent_id, closed_by=source,
+                exit_price=exit_price, close_reason=reason, closed_at=ctx.now_ms())
+    return pos, close_tail(pos)
 
 
-def _close_tail(ctx: Context, pos: dict, exit_intent_id: str) -> list[Emit]:
-    st = stops.state(ctx, pos["_key"])
-    out = [stops.cancel(pos, iid, "position closed") for iid in stops.live_intents(st) if iid != exit_intent_id]
-    drop_state(ctx, keys.pos_sl_level(pos["_key"]), keys.pos_tp_ladder(pos["_key"]), keys.pos_adds(pos["_key"]))
-    deactivate(ctx, pos)
-    return out + [event(pos, "EXIT", exit_price=dec(pos.get("exit_price")))]
+def close_tail(pos: Position) -> Out:
+    """What a close sends: cancel every stop that may still rest (the filled one aside), the EXIT event.
+    Sent again by a redelivered closing message (cancels and events are keyed, so once in effect)."""
+    out: Out = [stops.cancel(pos, iid, "position closed") for iid in pos.stop.live_intents()
+                if iid != pos.exit_intent_id]
+    return out + [event(pos, "EXIT", exit_price=pos.exit_price, realized_pnl=pos.realized_pnl)]
 
 
-def release_budget(ctx: Context, pos: dict) -> None:
-    """Give back S3's margin/concurrency reservation, adds included (idempotent per pos_id in S3's script)."""
+def after_write(ctx: Context, before: Position, after: Position) -> None:
+    """Side effects once a version is stored: snapshots worth keeping, and the budget back at the end."""
+    if before.state == P.PENDING_ENTRY and after.state == P.ACTIVE:
+        snapshot(ctx, after, "opened")
+    elif after.state == P.ACTIVE and after.qty > before.qty and before.is_open:
+        snapshot(ctx, after, f"grown:{after.version}")
+    elif after.qty < before.qty and after.is_open:
+        snapshot(ctx, after, f"reduced:{after.version}")
+    if after.stop.level > before.stop.level or (after.stop.intent_id and after.stop.intent_id != before.stop.intent_id):
+        snapshot(ctx, after, f"sl{after.stop.level}")
+    if after.state in (P.CLOSED, P.FAILED) and before.state != after.state:
+        snapshot(ctx, after, "closed" if after.state == P.CLOSED else "failed")
+    if after.state in (P.CLOSED, P.FAILED, P.ROLLED_BACK):
+        release_budget(ctx, after)
+
+
+def release_budget(ctx: Context, pos: Position) -> None:
+    """Give back S3's margin/concurrency reservation, adds included (idempotent per pos_id)."""
     try:
-        from chimera.risk.state import state_for
-    except ImportError:  # S3 not present in this build: nothing was reserved
-        return
-    try:
-        state_for(ctx).release(pos["_key"], pos["symbol"])
+        risk(ctx).release(pos.pos_id, pos.symbol)
     except Exception as exc:  # noqa: BLE001 - a wrong-symbol reservation must surface, not block the close
-        logger.error("budget release for {} failed: {}", pos["_key"], exc)
+        logger.error("budget release for {} failed: {}", pos.pos_id, exc)
+
+
+def write(ctx: Context, before: Position, after: Position) -> Position:
+    """``save`` plus ``after_write``: the one way S6 (and S5 through it) stores a new version."""
+    stored = save(ctx, before, after)
+    if stored is not before:
+        after_write(ctx, before, stored)
+    return stored
+
+
+# --- S5's repairs (the reconciler writes positions only through these) ---------------------------------
+
+
+def adopt(ctx: Context, pos_id: str, *, symbol: str, side: str, qty: Decimal, entry: Decimal | None,
+          intent_id: str, intent: dict, sl_price: Decimal | None, account_id: str) -> tuple[Position | None, Out]:
+    """A filled entry S6 never booked (crash between fill and S6): ACTIVE with the fill as its entry and
+    the stop S6 would have placed (same intent ``<pos_id>:sl1``: S4 places it once whoever asks first).
+    None when S6 booked it meanwhile."""
+    base = Position(pos_id=pos_id, symbol=symbol, side=side, account_id=account_id, entry_intent_id=intent_id,
+                    signal_id=intent.get("signal_id", ""), leverage=int(intent.get("leverage") or 20))
+    cur = create(ctx, base)
+    if cur.state != P.PENDING_ENTRY:
+        return None, []
+    notional = qty * entry if entry else ZERO
+    pos = moved(cur, PE.POSITION_ADOPTED, qty=qty, entry_price=entry, entry0=entry, base_qty=qty, gross_qty=qty,
+                fills_in={intent_id: (qty, notional)}, sl_price=sl_price, adopted_by="reconciler",
+                account_id=account_id)
+    pos, out = stops.reconcile(ctx, pos)
+    try:
+        pos = write(ctx, cur, pos)
+    except Conflict:  # S6 got there first
+        return None, []
+    return pos, [event(pos, "ADOPTED", sl_price=sl_price, tag=pos_id), *out]
+
+
+def close_reconciled(ctx: Context, pos: Position, action: str, *, exit_price: Decimal | None = None,
+                     exit_intent_id: str = "", reason: str = "RECONCILED") -> tuple[Position | None, Out]:
+    """S5 proved the position flat at the venue. None when it moved meanwhile (S6 wrote it first)."""
+    if not pos.is_open:
+        return None, []
+    after, out = close(ctx, pos, exit_price=exit_price, exit_intent_id=exit_intent_id, reason=reason,
+                       source="reconciler")
+    after = replace(after, reconcile=action)
+    try:
+        return write(ctx, pos, after), out
+    except Conflict:
+        return None, []
+
+
+def set_qty(ctx: Context, pos: Position, qty: Decimal) -> Position | None:
+    """S5: the venue's quantity wins; the stop is resized on S6's next pass. None when it moved meanwhile."""
+    try:
+        return write(ctx, pos, replace(pos, qty=qty, reconcile="QTY_FIXED"))
+    except Conflict:
+        return None

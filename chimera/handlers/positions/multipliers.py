@@ -1,8 +1,7 @@
 """Size and stop-distance multipliers from the market regime and the system health (spec B9).
 
-Regime: ``prod:{regime}:market:state`` (S2's daily JSON ``{"regime": ...}``), missing → NORMAL.
-Health: ``prod:{health}:system:state`` (S11 will write it; a bare word or JSON ``{"level": ...}``),
-missing → GREEN. The tables come from the bundle (``positions.regime_mult`` /
+Regime and health come from the risk port (S2's daily regime, S11's system health): missing regime →
+NORMAL, missing health → GREEN. The tables come from the bundle (``positions.regime_mult`` /
 ``positions.health_mult``: ``{LEVEL: {"size": x, "stop": y}}``); a level not in a table is 1.0.
 The size multiplier scales add-ons (0 stops them), the stop multiplier widens or narrows the default
 stop distance and the trailing gap between a step's trigger and its locked ROE.
@@ -14,9 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from chimera.errors import PermanentError
-from chimera.handlers.positions.common import param
-from chimera.risk.state import parse_level
-from chimera.streams import keys
+from chimera.handlers.positions.common import param, risk
 from chimera.workers.handler import Context
 
 DEFAULT_REGIME = {"EXTREME": {"size": 0.5, "stop": 1.5}}
@@ -44,12 +41,8 @@ def _row(table: dict, level: str, name: str) -> tuple[Decimal, Decimal]:
 
 
 def current(ctx: Context) -> Multipliers:
-    if ctx.redis is None:
-        regime = health = None
-    else:
-        regime = parse_level(ctx.redis.get(keys.REGIME_STATE), "regime", "state")
-        health = parse_level(ctx.redis.get(keys.HEALTH_STATE), "level", "state")
-    regime, health = regime or "NORMAL", health or "GREEN"
+    port = risk(ctx)
+    regime, health = (port.regime() or "NORMAL").upper(), (port.health() or "GREEN").upper()
     r_size, r_stop = _row({k.upper(): v for k, v in param(ctx, "regime_mult", DEFAULT_REGIME).items()},
                           regime, "regime_mult")
     h_size, h_stop = _row({k.upper(): v for k, v in param(ctx, "health_mult", DEFAULT_HEALTH).items()},

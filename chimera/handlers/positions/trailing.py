@@ -13,9 +13,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chimera.errors import PermanentError
-from chimera.handlers.common import dec
-from chimera.handlers.positions.common import direction, pairs, param
+from chimera.handlers.positions.common import pairs, param
 from chimera.handlers.positions.multipliers import Multipliers
+from chimera.schemas.documents.positions import Position, replace
 from chimera.venues.binance.adapter import Filters
 from chimera.workers.handler import Context
 
@@ -35,18 +35,17 @@ def enabled(ctx: Context) -> bool:
     return param(ctx, "trailing_enabled", False)
 
 
-def target(ctx: Context, pos: dict, roe: Decimal, mult: Multipliers, f: Filters) -> dict:
-    """The document patch that raises the stop target, or {} when no new step is reached."""
+def target(ctx: Context, pos: Position, roe: Decimal, mult: Multipliers, f: Filters) -> Position:
+    """The position with its stop target raised to the highest reached step (unchanged when none is new)."""
     ladder = steps(ctx)
     reached = sum(1 for trigger, _ in ladder if roe >= trigger)
-    if reached <= int(pos.get("trail_step") or 0):
-        return {}
+    if reached <= pos.trail_step or pos.entry_price is None:
+        return pos
     trigger, lock = ladder[reached - 1]
     lock_eff = trigger - (trigger - lock) * mult.stop
-    entry, lev, d = Decimal(pos["entry_price"]), Decimal(pos.get("leverage") or 20), direction(pos)
-    price = f.price(entry * (1 + d * lock_eff / lev), pos["side"], passive=True)
-    cur = dec(pos.get("sl_price"))
-    patch: dict = {"trail_step": reached}
+    d = pos.direction
+    price = f.price(pos.entry_price * (1 + d * lock_eff / pos.leverage), pos.side, passive=True)
+    cur = pos.sl_price
     if cur is None or d * (price - cur) > 0:
-        patch["sl_price"] = str(price)
-    return patch
+        return replace(pos, trail_step=reached, sl_price=price)
+    return replace(pos, trail_step=reached)

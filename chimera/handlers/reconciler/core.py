@@ -10,11 +10,11 @@ Per account (a ``Reconcile`` command carries its ``account_id`` in the envelope;
   (this module); positions — ``positions.py``.
 
 The report ``{summary, fixed, adopted, closed, unresolved, deferred, consistency, consistent}``
-(consistency = Jaccard of the settled id sets) is written to ``strategy_events`` as
-``RECONCILE_RUN:<run_id>`` and ``recon:{last_run_ts}`` is set. ``consistent`` is false when the
+(consistency = Jaccard of the settled id sets, ``finished_at``) is appended to the ``strategy_events``
+audit log as ``RECONCILE_RUN:<run_id>``. ``consistent`` is false when the
 run found any difference; then trading is degraded to REDUCE_ONLY until a consistent run
-(``degrade.py``). Runs start at worker start-up, every ``reconciler.interval_ms`` and on demand
-(``periodic.py``). Spot balances are not reconciled yet (reported in the summary).
+(``degrade.py``, through the risk port). Runs start at worker start-up, every
+``reconciler.interval_ms`` (a timer S5 returns) and on demand (``periodic.py``). Spot balances are not reconciled yet (reported in the summary).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 
 from chimera.errors import PermanentError, RetryableError
-from chimera.handlers.common import strategy_event
+from chimera.handlers.common import dec, strategy_event
+from chimera.handlers.positions.common import risk
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
 from chimera.handlers.reconciler.common import in_flight, mine, read
@@ -30,13 +31,13 @@ from chimera.handlers.router import toolkit as legs
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, CancelOrder, OpsEvent, Reconcile
 from chimera.schemas.states import OrderStatus
+from chimera.store.collections import ORDER_INTENTS as INTENTS
+from chimera.store.collections import ORDERS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.venues.binance.adapter import OrderNotFound, venue_from_settings
 from chimera.workers.handler import Context
 
-ORDERS = legs.ORDERS
-INTENTS = "order_intents"
 S = OrderStatus
 OPEN = {S.SUBMITTED, S.UNKNOWN, S.ACCEPTED, S.TRIGGERED, S.PARTIALLY_FILLED, S.PENDING_CANCEL}
 CHIMERA_CID = re.compile(r"^c[A-Za-z0-9]{1,8}-[0-9a-f]{8,}$")
@@ -106,7 +107,7 @@ class Run:
         self.deferred += [{"type": "order", "ref": c} for c in sorted(flight & (set(live) | set(venue_open)))]
         for cid in sorted(store_ids & venue_ids):
             doc, vo = live[cid], venue_open[cid]
-            if vo.filled_qty and legs.dec(doc.get("filled_qty")) != vo.filled_qty:
+            if vo.filled_qty and dec(doc.get("filled_qty")) != vo.filled_qty:
                 self._adopt_venue_state(doc, vo, "filled_qty", doc.get("filled_qty"), str(vo.filled_qty))
         for cid in sorted(store_ids - venue_ids):
             self._gone_from_venue(fut, live[cid])
@@ -212,26 +213,24 @@ class Run:
 
 
 def _degrade_or_lift(ctx: Context, run: Run, report: dict) -> list[Emit]:
-    if ctx.redis is None:
-        return []
     now = ctx.now_ms()
     if report["consistent"]:
         # Lifted only by a run that checked everything: deferred work is neither proof nor blame.
-        return [] if run.deferred else degrade.lift(ctx.redis, run_id=run.run_id, account_id=run.account_id, now_ms=now)
+        return [] if run.deferred else degrade.lift(risk(ctx), run_id=run.run_id, account_id=run.account_id,
+                                                    now_ms=now)
     every = periodic.interval_ms(ctx)
     ttl = param(ctx, "degrade_ttl_ms", max(3 * every, 60_000))
     s = report["summary"]
     why = (f"consistency {report['consistency']['all']}, fixed {s['fixed']}, adopted {s['adopted']}, "
            f"closed {s['closed']}, unresolved {s['unresolved']}")
-    return degrade.degrade(ctx.redis, run_id=run.run_id, account_id=run.account_id, now_ms=now, ttl_ms=ttl, why=why)
+    return degrade.degrade(risk(ctx), run_id=run.run_id, account_id=run.account_id, now_ms=now, ttl_ms=ttl, why=why)
 
 
-def handle(env: Envelope, ctx: Context) -> list[Emit]:
-    cmd = env.payload
-    if not isinstance(cmd, Reconcile):
-        raise PermanentError(f"reconciler does not handle {type(cmd).__name__}")
+def run_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
+    """One ``Reconcile`` run for the envelope's account (a periodic run arms the next one first)."""
+    cmd: Reconcile = env.payload
     run = Run(ctx, env, env.account_id or "main")
-    periodic.schedule_next(ctx, run.account_id, replace=cmd.requested_by == periodic.PERIODIC)
+    nxt = periodic.next_run(ctx, run.account_id) if cmd.requested_by == periodic.PERIODIC else []
     fut = _venue(ctx, run.account_id)
     if cmd.scope in ("ALL", "ORDERS"):
         run.orders(fut)
@@ -239,16 +238,14 @@ def handle(env: Envelope, ctx: Context) -> list[Emit]:
         pos_pass.reconcile(run, fut)
     report = run.report(cmd.scope, cmd.requested_by)
     strategy_event(ctx, "RECONCILE_RUN", run.run_id, report)
-    if ctx.redis is not None:
-        ctx.redis.set(keys.RECON_LAST_RUN, str(ctx.now_ms()))
     done = OpsEvent(kind="RECONCILE_DONE", actor=cmd.requested_by or "reconciler",
                     detail={"run_id": run.run_id, "account_id": run.account_id,
                             "consistency": str(report["consistency"]["all"]),
                             "consistent": str(report["consistent"]).lower(), "fixed": str(len(run.fixed)),
                             "adopted": str(len(run.adopted)), "closed": str(len(run.closed)),
                             "unresolved": str(len(run.unresolved))})
-    return [*run.emits, *_degrade_or_lift(ctx, run, report),
+    return [*nxt, *run.emits, *_degrade_or_lift(ctx, run, report),
             Emit(keys.OPS_EVENTS, done, f"{run.run_id}:done", run.account_id)]
 
 
-__all__ = ["handle", "is_chimera_cid", "jaccard"]
+__all__ = ["is_chimera_cid", "jaccard", "run_reconcile"]

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 from chimera.handlers.common import strategy_event
 from chimera.handlers.reconciler.common import read
-
-LIQUIDATIONS = "liquidations"
+from chimera.schemas.documents.positions import Position
+from chimera.store.collections import LIQUIDATIONS
 
 
 def kind_of(order: dict) -> str:
@@ -26,7 +26,7 @@ def _closes(order: dict, side: str) -> bool:
     return order.get("side") == closing and Decimal(str(order.get("executedQty") or 0)) > 0
 
 
-def book_forced_close(run, fut, symbol: str, side: str, docs: list[dict], close) -> bool:
+def book_forced_close(run, fut, symbol: str, side: str, docs: list[Position], close) -> bool:
     """Close ``docs`` (all live ``symbol:side`` positions) as LIQUIDATED/ADL if a force order explains it."""
     ctx = run.ctx
     orders = sorted((o for o in read(fut.force_orders, symbol) if _closes(o, side)),
@@ -39,18 +39,18 @@ def book_forced_close(run, fut, symbol: str, side: str, docs: list[dict], close)
         booked = {"account_id": run.account_id, "order_id": str(order["orderId"]), "symbol": symbol,
                   "side": order["side"], "kind": kind, "client_order_id": order.get("clientOrderId"),
                   "qty": str(order.get("executedQty")), "avg_price": str(order.get("avgPrice")),
-                  "venue_time": order.get("updateTime") or order.get("time"), "pos_ids": [d["_key"] for d in docs],
+                  "venue_time": order.get("updateTime") or order.get("time"), "pos_ids": [d.pos_id for d in docs],
                   "run_id": run.run_id, "booked_at": ctx.now_ms()}
         if not ctx.store.insert_if_absent(LIQUIDATIONS, key, booked):
             continue  # another run booked it between our read and our write
         for doc in docs:
             if close(run, doc, kind, exit_price=str(order.get("avgPrice"))):
-                item = {"type": "position", "ref": doc["_key"], "symbol": symbol, "side": side, "action": kind,
-                        "qty": doc["qty"], "exit_price": booked["avg_price"], "force_order_id": booked["order_id"]}
-                strategy_event(ctx, "RECONCILE_LIQUIDATION", f"{run.run_id}:{doc['_key']}", item)
+                item = {"type": "position", "ref": doc.pos_id, "symbol": symbol, "side": side, "action": kind,
+                        "qty": str(doc.qty), "exit_price": booked["avg_price"], "force_order_id": booked["order_id"]}
+                strategy_event(ctx, "RECONCILE_LIQUIDATION", f"{run.run_id}:{doc.pos_id}", item)
                 run.alert("RECONCILE_LIQUIDATION",
-                          f"{side} position {doc['_key']} ({doc['qty']} {symbol}) closed by the venue: {kind} "
+                          f"{side} position {doc.pos_id} ({doc.qty} {symbol}) closed by the venue: {kind} "
                           f"at {booked['avg_price']} (force order {booked['order_id']})",
-                          ref=doc["_key"], symbol=symbol)
+                          ref=doc.pos_id, symbol=symbol)
         return True
     return False

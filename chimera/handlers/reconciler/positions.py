@@ -9,14 +9,17 @@ PENDING_CLOSING in ``positions``), O = orphans — filled entry legs whose posit
 2. A symbol with a leg in flight (or a resting limit order, which can fill any moment) is deferred:
    its quantities are moving, so no difference is counted and nothing is touched.
 3. V == L: consistent.
-4. Orphans that fit (L + O <= V) are adopted: ACTIVE in ``positions`` and in S3's lifecycle
-   document, in ``pos:{active}``, and protected with S6's own stop intent ``<pos_id>:sl1`` (S4
-   de-duplicates by intent id, so S6 replaying the lost result later adds no second stop).
+4. Orphans that fit (L + O <= V) are adopted through S6 (``positions.lifecycle.adopt``): ACTIVE in
+   ``positions`` and protected with S6's own stop intent ``<pos_id>:sl1`` (S4 de-duplicates by
+   intent id, so S6 replaying the lost result later adds no second stop).
 5. What is left, the venue wins: a positive difference is added to the newest position, a negative
    one taken from the newest down (a position reduced to zero is closed).
 6. Store positions but the venue is flat: if an unbooked force order (liquidation or ADL) closed that
    side, closed as LIQUIDATED / ADL at its average price with an ERROR alert (liquidations.py);
    otherwise closed as CLOSED_NOT_AT_VENUE. Either way S3's budget is released.
+
+Every write to ``positions`` goes through S6's lifecycle functions (compare-and-set on the version):
+S5 never patches a position document itself, and nothing else holds a position's state.
 7. A venue position with nothing of ours: ``reconciler.unknown_position_policy`` ``close`` (default:
    reduce-only MARKET FLATTEN through S4) or ``alert_only``; both raise an ERROR alert.
 """
@@ -26,23 +29,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chimera.handlers.common import strategy_event
+from chimera.handlers.common import dec, strategy_event
 from chimera.handlers.positions import lifecycle as s6
 from chimera.handlers.reconciler import liquidations
 from chimera.handlers.reconciler.common import mine, read
 from chimera.handlers.reconciler.periodic import param
-from chimera.handlers.router import toolkit as legs
-from chimera.handlers.strategy import lifecycle
-from chimera.risk.state import state_for
-from chimera.schemas.messages import OrderIntent, PositionEvent, SubmitOrder
-from chimera.schemas.states import PositionEvent as PE
+from chimera.schemas.documents.positions import Position, from_doc
+from chimera.schemas.messages import OrderIntent, SubmitOrder
 from chimera.schemas.states import PositionStatus
+from chimera.store.collections import ORDER_INTENTS, ORDERS, POSITIONS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
-from chimera.venues.binance.adapter import client_order_id
 
-POSITIONS = "positions"
-INTENTS = "order_intents"
+INTENTS = ORDER_INTENTS
 P = PositionStatus
 LIVE = (P.ACTIVE.value, P.PENDING_CLOSING.value)
 ENTRY_PURPOSES = ["ENTRY", "ADD"]
@@ -78,7 +77,7 @@ def reconcile(run, fut) -> None:
         symbol = k.split(":")[0]
         v_qty, raw = venue.get(k, (ZERO, {}))
         docs = live.get(k, [])
-        l_qty = sum((Decimal(d["qty"]) for d in docs), ZERO)
+        l_qty = sum((d.qty for d in docs), ZERO)
         if symbol in busy:
             if v_qty != l_qty:
                 run.deferred.append({"type": "position", "ref": k, "venue": str(v_qty), "store": str(l_qty)})
@@ -100,7 +99,7 @@ def reconcile(run, fut) -> None:
             continue
         entry = Decimal(str(raw.get("entryPrice") or 0)) or None
         docs = docs + [d for d in (_adopt(run, fut, o, entry) for o in fits) if d]
-        total = sum((Decimal(d["qty"]) for d in docs), ZERO)
+        total = sum((d.qty for d in docs), ZERO)
         if total != v_qty:
             _absorb(run, docs, v_qty - total)
     run.sets["positions"] = (store_ids, venue_ids)
@@ -109,11 +108,12 @@ def reconcile(run, fut) -> None:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _live(run) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _live(run) -> dict[str, list[Position]]:
+    out: dict[str, list[Position]] = {}
     for doc in run.ctx.store.query(POSITIONS, {"state": ("in", list(LIVE))}, order_by="created_at"):
-        if mine(doc, run.account_id) and doc.get("market", "FUT") == "FUT":
-            out.setdefault(f"{doc['symbol']}:{doc['side']}", []).append(doc)
+        pos = from_doc(doc)
+        if mine(doc, run.account_id) and pos.market == "FUT":
+            out.setdefault(f"{pos.symbol}:{pos.side}", []).append(pos)
     return out
 
 
@@ -124,17 +124,17 @@ def _lookback(run) -> int:
 def _orphans(run) -> dict[str, list[Orphan]]:
     store = run.ctx.store
     by_pos: dict[str, list[dict]] = {}
-    for d in store.query(legs.ORDERS, {"market": "FUT", "purpose": ("in", ENTRY_PURPOSES),
+    for d in store.query(ORDERS, {"market": "FUT", "purpose": ("in", ENTRY_PURPOSES),
                                        "updated_at": (">=", _lookback(run))}):
-        if mine(d, run.account_id) and legs.dec(d.get("filled_qty")):
+        if mine(d, run.account_id) and dec(d.get("filled_qty")):
             by_pos.setdefault(d.get("pos_id") or d["intent_id"], []).append(d)
     out: dict[str, list[Orphan]] = {}
     for pos_id, ls in by_pos.items():
         pos = store.get(POSITIONS, pos_id)
         if pos is not None and pos["state"] != P.PENDING_ENTRY.value:
             continue
-        qty = sum((legs.dec(d["filled_qty"]) for d in ls), ZERO)
-        notional = sum((legs.dec(d["filled_qty"]) * (legs.dec(d.get("avg_price")) or ZERO) for d in ls), ZERO)
+        qty = sum((dec(d["filled_qty"]) for d in ls), ZERO)
+        notional = sum((dec(d["filled_qty"]) * (dec(d.get("avg_price")) or ZERO) for d in ls), ZERO)
         o = Orphan(pos_id, ls[0]["symbol"], ls[0]["side"], qty, (notional / qty) if notional else None,
                    ls[0]["intent_id"], max(int(d.get("updated_at") or 0) for d in ls))
         out.setdefault(f"{o.symbol}:{o.side}", []).append(o)
@@ -143,7 +143,7 @@ def _orphans(run) -> dict[str, list[Orphan]]:
 
 def _busy_symbols(run) -> set[str]:
     busy = {d["symbol"] for d in run.flight_legs() if not d.get("algo") or d["status"] not in QUIET_ALGO}
-    for d in run.ctx.store.query(legs.ORDERS, {"market": "FUT", "status": ("in", ["ACCEPTED", "PARTIALLY_FILLED"])}):
+    for d in run.ctx.store.query(ORDERS, {"market": "FUT", "status": ("in", ["ACCEPTED", "PARTIALLY_FILLED"])}):
         if not d.get("algo") and mine(d, run.account_id):
             busy.add(d["symbol"])  # a resting limit order can fill between our two reads
     return busy
@@ -160,70 +160,60 @@ def _fitting(orphans: list[Orphan], room: Decimal, take_one: bool) -> list[Orpha
     return picked
 
 
-# --- repairs -----------------------------------------------------------------------------------
+# --- repairs (through S6's lifecycle) --------------------------------------------------------------
 
 
-def _close_filled(run, live: dict[str, list[dict]]) -> None:
-    by_pos = {d["_key"]: d for docs in live.values() for d in docs}
+def _close_filled(run, live: dict[str, list[Position]]) -> None:
+    by_pos = {p.pos_id: p for docs in live.values() for p in docs}
     if not by_pos:
         return
-    done = run.ctx.store.query(legs.ORDERS, {"market": "FUT", "status": "FILLED",
+    done = run.ctx.store.query(ORDERS, {"market": "FUT", "status": "FILLED",
                                              "purpose": ("in", CLOSING_PURPOSES), "updated_at": (">=", _lookback(run))})
     flight = {d["client_order_id"] for d in run.flight_legs()}
     for leg in done:
-        doc = by_pos.get(leg.get("pos_id") or "")
+        pos = by_pos.get(leg.get("pos_id") or "")
         # A partial reduce (a TP ladder step) is not a close; the quantity check below handles it.
-        if doc is None or leg["client_order_id"] in flight or not mine(leg, run.account_id) \
-                or legs.dec(leg["filled_qty"]) < Decimal(doc["qty"]):
+        if pos is None or leg["client_order_id"] in flight or not mine(leg, run.account_id) \
+                or dec(leg["filled_qty"]) < pos.qty:
             continue
-        del by_pos[doc["_key"]]
-        close(run, doc, "CLOSED_BY_FILL", exit_leg=leg)
+        del by_pos[pos.pos_id]
+        close(run, pos, "CLOSED_BY_FILL", exit_leg=leg)
 
 
-def close(run, doc: dict, action: str, exit_leg: dict | None = None, exit_price: str | None = None) -> bool:
-    ctx = run.ctx
-    patch = {"state": P.CLOSED.value, "qty": "0", "reconcile": action, "closed_at": ctx.now_ms(),
-             "updated_at": ctx.now_ms()}
-    if exit_leg:
-        patch.update(exit_price=exit_leg.get("avg_price"), exit_intent_id=exit_leg["intent_id"])
-    if exit_price is not None:
-        patch["exit_price"] = exit_price
-    if not ctx.store.update_if(POSITIONS, doc["_key"], patch, {"state": doc["state"]}):
-        fresh = ctx.store.get(POSITIONS, doc["_key"]) or {}
-        if fresh.get("state") != P.CLOSED.value:  # closed by S6 meanwhile is no difference
-            run.unresolved.append({"type": "position", "ref": doc["_key"], "why": "changed during reconcile"})
-        return False
+def close(run, pos: Position, action: str, exit_leg: dict | None = None, exit_price: str | None = None) -> bool:
     reason = "STOP_LOSS" if exit_leg and exit_leg.get("purpose") == "STOP" else \
         action if action in ("LIQUIDATED", "ADL") else "RECONCILED"
-    s3 = ctx.store.get(lifecycle.COLL, doc["_key"])
-    if s3 and s3.get("kind") == "POSITION" and s3.get("state") in LIVE:
-        run.emits += lifecycle.close_position(ctx.store, state_for(ctx), doc["_key"], now_ms=ctx.now_ms(),
-                                              reason=reason).emits
-    s6.release_budget(ctx, doc)
-    s6.deactivate(ctx, doc)
-    item = {"type": "position", "ref": doc["_key"], "symbol": doc["symbol"], "side": doc["side"], "action": action}
+    price = dec(exit_leg.get("avg_price")) if exit_leg else None
+    if exit_price is not None:
+        price = Decimal(str(exit_price))
+    closed, emits = s6.close_reconciled(run.ctx, pos, action, exit_price=price, reason=reason,
+                                        exit_intent_id=exit_leg["intent_id"] if exit_leg else "")
+    if closed is None:
+        fresh = run.ctx.store.get(POSITIONS, pos.pos_id) or {}
+        if fresh.get("state") != P.CLOSED.value:  # closed by S6 meanwhile is no difference
+            run.unresolved.append({"type": "position", "ref": pos.pos_id, "why": "changed during reconcile"})
+        return False
+    run.emits += emits
+    item = {"type": "position", "ref": pos.pos_id, "symbol": pos.symbol, "side": pos.side, "action": action}
     run.closed.append(item)
-    strategy_event(ctx, "RECONCILE_POSITION_CLOSED", f"{run.run_id}:{doc['_key']}", item)
+    strategy_event(run.ctx, "RECONCILE_POSITION_CLOSED", f"{run.run_id}:{pos.pos_id}", item)
     return True
 
 
-def _absorb(run, docs: list[dict], diff: Decimal) -> None:
+def _absorb(run, docs: list[Position], diff: Decimal) -> None:
     """The venue's quantity wins: add to the newest position, or take from the newest down."""
-    ctx = run.ctx
-    for doc in reversed(docs):
+    for pos in reversed(docs):
         if not diff:
             return
-        qty = Decimal(doc["qty"])
-        new = qty + diff if diff > 0 else max(ZERO, qty + diff)
-        diff -= new - qty
+        new = pos.qty + diff if diff > 0 else max(ZERO, pos.qty + diff)
+        diff -= new - pos.qty
         if not new:
-            close(run, doc, "QTY_TO_ZERO")
+            close(run, pos, "QTY_TO_ZERO")
             continue
-        if ctx.store.update_if(POSITIONS, doc["_key"], {"qty": str(new), "updated_at": ctx.now_ms()},
-                               {"state": doc["state"], "qty": doc["qty"]}):
-            run.fixed_item("position", doc["_key"], "qty", doc["qty"], str(new))
+        if s6.set_qty(run.ctx, pos, new) is not None:
+            run.fixed_item("position", pos.pos_id, "qty", str(pos.qty), str(new))
         else:
-            run.unresolved.append({"type": "position", "ref": doc["_key"], "why": "changed during reconcile"})
+            run.unresolved.append({"type": "position", "ref": pos.pos_id, "why": "changed during reconcile"})
 
 
 def _stop_price(run, o: Orphan, entry: Decimal | None) -> Decimal | None:
@@ -236,42 +226,22 @@ def _stop_price(run, o: Orphan, entry: Decimal | None) -> Decimal | None:
     return entry * (1 - pct) if o.side == "BUY" else entry * (1 + pct)
 
 
-def _adopt(run, fut, o: Orphan, venue_entry: Decimal | None) -> dict | None:
-    ctx = run.ctx
-    now = ctx.now_ms()
+def _adopt(run, fut, o: Orphan, venue_entry: Decimal | None) -> Position | None:
     entry = o.avg or venue_entry
     sl = _stop_price(run, o, entry)
-    sl_intent = f"{o.pos_id}:sl1"  # S6's own stop intent: S4 places it once whoever asks first
-    intent = ctx.store.get(INTENTS, o.intent_id) or {}
-    doc = {"symbol": o.symbol, "side": o.side, "state": P.ACTIVE.value, "entry_intent_id": o.intent_id,
-           "sl_level": 1, "adopted_by": "reconciler", "account_id": run.account_id, "fills_out": {},
-           **s6.opening_fields(o.intent_id, intent, o.qty, entry or None, o.qty * entry if entry else Decimal("0"),
-                               sl or None),
-           "updated_at": now}
-    if not ctx.store.insert_if_absent(POSITIONS, o.pos_id, {**doc, "created_at": now}) and \
-            not ctx.store.update_if(POSITIONS, o.pos_id, doc, {"state": P.PENDING_ENTRY.value}):
+    if sl is not None:
+        sl = fut.filters(o.symbol).price(sl)
+    intent = run.ctx.store.get(INTENTS, o.intent_id) or {}
+    pos, emits = s6.adopt(run.ctx, o.pos_id, symbol=o.symbol, side=o.side, qty=o.qty, entry=entry or None,
+                          intent_id=o.intent_id, intent=intent, sl_price=sl, account_id=run.account_id)
+    if pos is None:
         run.unresolved.append({"type": "position", "ref": o.pos_id, "why": "opened by S6 during reconcile"})
         return None
-    s3 = ctx.store.get(lifecycle.COLL, o.pos_id)
-    if s3 and s3.get("kind") == "POSITION" and s3.get("state") == P.PENDING_ENTRY.value:
-        run.emits += lifecycle.transition(ctx.store, state_for(ctx), o.pos_id, PE.POSITION_ADOPTED, now_ms=now,
-                                          reason="adopted by reconciler", cause=run.run_id,
-                                          patch={"filled_qty": str(o.qty),
-                                                 "entry_price": str(entry) if entry else None}).emits
-    s6.activate(ctx, {**doc, "_key": o.pos_id})  # S6 manages it from here; its stop state is S6's own business
+    run.emits += emits
     item = {"type": "position", "ref": o.pos_id, "symbol": o.symbol, "side": o.side, "qty": str(o.qty)}
     run.adopted.append(item)
-    strategy_event(ctx, "RECONCILE_ADOPTED", f"{run.run_id}:{o.pos_id}", {**item, "state": "ACTIVE"})
-    run.emits.append(Emit(keys.POS_EVENTS, PositionEvent(
-        pos_id=o.pos_id, kind="ADOPTED", symbol=o.symbol, side=o.side, qty=o.qty, state=P.ACTIVE.value,
-        entry_price=entry, sl_price=sl, intent_id=o.intent_id), f"pos:{o.pos_id}:ADOPTED:{run.run_id}", run.account_id))
-    armed = {a.client_order_id for a in read(fut.open_algo_orders, o.symbol)}
-    if sl is not None and client_order_id(sl_intent, "sl") not in armed:
-        stop = OrderIntent(intent_id=sl_intent, market="FUT", symbol=o.symbol, side="SELL" if o.side == "BUY" else "BUY",
-                           qty=o.qty, exec_policy="STOP", purpose="STOP", stop_price=fut.filters(o.symbol).price(sl),
-                           reduce_only=True, pos_id=o.pos_id, parent_intent_id=o.intent_id)
-        run.emits.append(Emit(keys.ORD_COMMANDS, SubmitOrder(intent=stop), sl_intent, run.account_id))
-    return {**doc, "_key": o.pos_id}
+    strategy_event(run.ctx, "RECONCILE_ADOPTED", f"{run.run_id}:{o.pos_id}", {**item, "state": "ACTIVE"})
+    return pos
 
 
 def _unknown_position(run, k: str, qty: Decimal) -> None:

@@ -16,18 +16,17 @@ from msgspec.structs import replace
 from chimera.handlers.strategy import guards, model_gate
 from chimera.handlers.strategy.bundle import StrategyConfig, strategy_config
 from chimera.handlers.strategy.dsl import time_fields
-from chimera.handlers.strategy.lifecycle import COLL, last_stop_loss, open_position, transition
+from chimera.handlers.strategy.dsl_expr import PREV
+from chimera.handlers.strategy.lifecycle import last_stop_loss, record_open, rollback, same_direction
 from chimera.handlers.strategy.sizing import build_intent, entry_price, ids_for, size_entry, symbol_rules
 from chimera.risk.state import OK, state_for
 from chimera.schemas.envelope import to_builtins
 from chimera.schemas.messages import Decision, OrderIntent, SubmitOrder
-from chimera.schemas.states import PositionEvent
 from chimera.schemas.strategy import DecisionRecord
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 
 SIGNALS = "signals"
-_LIVE_STATES = ["PENDING_ENTRY", "ACTIVE", "PENDING_CLOSING"]
 _SIDE = {"LONG": "BUY", "SHORT": "SELL", "BUY": "BUY", "SELL": "SELL"}
 
 
@@ -38,6 +37,7 @@ class Signal:
     as_of: int
     features: dict
     side: str | None = None  # forced by a Decide command
+    prev: dict | None = None  # S2's bar features at the previous bar (crosses_above / crosses_below)
 
 
 def decide(sig: Signal, ctx) -> list[Emit]:
@@ -59,11 +59,7 @@ def _undo_partial_open(sig: Signal, ctx) -> None:
     """A crash after reserving but before the decision was recorded, then a skip on redelivery
     (e.g. the kill switch went up in between), would leak the reservation: give it back."""
     pos_id, _ = ids_for(sig.signal_id)
-    risk = state_for(ctx)
-    if ctx.store.get(COLL, pos_id):
-        transition(ctx.store, risk, pos_id, PositionEvent.ROLLED_BACK, now_ms=sig.as_of, reason="decision skipped on replay")
-    else:
-        risk.release(pos_id, sig.symbol)
+    rollback(ctx.store, state_for(ctx), pos_id, sig.symbol, now_ms=sig.as_of, reason="decision skipped on replay")
 
 
 def _emits(sig: Signal, decision: dict, intent: dict | None) -> list[Emit]:
@@ -99,7 +95,7 @@ def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
     if blocked:
         return replace(base, reason=blocked), None
 
-    context = {**sig.features, **time_fields(sig.as_of), "regime": regime or None}
+    context = {**sig.features, **time_fields(sig.as_of), "regime": regime or None, PREV: sig.prev or {}}
     side = _side(cfg, sig, context)
     if side is None:
         return replace(base, reason="NO_SIGNAL"), None
@@ -110,7 +106,7 @@ def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
 
     pos_id, intent_id = ids_for(sig.signal_id)
     blocked = guards.cooldown(cfg, last_stop_loss(ctx.store, sig.symbol), sig.as_of)
-    replaces = _same_direction(ctx.store, sig.symbol, side, pos_id)
+    replaces = same_direction(ctx.store, sig.symbol, side, pos_id)
     if not blocked and replaces and not cfg.priority_replace:
         blocked = "SAME_DIRECTION_OPEN"
     if blocked:
@@ -154,7 +150,7 @@ def _size_and_reserve(sig, ctx, cfg: StrategyConfig, risk, base: DecisionRecord,
         return replace(base, reason=got), None
     intent = build_intent(intent_id=intent_id, pos_id=pos_id, signal_id=sig.signal_id, symbol=sig.symbol,
                           side=base.side, sizing=cfg.sizing, sized=sized)
-    open_position(ctx.store, pos_id=pos_id, signal_id=sig.signal_id, intent_id=intent_id, symbol=sig.symbol,
+    record_open(ctx.store, pos_id=pos_id, signal_id=sig.signal_id, intent_id=intent_id, symbol=sig.symbol,
                   side=base.side, market=cfg.sizing.market, qty=str(sized.qty), margin_usdt=str(sized.margin),
                   now_ms=sig.as_of, config_rev=cfg.rev)
     reason = ";".join(["ok", *notes])
@@ -170,8 +166,3 @@ def _side(cfg: StrategyConfig, sig: Signal, context: dict) -> str | None:
             return side
     return None
 
-
-def _same_direction(store, symbol: str, side: str, own: str) -> str:
-    live = store.query(COLL, {"kind": "POSITION", "symbol": symbol, "side": side, "state": ("in", _LIVE_STATES)},
-                       order_by="created_at")
-    return next((d["pos_id"] for d in live if d["pos_id"] != own), "")
