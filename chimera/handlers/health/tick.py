@@ -35,13 +35,30 @@ HEALTH_ALERT_KEY = "health:system"
 ALERT_LEVEL = {"YELLOW": "INFO", "ORANGE": "WARN", "RED": "ERROR"}
 LEVEL_VALUE = {"GREEN": 0, "YELLOW": 1, "ORANGE": 2, "RED": 3}
 
-HEALTH_LEVEL = Gauge("chimera_health_level", "S11 system health grade: 0 GREEN, 1 YELLOW, 2 ORANGE, 3 RED")
+HEALTH_LEVEL = Gauge("chimera_health_level", "The grade in Redis at scrape time: 0 GREEN, 1 YELLOW, 2 ORANGE, 3 RED, "
+                     "-1 STALE (no grade)")
 HEALTH_GRADED_AT = Gauge("chimera_health_graded_timestamp_seconds", "When S11 last wrote the grade (epoch s)")
 HEALTH_SIGNAL = Gauge("chimera_health_signal", "Last measured value of each graded signal", ["signal"])
 PNL_TODAY = Gauge("chimera_strategy_net_pnl_today_usdt", "Net PnL of the UTC day (realized - fees + funding)",
                   ["bundle_id", "symbol"])
 TRADES_TODAY = Gauge("chimera_strategy_trades_today", "Positions closed in the UTC day", ["bundle_id", "symbol"])
 ALERTS_OPEN = Gauge("chimera_alerts_open", "Alerts OPEN or ACKED, by level and account", ["level", "account_id"])
+
+
+def _bind_level(port) -> None:
+    """The level gauge reads the grade at scrape time, so every S11 replica reports the current grade
+    (ticks go to whichever replica reads them; a value set at tick time would linger on the others)."""
+    if getattr(HEALTH_LEVEL, "_chimera_port", None) is port:
+        return
+
+    def read() -> float:
+        try:
+            return float(LEVEL_VALUE.get(port.health() or "", -1))
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis blinked
+            return float("nan")
+
+    HEALTH_LEVEL.set_function(read)
+    HEALTH_LEVEL._chimera_port = port
 
 
 def export(ctx: Context, today: dict[str, dict]) -> None:
@@ -124,7 +141,7 @@ def on_tick(env: Envelope, ctx: Context) -> list[Emit]:
     previous = port.health() or "STALE"
     ttl = ctx.config.param("health", "ttl_ms", 3 * interval_ms(ctx)) if ctx.config is not None else 3 * INTERVAL_MS
     port.set_health(verdict.level, ttl)
-    HEALTH_LEVEL.set(LEVEL_VALUE[verdict.level])
+    _bind_level(port)
     HEALTH_GRADED_AT.set(now / 1000)
     for name, value in signals.items():
         if value is not None:
