@@ -44,6 +44,8 @@ class Commit:
 
         All or nothing: an output that cannot be encoded stages none of the entry's outputs.
         """
+        if not outputs:
+            return
         emits, timers = [], []
         for out in outputs:
             if isinstance(out, CancelTimer):
@@ -63,9 +65,11 @@ class Commit:
             self.forget.append(f"{stream}/{entry_id}")
 
     @retry_redis
-    def flush(self) -> None:
-        if not self:
-            return
+    def flush(self, read: list | None = None):
+        """Write what is staged; with ``read`` (an XREADGROUP command) also read the next batch in the
+        same round trip, after the acks. Returns the read's reply (an exception object if it failed)."""
+        if not self and read is None:
+            return None
         pipe = self.r.pipeline(transaction=False)
         for stream, fields in self.emits:
             pipe.xadd(stream, fields, maxlen=DEFAULT_MAXLEN, approximate=True)
@@ -80,5 +84,12 @@ class Commit:
             pipe.xack(stream, self.group, *ids)
         if self.forget:
             self.crash_guard.forget(pipe, self.forget)
-        pipe.execute()
+        if read is not None:
+            pipe.execute_command(*read)
+        replies = pipe.execute(raise_on_error=False)
+        reply = replies.pop() if read is not None else None
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
         self.clear()
+        return reply

@@ -18,26 +18,28 @@ import heapq
 from collections import deque
 from collections.abc import Iterable
 
-from loguru import logger
-
 from chimera.errors import FatalError, PermanentError
+from chimera.ports.wiring import Ports, memory_ports
 from chimera.schemas.envelope import Envelope, Message, decode, encode
 from chimera.streams.producer import CancelTimer, Emit, envelope_for
 from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig, load_active
 from chimera.workers.handler import Context, HandlerSpec
+from chimera.workers.logctx import bind_entry, unbind
 
 
 class InProcessRuntime:
     def __init__(self, specs: Iterable[HandlerSpec], *, store, settings=None, clock=None, objects=None,
                  services: dict | None = None, follow_event_time: bool = True, max_attempts: int = 3,
-                 ) -> None:
+                 ports: Ports | None = None) -> None:
         self.specs = list(specs)
         self.store = store
         self.settings = settings
         self.objects = objects
         self.clock = clock or ManualClock()
         self.services = services or {}
+        # In-memory ports on this runtime's clock, built once: their state lives as long as the run.
+        self.ports = ports or memory_ports(self.clock, settings)
         self.follow_event_time = follow_event_time
         self.max_attempts = max_attempts
         self.queue: deque[tuple[str, Envelope]] = deque()
@@ -153,7 +155,8 @@ class InProcessRuntime:
     def _context(self, spec: HandlerSpec, fence: int) -> Context:
         return Context(clock=self.clock, store=self.store, config=self.config, objects=self.objects,
                        redis=None, settings=self.settings, role=spec.role, consumer="inprocess", fence=fence,
-                       services=self.services)
+                       services=self.services, risk=self.ports.risk, features=self.ports.features,
+                       venues=self.ports.venues)
 
     def _deliver(self, spec: HandlerSpec, env: Envelope) -> None:
         idem = spec.idempotency(env) if spec.idempotency else None
@@ -166,10 +169,11 @@ class InProcessRuntime:
         ctx = self._context(spec, fence)
         for attempt in range(1, self.max_attempts + 1):
             try:
-                with logger.contextualize(role=spec.role, entry_id=env.entry_id,
-                                          correlation_id=env.correlation_id or env.idempotency_key,
-                                          causation_id=env.causation_id):
+                token = bind_entry(spec.role, env)
+                try:
                     outputs = list(spec.handle(env, ctx) or ())
+                finally:
+                    unbind(token)
                 break
             except FatalError:
                 raise

@@ -32,6 +32,7 @@ from chimera.workers.crashguard import CrashGuard
 from chimera.workers.flush import Commit
 from chimera.workers.handler import HandlerSpec
 from chimera.workers.locks import Lock
+from chimera.workers.logctx import bind_entry, unbind
 from chimera.workers.metrics import METRICS
 
 
@@ -43,10 +44,19 @@ def _s(x) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
-def decode_entry(stream: str, entry_id: str, fields: dict) -> Envelope | Exception:
+def field_dict(fields: dict | list | None) -> dict:
+    """An entry's fields as a dict, whether redis-py parsed them or the raw reader kept them flat."""
+    if isinstance(fields, list):
+        return dict(zip(fields[::2], fields[1::2], strict=True))
+    return fields or {}
+
+
+def decode_entry(stream: str, entry_id: str, fields: dict | list) -> Envelope | Exception:
     try:
+        if isinstance(fields, list):  # flat [k, v, ...] from the raw reader: only "e" is decoded
+            fields = {b"e": fields[3]} if len(fields) == 4 and fields[2] == b"e" else field_dict(fields)
         return decode(fields, entry_id, stream)
-    except (UnknownMessageType, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (UnknownMessageType, msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         return exc
 
 
@@ -55,7 +65,7 @@ def dead_letter(r, *, stream: str, group: str, entry_id: str, fields: dict, reas
                 attempts: int, consumer: str, now_ms: int) -> None:
     letter = DeadLetter(
         stream=stream, group=group, entry_id=entry_id,
-        fields={_s(k): (v if isinstance(v, bytes) else str(v).encode()) for k, v in fields.items()},
+        fields={_s(k): (v if isinstance(v, bytes) else str(v).encode()) for k, v in field_dict(fields).items()},
         reason=reason[:4000], attempts=attempts, consumer=consumer, failed_at=now_ms,
     )
     env = envelope_for(Emit(keys.DEAD_LETTER, letter, f"{stream}/{group}/{entry_id}"), parent=None, now_ms=now_ms)
@@ -125,10 +135,13 @@ class EntryPipeline:
                 # Handler failures are counted separately (retry).
                 return self.dead(stream, entry_id, fields, f"the worker died {crashes} times while "
                                  f"handling it ({attempts} deliveries)", attempts, redelivered=redelivered)
-            with logger.contextualize(role=spec.role, entry_id=entry_id, correlation_id=env.correlation_id
-                                      or env.idempotency_key, causation_id=env.causation_id):
+            token = bind_entry(spec.role, env)
+            try:
                 outputs = spec.handle(env, ctx) or ()
-            self.commit.stage(outputs, parent=env, now_ms=ctx.clock.now_ms(), config_rev=ctx.config.rev)
+            finally:
+                unbind(token)
+            if outputs:
+                self.commit.stage(outputs, parent=env, now_ms=ctx.clock.now_ms(), config_rev=ctx.config.rev)
         except FatalError:
             raise
         except PermanentError as exc:

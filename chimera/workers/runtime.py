@@ -13,6 +13,7 @@ restart, XAUTOCLAIM) are redeliveries: the loop says which, the pipeline does no
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from loguru import logger
 from redis.exceptions import ResponseError
 
+from chimera.ports.wiring import redis_ports
 from chimera.streams import keys
 from chimera.streams.redis import TRANSIENT, is_cluster, keyslot, retry_redis
 from chimera.workers.config import ConfigHolder
@@ -44,6 +46,19 @@ def ensure_group(r, stream: str, group: str, start: str = "0") -> None:
             raise
 
 
+def _raw_reader(r):
+    """A client on ``r``'s connections whose XREADGROUP replies stay flat ``[k, v, k, v]`` lists.
+
+    redis-py turns every entry into a dict; the runtime only needs the envelope field, so it skips
+    that per-entry work (``pipeline.field_dict`` builds the dict when a dead letter needs it).
+    """
+    import redis
+
+    reader = redis.Redis(connection_pool=r.connection_pool)
+    reader.set_response_callback("XREADGROUP", lambda resp, **_: resp)
+    return reader
+
+
 class Worker:
     def __init__(self, spec: HandlerSpec, r, *, settings, store, clock, consumer: str,
                  objects=None, services: dict | None = None, streams: list[str] | None = None,
@@ -56,6 +71,7 @@ class Worker:
         self.clock = clock
         self.consumer = consumer
         self.services = services or {}
+        self.ports = redis_ports(r, settings)  # ctx.risk / ctx.features / ctx.venues, once per worker
         self.group = keys.group(spec.role)
         self.streams = streams if streams is not None else spec.streams(settings)
         self.config = config or ConfigHolder(store)
@@ -63,17 +79,19 @@ class Worker:
         self.idem = Idempotency(r, self.group, settings.idem_ttl_s)
         self.stop_event = threading.Event()
         self.crash_guard = CrashGuard(r, self.group, consumer)
-        self.commit = Commit(r, self.group, self.idem, self.crash_guard)
+        self._cluster = is_cluster(r)
+        self._reader = None if self._cluster else _raw_reader(r)
+        self.commit = Commit(self._reader or r, self.group, self.idem, self.crash_guard)
         self.pipeline = EntryPipeline(spec, r, settings=settings, group=self.group, consumer=consumer,
                                       commit=self.commit, crash_guard=self.crash_guard, context=self._context)
         self.leases = (
             LeaseManager(r, spec.role, consumer, self.streams, settings.lease_ttl_ms) if spec.ordered else None
         )
-        self._cluster = is_cluster(r)
         self._m_done = METRICS.processed.labels(role=spec.role, outcome=Outcome.DONE)
         self._m_time = METRICS.handle_seconds.labels(role=spec.role)
         self._last_claim = 0.0
         self._last_beat = 0.0
+        self._ctx: Context | None = None
 
     @property
     def processed(self) -> int:
@@ -99,6 +117,8 @@ class Worker:
         if self.spec.on_start is not None:
             self._start_hook()
         logger.info("worker {} ({}) consuming {} stream(s)", self.consumer, self.spec.role, len(self.streams))
+        # What start-up loaded lives as long as the process: keep the collector from rescanning it.
+        gc.freeze()
         try:
             if self.spec.ordered:
                 self._run_ordered()
@@ -121,13 +141,18 @@ class Worker:
     def _run_shared(self) -> None:
         # Own pending entries first: what this consumer had read but not acked before a restart.
         self._drain_own_pending(self.streams)
+        got: list = []
         while not self.stop_event.is_set():
             self._maybe_claim(self.streams)
-            self._run_batch(self._read_new(self.streams), redelivered=False)
+            if not got:
+                got = self._read_new(self.streams)
+            # On one node the next read rides in the batch's commit pipeline: one round trip per batch.
+            got = self._run_batch(got, redelivered=False, read_next=self._reader is not None)
 
-    def _run_batch(self, got: list[tuple[str, str, dict]], *, redelivered: bool) -> None:
+    def _run_batch(self, got: list[tuple[str, str, dict]], *, redelivered: bool, read_next: bool = False) -> list:
+        """Handle one read batch and commit it; with ``read_next``, returns the next batch read in the commit."""
         if not got:
-            return
+            return []
         started = time.perf_counter()
         done_before = self.processed
         process = self.pipeline.process
@@ -138,12 +163,19 @@ class Worker:
                 if self.stop_event.is_set():
                     break
         finally:
-            self.commit.flush()
+            read = self._read_command(dict.fromkeys(self.streams, ">"), None) \
+                if read_next and not self.stop_event.is_set() else None
+            reply = self.commit.flush(read)
             # Metrics per batch, not per entry: prometheus calls cost more than a no-op handler.
             done = self.processed - done_before
             if done:
                 self._m_done.inc(done)
                 self._m_time.observe((time.perf_counter() - started) / len(got))
+        if read is None:
+            return []
+        if isinstance(reply, Exception):
+            return self._read_failed(reply, self.streams)
+        return self._parse_read(reply)
 
     def _slot_groups(self, streams: list[str]) -> list[list[str]]:
         if not self._cluster:
@@ -153,27 +185,42 @@ class Worker:
             groups.setdefault(keyslot(s), []).append(s)
         return list(groups.values())
 
-    def _xreadgroup(self, streams: dict[str, str], block: int | None) -> list[tuple[str, str, dict]]:
-        try:
-            resp = self.r.xreadgroup(self.group, self.consumer, streams, count=self.count, block=block)
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):  # stream deleted or flushed under us: recreate and go on
-                for s in streams:
-                    ensure_group(self.r, s, self.group)
-                return []
-            raise
-        except TRANSIENT as exc:
+    def _read_command(self, streams: dict[str, str], block: int | None) -> list:
+        args = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count]
+        if block is not None:
+            args += ["BLOCK", block]
+        return [*args, "STREAMS", *streams, *streams.values()]
+
+    def _read_failed(self, exc: Exception, streams) -> list:
+        if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+            for s in streams:  # stream deleted or flushed under us: recreate and go on
+                ensure_group(self.r, s, self.group)
+            return []
+        if isinstance(exc, TRANSIENT):
             logger.warning("redis unavailable ({}); retrying", exc)
             self.stop_event.wait(0.2)
             return []
+        raise exc
+
+    def _xreadgroup(self, streams: dict[str, str], block: int | None) -> list[tuple[str, str, dict | list]]:
+        try:
+            if self._reader is not None:
+                resp = self._reader.execute_command(*self._read_command(streams, block))
+            else:
+                resp = self.r.xreadgroup(self.group, self.consumer, streams, count=self.count, block=block)
+        except (ResponseError, *TRANSIENT) as exc:
+            return self._read_failed(exc, streams)
+        return self._parse_read(resp)
+
+    def _parse_read(self, resp) -> list[tuple[str, str, dict | list]]:
         out = []
         # redis-py returns a list of [stream, entries] for RESP2 and a dict for RESP3.
         items = resp.items() if isinstance(resp, dict) else (resp or [])
         for stream, entries in items:
             if entries and isinstance(entries[0], list) and len(entries) == 1 and not isinstance(entries[0][0], bytes):
                 entries = entries[0]
-            for entry_id, fields in entries:
-                out.append((_s(stream), _s(entry_id), fields))
+            stream = _s(stream)
+            out.extend((stream, _s(entry_id), fields) for entry_id, fields in entries)
         return out
 
     def _read_new(self, streams: list[str]) -> list[tuple[str, str, dict]]:
@@ -343,7 +390,15 @@ class Worker:
     # --- one entry ----------------------------------------------------------------------------
 
     def _context(self, fence: int = 0) -> Context:
-        return Context(
-            clock=self.clock, store=self.store, config=self.config.current, objects=self.objects, redis=self.r,
+        config = self.config.current
+        # Unfenced entries share one context per config snapshot: building it cost more than a no-op entry.
+        if fence == 0 and self._ctx is not None and self._ctx.config is config:
+            return self._ctx
+        ctx = Context(
+            clock=self.clock, store=self.store, config=config, objects=self.objects, redis=self.r,
             settings=self.settings, role=self.spec.role, consumer=self.consumer, fence=fence, services=self.services,
+            risk=self.ports.risk, features=self.ports.features, venues=self.ports.venues,
         )
+        if fence == 0:
+            self._ctx = ctx
+        return ctx
