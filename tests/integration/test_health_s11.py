@@ -188,3 +188,25 @@ def test_grading_table_worst_signal_wins_and_bad_thresholds_are_named():
         thresholds({"latency": {"red": 1}})
     with pytest.raises(PermanentError, match="router_p95_ms.red"):
         thresholds({"router_p95_ms": {"red": "slow"}})
+
+
+def test_b9_the_grade_s11_writes_changes_s3s_entries(r, stack):
+    """B9 on the S3 side: the grade S11 writes is what S3's guard reads. RED blocks entries, ORANGE
+    halves the size (the sample bundle's strategy.health.size_mult), GREEN trades at full size."""
+    import json
+    from pathlib import Path
+
+    from chimera.handlers.strategy import bundle, guards
+
+    raw = json.loads((Path(bundle.__file__).parents[2] / "bundles" / "sample_vol_breakout.json").read_text())
+    cfg = bundle.parse(raw["strategy"], raw["bundle_id"], 1)
+    port = RedisState(r)
+    r.hset(keys.ROUTER_COUNTERS, mapping={"maker_sent_count": 40, "maker_filled_count": 6})  # ratio 0.15: RED
+    wait_until(lambda: port.health() == "RED", 15, message="RED")
+    assert guards.health(cfg, port.health()) == ("HEALTH_RED", 0.0, "RED")
+    r.hset(keys.ROUTER_COUNTERS, mapping={"maker_sent_count": 40, "maker_filled_count": 14})  # 0.35: ORANGE
+    wait_until(lambda: port.health() == "ORANGE", 15, message="ORANGE")
+    assert guards.health(cfg, port.health()) == (None, 0.5, "ORANGE")
+    r.hset(keys.ROUTER_COUNTERS, mapping={"maker_sent_count": 40, "maker_filled_count": 36})
+    wait_until(lambda: port.health() == "GREEN", 15, message="GREEN")
+    assert guards.health(cfg, port.health()) == (None, 1.0, "GREEN")
