@@ -11,6 +11,12 @@ replica stalled mid-batch past it stops handling that stream before Redis lets a
 it, so two owners never handle the same stream at once. If nobody took it meanwhile, the next beat
 wins it back (the key still holds our token) as a new acquisition, which claims the entries left
 pending in our own PEL first.
+
+A rebalance is a hand-back: the replica over its share deletes the lease key and the one under it
+acquires it on its next beat (up to a third of the TTL later). In between **nobody holds the
+stream**: its entries wait, none is lost or handled twice, but "who owns X" is only meaningful once
+the members have settled (``tests/support/polling.leases_settled``). The first replica to start
+holds every stream until the others register, so a fleet always goes through one hand-back.
 """
 
 from __future__ import annotations

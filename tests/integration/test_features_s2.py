@@ -13,11 +13,12 @@ from decimal import Decimal
 import pytest
 
 from chimera.feeds.publish import BatchWriter, kline_key
-from chimera.handlers.features.bars import RedisBars, StoredBar, record_bar
 from chimera.handlers.features.engine import FeatureEngine
 from chimera.handlers.features.recompute import recompute
 from chimera.handlers.features.regime import DAY_MS, handle_regime
-from chimera.handlers.features.role import SPEC, signal_id
+from chimera.handlers.features.role import SPEC
+from chimera.handlers.features.toolkit import signal_id
+from chimera.ports.features import RedisFeatureState, StoredBar, record_bar
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import BookTicker, Kline, TimerFired, Trade
 from chimera.store import open_store
@@ -29,7 +30,7 @@ from chimera.workers.clock import ManualClock
 from chimera.workers.config import ActiveConfig
 from chimera.workers.handler import Context
 from chimera.workers.inprocess import InProcessRuntime
-from tests.support.polling import group_caught_up, wait_until
+from tests.support.polling import group_caught_up, leases_settled, wait_until
 from tests.support.workers import ThreadWorker, spawn
 
 SYMS = ("BTCUSDT", "ETHUSDT")
@@ -119,7 +120,7 @@ def test_recompute_command_backfills_and_records_strategy_event(r, settings, tmp
     env = envelope_for(Emit(keys.FEAT_COMMANDS, cmd, "rc-1"), parent=None, now_ms=0)
     ctx = Context(clock=ManualClock(1), store=store, config=ActiveConfig(), settings=settings,
                   services={"kline_source": kline_source(data)})
-    emits = handle_recompute(env, ctx, cmd)
+    emits = handle_recompute(env, ctx)
     assert emits[0].payload.kind == "FEATURE_RECOMPUTE"
     docs = store.query("signals", {"symbol": "ETHUSDT"})
     assert len(docs) == 10
@@ -143,10 +144,21 @@ def two_replicas(settings):
             p.wait(20)
 
 
+def replicas_settled(r, settings, procs: dict) -> None:
+    """Both replicas registered and holding their share of S2's leases. Until then a replica that
+    started first holds every stream and hands some back when the other joins: a stream has no
+    holder between the hand-back and the receiver's next beat, so acting before this is a race."""
+    streams = SPEC.streams(replace(settings, symbols=SYMS))
+    wait_until(lambda: leases_settled(r, "s2", streams, procs), timeout=30,
+               message="both replicas holding their share of the leases")
+
+
 def kill_owner(r, procs: dict, stream: str) -> str:
     """SIGKILL the replica holding ``stream``'s lease; returns the lease key."""
     lease = keys.lease_key("s2", stream)
-    victim = procs.pop(r.get(lease).decode())
+    # Polled: under load a late heartbeat can still move a lease (a short window with no holder).
+    owner = wait_until(lambda: r.get(lease), timeout=10, message=f"a holder of {lease}")
+    victim = procs.pop(owner.decode())
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     return lease
@@ -165,7 +177,7 @@ def test_killed_replica_symbols_taken_over_no_bar_skipped_or_twice(r, settings, 
     store = open_store(settings.store_url)
     eth = keys.mkt_stream("perp", "ETHUSDT")
     with two_replicas(settings) as procs:
-        wait_until(lambda: r.get(keys.lease_key("s2", eth)) is not None, timeout=30, message="ETH stream leased")
+        replicas_settled(r, settings, procs)
         publish_minutes(r, data, 0, 120)
         wait_until(lambda: store.count("signals", {"symbol": "ETHUSDT"}) >= 60, timeout=60, message="ETH progress")
         lease = kill_owner(r, procs, eth)
@@ -194,7 +206,7 @@ def test_bar_store_reads_are_memoized_and_never_stale(r):
 
     for t in range(10):
         store(t)
-    bars = RedisBars(r)
+    bars = RedisFeatureState(r)
     assert bars.closes("BTCUSDT", None, 3 * 60_000) == direct(None, 3 * 60_000)
     assert bars.closes("BTCUSDT", 3 * 60_000, 9 * 60_000) == direct(3 * 60_000, 9 * 60_000)
     store(10)  # past what was read: read again
@@ -256,7 +268,7 @@ def test_sigkill_mid_bar_survivor_resumes_from_the_state_cache(r, settings, tmp_
     store = open_store(settings.store_url)
     eth = keys.mkt_stream("perp", "ETHUSDT")
     with two_replicas(settings) as procs:
-        wait_until(lambda: r.get(keys.lease_key("s2", eth)) is not None, timeout=30, message="ETH stream leased")
+        replicas_settled(r, settings, procs)
         publish_events(r, before)
         # The owner has read and acked ETH's stream up to the middle of bar `cut`: its book tickers are
         # folded in, the bar is not, and no later book ticker will come for that bar.
@@ -302,13 +314,13 @@ def test_daily_regime_percentile_state_metric_and_next_tick(r, settings, tmp_pat
 
     timer = TimerFired(name="s2.regime", due_ms=as_of)
     env = envelope_for(Emit(keys.FEAT_COMMANDS, timer, "t1"), parent=None, now_ms=as_of)
-    emits = handle_regime(env, ctx, timer)
+    emits = handle_regime(env, ctx)
     state = json.loads(r.get(keys.REGIME_STATE))
     assert state["regime"] == "EXTREME" and state["pct"] == 1.0 and state["rev"] == 1
     assert state["expires_at"] == as_of + 26 * 3_600_000 and 0 < r.pttl(keys.REGIME_STATE) <= 26 * 3_600_000
     assert emits[0].stream == keys.metrics_stream("s2.regime_latency") and emits[0].payload.value == 1500.0
-    assert r.zscore(keys.SCHED_DUE, keys.REGIME_TIMER) == as_of + DAY_MS
-    handle_regime(env, ctx, timer)  # a redelivery: same day document, a new rev
+    assert (emits[1].due_ms, emits[1].timer_key) == (as_of + DAY_MS, keys.REGIME_TIMER)  # the next tick
+    handle_regime(env, ctx)  # a redelivery: same day document, a new rev
     assert json.loads(r.get(keys.REGIME_STATE))["rev"] == 2
     assert store.count("regime_history", {"symbol": "BTCUSDT"}) == 11
 

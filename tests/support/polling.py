@@ -23,3 +23,22 @@ def group_caught_up(r, stream: str, group: str) -> bool:
         if g["name"] in (group, group.encode()):
             return g["last-delivered-id"] == last and g["pending"] == 0
     return False
+
+
+def leases_settled(r, role: str, streams: list[str], owners) -> dict | None:
+    """``{stream: holder}`` once the replicas ``owners`` of an ordered role have settled: both are live
+    members, every stream's lease is held, and nobody holds more than the fair share (so no hand-back,
+    which leaves a stream without a holder until the receiver's next beat, is still to come). Else None."""
+    from collections import Counter
+
+    from chimera.streams import keys
+
+    names = {n.encode() if isinstance(n, str) else n for n in owners}
+    members = set(r.zrange(keys.members_key(role), 0, -1))
+    if members != names:
+        return None
+    holders = {s: r.get(keys.lease_key(role, s)) for s in streams}
+    share = -(-len(streams) // len(names))
+    if None in holders.values() or set(holders.values()) != names or max(Counter(holders.values()).values()) > share:
+        return None
+    return {s: h.decode() for s, h in holders.items()}
