@@ -295,12 +295,16 @@ def request_transfer(d, who, asset: str, amount: str, direction: str, reason: st
 @post("/v1/xchg/treasury/transfer", status_code=HTTP_202_ACCEPTED, **spec("treasury.request", unsafe=True))
 def xchg_treasury_transfer(request: Request, data: JSONBody[TransferBody]) -> dict:
     """S1's transfer API (seed 003): the same four-eyes request as /v1/treasury/transfer."""
-    return treasury_transfer.fn(request, data)
+    return _transfer(request, data)
 
 
 @post("/v1/treasury/transfer", status_code=HTTP_202_ACCEPTED, **spec("treasury.request", unsafe=True))
 def treasury_transfer(request: Request, data: JSONBody[TransferBody]) -> dict:
     """Moving money needs a second person: stored as an approval; S1 gets it once approved."""
+    return _transfer(request, data)
+
+
+def _transfer(request: Request, data: TransferBody) -> dict:
     out = request_transfer(_deps(request), principal(request), data.asset, data.amount, data.direction, data.reason,
                            data.transfer_id)
     audit_detail(request, **out)

@@ -146,36 +146,41 @@ def auto_transfer_trigger(request: Request) -> dict:
     return {"job_id": job_id, "poll": "/v1/approvals?status=PENDING"}
 
 
+def nospec(perm: str, *codes: int) -> dict:
+    """Routes that only answer 501 touch nothing: no worker thread needed."""
+    return spec(perm, *codes) | {"sync_to_thread": False}
+
+
 def not_built(what: str, service: str) -> ApiError:
     return ApiError(501, "NOT_IMPLEMENTED", f"{what}: {service} is not built yet; nothing was done")
 
 
-@post("/v1/labels/backfill", **spec("research.run", 501))
+@post("/v1/labels/backfill", **nospec("research.run", 501))
 def labels_backfill(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24) -> Response:
     raise not_built("label backfill", "S7 (label backfill)")
 
 
-@post("/v1/autopsy/{trade_id:str}", **spec("research.run", 501))
+@post("/v1/autopsy/{trade_id:str}", **nospec("research.run", 501))
 def autopsy_run(request: Request, trade_id: FromPath[str]) -> Response:
     raise not_built(f"autopsy of {trade_id}", "S8 (autopsy)")
 
 
-@post("/v1/experiments/run", **spec("research.run", 501))
+@post("/v1/experiments/run", **nospec("research.run", 501))
 def experiments_run(request: Request) -> Response:
     raise not_built("experiment run", "S9 (hypothesis orchestrator)")
 
 
-@post("/v1/bundles", **spec("config.write", 501))
+@post("/v1/bundles", **nospec("config.write", 501))
 def bundles_create(request: Request) -> Response:
     raise not_built("bundle lint/dry-run", "S10 (config service)")
 
 
-@post("/v1/simulate", **spec("config.write", 501))
+@post("/v1/simulate", **nospec("config.write", 501))
 def simulate(request: Request) -> Response:
     raise not_built("simulation", "S10 (config service)")
 
 
-@post("/v1/promote", **spec("config.promote", 501))
+@post("/v1/promote", **nospec("config.promote", 501))
 def promote(request: Request) -> Response:
     raise not_built("promotion (four-eyes approval included)", "S10 (config service)")
 
