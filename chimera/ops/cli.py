@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from chimera.backtest.cli import register as register_backtest
 from chimera.errors import FatalError
 from chimera.ops.audit import app as audit_app
 from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
@@ -24,6 +25,7 @@ streams_app.add_typer(dlq_app, name="dlq")
 app.add_typer(streams_app, name="streams")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+register_backtest(app)  # chimera backtest, chimera report (chimera/backtest/cli.py)
 
 try:  # the local venue ships its own sub-app
     from chimera.venues.local.cli import app as venue_app

@@ -81,9 +81,12 @@ def kline_events(klines: list[Kline], market: str, symbol: str, interval: str = 
                                              interval, i == 3]})
 
 
+def load_vision_klines_row(r: list[str]) -> Kline:
+    return (to_ms(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]), Decimal(r[5]))
+
+
 def load_vision_klines(path: Path) -> list[Kline]:
-    return [(to_ms(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]), Decimal(r[5]))
-            for r in _rows(path)]
+    return [load_vision_klines_row(r) for r in _rows(path)]
 
 
 def load_freqtrade_klines(path: Path) -> list[Kline]:
