@@ -61,7 +61,7 @@ def test_grade_from_router_figures_with_ttl_alert_and_recovery(r, stack):
     doc = wait_until(lambda: store.get(ALERTS, "health:system"), 10, message="health alert")
     assert doc["level"] == "ERROR" and doc["state"] == "OPEN" and "maker_fill_ratio" in doc["message"]
     graded = [decode(f).payload for _id, f in r.xrange(keys.OPS_EVENTS)]
-    assert any(getattr(p, "level", None) == "RED" for p in graded)
+    assert any(p.kind == "HEALTH_GRADED" and p.detail["level"] == "RED" and "maker_fill_ratio" in p.detail for p in graded)
     # An ERROR alert is routed to the configured channel: one Notify on the outbox.
     notes = wait_until(lambda: [e for e in _outbox(r) if e.payload.data.get("alert_key") == "health:system"], 10,
                        message="Notify for the RED alert")

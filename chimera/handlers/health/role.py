@@ -1,16 +1,16 @@
 """S11 role: metrics and health (registry entry ``s11``).
 
-Route table: ``MetricEvent`` (every ``metrics:events:<name>`` stream in ``METRIC_STREAMS``) →
+Route table: ``MetricEvent`` (every ``metrics:events:<name>`` stream in ``METRIC_NAMES``) →
 ``metrics_timeseries``; ``Alert`` (``alerts``) and ``OpsEvent`` (``ops:events``) → the ``alerts``
 collection and the notifier outbox; ``TimerFired`` (``s11:{timers}``) → daily strategy metrics and
-the health grade. ``HealthGraded`` is S11's own audit on ``ops:events``: routed, nothing to do.
+the health grade. Its own audit of a grade change is an
+``OpsEvent`` ``HEALTH_GRADED`` on ``ops:events`` (not an alert kind: ignored when read back).
 """
 
 from __future__ import annotations
 
 from chimera.handlers.health import alerts, series, tick
 from chimera.schemas.messages import Alert, MetricEvent, OpsEvent, TimerFired
-from chimera.schemas.observability import HealthGraded
 from chimera.streams import keys
 from chimera.workers.handler import HandlerSpec, Route
 
@@ -35,7 +35,6 @@ ROUTES = {
     Alert: Route(alerts.on_alert, lock=_alert_lock, idem=None),  # the document de-duplicates
     OpsEvent: Route(alerts.on_ops_event, lock=_alert_lock, idem=None),
     TimerFired: Route(tick.on_tick, lock=lambda _env: "s11:grade"),
-    HealthGraded: Route(lambda _env, _ctx: []),
 }
 
 SPEC = HandlerSpec(role="s11", streams=_streams, routes=ROUTES, on_start=tick.on_start,

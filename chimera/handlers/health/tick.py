@@ -22,8 +22,7 @@ from prometheus_client import Gauge
 from chimera.handlers.health import daily, grading, series
 from chimera.ports.health_inputs import inputs_for
 from chimera.schemas.envelope import Envelope
-from chimera.schemas.messages import Alert, TimerFired
-from chimera.schemas.observability import HealthGraded
+from chimera.schemas.messages import Alert, OpsEvent, TimerFired
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.workers.handler import Context
@@ -150,8 +149,10 @@ def on_tick(env: Envelope, ctx: Context) -> list[Emit]:
     if verdict.level != previous:
         logger.info("health {} -> {} ({})", previous, verdict.level, verdict.reasons)
         reasons = {k: v for k, v in verdict.reasons.items()}
-        out.append(Emit(keys.OPS_EVENTS, HealthGraded(level=verdict.level, previous=previous, reasons=reasons, ts=now),
-                        f"health:{now}:{verdict.level}"))
+        # An OpsEvent (not a type of its own) so every reader of ops:events decodes it.
+        audit = OpsEvent(kind="HEALTH_GRADED", actor=SET_BY,
+                         detail={"level": verdict.level, "previous": previous, "at": str(now), **reasons})
+        out.append(Emit(keys.OPS_EVENTS, audit, f"health:{now}:{verdict.level}"))
         if verdict.level in ALERT_LEVEL:
             text = "; ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or verdict.level
             out.append(Emit(keys.ALERTS, Alert(level=ALERT_LEVEL[verdict.level], code=f"HEALTH_{verdict.level}",
