@@ -1,10 +1,9 @@
-"""What S11 reads from Redis to grade health, behind a port so the handler never touches Redis.
+"""What S11 reads from Redis to grade health besides S4's figures (those come through S4's own
+port, ``chimera.ports.exec_metrics``), behind a port so the handler never touches Redis.
 
-``RedisHealthInputs`` reads S4's router figures (``ord:{metrics}:router`` and its ack-latency list,
-both written by S4), the lag of every consumer group on the core streams (``XINFO GROUPS``: the
-``lag`` field of Redis >= 7, entries not yet delivered to the group) and the pending count.
-``MemoryHealthInputs`` is the in-process runtime's and the unit tests' twin: values are set
-directly.
+``RedisHealthInputs`` reads the backlog of every consumer group on the core streams
+(``XINFO GROUPS``: ``lag``, entries not yet delivered to the group (Redis >= 7), plus ``pending``).
+``MemoryHealthInputs`` is the in-process runtime's and the unit tests' twin: values are set directly.
 """
 
 from __future__ import annotations
@@ -19,17 +18,7 @@ CORE_STREAMS = (keys.ORD_COMMANDS, keys.ORD_RESULTS, keys.VENUE_REPORTS, keys.PO
                 keys.ROUTER_TIMERS, keys.STRAT_COMMANDS, keys.RECON_COMMANDS)
 
 
-@dataclass(frozen=True)
-class RouterFigures:
-    maker_sent: int = 0
-    maker_filled: int = 0
-    maker_rejected: int = 0
-    ack_ms: tuple[int, ...] = ()  # recent command -> venue-ack latencies, newest first
-
-
 class HealthInputs(Protocol):
-    def router(self) -> RouterFigures: ...
-
     def stream_lag(self) -> dict[str, int]:
         """stream -> the largest backlog (undelivered + pending) of any group on it."""
 
@@ -37,13 +26,6 @@ class HealthInputs(Protocol):
 class RedisHealthInputs:
     def __init__(self, r, streams: tuple[str, ...] = CORE_STREAMS) -> None:
         self.r, self.streams = r, streams
-
-    def router(self) -> RouterFigures:
-        raw = self.r.hgetall(keys.ROUTER_COUNTERS) or {}
-        c = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-        acks = tuple(int(x) for x in self.r.lrange(keys.ROUTER_ACK_MS, 0, -1))
-        return RouterFigures(c.get("maker_sent_count", 0), c.get("maker_filled_count", 0),
-                             c.get("maker_reject_count", 0), acks)
 
     def stream_lag(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -64,11 +46,7 @@ class RedisHealthInputs:
 
 @dataclass
 class MemoryHealthInputs:
-    figures: RouterFigures = field(default_factory=RouterFigures)
     lags: dict[str, int] = field(default_factory=dict)
-
-    def router(self) -> RouterFigures:
-        return self.figures
 
     def stream_lag(self) -> dict[str, int]:
         return dict(self.lags)

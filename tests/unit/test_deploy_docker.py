@@ -88,5 +88,6 @@ def test_compose_healthchecks(compose):
         assert services[name]["healthcheck"]["test"], name
     # Workers use the image's HEALTHCHECK (their /health on CHIMERA_METRICS_PORT); the gateway's is on 8000.
     assert services["s11"]["environment"]["CHIMERA_METRICS_PORT"] == "9100"
+    assert services["s11"]["environment"]["CHIMERA_METRICS_HOST"] == "0.0.0.0"  # scrapeable off the container
     assert services["s12"]["environment"]["CHIMERA_HEALTH_PORT"] == "8000"
     assert services["s12"]["ports"] == ["127.0.0.1:8000:8000"]

@@ -20,6 +20,7 @@ from loguru import logger
 from prometheus_client import Gauge
 
 from chimera.handlers.health import daily, grading, series
+from chimera.ports.exec_metrics import exec_metrics_for
 from chimera.ports.health_inputs import inputs_for
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, OpsEvent, TimerFired
@@ -102,17 +103,17 @@ def on_start(ctx: Context) -> list[Emit]:
 def measure(ctx: Context, today: dict[str, dict]) -> dict[str, float | None]:
     cfg = ctx.config
     min_samples = cfg.param("health", "min_samples", 20) if cfg is not None else 20
-    inputs = inputs_for(ctx)
-    fig = inputs.router()
+    em = exec_metrics_for(ctx)  # S4's own port: the figures it counts once per intent
+    counts, acks = em.counters(), sorted(em.ack_samples())
+    sent, filled, rejected = (counts.get(k, 0) for k in ("maker_sent_count", "maker_filled_count", "maker_reject_count"))
     now = ctx.now_ms()
-    lags = inputs.stream_lag()
-    acks = sorted(fig.ack_ms)
+    lags = inputs_for(ctx).stream_lag()
     ks = risk_port(ctx).kill_switch()
     equity = cfg.param("health", "equity_usdt", Decimal(0)) if cfg is not None else Decimal(0)
     realized = daily.realized_today(today)
     return {
-        "maker_fill_ratio": fig.maker_filled / fig.maker_sent if fig.maker_sent >= min_samples else None,
-        "reject_rate": fig.maker_rejected / fig.maker_sent if fig.maker_sent >= min_samples else None,
+        "maker_fill_ratio": filled / sent if sent >= min_samples else None,
+        "reject_rate": rejected / sent if sent >= min_samples else None,
         # Nearest-rank p95, as the gateway's /metrics computes it.
         "router_p95_ms": float(acks[max(0, -(-95 * len(acks) // 100) - 1)]) if len(acks) >= min_samples else None,
         "stream_lag": float(max(lags.values())) if lags else None,
