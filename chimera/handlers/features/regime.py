@@ -9,6 +9,8 @@ Computation, for the regime symbol (settings.extra ``regime_symbol``, default th
 
 * ``rv`` = sample stdev of the 1m log returns of the 24 h before the tick, annualized
   (x sqrt(525600)), from the closed-bar store (``ctx.features.closes``; 3 days kept by S1);
+  fewer than ``regime_min_bars`` (720: half a day) bars → NORMAL with
+  ``reason="insufficient_bars"``, and the day is not recorded in the history;
 * history: ``regime_history/<SYM>:<YYYY-MM-DD>`` (one document per day, written here);
 * ``pct`` = share of the trailing ``regime_history_days`` (30) daily rvs that are <= today's;
   ``pct <= 0.10`` → FROZEN, ``pct >= 0.90`` → EXTREME, else NORMAL; fewer than
@@ -78,14 +80,16 @@ def handle_regime(env: Envelope, ctx: Context) -> list[Emit]:
     sym = str(ex.get("regime_symbol", reference_symbol(ctx.settings))).upper()
     as_of = timer.due_ms or env.event_time
     closes = ctx.features.closes(sym, as_of - DAY_MS - 60_000, as_of - 60_000)
-    rv = daily_rv(closes)
+    # A day with less than half its bars (a first start, an outage) is not a day's volatility: it
+    # would skew the percentile of every later day, so it is neither used nor kept.
+    rv = daily_rv(closes) if len(closes) >= int(ex.get("regime_min_bars", DAY_MS // 60_000 // 2)) else None
     day = datetime.fromtimestamp((as_of - 1) / 1000, tz=UTC).strftime("%Y-%m-%d")  # the day just ended
     hist_days = int(ex.get("regime_history_days", 30))
     history = [d["rv"] for d in ctx.store.query(REGIME_HISTORY, {"symbol": sym, "as_of": ("<", as_of)},
                                                 order_by="as_of", desc=True, limit=hist_days)
                if d.get("rv") is not None]
     if rv is None:
-        regime, pct, reason = "NORMAL", None, "no_bars"
+        regime, pct, reason = "NORMAL", None, "insufficient_bars"
     else:
         regime, pct, reason = classify(rv, history, min_history=int(ex.get("regime_min_history", 5)))
         ctx.store.upsert(REGIME_HISTORY, f"{sym}:{day}", {"symbol": sym, "day": day, "as_of": as_of, "rv": rv,
