@@ -104,6 +104,7 @@ class FeaturesComputed(Message, frozen=True, tag="features"):
     symbol: str
     features: dict[str, float | None]
     flags: dict[str, list[str]] = {}
+    prev: dict[str, float | None] = {}  # the bar features at the previous bar (rules' crosses_above/below)
 
 
 class RecomputeFeatures(Message, frozen=True, tag="recompute_features"):
@@ -209,23 +210,6 @@ class VenueReport(Message, frozen=True, tag="venue_report"):
     realized_pnl: Decimal = Decimal(0)
     reduce_only: bool = False
     is_maker: bool = False
-    ts: int = 0
-
-
-class Fill(Message, frozen=True, tag="fill"):
-    trade_id: str
-    intent_id: str
-    client_order_id: str
-    symbol: str
-    side: Side
-    qty: Decimal
-    price: Decimal
-    fee: Decimal = Decimal(0)
-    fee_asset: str = "USDT"
-    is_maker: bool = False
-    mid_at_send: Decimal | None = None
-    top3_at_send: list[tuple[Decimal, Decimal]] = []
-    slippage_bps: float | None = None
     ts: int = 0
 
 
@@ -346,7 +330,7 @@ class Noop(Message, frozen=True, tag="noop"):
 register(
     BookTicker, Trade, Kline, DepthLevels, MarkPrice, FundingEvent, AccountStreamStatus,
     FeaturesComputed, RecomputeFeatures, Decide, Decision, OrderIntent, SubmitOrder, CancelOrder,
-    OrderResult, VenueReport, Fill, PositionChanged, ManagePositions, TransferRequest,
+    OrderResult, VenueReport, PositionChanged, ManagePositions, TransferRequest,
     TransferResponse, ConfigActivated, OpsEvent, Alert, MetricEvent, Reconcile, TimerFired,
     DeadLetter, Noop,
 )
