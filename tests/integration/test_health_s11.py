@@ -154,6 +154,10 @@ def test_daily_strategy_metrics_from_store_facts(r, settings):
                                      "entry_intent_id": "i1", "updated_at": now})
     store.upsert("positions", "p3", {"symbol": "BTCUSDT", "state": "CLOSED", "realized_pnl": "100",
                                      "entry_intent_id": "i1", "updated_at": day - 1})  # yesterday
+    store.upsert("positions", "p4", {"symbol": "BTCUSDT", "state": "CLOSED", "realized_pnl": "50",
+                                     "entry_intent_id": "i1", "closed_at": day - 5, "updated_at": now})  # closed yesterday
+    store.upsert("positions", "p5", {"symbol": "BTCUSDT", "state": "ACTIVE", "realized_pnl": "7",
+                                     "entry_intent_id": "i1", "updated_at": now})  # still open: not a trade yet
     for k, maker, fee, slip in (("f1", True, "0.1", 2.0), ("f2", False, "0.3", 6.0)):
         store.upsert("fills", k, {"symbol": "BTCUSDT", "intent_id": "i1", "is_maker": maker, "fee": fee,
                                   "fee_asset": "USDT", "slippage_bps": slip, "ts": now})

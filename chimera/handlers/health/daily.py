@@ -51,8 +51,10 @@ def compute(store, day_ms: int) -> dict[str, dict]:
     rows: dict[tuple[str, str], dict] = defaultdict(lambda: {
         "pnl_usdt": Decimal(0), "trades": 0, "wins": 0, "fills": 0, "maker_fills": 0, "fees_usdt": Decimal(0),
         "slip_sum": 0.0, "slip_n": 0, "funding_usdt": Decimal(0)})
+    # closed_at <= updated_at, so the updated_at filter is a superset; older documents have no closed_at.
     for pos in store.query(POSITIONS, {"state": "CLOSED", "updated_at": (">=", day_ms)}):
-        if pos["updated_at"] >= end:
+        closed = pos.get("closed_at") or pos["updated_at"]
+        if not day_ms <= closed < end:
             continue
         row = rows[(_bundle_of(store, pos.get("entry_intent_id"), cache), pos["symbol"])]
         pnl = _d(pos.get("realized_pnl"))
