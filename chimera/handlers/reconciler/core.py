@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from chimera.errors import PermanentError, RetryableError
-from chimera.handlers.common import dec, strategy_event
+from chimera.handlers.common import dec, strategy_event, venue
 from chimera.handlers.positions.common import risk
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
@@ -35,7 +35,7 @@ from chimera.store.collections import ORDER_INTENTS as INTENTS
 from chimera.store.collections import ORDERS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
-from chimera.venues.binance.adapter import OrderNotFound, venue_from_settings
+from chimera.venues.binance.adapter import OrderNotFound
 from chimera.workers.handler import Context
 
 S = OrderStatus
@@ -50,16 +50,6 @@ def is_chimera_cid(cid: str) -> bool:
 
 def jaccard(a: set, b: set) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
-
-
-def _venue(ctx: Context, account_id: str):
-    key = f"venue:{account_id}"
-    v = ctx.services.get(key)
-    if v is None:
-        v = ctx.services.get("venue") if account_id == "main" else None
-        v = v or venue_from_settings(ctx.settings, account_id)
-        ctx.services[key] = v
-    return v.fut
 
 
 class Run:
@@ -231,7 +221,7 @@ def run_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
     cmd: Reconcile = env.payload
     run = Run(ctx, env, env.account_id or "main")
     nxt = periodic.next_run(ctx, run.account_id) if cmd.requested_by == periodic.PERIODIC else []
-    fut = _venue(ctx, run.account_id)
+    fut = venue(ctx, run.account_id).fut  # the account's client from the context's venues port
     if cmd.scope in ("ALL", "ORDERS"):
         run.orders(fut)
     if cmd.scope in ("ALL", "POSITIONS"):
