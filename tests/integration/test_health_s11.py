@@ -5,6 +5,7 @@ scheduler."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -30,17 +31,26 @@ BUNDLE = {"health": {"interval_ms": 150, "ttl_ms": 1500, "min_samples": 20, "equ
           "notifier": {"channels": {"ops": {"type": "webhook", "url": "http://127.0.0.1:9/none"}}}}
 
 
+@contextmanager
+def running_s11(r, settings, store, consumer: str):
+    """The s11 role in a worker thread plus the scheduler that fires its grading timers."""
+    stop = threading.Event()
+    sched = threading.Thread(target=run_scheduler, args=(r, WallClock(), f"sched-{consumer}", stop), daemon=True)
+    sched.start()
+    try:
+        with ThreadWorker(SPEC, r, settings, consumer, store=store):
+            yield store
+    finally:
+        stop.set()
+        sched.join(5)
+
+
 @pytest.fixture
 def stack(r, settings):
     store = open_store(settings.store_url)
     activate(store, "health-test", 1, BUNDLE)
-    stop = threading.Event()
-    sched = threading.Thread(target=run_scheduler, args=(r, WallClock(), "sched-s11", stop), daemon=True)
-    sched.start()
-    with ThreadWorker(SPEC, r, settings, "s11-test", store=store):
+    with running_s11(r, settings, store, "s11-test"):
         yield store
-    stop.set()
-    sched.join(5)
 
 
 def _level(r) -> str | None:
@@ -76,13 +86,8 @@ def test_stale_grade_expires(r, settings):
     store = open_store(settings.store_url)
     activate(store, "health-test", 1, BUNDLE)
     # The worker grades every 150 ms while it runs, with a 1.5 s TTL.
-    stop = threading.Event()
-    sched = threading.Thread(target=run_scheduler, args=(r, WallClock(), "sched-s11", stop), daemon=True)
-    sched.start()
-    with ThreadWorker(SPEC, r, settings, "s11-stale", store=store):
+    with running_s11(r, settings, store, "s11-stale"):
         wait_until(lambda: _level(r) is not None, 15, message="a first grade")
-    stop.set()
-    sched.join(5)
     # The worker is gone: the grade must vanish within its TTL (readers then see STALE).
     wait_until(lambda: _level(r) is None, 5, interval=0.05, message="grade expired")
 
@@ -162,16 +167,9 @@ def test_daily_strategy_metrics_from_store_facts(r, settings):
         store.upsert("fills", k, {"symbol": "BTCUSDT", "intent_id": "i1", "is_maker": maker, "fee": fee,
                                   "fee_asset": "USDT", "slippage_bps": slip, "ts": now})
     store.upsert("funding_records", "a:1", {"symbol": "BTCUSDT", "funding_time": now, "amount_usdt": "-0.25"})
-    stop = threading.Event()
-    sched = threading.Thread(target=run_scheduler, args=(r, WallClock(), "sched-s11", stop), daemon=True)
-    sched.start()
-    try:
-        with ThreadWorker(SPEC, r, settings, "s11-daily", store=store):
-            doc = wait_until(lambda: store.get(STRATEGY_METRICS_DAILY, f"vb:BTCUSDT:{day}"), 15, message="daily doc")
-            funding = wait_until(lambda: store.get(STRATEGY_METRICS_DAILY, f"all:BTCUSDT:{day}"), 5, message="funding")
-    finally:
-        stop.set()
-        sched.join(5)
+    with running_s11(r, settings, store, "s11-daily"):
+        doc = wait_until(lambda: store.get(STRATEGY_METRICS_DAILY, f"vb:BTCUSDT:{day}"), 15, message="daily doc")
+        funding = wait_until(lambda: store.get(STRATEGY_METRICS_DAILY, f"all:BTCUSDT:{day}"), 5, message="funding")
     assert Decimal(doc["pnl_usdt"]) == Decimal("8.5") and doc["trades"] == 2 and doc["hit_rate"] == 0.5
     assert doc["fills"] == 2 and doc["maker_fill_ratio"] == 0.5 and doc["slippage_bps_avg"] == 4.0
     assert Decimal(doc["fees_usdt"]) == Decimal("0.4") and Decimal(doc["net_pnl_usdt"]) == Decimal("8.1")
