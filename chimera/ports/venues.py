@@ -1,25 +1,31 @@
 """The worker's venue clients, one per account, built on first use from the settings.
 
 Handlers reach them as ``ctx.venues.get(account_id)`` (order and account calls: the ``Venue``
-adapter) and ``ctx.venues.wallet(account_id)`` (S1 treasury's wallet transfers). Keys come from the
-accounts file; paper trading points both at the local venue. The in-process runtime and tests hand
-in ready clients (``clients=`` / ``wallets=``), e.g. the venue engine called in-process.
+adapter), ``ctx.venues.wallet(account_id)`` (S1 treasury's wallet transfers) and
+``ctx.venues.klines(symbol, start_ms, end_ms)`` (closed futures klines of a period: S2's recompute).
+Keys come from the accounts file; paper trading points them at the local venue. The in-process
+runtime and tests hand in ready ones (``clients=`` / ``wallets=`` / ``klines=``), e.g. the venue
+engine called in-process or a list of recorded klines.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from chimera.errors import FatalError
+from chimera.errors import FatalError, PermanentError, RetryableError
+
+KlineSource = Callable[[str, int, int], list]  # (symbol, start_ms, end_ms) -> [Kline], closed bars only
 
 
 class Venues:
     def __init__(self, settings: Any = None, *, clients: dict[str, Any] | None = None,
-                 wallets: dict[str, Any] | None = None) -> None:
+                 wallets: dict[str, Any] | None = None, klines: KlineSource | None = None) -> None:
         self.settings = settings
         self._clients = dict(clients or {})
         self._wallets = dict(wallets or {})
+        self._klines = klines
         self._lock = threading.Lock()
 
     def get(self, account_id: str = "main"):
@@ -47,6 +53,32 @@ class Venues:
                     raise FatalError(f"account {account_id!r} is missing or disabled in the accounts file")
                 w = self._wallets[account_id] = wallet.wallet_rest(settings.venue_url, acc.api_key, acc.api_secret)
             return w
+
+    def klines(self, symbol: str, start_ms: int, end_ms: int) -> list:
+        """Closed futures 1m klines with ``start_ms <= open_time < end_ms`` (public market data)."""
+        with self._lock:
+            if self._klines is None:
+                self._klines = self._rest_klines()
+            load = self._klines
+        return load(symbol, start_ms, end_ms)
+
+    def _rest_klines(self) -> KlineSource:
+        base = getattr(self.settings, "venue_url", "") if self.settings is not None else ""
+        if not base:
+            raise PermanentError("klines: no kline source was given and no settings.venue_url")
+        from chimera.venues.binance.market_data import drop_forming, fetch_klines, futures_rest
+
+        rest = futures_rest(base)
+
+        def load(symbol: str, start: int, end: int) -> list:
+            try:
+                # The venue's clock (replay time in paper mode) says which bar is still forming.
+                now = int(rest.check_server_time().data().server_time)
+                return drop_forming(fetch_klines(rest, symbol, start, end), now)
+            except Exception as exc:  # network / venue errors: try again later
+                raise RetryableError(f"klines {symbol} from {base}: {exc}") from exc
+
+        return load
 
     def _need_settings(self):
         if self.settings is None:

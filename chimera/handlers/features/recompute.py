@@ -1,9 +1,9 @@
 """Feature recompute (``RecomputeFeatures`` on ``feat:{commands}``): S2's bar folding, run by
 the in-process runtime (its memory ports) over klines of a period, backfills ``signals.features``.
 
-Klines come from the venue's REST (``/fapi/v1/klines`` through the official SDK, the venue
-given by ``settings.venue_url``) or from a ``kline_source`` callable in ``ctx.services``
-(``(symbol, start_ms, end_ms) -> list[Kline]``; tests and the repo sample use that).
+Klines come from ``ctx.venues.klines``: the venue's REST (``/fapi/v1/klines`` through the
+official SDK, the venue given by ``settings.venue_url``) unless the context's ``Venues`` was given
+a source (``Venues(klines=...)``: ``(symbol, start_ms, end_ms) -> list[Kline]``; tests use that).
 Warm-up: bars from ``start - recompute_warmup_bars`` (default 1000) are folded in but only
 bars with ``start <= open_time < end`` are written. Rolling windows (rv, rho) are then exact;
 Wilder's ATR forgets its start as (13/14)^n, below 1e-30 after 1000 bars, so a recompute equals
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from loguru import logger
 
-from chimera.errors import PermanentError, RetryableError
+from chimera.errors import PermanentError
 from chimera.handlers.features.market import fold_kline, is_closed_bar
 from chimera.handlers.features.toolkit import (
     extra,
@@ -39,28 +39,6 @@ from chimera.workers.handler import Context, HandlerSpec, Route
 from chimera.workers.inprocess import InProcessRuntime
 
 DEFAULT_WARMUP_BARS = 1000
-
-
-def _kline_source(ctx: Context):
-    src = ctx.services.get("kline_source")
-    if src is not None:
-        return src
-    base = getattr(ctx.settings, "venue_url", "")
-    if not base:
-        raise PermanentError("recompute needs klines: no kline_source service and no settings.venue_url")
-    from chimera.venues.binance.market_data import drop_forming, fetch_klines, futures_rest
-
-    rest = futures_rest(base)
-
-    def load(symbol: str, start: int, end: int) -> list[Kline]:
-        try:
-            # The venue's clock (replay time in paper mode) says which bar is still forming.
-            now = int(rest.check_server_time().data().server_time)
-            return drop_forming(fetch_klines(rest, symbol, start, end), now)
-        except Exception as exc:  # network / venue errors: try again later
-            raise RetryableError(f"klines {symbol} from {base}: {exc}") from exc
-
-    return load
 
 
 class _Window:
@@ -90,7 +68,7 @@ def recompute(ctx: Context, symbol: str, start_ms: int, end_ms: int, *, warmup_b
     ex = extra(ctx)
     warm = warmup_bars if warmup_bars is not None else int(ex.get("recompute_warmup_bars", DEFAULT_WARMUP_BARS))
     ref = reference_symbol(ctx.settings)
-    load = _kline_source(ctx)
+    load = ctx.venues.klines
     lo = start_ms - warm * cfg.bar_ms
     own = load(symbol, lo, end_ms)
     ref_bars = load(ref, lo - cfg.rho_window * cfg.bar_ms, end_ms) if symbol != ref else []

@@ -16,7 +16,7 @@ MAX_TTL_MS = 7 * 24 * 3600 * 1000
 
 def set_kill_switch(state, mode: str, *, set_by: str, reason: str, ttl_ms: int, now_ms: int,
                     producer=None) -> Emit:
-    """Write the switch through a StrategyState port and return (and optionally publish) the audit."""
+    """Write the switch through the risk port (``ctx.risk``) and return (and optionally publish) the audit."""
     if mode not in KILL_MODES:
         raise ValueError(f"kill switch mode {mode!r}: use one of {', '.join(KILL_MODES)}")
     if not 0 < ttl_ms <= MAX_TTL_MS:
