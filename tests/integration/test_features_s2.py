@@ -19,6 +19,7 @@ from chimera.handlers.features.regime import DAY_MS, handle_regime
 from chimera.handlers.features.role import SPEC
 from chimera.handlers.features.toolkit import signal_id
 from chimera.ports.features import RedisFeatureState, StoredBar, record_bar
+from chimera.ports.venues import Venues
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import BookTicker, Kline, TimerFired, Trade
 from chimera.store import open_store
@@ -64,7 +65,7 @@ def publish_minutes(r, data: dict[str, list[Kline]], lo: int, hi: int) -> None:
 
 def recomputed(data, store, symbol: str, start: int, end: int, settings) -> dict:
     ctx = Context(clock=ManualClock(end), store=store, config=ActiveConfig(), settings=settings,
-                  services={"kline_source": kline_source(data)})
+                  venues=Venues(klines=kline_source(data)))
     return recompute(ctx, symbol, start, end)
 
 
@@ -119,7 +120,7 @@ def test_recompute_command_backfills_and_records_strategy_event(r, settings, tmp
                             end_ms=data["ETHUSDT"][110].open_time)
     env = envelope_for(Emit(keys.FEAT_COMMANDS, cmd, "rc-1"), parent=None, now_ms=0)
     ctx = Context(clock=ManualClock(1), store=store, config=ActiveConfig(), settings=settings,
-                  services={"kline_source": kline_source(data)})
+                  venues=Venues(klines=kline_source(data)))
     emits = handle_recompute(env, ctx)
     assert emits[0].payload.kind == "FEATURE_RECOMPUTE"
     docs = store.query("signals", {"symbol": "ETHUSDT"})
