@@ -54,7 +54,6 @@ def group(role: str) -> str:
 KILL_SWITCH = "prod:{kill_switch}"
 REGIME_STATE = "prod:{regime}:market:state"
 HEALTH_STATE = "prod:{health}:system:state"
-TWAP_QUEUE = "prod:{exec}:twap:queue"
 RISK_BUDGET_INUSE = "risk:{budget}:fut_margin:inuse"
 RECON_LAST_RUN = "recon:{last_run_ts}"
 
@@ -211,11 +210,6 @@ def pos_active_symbol(symbol: str) -> str:
 def pos_mark(symbol: str) -> str:
     """JSON {mark, ts} of the newest MarkPrice S6 acted on (older or repeated events are ignored)."""
     return f"pos:{{mark}}:{symbol}"
-
-
-def guard_index(symbol: str) -> str:
-    """SET of intent ids whose guard stop is armed on ``symbol`` (the guard monitor walks it)."""
-    return f"guard:{{stop}}:index:{symbol}"
 
 
 # --- S5 reconciler / gateway (issue #7) ------------------------------------------------------------

@@ -36,7 +36,8 @@ class Rig:
         self.x = InProcessExchange(self.clock)
         self.store = open_store("memory://")
         activate(self.store, "b", 1, {"router": router})
-        ports = memory_ports(self.clock, None, venues=Venues(clients={"main": self.x.venue("main")}))
+        clients = {a: self.x.venue(a) for a in ("main", "sub1")}
+        ports = memory_ports(self.clock, None, venues=Venues(clients=clients))
         self.rt = InProcessRuntime([S4], store=self.store, clock=self.clock, ports=ports)
         self.fut = self.x.venue("main").fut
         self.quote("60000.0", "60000.1")
@@ -89,6 +90,19 @@ def test_market_entry_sets_leverage_and_margin_once_then_fills_at_the_venue():
     rig.submit(OrderIntent(intent_id="m-1", market="FUT", symbol=SYM, side="BUY", qty=Decimal("0.010"), leverage=7))
     assert rig.results("m-1")[-1] == res and len(rig.venue_orders("cmkt-")) == 1
     assert rig.rt.dead == []
+
+
+def test_an_intent_trades_on_the_account_its_command_names():
+    rig = Rig({})
+    rig.rt.publish(keys.ORD_COMMANDS, SubmitOrder(intent=OrderIntent(intent_id="a-1", market="FUT", symbol=SYM,
+                                                                     side="SELL", qty=Decimal("0.004"), leverage=5)),
+                   "a-1", account_id="sub1")
+    rig.rt.run()
+    sub1 = rig.x.venue("sub1").fut
+    assert sum(Decimal(p["positionAmt"]) for p in sub1.position_risk(SYM)) == Decimal("-0.004")
+    assert int(sub1.position_risk(SYM)[0]["leverage"]) == 5
+    assert rig.position() == 0  # nothing on main
+    assert rig.intent("a-1")["account_id"] == "sub1" and rig.store.get("venue_settings", f"sub1:FUT:{SYM}")
 
 
 def test_crossed_margin_is_refused_before_any_order():

@@ -34,7 +34,7 @@ def on_cancel(env: Envelope, ctx: Context) -> tk.Out:
     intent = tk.load_intent(ctx, c.intent_id)
     if intent is None:
         raise PermanentError(f"cancel for unknown intent {c.intent_id}")
-    client = tk.venue(ctx).for_market(intent.market)
+    client = tk.client(ctx, intent)
     out: tk.Out = []
     for doc in tk.legs_of(ctx, c.intent_id):
         if c.client_order_id and doc.client_order_id != c.client_order_id:
@@ -74,7 +74,7 @@ def _entry_legs(ctx: Context, intent: IntentDoc) -> list[OrderLeg]:
 
 def escalate(ctx: Context, intent: IntentDoc, reason: str = "") -> tk.Out:
     iid = intent.intent_id
-    f = tk.venue(ctx).for_market(intent.market).filters(intent.symbol)
+    f = tk.client(ctx, intent).filters(intent.symbol)
     entry_filled = tk.aggregate(_entry_legs(ctx, intent))[0]
     if intent.reducing:
         side, qty = intent.side, f.qty(intent.qty - entry_filled)

@@ -42,7 +42,7 @@ def on_check(env: Envelope, ctx: Context, t: TimerFired) -> tk.Out:
 
 
 def _post(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
-    client = tk.venue(ctx).for_market(intent.market)
+    client = tk.client(ctx, intent)
     f = client.filters(intent.symbol)
     doc = tk.load_leg(ctx, intent.intent_id, "mk")
     if doc is None:
@@ -72,7 +72,7 @@ def _next_check(ctx: Context, intent: IntentDoc):
 
 
 def _check(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
-    client = tk.venue(ctx).for_market(intent.market)
+    client = tk.client(ctx, intent)
     doc = tk.refresh(ctx, client, tk.load_leg(ctx, intent.intent_id, "mk"))
     if doc.status == S.FILLED.value:
         return _done(ctx, intent, doc)
@@ -93,7 +93,7 @@ def _check(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
 
 def _done(ctx: Context, intent: IntentDoc, doc) -> tk.Out:
     tk.count(ctx, "maker_filled_count", intent.intent_id)
-    tk.record_fills(ctx, tk.venue(ctx).for_market(intent.market), intent, doc)
+    tk.record_fills(ctx, tk.client(ctx, intent), intent, doc)
     filled, avg = tk.aggregate([doc])
     res = tk.result_for(intent, "mk", S.FILLED.value, filled=filled, avg=avg, doc=doc, reason="maker")
     return [*tk.finish(ctx, intent, res), tk.cancel_timer(CHECK, intent.intent_id)]
@@ -102,7 +102,7 @@ def _done(ctx: Context, intent: IntentDoc, doc) -> tk.Out:
 def _taker(env: Envelope, ctx: Context, intent: IntentDoc, reason: str = "") -> tk.Out:
     if intent.phase != "TAKER":
         intent = tk.set_phase(ctx, intent, "TAKER")
-    client = tk.venue(ctx).for_market(intent.market)
+    client = tk.client(ctx, intent)
     f = client.filters(intent.symbol)
     mk = tk.load_leg(ctx, intent.intent_id, "mk")
     done = [mk] if mk else []

@@ -23,7 +23,7 @@ def run_limit(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
 
 
 def _single(env: Envelope, ctx: Context, intent: IntentDoc, leg: str, order_type: str, tif: str | None = None) -> tk.Out:
-    client = tk.venue(ctx).for_market(intent.market)
+    client = tk.client(ctx, intent)
     f = client.filters(intent.symbol)
     price = None
     if order_type == "LIMIT":
@@ -43,7 +43,7 @@ def _single(env: Envelope, ctx: Context, intent: IntentDoc, leg: str, order_type
 def run_stop(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
     if intent.market != "FUT":
         raise NotYetImplemented("a standalone SPOT stop goes through exec_policy=OCO/GUARD")
-    client = tk.venue(ctx).fut
+    client = tk.client(ctx, intent)
     f = client.filters(intent.symbol)
     tp = intent.purpose == "TAKE_PROFIT"
     trigger = intent.tp_price if tp else (intent.stop_price or intent.sl_price)

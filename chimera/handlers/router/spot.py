@@ -54,7 +54,7 @@ def run(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
         raise PermanentError("SPOT OCO/GUARD entries are long-only (spot cannot short)")
     if intent.sl_price is None:
         raise PermanentError(f"intent {intent.intent_id}: OCO/GUARD needs sl_price")
-    client = tk.venue(ctx).spot
+    client = tk.client(ctx, intent)
     f = client.filters(intent.symbol)
     if intent.phase == "NEW":
         intent = tk.set_phase(ctx, intent, "ENTRY")
@@ -213,7 +213,7 @@ def guard_check(env: Envelope, ctx: Context, t: TimerFired) -> tk.Out:
     intent = tk.load_intent(ctx, t.ref)
     if intent is None:
         return []
-    client = tk.venue(ctx).spot
+    client = tk.client(ctx, intent)
     venue_legs = {leg: d for leg in ("tp", "sl") if (d := tk.load_leg(ctx, t.ref, leg))}
     venue_legs = {leg: tk.refresh(ctx, client, d) if d.status in tk.LIVE else d for leg, d in venue_legs.items()}
     tp, sl = venue_legs.get("tp"), venue_legs.get("sl")

@@ -34,7 +34,7 @@ SPOT_PROTECTED = ("OCO", "GUARD")
 
 def on_submit(env: Envelope, ctx: Context) -> tk.Out:
     oi = env.payload.intent
-    ctx.store.insert_if_absent(tk.INTENTS, oi.intent_id, to_doc(IntentDoc.new(oi, ctx.now_ms())))
+    ctx.store.insert_if_absent(tk.INTENTS, oi.intent_id, to_doc(IntentDoc.new(oi, ctx.now_ms(), env.account_id or "main")))
     intent = tk.load_intent(ctx, oi.intent_id)
     if intent.phase == "DONE":  # seen before: the same answer again, no new order
         out: tk.Out = [tk.emit_result(intent.result)]
@@ -52,7 +52,7 @@ def _refusal(env: Envelope, ctx: Context, intent: IntentDoc) -> str | None:
     mode = kill_mode(ctx)
     if mode and not intent.reducing:
         return f"KILL_SWITCH:{mode}"
-    return tk.ensure_venue_setup(ctx, env, intent)
+    return tk.ensure_venue_setup(ctx, intent)
 
 
 def _policy(intent: IntentDoc) -> Policy:

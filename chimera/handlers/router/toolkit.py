@@ -65,7 +65,7 @@ from chimera.venues.binance.adapter import (
 )
 from chimera.workers.handler import Context
 
-__all__ = ["dec", "strategy_event", "venue"]  # re-exported for the leaf modules and S5
+__all__ = ["dec", "strategy_event"]  # re-exported for the leaf modules and S5
 
 INTENTS, ORDERS, FILLS, GUARDS = coll.ORDER_INTENTS, coll.ORDERS, coll.FILLS, coll.GUARD_STOPS
 S = OrderStatus
@@ -84,6 +84,11 @@ MAKER_CHECK, TWAP_SLICE, GUARD_CHECK = "maker_check", "twap_slice", "guard_check
 def param(ctx: Context, name: str, default):
     """Router parameters from the active bundle: ``router.<name>`` or ``{"router": {name: ...}}``."""
     return ctx.config.param("router", name, default)
+
+
+def client(ctx: Context, intent: IntentDoc):
+    """The venue client for the intent's account and market (FuturesTrading or SpotTrading)."""
+    return venue(ctx, intent.account_id).for_market(intent.market)
 
 
 def hooks(ctx: Context) -> dict:
@@ -233,7 +238,7 @@ def open_leg(ctx: Context, intent: IntentDoc, leg: str, order_type: str, qty: De
     existing = load_leg(ctx, intent.intent_id, leg)
     if existing is not None:
         return intent, existing
-    book = snapshot_book(venue(ctx).for_market(intent.market), intent.symbol) if with_book else {}
+    book = snapshot_book(client(ctx, intent), intent.symbol) if with_book else {}
     intent = note_arrival(ctx, intent, book)
     doc = new_leg(intent, leg, order_type=order_type, side=side or intent.side, qty=qty, now_ms=ctx.now_ms(),
                   reduce_only=intent.reduce_only and intent.market == "FUT", book=book, **kw)
@@ -480,7 +485,7 @@ def margin_type(ctx: Context) -> str:
     return param(ctx, "margin_type", str(sizing.get("margin_type") or "ISOLATED")).upper()
 
 
-def ensure_venue_setup(ctx: Context, env: Envelope, intent: IntentDoc) -> str | None:
+def ensure_venue_setup(ctx: Context, intent: IntentDoc) -> str | None:
     """Set the intent's leverage and the bundle's margin type at the venue once per account and symbol.
 
     Recorded in ``venue_settings/<account>:FUT:<symbol>``; a later entry with the same values makes no
@@ -490,15 +495,15 @@ def ensure_venue_setup(ctx: Context, env: Envelope, intent: IntentDoc) -> str | 
     """
     if intent.market != "FUT" or intent.reducing:
         return None
-    account = env.account_id or "main"
+    account = intent.account_id
     mt, key = margin_type(ctx), f"{account}:FUT:{intent.symbol}"
     have = from_doc(ctx.store.get(coll.VENUE_SETTINGS, key), VenueSetting)
     if have is not None and have.leverage == intent.leverage and have.margin_type == mt:
         return None
-    client = venue(ctx).fut
+    fut = client(ctx, intent)
     try:
-        client.set_margin_type(intent.symbol, mt)
-        client.set_leverage(intent.symbol, intent.leverage)
+        fut.set_margin_type(intent.symbol, mt)
+        fut.set_leverage(intent.symbol, intent.leverage)
     except VenueRejected as exc:
         return f"VENUE_SETUP: {exc.code} {exc.msg}"
     ctx.store.upsert(coll.VENUE_SETTINGS, key, to_doc(VenueSetting(

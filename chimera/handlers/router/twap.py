@@ -21,7 +21,7 @@ SLICE = tk.TWAP_SLICE
 
 def run(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
     if intent.phase == "NEW":
-        f = tk.venue(ctx).for_market(intent.market).filters(intent.symbol)
+        f = tk.client(ctx, intent).filters(intent.symbol)
         n = max(1, tk.param(ctx, "twap_slices", 4))
         interval = tk.param(ctx, "twap_interval_ms", 1000)
         total = f.qty(intent.qty)
@@ -46,7 +46,7 @@ def on_slice(env: Envelope, ctx: Context, t: TimerFired) -> tk.Out:
         return []
     i = int(t.data["slice"])
     plan = {s.i: s for s in intent.twap_plan}
-    client = tk.venue(ctx).for_market(intent.market)
+    client = tk.client(ctx, intent)
     intent, doc = tk.open_leg(ctx, intent, f"tw{i}", "MARKET", plan[i].qty)
     doc = tk.place_leg(env, ctx, client, intent, doc)
     tk.record_fills(ctx, client, intent, doc)

@@ -66,6 +66,7 @@ class IntentDoc(_Doc, frozen=True):
     signal_id: str = ""
     pos_id: str = ""
     parent_intent_id: str = ""
+    account_id: str = "main"  # the venue account every order of the intent goes to (the command's envelope)
     phase: str = "NEW"
     created_at: int = 0
     updated_at: int = 0
@@ -76,9 +77,9 @@ class IntentDoc(_Doc, frozen=True):
     result: OrderResult | None = None
 
     @classmethod
-    def new(cls, oi: OrderIntent, now_ms: int) -> IntentDoc:
+    def new(cls, oi: OrderIntent, now_ms: int, account_id: str = "main") -> IntentDoc:
         fields = msgspec.structs.asdict(oi)
-        return cls(**fields, phase="NEW", created_at=now_ms, updated_at=now_ms)
+        return cls(**fields, account_id=account_id, phase="NEW", created_at=now_ms, updated_at=now_ms)
 
     @property
     def reducing(self) -> bool:
