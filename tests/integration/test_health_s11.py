@@ -212,3 +212,38 @@ def test_b9_the_grade_s11_writes_changes_s3s_entries(r, stack):
     r.hset(keys.ROUTER_COUNTERS, mapping={"maker_sent_count": 40, "maker_filled_count": 36})
     wait_until(lambda: port.health() == "GREEN", 15, message="GREEN")
     assert guards.health(cfg, port.health()) == (None, 1.0, "GREEN")
+
+
+def test_b10_monthly_cost_curve_drafted_from_taker_fills(r, stack):
+    """B10: the month's taker fills -> slip_bps = b0 + b1*spread_bp + b2*size_to_depth, filed as a DRAFT."""
+    from chimera.handlers.health.costfit import TIMER, month_start
+    from chimera.schemas.messages import TimerFired
+
+    store = stack
+    start = 1_751_328_000_000  # 2025-07-01
+    due = month_start(start, 1)
+    for i in range(40):
+        spread_ticks, qty = 1 + i % 5, Decimal("0.01") * (1 + i % 7)
+        bid, ask = Decimal("100000"), Decimal("100000") + Decimal("10") * spread_ticks
+        mid = (bid + ask) / 2
+        asks = [[str(ask), "0.5"], [str(ask + 10), "0.5"], [str(ask + 20), "1"]]
+        depth = sum(Decimal(p) * Decimal(q) for p, q in asks)
+        spread_bp = float((ask - bid) / mid * 10_000)
+        size = float(qty * ask / depth)
+        noise = ((i * 7919) % 11 - 5) / 100  # deterministic, mean ~0
+        store.upsert("fills", f"t{i}", {"symbol": "BTCUSDT", "side": "BUY", "intent_id": "x", "is_maker": False,
+                                        "qty": str(qty), "price": str(ask), "mid_at_send": str(mid),
+                                        "top3_at_send": {"bids": [[str(bid), "1"]], "asks": asks},
+                                        "slippage_bps": 1.0 + 0.5 * spread_bp + 20.0 * size + noise,
+                                        "ts": start + i * 60_000})
+    store.upsert("fills", "maker", {"symbol": "BTCUSDT", "side": "BUY", "is_maker": True, "slippage_bps": 99.0,
+                                    "qty": "1", "price": "1", "ts": start + 1})
+    store.upsert("fills", "nobook", {"symbol": "BTCUSDT", "side": "BUY", "is_maker": False, "slippage_bps": 99.0,
+                                     "qty": "1", "price": "1", "ts": start + 2})
+    Producer(r, WallClock()).publish(keys.HEALTH_TIMERS, TimerFired(name=TIMER, due_ms=due), idempotency_key="cf1")
+    doc = wait_until(lambda: store.get("experiments", f"costfit:{start}"), 15, message="cost curve draft")
+    assert doc["kind"] == "COST_CURVE" and doc["status"] == "DRAFT" and doc["n"] == 40 and doc["to_ms"] == due
+    assert doc["b0"] == pytest.approx(1.0, abs=0.1)
+    assert doc["b1_spread_bp"] == pytest.approx(0.5, abs=0.02)
+    assert doc["b2_size_to_depth"] == pytest.approx(20.0, abs=1.0)
+    assert doc["r2"] > 0.99

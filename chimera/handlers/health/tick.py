@@ -19,6 +19,7 @@ from decimal import Decimal
 from loguru import logger
 from prometheus_client import Gauge
 
+from chimera.errors import PermanentError
 from chimera.handlers.health import daily, grading, series
 from chimera.ports.exec_metrics import exec_metrics_for
 from chimera.ports.health_inputs import inputs_for
@@ -97,7 +98,10 @@ def arm(ctx: Context, due_ms: int) -> Emit:
 
 
 def on_start(ctx: Context) -> list[Emit]:
-    return [arm(ctx, ctx.now_ms())]
+    from chimera.handlers.health import costfit
+
+    # The same timer keys every start: a restart or a second replica re-arms, never doubles.
+    return [arm(ctx, ctx.now_ms()), costfit.arm(costfit.month_start(ctx.now_ms(), 1))]
 
 
 def measure(ctx: Context, today: dict[str, dict]) -> dict[str, float | None]:
@@ -128,7 +132,11 @@ def measure(ctx: Context, today: dict[str, dict]) -> dict[str, float | None]:
 def on_tick(env: Envelope, ctx: Context) -> list[Emit]:
     p: TimerFired = env.payload
     if p.name != TIMER:
-        return []
+        from chimera.handlers.health import costfit
+
+        if p.name == costfit.TIMER:
+            return costfit.on_costfit(ctx, p)
+        raise PermanentError(f"s11 has no timer named {p.name!r}")
     now = ctx.now_ms()
     today = daily.write(ctx.store, daily.day_start(now))
     if daily.day_start(now - interval_ms(ctx)) != daily.day_start(now):
