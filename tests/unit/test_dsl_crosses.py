@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
+from chimera.errors import PermanentError
 from chimera.handlers.strategy.bundle import parse, rule_fields
 from chimera.handlers.strategy.dsl import compile_rules
 from chimera.handlers.strategy.dsl_expr import PREV
@@ -75,10 +76,11 @@ def test_bad_crossings_fail_at_compile_time_with_the_reason(when, message):
 def test_sma_fields_exist_only_when_the_bundle_asks_s2_for_them():
     strategy = {**copy.deepcopy(BUNDLE["strategy"]), "entry": {"long_when": "sma_20 crosses_above sma_60"}}
     assert parse(strategy, features={"sma_windows": [20, 60]}).long_when is not None
-    with pytest.raises(Exception, match="unknown field 'sma_20'"):
+    with pytest.raises(PermanentError, match="unknown field 'sma_20'"):
         parse(strategy)
-    with pytest.raises(Exception, match="sma_windows must be a list of integers"):
-        parse(strategy, features={"sma_windows": "20"})
+    for bad in ("20", [1], [20, 10_001], [True]):
+        with pytest.raises(PermanentError, match="sma_windows must be a list of integers in"):
+            parse(strategy, features={"sma_windows": bad})
 
 
 def _sma_ctx(rev: int):

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from chimera.errors import PermanentError
+from chimera.handlers.features.engine import MAX_SMA_WINDOW
 from chimera.handlers.strategy.dsl import DEFAULT_FIELDS, CompiledRuleSet, compile_rules
 from chimera.handlers.strategy.dsl_expr import Field
 from chimera.handlers.strategy.dsl_lex import RuleError
@@ -107,8 +108,9 @@ def parse(raw: Mapping[str, Any], bundle_id: str = "", rev: int = 0,
 def rule_fields(features: Mapping[str, Any] | None) -> Mapping[str, Field]:
     """The fields rules may read: S2's defaults plus the moving averages the bundle asks S2 for."""
     windows = (features or {}).get("sma_windows") or ()
-    if isinstance(windows, str | bytes) or not all(isinstance(w, int) and not isinstance(w, bool) for w in windows):
-        raise ValueError(f"features.sma_windows must be a list of integers, got {windows!r}")
+    if isinstance(windows, str | bytes) or not all(isinstance(w, int) and not isinstance(w, bool)
+                                                   and 2 <= w <= MAX_SMA_WINDOW for w in windows):
+        raise ValueError(f"features.sma_windows must be a list of integers in [2, {MAX_SMA_WINDOW}], got {windows!r}")
     return {**DEFAULT_FIELDS, **{f"sma_{w}": Field("number") for w in windows}}
 
 
