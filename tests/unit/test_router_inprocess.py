@@ -200,3 +200,34 @@ def test_cancel_of_a_resting_maker_leg_cancels_it_at_the_venue():
     rig.rt.advance_to(T0 + 120_000)  # nothing left to fire: no taker appears later
     assert rig.venue_orders(client_order_id("mk-c", "tk")) == [] and rig.position() == 0
     assert rig.intent("mk-c")["result"]["status"] == "CANCELED"
+
+
+def test_spot_guard_fires_on_the_event_clock_and_sends_one_exit():
+    rig = Rig({"guard_poll_ms": 500})
+    spot = rig.x.venue("main").spot
+
+    def spot_book(bid: str, ask: str) -> None:
+        rig.x.inject({"market": "spot", "symbol": SYM, "kind": "book", "bid": bid, "bid_qty": "5", "ask": ask,
+                      "ask_qty": "5"})
+
+    spot_book("60000.00", "60000.01")
+    rig.submit(OrderIntent(intent_id="g-1", market="SPOT", symbol=SYM, side="BUY", qty=Decimal("0.01000"),
+                           exec_policy="GUARD", tp_price=Decimal("61000"), sl_price=Decimal("59000")))
+    res = rig.intent("g-1")["result"]
+    assert res["leg"] == "guard" and res["status"] == "ACCEPTED"
+    held = Decimal(res["filled_qty"])
+    assert [o.type for o in spot.open_orders(SYM)] == ["LIMIT_MAKER"]  # the TP rests at the venue
+    rig.rt.advance_to(T0 + 2000)  # four looks above the stop: nothing happens, the watch stays armed
+    assert rig.store.get("guard_stops", "g-1")["state"] == "ARMED"
+    assert rig.rt.armed_timers() == {keys.router_timer("guard_check", "g-1"): T0 + 2500}
+    spot_book("58990.00", "58990.01")  # mid below the stop
+    rig.rt.advance_to(T0 + 2500)
+    guard = rig.store.get("guard_stops", "g-1")
+    assert guard["state"] == "FIRED" and guard["fired_at"] == T0 + 2500
+    exit_ = spot.query(SYM, client_order_id("g-1:guard", "mkt"))
+    assert exit_.status == "FILLED" and exit_.side == "SELL" and exit_.filled_qty == held
+    assert exit_.update_time == T0 + 2500
+    assert spot.query(SYM, client_order_id("g-1", "tp")).status == "CANCELED" and spot.open_orders(SYM) == []
+    rig.rt.advance_to(T0 + 10_000)
+    assert rig.rt.armed_timers() == {} and rig.counters() == {"guard_fired_count": 1}
+    assert len([o for o in rig.x.engine.orders.values() if o.side == "SELL" and o.type == "MARKET"]) == 1
