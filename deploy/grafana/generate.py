@@ -1,7 +1,7 @@
 """Writes the Grafana dashboards (JSON, schemaVersion 39) next to this file.
 
-    python deploy/grafana/generate.py      # then commit the JSON; tests/unit/test_deploy_observability.py
-                                           # checks the files are up to date and every query's metric exists
+    python deploy/grafana/generate.py      # then commit the JSON
+                                           # (tests/unit/test_deploy_k8s.py: up to date; test_deploy_dashboards.py: every queried metric exists)
 
 Each dashboard reads the ``prometheus`` datasource chosen by the ``datasource`` variable, as
 kube-prometheus-stack's Grafana sidecar imports it (ConfigMap label ``grafana_dashboard: "1"``).
