@@ -23,6 +23,7 @@ from chimera.gateway.errors import ApiError, api_error_handler, http_error_handl
 from chimera.gateway.rbac import audit_middleware, guard
 from chimera.gateway.routes import ROUTES
 from chimera.gateway.v1 import V1_ROUTES
+from chimera.gateway.validation import document_strict_bodies, fix_options_allow, strict_body
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
 
@@ -49,7 +50,7 @@ def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig
     cfg = auth_config or load_auth_config()
     app = Litestar(
         route_handlers=[*ROUTES, *V1_ROUTES, *ui.UI_ROUTES],
-        guards=[guard],
+        guards=[guard, strict_body],
         middleware=[audit_middleware],
         exception_handlers={ApiError: ui.error_handler(api_error_handler), ValidationException: validation_handler,
                             HTTPException: http_error_handler},
@@ -62,6 +63,8 @@ def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig
         template_config=ui.template_config(),
         debug=False,
     )
+    document_strict_bodies(app)
+    fix_options_allow(app)
     app.state.chimera = Deps(settings, r, store, clock, Producer(r, clock), Auth(cfg, r, store, clock))
     return app
 

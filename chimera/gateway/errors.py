@@ -22,7 +22,8 @@ class ErrorBody(msgspec.Struct):
 
 ERROR_TEXT = {400: "Invalid request (the offending `field` is named)", 401: "Not signed in, token expired or revoked",
               403: "Role not allowed, CSRF token missing or four-eyes violated", 404: "Unknown id",
-              409: "State conflict (e.g. approval already decided)", 423: "User locked after failed logins",
+              409: "State conflict (e.g. approval already decided)",
+              422: "Valid against the schema but refused by a business rule (the `field` is named)", 423: "User locked after failed logins",
               429: "Rate limit exceeded", 501: "The service behind this route is not built yet",
               503: "Not ready"}
 
@@ -51,7 +52,8 @@ def http_error_handler(_: Request, exc: HTTPException) -> Response:
     """Litestar's own 404/405/500... in the same shape as ours."""
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}.get(exc.status_code,
                                                                                    f"HTTP_{exc.status_code}")
-    return Response({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
+    # Keep Litestar's headers: a 405 must say what is Allowed (RFC 9110).
+    return Response({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 def validation_handler(_: Request, exc: ValidationException) -> Response:

@@ -56,8 +56,9 @@ def allowed(role: str, perm: str) -> bool:
 
 async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     perm = handler.opt.get("perm")
-    if perm is None and connection.scope["path"].startswith(OPENAPI_PREFIX):
-        return  # Litestar's own OpenAPI document routes: public, read-only
+    if perm is None and (connection.scope["path"].startswith(OPENAPI_PREFIX)
+                         or connection.scope.get("method") == "OPTIONS"):
+        return  # Litestar's own OpenAPI pages and its automatic OPTIONS answers: public, read-only
     if perm is None or (perm not in PERMISSIONS and perm not in (PUBLIC, SELF)):
         raise ApiError(500, "ROUTE_WITHOUT_PERMISSION", f"route {handler.handler_name} names no known permission")
     if perm == PUBLIC:

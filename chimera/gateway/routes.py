@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post, route
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -37,7 +38,7 @@ from chimera.streams import keys
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$")]
 MAPPING_TTL_S = 30 * 24 * 3600
 MAX_LIMIT = 500
-Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+Limit = Annotated[int, Parameter(query="limit", ge=1, le=MAX_LIMIT, description=f"1..{MAX_LIMIT}")]
 # Money travels as decimal strings (never floats); the pattern only admits numbers > 0.
 Positive = Annotated[str, msgspec.Meta(
     pattern=r"^([1-9][0-9]{0,11}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9][0-9]{0,11})$",
@@ -48,10 +49,13 @@ Text = Annotated[str, msgspec.Meta(max_length=500)]
 
 def spec(perm: str, *codes: int, unsafe: bool = False) -> dict:
     """Handler keywords: its permission (rbac.PERMISSIONS) and every error status it can answer, documented."""
-    base = () if perm == PUBLIC else (401, 403, 429)
-    extra = (400,) if unsafe else ()
-    return {"opt": {"perm": perm}, "responses": error_responses(*sorted(set(base + extra + codes))),
-            "sync_to_thread": True}
+    base = (400,) if perm == PUBLIC else (400, 401, 403, 429)
+    extra = (422,) if unsafe else ()
+    out = {"opt": {"perm": perm}, "responses": error_responses(*sorted(set(base + extra + codes))),
+           "sync_to_thread": True}
+    if perm == PUBLIC:
+        out["security"] = [{}]  # no credentials needed (overrides the document-wide bearer requirement)
+    return out
 
 
 def both(path: str) -> str:
@@ -138,9 +142,9 @@ def create_order(request: Request, data: JSONBody[OrderBody]) -> dict:
     d = _deps(request)
     intent_id = data.intent_id or f"gw-{uuid.uuid4().hex[:24]}"
     if data.exec_policy == "LIMIT" and data.price is None:
-        raise ApiError(400, "INVALID_REQUEST", "exec_policy LIMIT needs price", field="price")
+        raise ApiError(422, "RULE_VIOLATED", "exec_policy LIMIT needs price", field="price")
     if data.exec_policy == "STOP" and data.stop_price is None:
-        raise ApiError(400, "INVALID_REQUEST", "exec_policy STOP needs stop_price", field="stop_price")
+        raise ApiError(422, "RULE_VIOLATED", "exec_policy STOP needs stop_price", field="stop_price")
     intent = OrderIntent(
         intent_id=intent_id, market=data.market, symbol=data.symbol, side=data.side, qty=Decimal(data.qty),
         exec_policy=data.exec_policy, purpose=data.purpose, price=dec(data.price), stop_price=dec(data.stop_price),
@@ -171,7 +175,7 @@ def get_order(request: Request, intent_id: FromPath[str]) -> dict:
 
 @get(both("/orders"), **spec("read", 400))
 def list_orders(request: Request, symbol: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
-                limit: FromQuery[Limit] = 100) -> dict:
+                limit: Limit = 100) -> dict:
     docs = _deps(request).store.query("orders", _where(symbol=symbol, status=status), order_by="created_at",
                                       desc=True, limit=limit)
     return {"items": docs, "count": len(docs)}
@@ -183,7 +187,7 @@ def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
     mapped = d.r.get(keys.gw_order_account(data.intent_id))
     known = mapped is not None or d.store.get("order_intents", data.intent_id) is not None
     if not known and not data.account_id:
-        raise ApiError(400, "ACCOUNT_ID_REQUIRED_FOR_CANCEL",
+        raise ApiError(422, "ACCOUNT_ID_REQUIRED_FOR_CANCEL",
                        f"no local mapping for order {data.intent_id!r}: pass account_id explicitly",
                        field="account_id")
     account = data.account_id or (mapped.decode() if mapped is not None else "main")
@@ -201,13 +205,13 @@ def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
 @get(both("/positions"), **spec("read", 400))
 def list_positions(request: Request, symbol: FromQuery[str | None] = None,
                    pos_state: Annotated[str | None, QueryParameter(name="state")] = None,
-                   limit: FromQuery[Limit] = 100) -> dict:
+                   limit: Limit = 100) -> dict:
     docs = _deps(request).store.query("positions", _where(symbol=symbol, state=pos_state), limit=limit)
     return {"items": docs, "count": len(docs)}
 
 
 @get(both("/signals"), **spec("read", 400))
-def list_signals(request: Request, symbol: FromQuery[str | None] = None, limit: FromQuery[Limit] = 100) -> dict:
+def list_signals(request: Request, symbol: FromQuery[str | None] = None, limit: Limit = 100) -> dict:
     docs = _deps(request).store.query("signals", _where(symbol=symbol), limit=limit)
     return {"items": docs, "count": len(docs)}
 
@@ -256,11 +260,12 @@ def set_or_request_lift(d, who, mode: str, reason: str, ttl_s: int) -> dict:
         set_kill_switch(RedisState(d.r), mode, set_by=who.name, reason=reason, ttl_ms=ttl_s * 1000, now_ms=now,
                         producer=d.producer)
     except ValueError as exc:
-        raise ApiError(400, "INVALID_REQUEST", str(exc), field="mode") from None
+        raise ApiError(422, "RULE_VIOLATED", str(exc), field="mode") from None
     return {"mode": mode, "ttl_s": ttl_s, "set_at": now, "set_by": who.name}
 
 
-@post(both("/kill-switch"), **spec("killswitch.set", unsafe=True))
+@post(both("/kill-switch"), **(spec("killswitch.set", unsafe=True) | {"responses": error_responses(400, 401, 403, 422, 429) | {
+    202: ResponseSpec(data_container=dict[str, str], description="mode OFF: the lift is stored for a second person's approval")}}))
 def kill_switch(request: Request, data: JSONBody[KillSwitchBody]) -> Response:
     out = set_or_request_lift(_deps(request), principal(request), data.mode, data.reason, data.ttl_s)
     audit_detail(request, mode=data.mode, reason=data.reason, approval_id=out.get("approval_id", ""))
@@ -360,7 +365,7 @@ def router_gauges(r) -> dict[str, tuple[str, float | None]]:
     }
 
 
-@get(both("/metrics"), **spec(PUBLIC))
+@get(both("/metrics"), media_type="text/plain", **spec(PUBLIC))
 def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 

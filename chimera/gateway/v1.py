@@ -60,25 +60,21 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
     note: Text = ""
 
 
-class AnyBody(msgspec.Struct, forbid_unknown_fields=False):
-    """Bodies of routes whose service is not built: accepted as any JSON object, answered 501."""
-
-
 # --- sign-in ---------------------------------------------------------------------------------------
 
 
-@post("/v1/auth/login", **spec(PUBLIC, 400, 401, 423, 429))
+@post("/v1/auth/login", status_code=200, **spec(PUBLIC, 400, 401, 423, 429))
 def login(request: Request, data: JSONBody[LoginBody]) -> Response:
     out = _deps(request).auth.login(data.username, data.password)
     return Response(out, status_code=200)
 
 
-@post("/v1/auth/refresh", **spec(PUBLIC, 400, 401))
+@post("/v1/auth/refresh", status_code=200, **spec(PUBLIC, 400, 401))
 def refresh(request: Request, data: JSONBody[RefreshBody]) -> Response:
     return Response(_deps(request).auth.refresh(data.refresh_token), status_code=200)
 
 
-@post("/v1/auth/logout", **spec(SELF, unsafe=True))
+@post("/v1/auth/logout", status_code=200, **spec(SELF, unsafe=True))
 def logout(request: Request) -> Response:
     d = _deps(request)
     p = principal(request)
@@ -117,7 +113,7 @@ def decide(request: Request, data: JSONBody[DecideBody]) -> dict:
 @post("/v1/features/recompute", status_code=HTTP_202_ACCEPTED, **spec("features.recompute", unsafe=True))
 def features_recompute(request: Request, data: JSONBody[RecomputeBody]) -> dict:
     if data.end_ms <= data.start_ms:
-        raise ApiError(400, "INVALID_REQUEST", "end_ms must be after start_ms", field="end_ms")
+        raise ApiError(422, "RULE_VIOLATED", "end_ms must be after start_ms", field="end_ms")
     d = _deps(request)
     job_id = f"recompute-{uuid.uuid4().hex[:20]}"
     d.producer.publish(keys.FEAT_COMMANDS, RecomputeFeatures(symbol=data.symbol, start_ms=data.start_ms,
@@ -146,9 +142,12 @@ def auto_transfer_trigger(request: Request) -> dict:
     return {"job_id": job_id, "poll": "/v1/approvals?status=PENDING"}
 
 
+NOT_BUILT_TAG = "not-built"  # OpenAPI tag of the routes that answer 501 until their service exists
+
+
 def nospec(perm: str, *codes: int) -> dict:
     """Routes that only answer 501 touch nothing: no worker thread needed."""
-    return spec(perm, *codes) | {"sync_to_thread": False}
+    return spec(perm, *codes) | {"sync_to_thread": False, "tags": [NOT_BUILT_TAG]}
 
 
 def not_built(what: str, service: str) -> ApiError:
@@ -189,7 +188,7 @@ def promote(request: Request) -> Response:
 
 
 def _read(coll: str):
-    def handler(request: Request, limit: FromQuery[Limit] = 100) -> dict:
+    def handler(request: Request, limit: Limit = 100) -> dict:
         docs = _deps(request).store.query(coll, limit=limit)
         return {"items": docs, "count": len(docs)}
 
@@ -212,14 +211,14 @@ READS = [
 
 
 @get("/v1/labels", **spec("read", 400))
-def list_labels(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24, limit: FromQuery[Limit] = 100) -> dict:
+def list_labels(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24, limit: Limit = 100) -> dict:
     docs = _deps(request).store.query(f"labels_{h}h", limit=limit)
     return {"items": docs, "count": len(docs)}
 
 
 @get("/v1/alerts", **spec("read", 400))
 def list_alerts(request: Request, level: FromQuery[Literal["INFO", "WARN", "ERROR", "CRITICAL"] | None] = None,
-                limit: FromQuery[Limit] = 100) -> dict:
+                limit: Limit = 100) -> dict:
     docs = _deps(request).store.query(C.ALERTS, _where(level=level), limit=limit)
     return {"items": docs, "count": len(docs)}
 
@@ -264,7 +263,7 @@ def _strip_credentials(url: str) -> str:
 @get("/v1/approvals", **spec("read", 400))
 def list_approvals(request: Request, status: FromQuery[Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED",
                                                                 "EXECUTED", "FAILED"] | None] = None,
-                   limit: FromQuery[Limit] = 100) -> dict:
+                   limit: Limit = 100) -> dict:
     docs = approvals.listing(_deps(request), status, limit)
     return {"items": docs, "count": len(docs)}
 
@@ -274,14 +273,14 @@ def get_approval(request: Request, approval_id: FromPath[str]) -> dict:
     return approvals.get(_deps(request), approval_id)
 
 
-@post("/v1/approvals/{approval_id:str}/approve", **spec("approvals.decide", 404, 409, unsafe=True))
+@post("/v1/approvals/{approval_id:str}/approve", status_code=200, **spec("approvals.decide", 404, 409, unsafe=True))
 def approve(request: Request, approval_id: FromPath[str], data: JSONBody[DecisionBody | None] = None) -> Response:
     audit_detail(request, approval_id=approval_id, decision="approve")
     doc = approvals.decide(_deps(request), approval_id, principal(request), True, (data or DecisionBody()).note)
     return Response(doc, status_code=200)
 
 
-@post("/v1/approvals/{approval_id:str}/reject", **spec("approvals.decide", 404, 409, unsafe=True))
+@post("/v1/approvals/{approval_id:str}/reject", status_code=200, **spec("approvals.decide", 404, 409, unsafe=True))
 def reject(request: Request, approval_id: FromPath[str], data: JSONBody[DecisionBody | None] = None) -> Response:
     audit_detail(request, approval_id=approval_id, decision="reject")
     doc = approvals.decide(_deps(request), approval_id, principal(request), False, (data or DecisionBody()).note)
@@ -299,12 +298,12 @@ def dlq_items(r, limit: int) -> list[dict[str, Any]]:
 
 
 @get("/v1/dlq", **spec("dlq.read", 400))
-def list_dlq(request: Request, limit: FromQuery[Limit] = 100) -> dict:
+def list_dlq(request: Request, limit: Limit = 100) -> dict:
     items = dlq_items(_deps(request).r, limit)
     return {"items": items, "count": len(items)}
 
 
-@post("/v1/dlq/{entry_id:str}/requeue", **spec("dlq.requeue", 404))
+@post("/v1/dlq/{entry_id:str}/requeue", status_code=200, **spec("dlq.requeue", 404))
 def requeue_dlq(request: Request, entry_id: FromPath[str]) -> Response:
     from chimera.ops.streams_admin import dlq_requeue
 

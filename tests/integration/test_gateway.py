@@ -52,11 +52,21 @@ def test_post_order_publishes_submit_order_and_is_pollable(client, r):
     ({"symbol": "BTCUSDT", "side": "BUY"}, "qty"),
     ({"symbol": "BTCUSDT", "side": "HOLD", "qty": "1"}, "side"),
     ({"symbol": "BTCUSDT", "side": "BUY", "qty": "-1"}, "qty"),
-    ({"symbol": "BTCUSDT", "side": "BUY", "qty": "1", "exec_policy": "LIMIT"}, "price"),
 ])
 def test_invalid_order_body_is_400_naming_the_field(client, r, body, field):
     resp = client.post("/orders", json=body)
     assert resp.status_code == 400, resp.text
+    assert resp.json()["field"] == field
+    assert r.xlen(keys.ORD_COMMANDS) == 0
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"symbol": "BTCUSDT", "side": "BUY", "qty": "1", "exec_policy": "LIMIT"}, "price"),
+    ({"symbol": "BTCUSDT", "side": "BUY", "qty": "1", "exec_policy": "STOP"}, "stop_price"),
+])
+def test_schema_valid_order_breaking_a_rule_is_422_naming_the_field(client, r, body, field):
+    resp = client.post("/orders", json=body)
+    assert resp.status_code == 422, resp.text
     assert resp.json()["field"] == field
     assert r.xlen(keys.ORD_COMMANDS) == 0
 
@@ -68,7 +78,7 @@ def test_unknown_order_is_404(client):
 
 def test_cancel_without_mapping_needs_account_id(client, r):
     resp = client.post("/cancel", json={"intent_id": "foreign-1"})
-    assert resp.status_code == 400 and resp.json()["error"] == "ACCOUNT_ID_REQUIRED_FOR_CANCEL"
+    assert resp.status_code == 422 and resp.json()["error"] == "ACCOUNT_ID_REQUIRED_FOR_CANCEL"
     assert r.xlen(keys.ORD_COMMANDS) == 0
     assert client.post("/cancel", json={"intent_id": "foreign-1", "account_id": "sub1"}).status_code == 202
     # With a mapping (an order placed through the gateway) no account_id is needed.
@@ -86,6 +96,7 @@ def test_kill_switch_is_set_with_ttl_and_audited(client, r):
     assert state.mode == "HALT_NEW" and state.set_by == "admin"  # the signed-in caller, not the body's set_by
     assert 0 < r.pttl(keys.KILL_SWITCH) <= 60_000
     assert client.post("/kill-switch", json={"mode": "PANIC", "reason": "x"}).json()["field"] == "mode"
+    assert client.post("/kill-switch", json={"mode": "HALT_NEW", "reason": "x", "ttl_s": 0}).json()["field"] == "ttl_s"
     # Lifting is four-eyes: stored, the switch stays until another person approves.
     lift = client.post("/kill-switch", json={"mode": "OFF", "reason": "drill over"})
     assert lift.status_code == 202 and lift.json()["status"] == "PENDING_APPROVAL"
