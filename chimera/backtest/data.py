@@ -44,7 +44,7 @@ class Dataset:
     start_ms: int
     end_ms: int
     data_hash: str  # sha256 over the specs and the bytes of every file
-    bars: int  # klines loaded (all symbols), within the period
+    bars: int  # klines loaded (all symbols), within the period [--from, --to)
 
 
 def parse_time(text: str | None, option: str) -> int | None:
@@ -168,9 +168,11 @@ def _digest(specs: list[DataSpec], lo: int | None, hi: int | None) -> str:
 
 
 def load(data: list[str], from_text: str | None = None, to_text: str | None = None) -> Dataset:
-    lo, hi = parse_time(from_text, "--from"), parse_time(to_text, "--to")
-    if lo is not None and hi is not None and lo > hi:
-        raise DataError(f"--from {from_text} is after --to {to_text}")
+    lo, to = parse_time(from_text, "--from"), parse_time(to_text, "--to")
+    if lo is not None and to is not None and lo >= to:
+        raise DataError(f"--from {from_text} is after --to {to_text}" if lo > to else
+                        f"--from {from_text} equals --to {to_text}: the period is empty (--to is exclusive)")
+    hi = None if to is None else to - 1  # --to is exclusive: the bar opening at --to is not replayed
     if not data:
         raise DataError("no --data given; e.g. --data sample, or --data BTCUSDT-1m-2025-07.zip")
     known = set(ExchangeInfo.load().rules["futures"])

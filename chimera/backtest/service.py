@@ -11,14 +11,15 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from chimera.backtest.bundle import load_bundle
 from chimera.backtest.data import Dataset, load
-from chimera.backtest.report import render
-from chimera.backtest.results import Summary, summarize
-from chimera.backtest.runner import run
 from chimera.store.collections import BACKTEST_RUNS, BACKTEST_TRADES
 from chimera.venues.local.engine import Fees, FillModel
+
+if TYPE_CHECKING:
+    from chimera.backtest.results import Summary
 
 REPORT_KEY = "backtests/{run_id}/report.html"
 
@@ -41,6 +42,10 @@ def backtest(bundle_path: str, data: list[str], from_text: str | None = None, to
     fill, fees = _models()
     ident = json.dumps([bundle.sha256, ds.data_hash, fill, fees], sort_keys=True)
     run_id = "bt-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+    from chimera.backtest.report import render  # the handlers load only once the inputs are known good
+    from chimera.backtest.results import summarize
+    from chimera.backtest.runner import run
+
     out = run(bundle.body, ds.feed, ds.symbols, bundle_id=bundle.bundle_id, rev=bundle.rev, progress=progress)
     summary = summarize(out)
     doc = {"run_id": run_id, "bundle_id": bundle.bundle_id, "bundle_rev": bundle.rev,
