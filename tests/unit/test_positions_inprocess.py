@@ -122,12 +122,15 @@ def test_a_filled_entry_gets_its_stop_at_the_venue():
     c.market("50000")
     c.open_long("p1", sl="49500")
     [stop] = c.stops()
-    assert c.amt() == ENTRY_QTY and stop.qty == ENTRY_QTY and stop.stop_price == Decimal("49500")
+    fill = c.fut.query(SYM, client_order_id("p1", "mkt")).avg_price
+    # The intent's distance (mid at send 50000 - sl 49500 = 500) kept from the actual fill (the ask).
+    assert c.store.get("order_intents", "p1")["arrival_mid"] == "50000.0" and fill == Decimal("50000.1")
+    assert c.amt() == ENTRY_QTY and stop.qty == ENTRY_QTY and stop.stop_price == fill - 500 == Decimal("49500.1")
     assert stop.client_order_id == sl_cid("p1", 1) and stop.reduce_only
     pos = c.position("p1")
     assert (pos.state, pos.qty, pos.stop.client_order_id, pos.stop.price) == ("ACTIVE", ENTRY_QTY, sl_cid("p1", 1),
-                                                                             Decimal("49500"))
-    assert pos.entry_price == c.fut.query(SYM, client_order_id("p1", "mkt")).avg_price == Decimal("50000.1")
+                                                                             stop.stop_price)
+    assert pos.entry_price == fill
     assert c.uncovered == []
 
 

@@ -75,9 +75,10 @@ def _basis(ctx: Context) -> str:
 
 def on_result(pos: Position, res: OrderResult) -> Position:
     """A rung's order ended: taken if anything filled, else failed (not retried)."""
-    if res.status not in TERMINAL or ":tp" not in res.intent_id:
+    rung = res.intent_id.rsplit(":tp", 1)[-1] if ":tp" in res.intent_id else ""
+    if res.status not in TERMINAL or not rung.isdigit():  # not a rung (e.g. the resting take-profit)
         return pos
-    i = int(res.intent_id.rsplit(":tp", 1)[-1])
+    i = int(rung)
     tp = pos.tp
     pending = "" if tp.pending == res.intent_id else tp.pending
     done, failed = set(tp.done), set(tp.failed)

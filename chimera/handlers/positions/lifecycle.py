@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.positions import stops
+from chimera.handlers.positions import protection, stops
 from chimera.handlers.positions.common import (
     PE,
     ZERO,
@@ -26,14 +26,11 @@ from chimera.handlers.positions.common import (
     Out,
     create,
     event,
-    filters,
     moved,
-    param,
     risk,
     save,
     snapshot,
 )
-from chimera.handlers.positions.multipliers import current as multipliers
 from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.messages import OrderResult
 from chimera.schemas.states import PositionStatus as P
@@ -56,15 +53,6 @@ def pending(ctx: Context, res: OrderResult, intent: dict) -> Position:
         leverage=int(intent.get("leverage") or 20)))
 
 
-def stop_price_for(ctx: Context, intent: dict, side: str, entry: Decimal) -> Decimal:
-    """The intent's ``sl_price``, else entry ∓ ``positions.default_sl_pct`` × the stop multiplier."""
-    if intent.get("sl_price"):
-        return Decimal(str(intent["sl_price"]))
-    pct = param(ctx, "default_sl_pct", Decimal("0.01")) * multipliers(ctx).stop
-    raw = entry * (1 - pct) if side == "BUY" else entry * (1 + pct)
-    return filters(ctx, intent["symbol"]).price(raw, side, passive=True)
-
-
 # --- growth: entry and add fills ------------------------------------------------------------------------
 
 
@@ -84,16 +72,18 @@ def grow(ctx: Context, pos: Position, res: OrderResult, intent: dict) -> tuple[P
     entry = (pos.qty * (pos.entry_price or ZERO) + notional - seen_notional) / qty
     fills_in = {**pos.fills_in, res.intent_id: (res.filled_qty, notional)}
     if pos.state == P.PENDING_ENTRY:  # nothing booked yet: qty == dq == res.filled_qty
-        sl = stop_price_for(ctx, intent, pos.side, entry)
         pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, entry0=entry, base_qty=qty, gross_qty=qty,
-                    fills_in=fills_in, leverage=int(intent.get("leverage") or pos.leverage), sl_price=sl,
-                    trail_step=0)
+                    fills_in=fills_in, leverage=int(intent.get("leverage") or pos.leverage), trail_step=0)
         out: Out = [event(pos, "OPENED")]
+        pos, gone = protection.first(ctx, pos, intent)
+        if gone:  # the stop would trigger at once: out at market, no stop to send
+            return pos, out + gone
     else:
         pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, fills_in=fills_in, gross_qty=pos.gross_qty + dq)
         out = [event(pos, "ADDED", tag=f"{res.intent_id}:{res.filled_qty}")]
     pos, more = stops.reconcile(ctx, pos)
-    return pos, out + more
+    pos, tp = protection.place_take_profit(ctx, pos)
+    return pos, out + more + tp
 
 
 def entry_failed(ctx: Context, pos: Position, reason: str) -> tuple[Position, Out]:
@@ -139,6 +129,7 @@ def close_tail(pos: Position) -> Out:
     Sent again by a redelivered closing message (cancels and events are keyed, so once in effect)."""
     out: Out = [stops.cancel(pos, iid, "position closed") for iid in pos.stop.live_intents()
                 if iid != pos.exit_intent_id]
+    out += protection.cancel_take_profit(pos, "position closed")
     return out + [event(pos, "EXIT", exit_price=pos.exit_price, realized_pnl=pos.realized_pnl)]
 
 

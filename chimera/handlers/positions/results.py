@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chimera.handlers.common import dec
-from chimera.handlers.positions import adds, ladder, lifecycle, stops
+from chimera.handlers.positions import adds, ladder, lifecycle, protection, stops
 from chimera.handlers.positions.common import PE, Out, event, load, moved
 from chimera.schemas.documents.positions import Position
 from chimera.schemas.envelope import Envelope
@@ -39,6 +39,8 @@ def on_result(env: Envelope, ctx: Context) -> Out:
         return []
     elif res.purpose == "STOP" and res.status != "FILLED":
         new, out = stops.on_result(ctx, pos, res) if pos.is_open else (pos, [])
+    elif protection.is_order(pos, res.intent_id) and res.status != "FILLED":
+        new, out = protection.on_result(pos, res)
     else:
         new, out = pos, []
         if is_reducing(intent or {"purpose": res.purpose}) and res.status in ENDED:

@@ -72,6 +72,19 @@ class Stop(_Doc, frozen=True):
         return out + [i for i in self.retired if i not in out]
 
 
+class TakeProfitOrder(_Doc, frozen=True):
+    """The futures take-profit resting at the venue (TAKE_PROFIT_MARKET, reduce-only, MARK_PRICE) when the
+    entry's intent has a ``tp_price``: ``<pos_id>:tpo``. ``status``: PENDING (asked S4), ARMED (ACCEPTED),
+    REFUSED (with ``reason``). Whichever of it and the stop fills first, the close cancels the other."""
+
+    intent_id: str = ""
+    client_order_id: str = ""
+    price: Decimal | None = None
+    qty: Decimal = ZERO
+    status: str = ""
+    reason: str = ""
+
+
 class TakeProfitLadder(_Doc, frozen=True):
     """Rungs taken (``done``), refused or empty (``failed``), and the one in flight (``pending`` intent)."""
 
@@ -116,8 +129,11 @@ class Position(_Doc, frozen=True):
     fills_out: dict[str, Decimal] = {}
     # protection and management
     sl_price: Decimal | None = None  # the stop the position should have (the armed one is stop.price)
+    tp_price: Decimal | None = None  # the take-profit it should have (futures: ``take_profit``)
+    reference_price: Decimal | None = None  # the decision's price the intent's distances were measured from
     trail_step: int = 0
     stop: Stop = Stop()
+    take_profit: TakeProfitOrder = TakeProfitOrder()
     tp: TakeProfitLadder = TakeProfitLadder()
     adds: AddOns = AddOns()
     # the market at the last pass

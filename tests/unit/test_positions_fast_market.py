@@ -1,0 +1,80 @@
+"""Protection that holds in fast markets (issue 12 item 4), in-process with the venue engine, no Redis:
+the stop comes from the actual fill, is checked against the mark before it is sent, and the futures
+take-profit rests at the venue until it or the stop fills (the close cancels the other)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from chimera.risk.state import OK, Limits
+from chimera.schemas.messages import OrderIntent, SubmitOrder
+from chimera.streams import keys
+from chimera.venues.binance.adapter import client_order_id
+from tests.unit.test_positions_inprocess import ENTRY_QTY, MARGIN, SYM, Chain, sl_cid
+
+
+def enter(c: Chain, pos_id: str, *, sl: str, tp: str | None = None, signal: str = "") -> None:
+    assert c.ports.risk.reserve(pos_id, SYM, MARGIN, Limits(Decimal("1000"), 5, 5)) == OK
+    intent = OrderIntent(intent_id=pos_id, market="FUT", symbol=SYM, side="BUY", qty=ENTRY_QTY, exec_policy="MARKET",
+                         sl_price=Decimal(sl), tp_price=Decimal(tp) if tp else None, pos_id=pos_id, signal_id=signal)
+    c.rt.publish(keys.ORD_COMMANDS, SubmitOrder(intent=intent), pos_id, event_time=c.clock.now_ms())
+    c.deliver()
+
+
+def tp_cid(pos_id: str) -> str:
+    return client_order_id(f"{pos_id}:tpo", "tp")
+
+
+def test_a_fill_far_from_the_decision_keeps_the_decision_distance_not_its_price():
+    c = Chain({})
+    # S3 decided at 51000 with a stop 500 below; the market then fell to 50000 before the entry filled.
+    c.store.upsert("signals", "sig-1", {"signal_id": "sig-1", "decision": {"price": "51000", "action": "open"}})
+    c.market("50000")
+    enter(c, "gap", sl="50500", signal="sig-1")  # 50500 is above the market: as a price it would trigger at once
+    [stop] = c.stops()
+    fill = c.fut.query(SYM, client_order_id("gap", "mkt")).avg_price
+    assert stop.stop_price == fill - 500 == Decimal("49500.1") and stop.qty == ENTRY_QTY
+    pos = c.position("gap")
+    assert (pos.state, pos.reference_price, pos.sl_price) == ("ACTIVE", Decimal("51000"), stop.stop_price)
+
+
+def test_a_stop_already_through_the_mark_is_not_sent_the_position_exits_at_market():
+    c = Chain({})
+    c.market("50000", mark="49400")  # the mark has run ahead of the book: the stop (~49500) is already through it
+    enter(c, "thru", sl="49500")
+    assert c.amt() == 0 and c.fut.open_algo_orders(SYM) == []
+    assert sl_cid("thru", 1) not in {o.client_order_id for o in c.fut.open_algo_orders(SYM)}
+    assert c.fut.query(SYM, client_order_id("thru:exit-gap", "mkt")).filled_qty == ENTRY_QTY
+    pos = c.position("thru")
+    assert (pos.state, pos.close_reason, pos.exit_intent_id, pos.stop.n) == ("CLOSED", "EXIT", "thru:exit-gap", 0)
+    [alert] = [e.payload for e in c.rt.entries(keys.ALERTS)]
+    assert alert.code == "STOP_WOULD_TRIGGER" and alert.context["pos_id"] == "thru"
+    assert c.ports.risk.usage(SYM).in_use_usdt == 0
+
+
+def test_the_take_profit_rests_at_the_venue_and_the_stop_fill_cancels_it():
+    c = Chain({})
+    c.market("50000")
+    enter(c, "tpa", sl="49500", tp="51000")
+    [tp] = [o for o in c.fut.open_algo_orders(SYM) if o.type == "TAKE_PROFIT_MARKET"]
+    assert (tp.client_order_id, tp.stop_price, tp.qty, tp.reduce_only, tp.side) == (
+        tp_cid("tpa"), Decimal("51000.1"), ENTRY_QTY, True, "SELL")
+    assert c.position("tpa").take_profit.status == "ARMED"
+    c.market("49400", mark="49450")  # the stop fires
+    assert c.amt() == 0 and c.fut.open_algo_orders(SYM) == []
+    assert c.fut.query(SYM, tp_cid("tpa"), algo=True).status == "CANCELED"
+    pos = c.position("tpa")
+    assert (pos.state, pos.close_reason) == ("CLOSED", "STOP_LOSS")
+
+
+def test_the_take_profit_fill_closes_the_position_and_cancels_the_stop():
+    c = Chain({})
+    c.market("50000")
+    enter(c, "tpb", sl="49500", tp="51000")
+    c.market("51100", mark="51050")  # the mark reaches the take-profit
+    assert c.amt() == 0 and c.fut.open_algo_orders(SYM) == []
+    assert c.fut.query(SYM, sl_cid("tpb", 1), algo=True).status == "CANCELED"
+    pos = c.position("tpb")
+    assert (pos.state, pos.close_reason, pos.exit_intent_id) == ("CLOSED", "TAKE_PROFIT", "tpb:tpo")
+    assert pos.realized_pnl > 0 and c.ports.risk.usage(SYM).in_use_usdt == 0
+    assert c.uncovered == []
