@@ -1,0 +1,150 @@
+"""Benchmark ``chimera backtest`` against backtesting.py on the same bars (issue 12 item 7).
+
+Run as a script (not collected by pytest)::
+
+    python tests/bench/bench_backtest.py [--copies 10] [--sample-days 1] [--profile]
+
+Prints, in one run: bars/s of the in-process backtest (the real S2 → S3 → S4 → S6 handlers against
+the venue engine) for the SMA(20/60) crossover bundle over the shipped BTCUSDT 1m data repeated
+``--copies`` times (10 → ~107k bars, each copy shifted in time to follow the previous one), bars/s of
+backtesting.py's SmaCross on the same bars, their ratio, whether the trade lists agree (entry/exit bar
+and side; Chimera fills a decision at the signal bar's close, backtesting.py at the next bar's open:
+Chimera's bar + 1 is compared), the sample bundle's bars/s and the peak RSS. ``--profile`` prints the
+top of a cProfile of the SMA run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+SAMPLE = REPO / "chimera" / "venues" / "local" / "data"
+SMA_BUNDLE = {
+    "bundle_id": "bench_sma_cross",
+    "features": {"sma_windows": [20, 60]},
+    "strategy": {
+        "symbols": ["BTCUSDT"],
+        "entry": {"long_when": "sma_20 crosses_above sma_60", "short_when": "sma_20 crosses_below sma_60"},
+        "trading_windows": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "24:00"}],
+        "funding": {"no_entry_minutes_before": 0},
+        "risk": {"fut_margin_budget_usdt": "1000", "max_per_symbol": 1, "max_open_positions": 1},
+        "protections": {"cooldown_bars_after_sl": 0, "bar_ms": 60000, "priority_replace": True},
+        "sizing": {"market": "FUT", "leverage": 5, "margin_type": "ISOLATED", "margin_usdt": "100",
+                   "exec_policy": "MARKET", "tp_atr": 1000.0, "sl_atr": 1000.0},
+    },
+}
+
+
+def write_data(tmp: Path, copies: int) -> tuple[Path, list]:
+    """The shipped BTC 1m bars ``copies`` times, each copy starting right after the previous one."""
+    import pandas as pd
+
+    df = pd.read_feather(SAMPLE / "BTC_USDT_USDT-1m-futures.feather")
+    t = (df["date"].astype("int64") // 1_000_000).tolist()
+    span = t[-1] - t[0] + 60_000
+    cols = [df[c].tolist() for c in ("open", "high", "low", "close", "volume")]
+    rows = [[ts + k * span, *(c[i] for c in cols)] for k in range(copies) for i, ts in enumerate(t)]
+    path = tmp / "BTC_USDT_USDT-1m-futures.json"
+    path.write_text(json.dumps(rows))
+    return path, rows
+
+
+def run_chimera(bundle_path: Path, data: list[str], frm: str | None = None, to: str | None = None,
+                profile: bool = False):
+    from chimera.backtest.service import backtest
+
+    prof = cProfile.Profile() if profile else None
+    t = time.perf_counter()
+    if prof:
+        prof.enable()
+    result = backtest(str(bundle_path), data, frm, to)
+    if prof:
+        prof.disable()
+    wall = time.perf_counter() - t
+    if prof:
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
+        print(buf.getvalue())
+    return result, wall
+
+
+def run_backtesting_py(rows: list) -> tuple[list, float, int]:
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+    from backtesting.lib import crossover
+    from backtesting.test import SMA
+
+    class SmaCross(Strategy):
+        n1, n2 = 20, 60
+
+        def init(self):
+            self.sma1 = self.I(SMA, self.data.Close, self.n1)
+            self.sma2 = self.I(SMA, self.data.Close, self.n2)
+
+        def next(self):
+            if crossover(self.sma1, self.sma2):
+                self.position.close()
+                self.buy()
+            elif crossover(self.sma2, self.sma1):
+                self.position.close()
+                self.sell()
+
+    df = pd.DataFrame(rows, columns=["t", "Open", "High", "Low", "Close", "Volume"])
+    df.index = pd.to_datetime(df.pop("t"), unit="ms")
+    t = time.perf_counter()
+    stats = Backtest(df, SmaCross, cash=100_000_000, commission=0.0005, finalize_trades=True).run()
+    wall = time.perf_counter() - t
+    trades = [(int(r.EntryBar), int(r.ExitBar), "LONG" if r.Size > 0 else "SHORT") for r in stats._trades.itertuples()]
+    return trades, wall, len(df)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--sample-days", type=int, default=1, help="days of the sample bundle run (2 symbols)")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        data, rows = write_data(tmp, args.copies)
+        bundle = tmp / "sma.json"
+        bundle.write_text(json.dumps(SMA_BUNDLE))
+        t0 = rows[0][0]
+
+        result, wall = run_chimera(bundle, [f"ft_klines:futures:BTCUSDT:{data}"], profile=args.profile)
+        bars = result.run["kpis"]["bars"]
+        ours = [((tr.entry_time - t0) // 60_000 + 1, (tr.exit_time - t0) // 60_000 + 1, tr.side)
+                for tr in result.summary.trades]
+        theirs, bt_wall, bt_bars = run_backtesting_py(rows)
+        sample, s_wall = run_chimera(REPO / "chimera" / "bundles" / "sample_vol_breakout.json", ["sample"],
+                                     "2025-07-06", f"2025-07-{6 + args.sample_days:02d}")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    same = ours == theirs
+    first_diff = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
+    print(f"chimera backtest, SMA(20/60) bundle: {bars} bars in {wall:.1f} s = {bars / wall:,.0f} bars/s "
+          f"({len(ours)} trades, dead letters {result.run['kpis']['dead_letters']})")
+    print(f"backtesting.py {__import__('backtesting').__version__} SmaCross: {bt_bars} bars in {bt_wall:.2f} s = "
+          f"{bt_bars / bt_wall:,.0f} bars/s ({len(theirs)} trades)")
+    print(f"ratio chimera / backtesting.py: {(bars / wall) / (bt_bars / bt_wall):.4f}x (target >= 1x)")
+    print(f"trades identical (entry bar, exit bar, side): {same}"
+          + ("" if same else f"; first difference at #{first_diff}: chimera {ours[first_diff:first_diff + 1]} "
+                             f"vs backtesting.py {theirs[first_diff:first_diff + 1]}" if first_diff is not None
+             else f"; chimera {len(ours)} vs backtesting.py {len(theirs)} trades"))
+    sb = sample.run["kpis"]["bars"]
+    print(f"chimera backtest, sample bundle (BTC+ETH, {args.sample_days} day): {sb} bars in {s_wall:.1f} s = "
+          f"{sb / s_wall:,.0f} bars/s ({sample.run['kpis']['trades']} trades)")
+    print(f"peak RSS: {rss_mb:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
