@@ -337,6 +337,12 @@ def test_a_liquidated_position_is_booked_once_at_the_force_order_price(r, env, v
                                                                 ("ghost-s", "CLOSED_NOT_AT_VENUE")}
     booked = store.get("liquidations", f"main:{forced['orderId']}")
     assert booked["pos_ids"] == ["liq-1"] and booked["kind"] == "LIQUIDATED"
+    # The liquidation trade is a fill with the venue's realized PnL and fee, and the position carries them.
+    [trade] = f.trades("BTCUSDT", str(forced["orderId"]))
+    fill = store.get("fills", f"FUT:BTCUSDT:{trade['id']}")
+    assert (fill["purpose"], fill["pos_id"], fill["qty"]) == ("LIQUIDATED", "liq-1", str(trade["qty"]))
+    assert Decimal(fill["realized_pnl"]) == Decimal(str(trade["realizedPnl"])) == Decimal(pos["realized_pnl"]) < 0
+    assert Decimal(fill["fee"]) == Decimal(str(trade["commission"])) == Decimal(pos["fees"])
     assert store.get("strategy_events", "RECONCILE_LIQUIDATION:run-liq:liq-1")["exit_price"] == forced["avgPrice"]
     errors = [a.payload for a in stream(r, keys.ALERTS) if a.payload.level == "ERROR"]
     assert [(a.code, a.context["ref"]) for a in errors] == [("RECONCILE_LIQUIDATION", "liq-1")]

@@ -7,7 +7,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chimera.risk.state import OK, Limits
-from chimera.schemas.messages import OrderIntent, SubmitOrder
+from chimera.schemas.messages import ManagePositions, OrderIntent, SubmitOrder
+from chimera.schemas.strategy import KillSwitchState
 from chimera.streams import keys
 from chimera.venues.binance.adapter import client_order_id
 from tests.unit.test_positions_inprocess import ENTRY_QTY, MARGIN, SYM, Chain, sl_cid
@@ -78,3 +79,41 @@ def test_the_take_profit_fill_closes_the_position_and_cancels_the_stop():
     assert (pos.state, pos.close_reason, pos.exit_intent_id) == ("CLOSED", "TAKE_PROFIT", "tpb:tpo")
     assert pos.realized_pnl > 0 and c.ports.risk.usage(SYM).in_use_usdt == 0
     assert c.uncovered == []
+
+
+def test_an_adl_reported_by_the_venue_closes_the_position_with_the_venues_pnl_and_fee():
+    c = Chain({})
+    c.market("50000")
+    enter(c, "adl", sl="49500")
+    c.market("50200")
+    c.exchange.deleverage("main", SYM)  # the venue takes the position (auto-deleveraging)
+    c.deliver()  # S1's part: the venue's report of its adl_autoclose order reaches S6
+    assert c.amt() == 0 and c.fut.open_algo_orders(SYM) == []  # the stop no longer rests
+    [fo] = c.fut.force_orders(SYM)
+    [trade] = c.fut.trades(SYM, str(fo["orderId"]))
+    pos = c.position("adl")
+    assert (pos.state, pos.close_reason, pos.exit_price) == ("CLOSED", "ADL", Decimal(fo["avgPrice"]))
+    assert pos.realized_pnl == Decimal(trade["realizedPnl"]) and pos.fees == Decimal(trade["commission"])
+    fill = c.store.get("fills", f"FUT:{SYM}:{trade['id']}")
+    assert (fill["purpose"], fill["pos_id"], Decimal(fill["realized_pnl"])) == ("ADL", "adl", pos.realized_pnl)
+    assert c.store.get("liquidations", f"main:{fo['orderId']}")["pos_ids"] == ["adl"]
+    assert [a.payload.code for a in c.rt.entries(keys.ALERTS)] == ["POSITION_GONE_AT_VENUE"]
+    assert c.ports.risk.usage(SYM).in_use_usdt == 0
+
+
+def test_a_refused_exit_asks_the_venue_and_books_what_happened():
+    c = Chain({})
+    c.market("50000")
+    enter(c, "rx", sl="49500")
+    c.exchange.deleverage("main", SYM)
+    c.exchange.drain_reports()  # its report is lost: S6 still thinks the position is open
+    assert c.position("rx").state == "ACTIVE" and c.amt() == 0
+    c.ports.risk.set_kill_switch(KillSwitchState(mode="FLATTEN", set_by="test"), 60_000)
+    c.rt.publish(keys.POS_COMMANDS, ManagePositions(pos_id="rx"), "tick-1", event_time=c.clock.now_ms())
+    c.deliver()  # the flatten is refused (reduce-only, nothing to reduce): S6 asks the venue
+    flatten = c.store.get("order_intents", "rx:flatten")
+    assert flatten["result"]["status"] == "REJECTED"
+    pos = c.position("rx")
+    assert (pos.state, pos.close_reason) == ("CLOSED", "ADL") and pos.realized_pnl != 0
+    assert c.fut.open_algo_orders(SYM) == []  # the stop left behind is cancelled by the close
+    assert "POSITION_GONE_AT_VENUE" in [a.payload.code for a in c.rt.entries(keys.ALERTS)]

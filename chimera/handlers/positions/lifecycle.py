@@ -18,7 +18,8 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.positions import protection, stops
+from chimera.handlers.common import venue
+from chimera.handlers.positions import forced, protection, stops
 from chimera.handlers.positions.common import (
     PE,
     ZERO,
@@ -34,6 +35,7 @@ from chimera.handlers.positions.common import (
 from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.messages import OrderResult
 from chimera.schemas.states import PositionStatus as P
+from chimera.venues.binance.adapter import VenueError
 from chimera.workers.handler import Context
 
 EXIT_REASON = {"STOP": "STOP_LOSS", "TAKE_PROFIT": "TAKE_PROFIT", "EXIT": "EXIT", "FLATTEN": "FLATTEN",
@@ -165,6 +167,33 @@ def write(ctx: Context, before: Position, after: Position) -> Position:
     return stored
 
 
+def gone_at_venue(ctx: Context, pos: Position, why: str) -> tuple[Position, Out] | None:
+    """The venue holds nothing on the position's side any more (liquidated, auto-deleveraged, or closed
+    outside Chimera): CLOSED with what the venue says happened, and an ERROR alert. None when the venue
+    still holds it or cannot be asked."""
+    fut = venue(ctx, pos.account_id).fut
+    try:
+        rows = fut.position_risk(pos.symbol)
+        amt = sum((Decimal(str(r.get("positionAmt") or 0)) for r in rows), ZERO) * pos.direction
+        if amt > 0:
+            return None
+        got = forced.claim(ctx, fut, pos.symbol, pos.side, [pos], account_id=pos.account_id,
+                           claimed_by=f"s6:{pos.pos_id}")
+    except VenueError as exc:
+        logger.warning("position {}: cannot ask the venue what happened ({})", pos.pos_id, exc)
+        return None
+    if got is None:
+        after, out = close(ctx, pos, exit_price=None, exit_intent_id="", reason="CLOSED_AT_VENUE", source="venue")
+        what = "flat at the venue, no force order explains it"
+    else:
+        after, out = close(ctx, pos, exit_price=got.avg_price, exit_intent_id="", reason=got.kind,
+                           source=f"venue:{got.client_order_id}")
+        after = replace(after, realized_pnl=after.realized_pnl + got.realized_pnl, fees=after.fees + got.fee)
+        what = f"{got.kind} at {got.avg_price} (force order {got.order_id}, realized {got.realized_pnl})"
+    return after, [*out, protection.alert(after, "POSITION_GONE_AT_VENUE", f"position {pos.pos_id} ({pos.qty} "
+                                                   f"{pos.symbol}): {why}; {what}", after.close_reason)]
+
+
 # --- S5's repairs (the reconciler writes positions only through these) ---------------------------------
 
 
@@ -191,13 +220,16 @@ def adopt(ctx: Context, pos_id: str, *, symbol: str, side: str, qty: Decimal, en
 
 
 def close_reconciled(ctx: Context, pos: Position, action: str, *, exit_price: Decimal | None = None,
-                     exit_intent_id: str = "", reason: str = "RECONCILED") -> tuple[Position | None, Out]:
-    """S5 proved the position flat at the venue. None when it moved meanwhile (S6 wrote it first)."""
+                     exit_intent_id: str = "", reason: str = "RECONCILED", realized_pnl: Decimal | None = None,
+                     fee: Decimal = ZERO) -> tuple[Position | None, Out]:
+    """S5 proved the position flat at the venue (``realized_pnl``/``fee``: the venue's for the closing
+    trades, e.g. a liquidation's). None when it moved meanwhile (S6 wrote it first)."""
     if not pos.is_open:
         return None, []
     after, out = close(ctx, pos, exit_price=exit_price, exit_intent_id=exit_intent_id, reason=reason,
                        source="reconciler")
-    after = replace(after, reconcile=action)
+    after = replace(after, reconcile=action, fees=after.fees + fee,
+                    realized_pnl=after.realized_pnl + (realized_pnl or ZERO))
     try:
         return write(ctx, pos, after), out
     except Conflict:

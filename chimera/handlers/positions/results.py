@@ -89,7 +89,13 @@ def _reduce(ctx: Context, pos: Position, res: OrderResult) -> tuple[Position, Ou
         if pos.state == P.CLOSED:
             return pos, out
     if res.purpose in ("EXIT", "FLATTEN") and res.status in GONE and pos.state == P.PENDING_CLOSING:
+        # A refused reduce-only exit: ask the venue whether there is still anything to close.
+        gone = lifecycle.gone_at_venue(ctx, pos, f"exit {res.intent_id} {res.status} ({res.reason})")
+        if gone is not None:
+            return gone[0], out + gone[1]
         pos = moved(pos, PE.CLOSE_FAILED)  # still exposed: back to ACTIVE, the stop stays
-        out.append(event(pos, "CLOSE_FAILED", tag=res.intent_id))
+        out += [event(pos, "CLOSE_FAILED", tag=res.intent_id),
+                protection.alert(pos, "EXIT_REFUSED", f"exit {res.intent_id} of {pos.pos_id} {res.status} "
+                                 f"({res.reason}); the position is still open at the venue", res.intent_id)]
     pos, more = stops.reconcile(ctx, pos)
     return pos, out + more

@@ -180,14 +180,16 @@ def _close_filled(run, live: dict[str, list[Position]]) -> None:
         close(run, pos, "CLOSED_BY_FILL", exit_leg=leg)
 
 
-def close(run, pos: Position, action: str, exit_leg: dict | None = None, exit_price: str | None = None) -> bool:
+def close(run, pos: Position, action: str, exit_leg: dict | None = None, exit_price: str | None = None,
+          realized_pnl: Decimal | None = None, fee: Decimal = ZERO) -> bool:
     reason = "STOP_LOSS" if exit_leg and exit_leg.get("purpose") == "STOP" else \
         action if action in ("LIQUIDATED", "ADL") else "RECONCILED"
     price = dec(exit_leg.get("avg_price")) if exit_leg else None
     if exit_price is not None:
         price = Decimal(str(exit_price))
     closed, emits = s6.close_reconciled(run.ctx, pos, action, exit_price=price, reason=reason,
-                                        exit_intent_id=exit_leg["intent_id"] if exit_leg else "")
+                                        exit_intent_id=exit_leg["intent_id"] if exit_leg else "",
+                                        realized_pnl=realized_pnl, fee=fee)
     if closed is None:
         fresh = run.ctx.store.get(POSITIONS, pos.pos_id) or {}
         if fresh.get("state") != P.CLOSED.value:  # closed by S6 meanwhile is no difference
