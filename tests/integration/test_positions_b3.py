@@ -240,7 +240,9 @@ def test_scheduler_ticks_manage_open_positions_with_roe_and_liquidation_distance
         pos = wait_until(lambda: (lambda p: p if (p.get("last_pass") or "").startswith("manage:sc-1:s6.tick:")
                                   and p.get("mark_source") == "venue" else None)(store.get("positions", "sc-1")),
                          timeout=20, message="a scheduled pass")
-        assert r.zscore(keys.SCHED_DUE, keys.POS_TICK_TIMER) is not None  # the next one is armed
+        # The next tick is armed (by the tick's flush, or already fired and re-armed: poll for it).
+        wait_until(lambda: r.zscore(keys.SCHED_DUE, keys.POS_TICK_TIMER) is not None, timeout=5,
+                   message="the next tick armed")
     [risk] = fut(venue).position_risk(SYM)
     entry, mark, liq = (Decimal(str(risk[k])) for k in ("entryPrice", "markPrice", "liquidationPrice"))
     assert Decimal(pos["liq_price"]) == liq and pos["leverage"] == int(risk["leverage"])

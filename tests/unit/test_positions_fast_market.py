@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from chimera.risk.state import OK, Limits
+from chimera.schemas.documents.positions import Position, to_doc
 from chimera.schemas.messages import ManagePositions, OrderIntent, SubmitOrder
 from chimera.schemas.strategy import KillSwitchState
 from chimera.streams import keys
@@ -117,3 +118,19 @@ def test_a_refused_exit_asks_the_venue_and_books_what_happened():
     assert (pos.state, pos.close_reason) == ("CLOSED", "ADL") and pos.realized_pnl != 0
     assert c.fut.open_algo_orders(SYM) == []  # the stop left behind is cancelled by the close
     assert "POSITION_GONE_AT_VENUE" in [a.payload.code for a in c.rt.entries(keys.ALERTS)]
+
+
+def test_a_pass_finding_no_stop_armed_and_the_mark_through_it_exits_at_once():
+    c = Chain({})
+    c.market("50000")
+    # A position whose stop never made it to the venue (e.g. refused while the market gapped).
+    c.fut.new_order(symbol=SYM, side="BUY", type="MARKET", qty=ENTRY_QTY, client_id=client_order_id("un", "mkt"))
+    c.store.upsert("positions", "un", to_doc(Position(
+        pos_id="un", symbol=SYM, side="BUY", state="ACTIVE", version=1, qty=ENTRY_QTY, entry_price=Decimal("50000.1"),
+        entry_intent_id="un", sl_price=Decimal("49500.1"), created_at=c.clock.now_ms())))
+    c.market("49400", mark="49450")
+    assert c.amt() == 0
+    pos = c.position("un")
+    assert (pos.state, pos.close_reason, pos.exit_intent_id) == ("CLOSED", "EXIT", "un:exit-v1")
+    assert [a.payload.code for a in c.rt.entries(keys.ALERTS)] == ["UNPROTECTED_THROUGH_STOP"]
+    assert sl_cid("un", 1) not in {o.client_order_id for o in c.fut.open_algo_orders(SYM)}

@@ -9,7 +9,7 @@ number, add number, stop level), so running the pass twice on the same market se
 
 from __future__ import annotations
 
-from chimera.handlers.positions import adds, ladder, marks, stops, trailing
+from chimera.handlers.positions import adds, ladder, marks, protection, stops, trailing
 from chimera.handlers.positions.common import (
     PE,
     Out,
@@ -60,6 +60,13 @@ def run(env: Envelope, ctx: Context) -> Out:
         if not out and not mode and not new.tp.started:  # S4 refuses adds under a kill switch
             new, sent = adds.decide(ctx, new, new.mark, mult, f)
             out += sent
+    if not new.stop.intent_id and new.stop.pending is None and new.sl_price is not None and new.mark is not None \
+            and protection.would_trigger(new, new.sl_price, new.mark):
+        # Nothing armed and the market is already through the stop: out now rather than unprotected.
+        new, sent = protection.exit_now(new, f"exit-v{pos.version}", f"no stop armed and the mark {new.mark} is "
+                                        f"through the stop {new.sl_price}", "UNPROTECTED_THROUGH_STOP")
+        write(ctx, pos, new)
+        return out + sent
     new, sent = stops.reconcile(ctx, new)
     stored = write(ctx, pos, new)
     if stored.sl_price != pos.sl_price:

@@ -26,7 +26,7 @@ from chimera.handlers.positions.common import (
     submit,
 )
 from chimera.schemas.documents.positions import Position, Stop, StopRefusal, StopStep, replace
-from chimera.schemas.messages import CancelOrder, OrderIntent, OrderResult
+from chimera.schemas.messages import Alert, CancelOrder, OrderIntent, OrderResult
 from chimera.schemas.states import PositionStatus as P
 from chimera.streams import keys
 from chimera.streams.producer import Emit
@@ -67,7 +67,8 @@ def reconcile(ctx: Context, pos: Position) -> tuple[Position, Out]:
     if st.intent_id and (st.price, st.qty) == (price, qty):
         return pos, []
     refused = st.refused
-    if refused is not None and (refused.price, refused.qty) == (price, qty) and \
+    # With a stop armed, a refused replacement waits ``sl_retry_ms``; with none, every pass tries again.
+    if refused is not None and st.intent_id and (refused.price, refused.qty) == (price, qty) and \
             ctx.now_ms() - refused.at < param(ctx, "sl_retry_ms", 30_000):
         return pos, []
     n = max(st.n, st.level) + 1
@@ -126,6 +127,9 @@ def _refused(ctx: Context, pos: Position, step: StopStep, res: OrderResult) -> t
         logger.error("position {}: stop {} would trigger at once; closing at market", pos.pos_id, step.intent_id)
         pos = moved(pos, PE.CLOSE_REQUESTED)
         return pos, [submit(market_intent(pos, f"exit-sl{step.n}", pos.qty, "EXIT", reduce=True))]
-    logger.error("position {}: stop {} refused ({}) and none armed; retrying in positions.sl_retry_ms",
+    logger.error("position {}: stop {} refused ({}) and none armed; trying again on the next pass",
                  pos.pos_id, step.intent_id, res.reason)
-    return pos, []
+    return pos, [Emit(keys.ALERTS, Alert(level="ERROR", code="STOP_REFUSED_UNPROTECTED", context={
+        "pos_id": pos.pos_id, "symbol": pos.symbol, "intent_id": step.intent_id},
+        message=f"position {pos.pos_id}: stop {step.intent_id} refused ({res.reason}) and none armed"),
+        f"pos:{pos.pos_id}:alert:STOP_REFUSED_UNPROTECTED:{step.intent_id}", account_id=pos.account_id)]
