@@ -178,26 +178,27 @@ def load(data: list[str], from_text: str | None = None, to_text: str | None = No
     known = set(ExchangeInfo.load().rules["futures"])
     specs: list[DataSpec] = []
     series: dict[str, list] = {}
+    loaded: dict[int, list] = {}
     for text in data:
         for spec in parse_spec(text):
             _check_file(spec, text, known)
             if spec.kind in KLINE_KINDS:
-                series.setdefault(spec.symbol, []).extend(
-                    (k[0], spec, text, i + 1) for i, k in enumerate(_klines(spec, text)))
+                bars = loaded[len(specs)] = _klines(spec, text)
+                series.setdefault(spec.symbol, []).extend((k[0], spec, text, i + 1) for i, k in enumerate(bars))
             specs.append(spec)
-    bars = sum(check_gaps(sorted(s, key=lambda x: x[0]), lo, hi) for s in series.values())
+    n_bars = sum(check_gaps(sorted(s, key=lambda x: x[0]), lo, hi) for s in series.values())
     symbols = sorted(series)
     if not symbols:
         raise DataError("the --data given hold no klines (only funding or trades); add a kline file per symbol")
     for a, b in zip(specs, specs[1:], strict=False):
         if a.kind == b.kind and a.symbol == b.symbol and a.path == b.path:
             raise DataError(f"--data names {a.path} twice")
-    if not bars:
+    if not n_bars:
         raise DataError(f"no bars between --from {from_text} and --to {to_text} in the data given")
     try:
-        feed = build_feed(specs, lo, hi)
+        feed = build_feed(specs, lo, hi, loaded)
     except Exception as exc:  # noqa: BLE001 - a loader failure on funding/trade files
         raise DataError(f"--data: could not load: {exc}") from None
     first, last = feed.events[0].time, feed.events[-1].time
     return Dataset(specs=tuple(specs), feed=feed, symbols=symbols, start_ms=first, end_ms=last,
-                   data_hash=_digest(specs, lo, hi), bars=bars)
+                   data_hash=_digest(specs, lo, hi), bars=n_bars)

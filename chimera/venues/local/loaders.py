@@ -74,10 +74,15 @@ def kline_events(klines: list[Kline], market: str, symbol: str, interval: str = 
         qty = k[5] / 4
         o = k[1]
         hi = lo = o
+        s_open = s_hi = s_lo = str(o)  # the forming bar's high/low so far, as the kline stream shows it
         for i, (t, price) in enumerate(kline_path(k, ims)):
-            hi, lo = max(hi, price), min(lo, price)
+            s_price = str(price)
+            if price > hi:
+                hi, s_hi = price, s_price
+            if price < lo:
+                lo, s_lo = price, s_price
             yield MarketEvent(time=t, market=market, symbol=symbol, kind="trade", price=price, qty=qty,
-                              raw={"kline": [k[0], str(o), str(hi), str(lo), str(price), str(k[5] * (i + 1) / 4),
+                              raw={"kline": [k[0], s_open, s_hi, s_lo, s_price, str(k[5] * (i + 1) / 4),
                                              interval, i == 3]})
 
 

@@ -51,13 +51,16 @@ class Feed:
         return ev
 
 
-def _load(spec: DataSpec) -> tuple[list[MarketEvent], list | None]:
-    if spec.kind == "ft_klines":
-        kl = loaders.load_freqtrade_klines(Path(spec.path))
-        return list(loaders.kline_events(kl, spec.market, spec.symbol, spec.interval)), kl
-    if spec.kind == "vision_klines":
-        kl = loaders.load_vision_klines(Path(spec.path))
-        return list(loaders.kline_events(kl, spec.market, spec.symbol, spec.interval)), kl
+def _load(spec: DataSpec, klines: list | None = None, lo: int | None = None,
+          hi: int | None = None) -> tuple[list[MarketEvent], list | None]:
+    """``klines``: already loaded bars of a kline spec; only bars overlapping [lo, hi] become events."""
+    if spec.kind in ("ft_klines", "vision_klines"):
+        if klines is None:
+            load = loaders.load_freqtrade_klines if spec.kind == "ft_klines" else loaders.load_vision_klines
+            klines = load(Path(spec.path))
+        width = loaders.INTERVAL_MS.get(spec.interval, 60_000)
+        inside = [k for k in klines if (lo is None or k[0] + width > lo) and (hi is None or k[0] <= hi)]
+        return list(loaders.kline_events(inside, spec.market, spec.symbol, spec.interval)), klines
     if spec.kind == "ft_funding":
         return loaders.load_freqtrade_funding(Path(spec.path), spec.symbol), None
     if spec.kind == "vision_funding":
@@ -69,13 +72,17 @@ def _load(spec: DataSpec) -> tuple[list[MarketEvent], list | None]:
     raise ValueError(f"unknown data kind {spec.kind!r}")
 
 
-def build_feed(specs: list[DataSpec], start_ms: int | None = None, end_ms: int | None = None) -> Feed:
-    """Merge sources by (time, source order, position) so equal timestamps replay deterministically."""
+def build_feed(specs: list[DataSpec], start_ms: int | None = None, end_ms: int | None = None,
+               klines_of: dict[int, list] | None = None) -> Feed:
+    """Merge sources by (time, source order, position) so equal timestamps replay deterministically.
+
+    ``klines_of``: bars already loaded, by the spec's index in ``specs`` (a caller that checked them).
+    """
     streams = []
     klines = {}
     funding: dict[str, list[MarketEvent]] = {}
     for idx, spec in enumerate(specs):
-        events, kl = _load(spec)
+        events, kl = _load(spec, (klines_of or {}).get(idx), start_ms, end_ms)
         if kl is not None:
             klines[(spec.market, spec.symbol, spec.interval)] = kl
         if spec.kind.endswith("funding"):
