@@ -335,4 +335,32 @@ register(
     DeadLetter, Noop,
 )
 
+# --- S7 labels / S8 autopsy (research loop) ------------------------------------------------------
+
+
+class BackfillLabels(Message, frozen=True, tag="backfill_labels"):
+    """Label every signal whose horizon has passed and that has no label for ``h`` hours yet."""
+
+    h: Literal[12, 24, 36] = 24
+    requested_by: str = ""
+
+
+class LabelsReady(Message, frozen=True, tag="labels_ready"):
+    """S7 wrote labels for ``h`` (on ``labels:{ready}``): ``count`` signals up to ``up_to_ms``."""
+
+    h: int
+    count: int
+    up_to_ms: int
+    signal_ids: list[str] = []
+
+
+class RequestAutopsy(Message, frozen=True, tag="request_autopsy"):
+    """Write (or rewrite) the autopsy of one trade; ``trade_id`` is the position id."""
+
+    trade_id: str
+    requested_by: str = ""
+
+
+register(BackfillLabels, LabelsReady, RequestAutopsy)
+
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, msgspec.Struct)]

@@ -253,3 +253,9 @@ def gw_revoked_jti(jti: str) -> str: return f"gw:{{auth}}:revoked:{jti}"  # noqa
 def gw_login_fails(user: str) -> str: return f"gw:{{auth}}:fails:{user}"  # noqa: E704
 def gw_lockout(user: str) -> str: return f"gw:{{auth}}:lock:{user}"  # noqa: E704
 def gw_rate(user: str, window: int) -> str: return f"gw:{{rate}}:{user}:{window}"  # noqa: E704 - fixed one-minute windows
+
+# --- S7 labels / S8 autopsy (research loop) --------------------------------------------------------
+LABELS_COMMANDS = "labels:{commands}"  # BackfillLabels (gateway) and S7's own backfill timer
+LABELS_READY = "labels:{ready}"  # LabelsReady → S8, UI
+LABELS_LAST_BACKFILL = "labels:{last_backfill_ts}"  # HASH h → clock ms of the last backfill
+AUTOPSY_COMMANDS = "autopsy:{commands}"  # RequestAutopsy (gateway) → S8

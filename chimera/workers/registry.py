@@ -30,7 +30,7 @@ ROLES: tuple[Role, ...] = (
     Role("s4", "order router", ("router", "orders"), "chimera.handlers.router.role:SPEC", "issue #6"),
     Role("s5", "reconciler", ("reconciler", "recon"), "chimera.handlers.reconciler.role:SPEC", "issue #7"),
     Role("s6", "position manager", ("positions", "position"), "chimera.handlers.positions.role:SPEC", "issue #6"),
-    Role("s7", "label backfill", ("labels",), None, "a later issue"),
+    Role("s7", "label backfill", ("labels",), "chimera.handlers.labels.role:SPEC", "issue #13"),
     Role("s8", "trade autopsy", ("autopsy",), None, "a later issue"),
     Role("s9", "experiments", ("experiments", "hypotheses"), None, "a later issue"),
     Role("s10", "config bundles", ("config",), None, "a later issue"),
