@@ -25,7 +25,6 @@ from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
 from chimera.handlers.strategy.role import SPEC as S3
 from chimera.ops.settings import Settings
-from chimera.ports.venues import Venues
 from chimera.ports.wiring import memory_ports
 from chimera.store import open_store
 from chimera.streams import keys
@@ -79,7 +78,7 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
     activate(store, bundle_id, rev, bundle)
     ex = InProcessExchange(clock, feed=feed)
     settings = Settings(symbols=tuple(symbols), store_url="sqlite://:memory:", venue="paper")
-    ports = memory_ports(clock, settings, venues=Venues(clients={ACCOUNT: ex.venue(ACCOUNT)}))
+    ports = memory_ports(clock, settings, venues=ex.venues())
     rt = InProcessRuntime(SPECS, store=store, settings=settings, clock=clock, ports=ports)
     out = RunOutput(exchange=ex, runtime=rt, store=store, symbols=symbols, start_ms=first.time)
     wanted = wanted_streams(symbols)

@@ -129,6 +129,13 @@ class InProcessExchange:
             v = self._clients[account] = Venue(InProcessFutures(self, account), InProcessSpot(self, account))
         return v
 
+    def venues(self):
+        """``ctx.venues`` for the in-process runtime: every account's client, e.g.
+        ``InProcessRuntime(..., ports=memory_ports(clock, settings, venues=ex.venues()))``."""
+        from chimera.ports.venues import Venues
+
+        return Venues(clients={name: self.venue(name) for name in sorted(self.engine.accounts)})
+
     def call(self, api: type, method: str, fn, account: str | None, **params: Any) -> Any:
         """Run one protocol operation and read its answer as the SDK's ``api.method`` would.
 
