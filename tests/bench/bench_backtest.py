@@ -32,6 +32,8 @@ SAMPLE = REPO / "chimera" / "venues" / "local" / "data"
 SMA_BUNDLE = {
     "bundle_id": "bench_sma_cross",
     "features": {"sma_windows": [20, 60]},
+    # One management tick per bar: S6 also manages on every mark event (four per 1m bar).
+    "positions": {"tick_ms": 60000},
     "strategy": {
         "symbols": ["BTCUSDT"],
         "entry": {"long_when": "sma_20 crosses_above sma_60", "short_when": "sma_20 crosses_below sma_60"},
