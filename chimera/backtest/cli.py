@@ -59,7 +59,7 @@ def backtest(
                                                             "json|feather file, or kind:futures:SYMBOL:path[:interval]; "
                                                             "repeat per file")],
     from_: Annotated[str | None, typer.Option("--from", help="start, UTC: 2025-07-01[T12:00] or epoch ms")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="end (inclusive), same forms")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="end (exclusive: the bar opening at --to is not replayed), same forms")] = None,
     report: Annotated[str | None, typer.Option("--report", help="also write the HTML report to this path")] = None,
 ) -> None:
     from chimera.backtest.bundle import BundleError
