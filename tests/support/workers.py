@@ -15,9 +15,9 @@ from tests.conftest import subprocess_env
 class ThreadWorker:
     """``with ThreadWorker(spec, r, settings, "name") as worker:`` runs the real runtime in a thread."""
 
-    def __init__(self, spec, r, settings, consumer, store=None):
+    def __init__(self, spec, r, settings, consumer, store=None, clock=None):
         self.store = store or open_store(settings.store_url)
-        self.worker = Worker(spec, r, settings=settings, store=self.store, clock=WallClock(), consumer=consumer)
+        self.worker = Worker(spec, r, settings=settings, store=self.store, clock=clock or WallClock(), consumer=consumer)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
 
     def __enter__(self):
