@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -38,7 +38,7 @@ from chimera.streams import keys
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$")]
 MAPPING_TTL_S = 30 * 24 * 3600
 MAX_LIMIT = 500
-Limit = Annotated[int, Parameter(query="limit", ge=1, le=MAX_LIMIT, description=f"1..{MAX_LIMIT}")]
+Limit = Annotated[int, QueryParameter(name="limit", ge=1, le=MAX_LIMIT, description=f"1..{MAX_LIMIT}")]
 # Money travels as decimal strings (never floats); the pattern only admits numbers > 0.
 Positive = Annotated[str, msgspec.Meta(
     pattern=r"^([1-9][0-9]{0,11}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9][0-9]{0,11})$",

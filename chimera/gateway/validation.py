@@ -20,8 +20,8 @@ from chimera.gateway.rbac import UNSAFE
 
 
 async def strict_body(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    if connection.scope.get("method") not in UNSAFE:
-        return
+    if connection.scope.get("method") not in UNSAFE or handler.opt.get("form"):
+        return  # UI forms are url-encoded and checked field by field in their handler
     field = getattr(handler, "parsed_fn_signature", None)
     field = field.parameters.get("data") if field is not None else None
     if field is None:
