@@ -11,16 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
 import httpx
 import pytest
-import uvicorn
 
 from chimera.gateway.auth import add_service
-from chimera.venues.local.testing import free_port
-from tests.support.gateway import gateway_app
-from tests.support.polling import wait_until
+from tests.support.gateway import gateway_app, served
 
 CONFIG = """
 [checks.positive_data_acceptance]
@@ -30,30 +26,16 @@ MAX_EXAMPLES = os.environ.get("CHIMERA_SCHEMATHESIS_EXAMPLES", "5")
 
 
 @pytest.fixture
-def served(r, settings):
+def gateway(r, settings):
     app, store = gateway_app(settings, r)
     token = add_service(store, "schemathesis", "admin")  # a service token: logout does not end it
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(f"{base}/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, timeout=30, interval=0.1, message="gateway up")
-    yield base, token
-    server.should_exit = True
-    t.join(15)
+    with served(app) as base:
+        yield base, token
 
 
 @pytest.mark.parametrize("redis_url", ["single"], indirect=True)
-def test_schemathesis_all_checks_zero_failures(served, tmp_path):
-    base, token = served
+def test_schemathesis_all_checks_zero_failures(gateway, tmp_path):
+    base, token = gateway
     cfg = tmp_path / "schemathesis.toml"
     cfg.write_text(CONFIG)
     st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
@@ -70,8 +52,8 @@ def test_schemathesis_all_checks_zero_failures(served, tmp_path):
 
 
 @pytest.mark.parametrize("redis_url", ["single"], indirect=True)
-def test_not_built_routes_answer_501_naming_the_service(served):
-    base, token = served
+def test_not_built_routes_answer_501_naming_the_service(gateway):
+    base, token = gateway
     h = {"Authorization": f"Bearer {token}"}
     doc = httpx.get(f"{base}/schema/openapi.json").json()
     tagged = {(m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items()

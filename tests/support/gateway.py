@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 
 from chimera.gateway.app import create_app
 from chimera.gateway.auth import ROLES, AuthConfig, add_user
@@ -35,4 +37,34 @@ def bearer(client, name: str) -> dict:
     return {"Authorization": f"Bearer {login(client, name)['access_token']}"}
 
 
-__all__ = ["ManualClock", "PASSWORD", "USERS", "bearer", "gateway_app", "login", "test_auth_config"]
+__all__ = ["ManualClock", "PASSWORD", "USERS", "bearer", "gateway_app", "login", "served", "test_auth_config"]
+
+
+@contextlib.contextmanager
+def served(app, timeout: float = 30):
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL."""
+    import httpx
+    import uvicorn
+
+    from chimera.venues.local.testing import free_port
+    from tests.support.polling import wait_until
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=2))
+    t = threading.Thread(target=server.run, daemon=True, name="gateway-under-test")
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(f"{base}/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=timeout, interval=0.1, message="gateway up")
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        t.join(15)

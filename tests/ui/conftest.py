@@ -6,17 +6,13 @@ are hashed once); tests use their own ids so they do not depend on each other.
 
 from __future__ import annotations
 
-import threading
+from types import SimpleNamespace
 
-import httpx
 import pytest
-import uvicorn
 
 from chimera.ops.settings import Settings
 from chimera.streams.redis import connect
-from chimera.venues.local.testing import free_port
-from tests.support.gateway import PASSWORD, gateway_app
-from tests.support.polling import wait_until
+from tests.support.gateway import PASSWORD, gateway_app, served
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -29,29 +25,8 @@ def ui_server(redis_server, tmp_path_factory):
     settings = Settings(redis_url=redis_server.url, store_url=f"sqlite:///{tmp}/store.sqlite",
                         objects_url=f"file://{tmp}/objects")
     app, store = gateway_app(settings, r)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=2))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(f"{base}/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, timeout=30, interval=0.1, message="gateway up")
-
-    class Srv:
-        pass
-
-    srv = Srv()
-    srv.base, srv.r, srv.store, srv.app = base, r, store, app
-    yield srv
-    server.should_exit = True
-    t.join(15)
+    with served(app) as base:
+        yield SimpleNamespace(base=base, r=r, store=store, app=app)
     r.close()
 
 
