@@ -38,12 +38,13 @@ from chimera.errors import FatalError
 from chimera.ops.tools import drill_checks as checks
 from chimera.ops.tools.fleet import Fleet
 from chimera.schemas.messages import Decide, Reconcile
+from chimera.store import collections as C
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.streams.redis import connect, is_cluster
 from chimera.workers.clock import WallClock
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "drill_high_limits.json"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "drill_high_limits.json"  # chimera/bundles/
 SIDES = (("BTCUSDT", "BUY"), ("ETHUSDT", "SELL"))  # one direction per symbol: the venue nets one-way
 DRAINED = ((keys.STRAT_COMMANDS, "s3"), (keys.ORD_RESULTS, "s3"), (keys.ORD_COMMANDS, "s4"),
            (keys.ROUTER_TIMERS, "s4"), (keys.ORD_RESULTS, "s6"), (keys.VENUE_REPORTS, "s6"))
@@ -209,7 +210,7 @@ def write_signals(store, venue, n: int, tag: str) -> list[tuple[str, str, str]]:
         symbol, side = SIDES[i % len(SIDES)]
         sid = f"drill-{tag}-{i:04d}"
         mid = float(prices[symbol])
-        store.upsert("signals", sid, {"signal_id": sid, "symbol": symbol, "t0": now,
+        store.upsert(C.SIGNALS, sid, {"signal_id": sid, "symbol": symbol, "t0": now,
                                       "features": {"mid": mid, "atr": mid * 0.03}})
         out.append((sid, symbol, side))
     return out
@@ -277,7 +278,7 @@ def _reconcile_until_clean(r, store, fleet: Fleet, deadline: float, settle_s: fl
         run_id = f"drill:{tag}:final:{attempt}"
         producer.publish(keys.RECON_COMMANDS, Reconcile(scope="ALL", requested_by="drill"), idempotency_key=run_id)
         try:
-            last = _until(lambda rid=run_id: store.get("strategy_events", f"RECONCILE_RUN:{rid}"),
+            last = _until(lambda rid=run_id: store.get(C.STRATEGY_EVENTS, f"RECONCILE_RUN:{rid}"),
                           max(1.0, deadline - time.monotonic()), "reconcile run", fleet.revive)
         except TimeoutError:
             return last
@@ -327,7 +328,7 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
         venue.control("/chimera/v1/faults", {"error_5xx_share": cfg.error_5xx, "lost_reply_share": cfg.lost_reply,
                                              "ws_drop_every_s": cfg.ws_drop_every_s, "seed": cfg.seed})
         # Warm-up: every worker up and S5's start-up run done, so the chaos hits a working system.
-        _until(lambda: store.count("strategy_events", {"kind": "RECONCILE_RUN"}) and all(
+        _until(lambda: store.count(C.STRATEGY_EVENTS, {"kind": "RECONCILE_RUN"}) and all(
             time.monotonic() - p.started > cfg.min_uptime_ms / 1000 for p in fleet.procs.values()), 60,
             "workers did not come up (see the logs)", fleet.revive)
         say(f"{len(fleet.procs)} workers up, venue {venue.base_url}, redis {url}; pushing {cfg.intents} intents")
@@ -349,7 +350,7 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
         res = checks.resolution(store, ids)
         report = DrillReport(
             intents=len(ids), resolution=res, orders=checks.entry_orders(venue, res),
-            protection=checks.protection(venue, store, r), kills=fleet.kills, crashes=fleet.crashes, faults=faults,
+            protection=checks.protection(venue, store), kills=fleet.kills, crashes=fleet.crashes, faults=faults,
             final_run=final, time_to_consistent_s=ttc, elapsed_s=time.monotonic() - started,
             dead_letters=r.xlen(keys.DEAD_LETTER) if r.exists(keys.DEAD_LETTER) else 0, data_dir=str(root))
         report.failures = _failures(report)

@@ -5,7 +5,7 @@
 * exactly one entry order per intent — counted on the *venue's* engine by client order id, never
   from Chimera's store; an intent the store calls rejected must have no order at the venue;
 * protection — every venue position is covered by open reduce-only stops at the venue, and every
-  open store position has a stop of its own open at the venue (or an armed guard, spot);
+  open store position has a stop of its own open at the venue (or an armed guard in ``guard_stops``, spot);
 * consistency — an S5 run with zero differences (``chimera.ops.tools.drill`` drives that part).
 """
 
@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from chimera.streams import keys
+from chimera.store import collections as C
 from chimera.venues.binance.adapter import client_order_id
 from chimera.venues.local.engine.model import FUTURES
 
@@ -38,7 +38,7 @@ class Resolution:
 def resolution(store, signal_ids: list[str]) -> Resolution:
     out = Resolution()
     for sid in signal_ids:
-        decision = (store.get("signals", sid) or {}).get("decision")
+        decision = (store.get(C.SIGNALS, sid) or {}).get("decision")
         if not decision:
             out.lost.append(f"{sid}: no decision")
             continue
@@ -46,7 +46,7 @@ def resolution(store, signal_ids: list[str]) -> Resolution:
             out.skipped[decision.get("reason") or "?"] += 1
             continue
         iid = decision["intent_id"]
-        intent = store.get("order_intents", iid)
+        intent = store.get(C.ORDER_INTENTS, iid)
         result = (intent or {}).get("result") or {}
         if intent is None or intent.get("phase") != "DONE" or not result:
             out.lost.append(f"{sid}: intent {iid} phase {(intent or {}).get('phase', 'never seen by S4')}")
@@ -107,7 +107,13 @@ def _venue_book(venue, account: str = "main"):
     return venue.call(snap)
 
 
-def protection(venue, store, redis=None) -> Protection:
+def _guarded(store, pos: dict) -> bool:
+    """A SPOT position may be protected by S4's own guard stop (``guard_stops``) instead of a venue order."""
+    guard = store.get(C.GUARD_STOPS, pos.get("entry_intent_id", "")) if pos.get("market") == "SPOT" else None
+    return bool(guard) and guard.get("state") == "ARMED"
+
+
+def protection(venue, store) -> Protection:
     positions, stops = _venue_book(venue)
     out = Protection(positions={s: str(a) for s, a in positions.items()})
     for symbol, amt in positions.items():
@@ -116,13 +122,11 @@ def protection(venue, store, redis=None) -> Protection:
         if covered < abs(amt):
             out.uncovered.append(f"venue {symbol} {amt}: stops cover {covered}")
     open_stop_ids = {cid for cid, *_ in stops}
-    for pos in store.query("positions", {"state": ("in", ["ACTIVE", "PENDING_CLOSING"])}):
+    for pos in store.query(C.POSITIONS, {"state": ("in", ["ACTIVE", "PENDING_CLOSING"])}):
         out.store_open += 1
-        own = [d["client_order_id"] for d in store.query("orders", {"pos_id": pos["_key"], "purpose": "STOP"})
+        own = [d["client_order_id"] for d in store.query(C.ORDERS, {"pos_id": pos["_key"], "purpose": "STOP"})
                if d["client_order_id"] in open_stop_ids]
-        guarded = redis is not None and pos.get("market") == "SPOT" and redis.exists(
-            keys.guard_stop(pos["symbol"], pos.get("entry_intent_id", "")))
-        if not own and not guarded:
+        if not own and not _guarded(store, pos):
             out.uncovered.append(f"store position {pos['_key']} ({pos['symbol']} {pos['side']} {pos['qty']}): "
                                  "no stop of its own open at the venue")
         out.extra_stops += max(0, len(own) - 1)
