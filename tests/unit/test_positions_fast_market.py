@@ -45,10 +45,12 @@ def test_a_stop_already_through_the_mark_is_not_sent_the_position_exits_at_marke
     c.market("50000", mark="49400")  # the mark has run ahead of the book: the stop (~49500) is already through it
     enter(c, "thru", sl="49500")
     assert c.amt() == 0 and c.fut.open_algo_orders(SYM) == []
-    assert sl_cid("thru", 1) not in {o.client_order_id for o in c.fut.open_algo_orders(SYM)}
-    assert c.fut.query(SYM, client_order_id("thru:exit-gap", "mkt")).filled_qty == ENTRY_QTY
+    # The venue refused the stop (-2021, checked against its mark) and nothing else protects it: out at once.
+    assert "-2021" in c.store.get("order_intents", "thru:sl1")["result"]["reason"]
+    assert c.fut.query(SYM, client_order_id("thru:exit-sl1", "mkt")).filled_qty == ENTRY_QTY
     pos = c.position("thru")
-    assert (pos.state, pos.close_reason, pos.exit_intent_id, pos.stop.n) == ("CLOSED", "EXIT", "thru:exit-gap", 0)
+    assert (pos.state, pos.close_reason, pos.exit_intent_id, pos.stop.intent_id) == ("CLOSED", "EXIT",
+                                                                                    "thru:exit-sl1", "")
     [alert] = [e.payload for e in c.rt.entries(keys.ALERTS)]
     assert alert.code == "STOP_WOULD_TRIGGER" and alert.context["pos_id"] == "thru"
     assert c.ports.risk.usage(SYM).in_use_usdt == 0

@@ -77,9 +77,9 @@ def grow(ctx: Context, pos: Position, res: OrderResult, intent: dict) -> tuple[P
         pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, entry0=entry, base_qty=qty, gross_qty=qty,
                     fills_in=fills_in, leverage=int(intent.get("leverage") or pos.leverage), trail_step=0)
         out: Out = [event(pos, "OPENED")]
-        pos, gone = protection.first(ctx, pos, intent)
-        if gone:  # the stop would trigger at once: out at market, no stop to send
-            return pos, out + gone
+        if pos.market != "FUT":
+            return pos, out  # S4 protects a SPOT entry itself (OCO, separate TP/SL or its guard stop)
+        pos = protection.first(ctx, pos, intent)
     else:
         pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, fills_in=fills_in, gross_qty=pos.gross_qty + dq)
         out = [event(pos, "ADDED", tag=f"{res.intent_id}:{res.filled_qty}")]

@@ -6,9 +6,12 @@
   *distances*: stop = average fill + (``sl_price`` − reference), take-profit likewise, rounded to the
   tick away from the market. Without a reference the intent's prices are used as they are; without a
   ``sl_price`` the stop is ``positions.default_sl_pct`` (× the regime/health stop multiplier) away.
-* **Checked against the mark before sending.** The venue's mark (``positionRisk``) is read once; a stop
-  that would trigger at once (long: mark ≤ stop) is not sent: the position is closed at market now
-  (``<pos_id>:exit-gap``, purpose EXIT) with an ERROR alert ``STOP_WOULD_TRIGGER``.
+* **Checked against the mark.** The venue checks a MARK_PRICE stop against its mark when it is placed and
+  refuses one that would trigger at once (-2021): with no stop armed the position is then closed at market
+  at once (``stops.py``: ``<pos_id>:exit-sl<n>``, purpose EXIT, ERROR alert ``STOP_WOULD_TRIGGER``). That is
+  the check made at the venue's own instant; reading the mark first would cost every entry one more round
+  trip before its stop (B1: the stop at the venue within 100 ms of the fill). A management pass that finds
+  no stop armed and its mark through the stop exits the same way (``manage.py``).
 * **Futures take-profit.** With a take-profit price and no ``positions.tp_ladder`` (the ladder is S6's
   own way of taking profit), a TAKE_PROFIT_MARKET (reduce-only, MARK_PRICE; S4's STOP policy with purpose
   TAKE_PROFIT) for the entry's qty rests beside the stop: ``<pos_id>:tpo``. Whichever fills first
@@ -22,7 +25,7 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.common import dec, venue
+from chimera.handlers.common import dec
 from chimera.handlers.positions.common import PE, Out, filters, market_intent, moved, pairs, param, submit
 from chimera.handlers.positions.multipliers import current as multipliers
 from chimera.schemas.documents.positions import Position, TakeProfitOrder, replace
@@ -30,7 +33,7 @@ from chimera.schemas.messages import Alert, CancelOrder, OrderIntent, OrderResul
 from chimera.store.collections import SIGNALS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
-from chimera.venues.binance.adapter import VenueError, client_order_id
+from chimera.venues.binance.adapter import client_order_id
 from chimera.workers.handler import Context
 
 TP_SUFFIX = "tpo"
@@ -64,15 +67,6 @@ def prices(ctx: Context, pos: Position, intent: dict, entry: Decimal) -> tuple[D
     return f.price(sl, pos.side, passive=True), None if tp is None else f.price(tp, pos.close_side, passive=True), ref
 
 
-def venue_mark(ctx: Context, pos: Position) -> Decimal | None:
-    try:
-        rows = venue(ctx, pos.account_id).fut.position_risk(pos.symbol)
-    except VenueError as exc:
-        logger.warning("position {}: no mark to check the first stop against ({})", pos.pos_id, exc)
-        return None
-    return next((dec(r.get("markPrice")) for r in rows if dec(r.get("markPrice"))), None)
-
-
 def would_trigger(pos: Position, stop: Decimal, mark: Decimal | None) -> bool:
     return mark is not None and pos.direction * (mark - stop) <= 0
 
@@ -92,16 +86,11 @@ def exit_now(pos: Position, suffix: str, why: str, code: str) -> tuple[Position,
                  alert(pos, code, f"position {pos.pos_id} ({pos.qty} {pos.symbol}): {why}; closing at market", suffix)]
 
 
-def first(ctx: Context, pos: Position, intent: dict) -> tuple[Position, Out]:
-    """Right after the first fill: the stop/take-profit targets, and an exit instead when the stop is
-    already through the market. The caller then places the stop (``stops.reconcile``) and the TP."""
+def first(ctx: Context, pos: Position, intent: dict) -> Position:
+    """Right after the first fill: the stop/take-profit targets. The caller then places the stop
+    (``stops.reconcile``) and the take-profit (``place_take_profit``)."""
     sl, tp, ref = prices(ctx, pos, intent, pos.entry_price)
-    pos = replace(pos, sl_price=sl, tp_price=tp, reference_price=ref)
-    mark = venue_mark(ctx, pos)
-    if would_trigger(pos, sl, mark):
-        return exit_now(pos, "exit-gap", f"stop {sl} from the fill at {pos.entry_price} would trigger at the "
-                                         f"mark {mark}", "STOP_WOULD_TRIGGER")
-    return pos, []
+    return replace(pos, sl_price=sl, tp_price=tp, reference_price=ref)
 
 
 def place_take_profit(ctx: Context, pos: Position) -> tuple[Position, Out]:

@@ -77,7 +77,9 @@ def _reduce(ctx: Context, pos: Position, res: OrderResult) -> tuple[Position, Ou
     if not pos.is_open:
         return pos, []
     legs = [d for d in ctx.store.query(ORDERS, {"intent_id": res.intent_id}) if dec(d.get("filled_qty"))]
-    if not legs and res.status == "FILLED":  # an algo stop reported filled carries no leg fills: flat
+    # An algo stop reported filled carries no leg fills: flat. A SPOT exit (S4's guard) sells what is held,
+    # which is the entry less the fee paid in the base asset: flat too.
+    if res.status == "FILLED" and (not legs or pos.market == "SPOT"):
         return lifecycle.close(ctx, pos, exit_price=res.avg_price, exit_intent_id=res.intent_id,
                                reason=lifecycle.EXIT_REASON.get(res.purpose, "EXIT"))
     out: Out = []

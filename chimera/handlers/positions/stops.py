@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from loguru import logger
 
+from chimera.handlers.positions import protection
 from chimera.handlers.positions.common import (
-    PE,
     Out,
     event,
-    market_intent,
-    moved,
     param,
     submit,
 )
@@ -124,9 +122,8 @@ def _refused(ctx: Context, pos: Position, step: StopStep, res: OrderResult) -> t
         return pos, []
     if WOULD_TRIGGER in res.reason and pos.state == P.ACTIVE:
         # No stop armed and the price is already through it: get out now rather than stay unprotected.
-        logger.error("position {}: stop {} would trigger at once; closing at market", pos.pos_id, step.intent_id)
-        pos = moved(pos, PE.CLOSE_REQUESTED)
-        return pos, [submit(market_intent(pos, f"exit-sl{step.n}", pos.qty, "EXIT", reduce=True))]
+        return protection.exit_now(pos, f"exit-sl{step.n}", f"stop {step.price} would trigger at once at the "
+                                   f"venue ({res.reason})", "STOP_WOULD_TRIGGER")
     logger.error("position {}: stop {} refused ({}) and none armed; trying again on the next pass",
                  pos.pos_id, step.intent_id, res.reason)
     return pos, [Emit(keys.ALERTS, Alert(level="ERROR", code="STOP_REFUSED_UNPROTECTED", context={
