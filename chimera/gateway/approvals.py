@@ -16,7 +16,7 @@ from decimal import Decimal
 from chimera.gateway.errors import ApiError, not_found
 from chimera.handlers.strategy.killswitch import clear_kill_switch
 from chimera.risk.state import RedisState
-from chimera.schemas.messages import TransferRequest
+from chimera.schemas.messages import OpsEvent, TransferRequest
 from chimera.store.collections import APPROVALS, TREASURY_TRANSFERS
 from chimera.streams import keys
 
@@ -29,8 +29,16 @@ def create(d, kind: str, request: dict, requested_by: str, approval_id: str | No
     doc = {"approval_id": aid, "kind": kind, "request": request, "requested_by": requested_by, "status": "PENDING",
            "created_at": now, "expires_at": now + d.auth.cfg.approval_ttl_s * 1000, "decided_by": "",
            "decided_at": 0, "result": ""}
-    d.store.insert_if_absent(APPROVALS, aid, doc)
+    if d.store.insert_if_absent(APPROVALS, aid, doc):
+        _announce(d, "APPROVAL_REQUESTED", requested_by, doc)
     return d.store.get(APPROVALS, aid)
+
+
+def _announce(d, kind: str, actor: str, doc: dict) -> None:
+    """Every approval step on ops:events, with the person who took it as actor (S11, the UI)."""
+    d.producer.publish(keys.OPS_EVENTS, OpsEvent(kind=kind, actor=actor, detail={
+        "approval_id": doc["approval_id"], "kind": doc["kind"], "requested_by": doc["requested_by"]}),
+        idempotency_key=f"{kind.lower()}:{doc['approval_id']}")
 
 
 def sync_s6_requests(d) -> None:
@@ -76,7 +84,9 @@ def decide(d, aid: str, approver, approve: bool, note: str = "") -> dict:
                                               "note": note}, {"status": "PENDING"}):
         raise ApiError(409, "APPROVAL_NOT_PENDING", f"approval {aid} was decided meanwhile")
     if not approve:
+        _announce(d, "APPROVAL_REJECTED", approver.name, doc)
         return d.store.get(APPROVALS, aid)
+    _announce(d, "APPROVAL_APPROVED", approver.name, doc)
     try:
         result = execute(d, d.store.get(APPROVALS, aid), approver.name)
         d.store.update_if(APPROVALS, aid, {"status": "EXECUTED", "result": result}, {"status": "APPROVED"})

@@ -105,8 +105,9 @@ def test_kill_switch_is_set_with_ttl_and_audited(client, r):
     assert done.status_code == 200 and done.json()["status"] == "EXECUTED", done.text
     assert r.get(keys.KILL_SWITCH) is None
     ops = entries(r, keys.OPS_EVENTS)
-    assert [(e.payload.kind, e.payload.actor) for e in ops] == [("KILL_SWITCH_SET", "admin"),
-                                                                ("KILL_SWITCH_CLEARED", "risk")]
+    assert [(e.payload.kind, e.payload.actor) for e in ops] == [
+        ("KILL_SWITCH_SET", "admin"), ("APPROVAL_REQUESTED", "admin"), ("APPROVAL_APPROVED", "risk"),
+        ("KILL_SWITCH_CLEARED", "risk")]
 
 
 def test_reconcile_and_transfer_are_published(client, r):

@@ -51,6 +51,9 @@ def test_manual_transfer_needs_a_second_person_and_replays_exactly(gw, r):
     assert env.idempotency_key == req["transfer_id"]
     again = gw.post(f"/v1/approvals/{aid}/approve", headers=gw.h["admin"])
     assert again.status_code == 409 and len(transfers(r)) == 1  # executed once
+    ops = [decode(f).payload for _, f in r.xrange(keys.OPS_EVENTS)]
+    assert [(o.kind, o.actor, o.detail["approval_id"]) for o in ops] == [
+        ("APPROVAL_REQUESTED", "risk", aid), ("APPROVAL_APPROVED", "risk2", aid)]
 
 
 def test_rejected_and_expired_requests_never_execute(gw, r, clock):
