@@ -67,19 +67,41 @@ def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-            if spec is None:
-                from chimera.workers.scheduler_role import run_scheduler
+            # The gateway (s12) serves its own /metrics and /health on the API port.
+            server = None if spec_role.code == "s12" else _serve(settings, spec_role.code, name, r, None,
+                                                                 lambda: not stop.is_set())
+            try:
+                if spec is None:
+                    from chimera.workers.scheduler_role import run_scheduler
 
-                run_scheduler(r, clock, name, stop)
-            else:
-                spec(settings, stop)
+                    run_scheduler(r, clock, name, stop)
+                else:
+                    spec(settings, stop)
+            finally:
+                if server is not None:
+                    server.stop()
             return
         store, objects = stores_from(settings)
         worker = Worker(spec, r, settings=settings, store=store, objects=objects, clock=clock, consumer=name)
         worker.install_signal_handlers()
-        worker.run()
+        server = _serve(settings, spec_role.code, name, r, store, lambda: not worker.stop_event.is_set())
+        try:
+            worker.run()
+        finally:
+            if server is not None:
+                server.stop()
     except FatalError as exc:
         _fail(str(exc))
+
+
+def _serve(settings, role: str, consumer: str, r, store, alive):
+    from chimera.ops.serve import serve_worker
+
+    try:
+        return serve_worker(settings, role=role, consumer=consumer, r=r, store=store, alive=alive)
+    except OSError as exc:
+        raise FatalError(f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}; "
+                         "set CHIMERA_METRICS_PORT to a free port, or 0 to pick one") from None
 
 
 worker_app = typer.Typer(add_completion=False)
@@ -98,9 +120,11 @@ def worker(
     if replicas == 1:
         run_role(role, consumer)
         return
+    base = _settings().metrics_port or 0  # replica i serves on base + i (each on a free port when 0)
     procs = [
         subprocess.Popen([sys.executable, "-m", "chimera.ops.cli", "worker", "--role", role, "--consumer",
-                          f"{consumer or role}-{os.getpid()}-{i}"])
+                          f"{consumer or role}-{os.getpid()}-{i}"],
+                         env={**os.environ, "CHIMERA_METRICS_PORT": str(base + i if base else 0)})
         for i in range(replicas)
     ]
 
@@ -208,12 +232,14 @@ def up(
     api_port: Annotated[int, typer.Option(help="gateway port")] = 8000,
     venue_port: Annotated[int, typer.Option(help="local venue port")] = 8765,
     data_dir: Annotated[str, typer.Option(help="where Redis, the store and the venue keep state")] = "var",
+    redis_port: Annotated[int, typer.Option(help="port of the redis-server it starts")] = 6390,
 ) -> None:
     """Run the local stack: Redis (unless CHIMERA_REDIS_URL is set), the venue and every built role."""
     from chimera.ops.up import run_stack
 
     try:
-        raise typer.Exit(run_stack(speed=speed, api_port=api_port, venue_port=venue_port, data_dir=data_dir))
+        raise typer.Exit(run_stack(speed=speed, api_port=api_port, venue_port=venue_port, data_dir=data_dir,
+                                   redis_port=redis_port))
     except FatalError as exc:
         _fail(str(exc))
 

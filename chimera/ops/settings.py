@@ -29,6 +29,10 @@ class Settings:
     lease_ttl_ms: int = 5_000
     idem_ttl_s: int = 7 * 24 * 3600
     log_level: str = "INFO"
+    # Each worker's /metrics, /health, /ready: None = not served (a Settings built in code, tests);
+    # from the environment it is CHIMERA_METRICS_PORT, 0 (the default) = any free port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -42,6 +46,19 @@ def _int(env: dict, name: str, default: int) -> int:
         raise FatalError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
     if value <= 0:
         raise FatalError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _port(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FatalError(f"{name}={raw!r} is not a port number; set it to e.g. 9400, or 0 for any free port") from None
+    if not 0 <= value <= 65535:
+        raise FatalError(f"{name}={raw!r} must be between 0 (any free port) and 65535")
     return value
 
 
@@ -88,5 +105,7 @@ def load_settings(env: dict | None = None) -> Settings:
         lock_ttl_ms=_int(env, "CHIMERA_LOCK_TTL_MS", Settings.lock_ttl_ms),
         lease_ttl_ms=_int(env, "CHIMERA_LEASE_TTL_MS", Settings.lease_ttl_ms),
         log_level=env.get("CHIMERA_LOG_LEVEL", "INFO"),
+        metrics_host=env.get("CHIMERA_METRICS_HOST", Settings.metrics_host),
+        metrics_port=_port(env, "CHIMERA_METRICS_PORT", 0),
         extra={"user_data": True} if env.get("CHIMERA_USER_DATA", "") in ("1", "true", "yes") else {},
     )

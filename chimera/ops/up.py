@@ -3,7 +3,11 @@
 Starts (each as its own process, like production): ``redis-server`` (unless CHIMERA_REDIS_URL is
 set; AOF on, so a second run resumes), the local venue replaying the shipped real sample (state
 file, so it resumes too), the scheduler, and every role that is built. Shows a progress bar for
-the replay and a live line of what the system is doing. Ctrl-C stops everything, newest first.
+the replay and a live line of what the system is doing, and each worker's /metrics address.
+
+Ctrl-C stops in dependency order: the workers first (SIGTERM: each finishes the entry in hand and
+acks it while Redis is still there), then the venue, then Redis (which writes its AOF on the way
+down), within ``STOP_BUDGET_S`` in all.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,12 +28,17 @@ from chimera.workers.registry import ROLES, is_built
 
 # Start order: producers last, so consumers have their groups before the data flows.
 ROLE_ORDER = ("scheduler", "s6", "s4", "s5", "s3", "s2", "s1", "s12")
+# Stop order: what depends on something stops before it. Workers, then the venue, then Redis.
+INFRA = ("venue", "redis")
+STOP_BUDGET_S = 4.0  # all of it (the process exit follows); what outlives its share is killed
+STOP_RESERVE_S = {"workers": 1.0, "venue": 0.4, "redis": 0.0}  # kept back for the groups after it
 
 
 class Stack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.signalled_at = time.monotonic()
         self.logs = data_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
@@ -42,15 +52,38 @@ class Stack:
         return [name for name, p in self.procs if p.poll() is not None]
 
     def stop(self) -> None:
-        for _name, proc in reversed(self.procs):
+        """Workers (all at once), then the venue, then Redis; whatever outlives its share is killed.
+
+        Each group may use what is left of ``STOP_BUDGET_S`` minus what the groups after it need,
+        so a quick group leaves more time to the next one (the venue writes its state file).
+        """
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the ordered stop short
+            signal.signal(sig, signal.SIG_IGN)
+        started = time.monotonic()
+        end = started + STOP_BUDGET_S
+        groups = [("workers", [(n, p) for n, p in self.procs if n not in INFRA])]
+        groups += [(name, [(n, p) for n, p in self.procs if n == name]) for name in INFRA]
+        for group, procs in groups:
+            budget = max(0.2, end - time.monotonic() - STOP_RESERVE_S[group])
+            killed = self._stop_group(procs, budget)
+            note = f" (killed after {budget:.1f}s: {', '.join(killed)})" if killed else ""
+            print(f"stopped {group} at {time.monotonic() - started:.1f}s{note}", flush=True)
+
+    @staticmethod
+    def _stop_group(procs: list[tuple[str, subprocess.Popen]], budget_s: float) -> list[str]:
+        for _name, proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _name, proc in reversed(self.procs):
+        deadline = time.monotonic() + budget_s
+        killed = []
+        for name, proc in procs:
             try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
+                proc.wait(max(0.01, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+                killed.append(name)
+        return killed
 
 
 def _wait_http(url: str, seconds: float) -> dict:
@@ -117,7 +150,13 @@ def _ensure_active_bundle(store_url: str) -> None:
     store.close()
 
 
-def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) -> int:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, redis_port: int = 6390) -> int:
     from chimera.store import open_store
 
     root = Path(data_dir).resolve()
@@ -131,18 +170,28 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) ->
     env["CHIMERA_API_PORT"] = str(api_port)
     env.setdefault("CHIMERA_LOG_JSON", "1")
     env.setdefault("CHIMERA_USER_DATA", "1")  # S1 follows fills and stop triggers at the venue
+    def interrupt(_signum, _frame):
+        stack.signalled_at = time.monotonic()
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and SIGTERM from a supervisor (or SIGINT when started in the background, where it is
+    # ignored by default): the same ordered stop.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         if "CHIMERA_REDIS_URL" not in os.environ:
-            env["CHIMERA_REDIS_URL"] = _start_redis(stack, 6390)
+            env["CHIMERA_REDIS_URL"] = _start_redis(stack, redis_port)
         _ensure_active_bundle(env["CHIMERA_STORE_URL"])
         cli = [sys.executable, "-m", "chimera.ops.cli"]
         stack.start("venue", [*cli, "venue", "serve", "--port", str(venue_port), "--speed", str(speed),
                               "--state", str(root / "venue-state.json")], env)
         _wait_http(f"http://127.0.0.1:{venue_port}/chimera/v1/clock", 60)
-        started, missing = [], []
+        started, missing, metrics = [], [], {}
         for code in ROLE_ORDER:
             if is_built(code):
-                stack.start(code, [*cli, "worker", "--role", code], env)
+                # Each worker serves /metrics, /health, /ready on its own port (the gateway on the API port).
+                port = metrics[code] = _free_port() if code != "s12" else api_port
+                stack.start(code, [*cli, "worker", "--role", code], {**env, "CHIMERA_METRICS_PORT": str(port)})
                 started.append(code)
             else:
                 missing.append(code)
@@ -153,6 +202,9 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) ->
         print(f"  roles   {', '.join(f'{c} {names[c]}' for c in started)}")
         if "s12" in started:
             print(f"  API     http://127.0.0.1:{api_port}  (OpenAPI: http://127.0.0.1:{api_port}/schema)")
+        for code in started:
+            if code != "s12":
+                print(f"  {code:<7} http://127.0.0.1:{metrics[code]}/metrics  (/health, /ready)")
         if missing:
             print(f"  not yet {', '.join(f'{c} {names[c]}' for c in missing)} (see the README's roadmap)")
         print("Ctrl-C stops everything; running `chimera up` again resumes from the stored state.")
@@ -170,7 +222,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str) ->
             sys.stdout.flush()
             time.sleep(1.0)
     except KeyboardInterrupt:
-        print("\nstopping...")
+        print(f"\nstopping... ({time.monotonic() - stack.signalled_at:.1f}s after the signal)", flush=True)
         return 0
     finally:
         stack.stop()
