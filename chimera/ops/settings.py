@@ -36,29 +36,17 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
 
-def _int(env: dict, name: str, default: int) -> int:
+def _int(env: dict, name: str, default: int, *, lo: int = 1, hi: int | None = None,
+         rule: str = "must be positive", example: str = "") -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise FatalError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
-    if value <= 0:
-        raise FatalError(f"{name}={raw!r} must be positive")
-    return value
-
-
-def _port(env: dict, name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FatalError(f"{name}={raw!r} is not a port number; set it to e.g. 9400, or 0 for any free port") from None
-    if not 0 <= value <= 65535:
-        raise FatalError(f"{name}={raw!r} must be between 0 (any free port) and 65535")
+        raise FatalError(f"{name}={raw!r} is not an integer; set it to e.g. {example or default}") from None
+    if value < lo or (hi is not None and value > hi):
+        raise FatalError(f"{name}={raw!r} {rule}")
     return value
 
 
@@ -106,6 +94,7 @@ def load_settings(env: dict | None = None) -> Settings:
         lease_ttl_ms=_int(env, "CHIMERA_LEASE_TTL_MS", Settings.lease_ttl_ms),
         log_level=env.get("CHIMERA_LOG_LEVEL", "INFO"),
         metrics_host=env.get("CHIMERA_METRICS_HOST", Settings.metrics_host),
-        metrics_port=_port(env, "CHIMERA_METRICS_PORT", 0),
+        metrics_port=_int(env, "CHIMERA_METRICS_PORT", 0, lo=0, hi=65535, example="9400 (0: any free port)",
+                          rule="must be between 0 (any free port) and 65535"),
         extra={"user_data": True} if env.get("CHIMERA_USER_DATA", "") in ("1", "true", "yes") else {},
     )
