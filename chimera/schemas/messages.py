@@ -364,3 +364,26 @@ class RequestAutopsy(Message, frozen=True, tag="request_autopsy"):
 register(BackfillLabels, LabelsReady, RequestAutopsy)
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, msgspec.Struct)]
+
+# --- S10 config service (promotions) --------------------------------------------------------------
+
+
+class PromoteBundle(Message, frozen=True, tag="promote_bundle"):
+    """Start the staged rollout of a stored bundle (on ``cfg:{commands}``, handled by S10)."""
+
+    promotion_id: str
+    bundle_id: str
+    rev: int
+    requested_by: str = ""
+    approved_by: str = ""  # a second person for real capital (the gateway's approvals, else --approved-by)
+
+
+class PromotionCommand(Message, frozen=True, tag="promotion_command"):
+    """An operator's RESUME (a paused rollout continues its stage) or ABORT (roll back now)."""
+
+    promotion_id: str
+    action: Literal["RESUME", "ABORT"]
+    by: str = ""
+
+
+register(PromoteBundle, PromotionCommand)

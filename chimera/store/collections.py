@@ -44,6 +44,7 @@ CONFIG_BUNDLES = "config_bundles"
 CONFIG_ACTIVE = "config_active"
 PROMOTIONS = "promotions"
 SIMULATIONS = "simulations"
+SHADOW_DECISIONS = "shadow_decisions"  # S10: a candidate's decisions in SHADOW (recorded, never executed)
 METRICS_TIMESERIES = "metrics_timeseries"
 STRATEGY_METRICS_DAILY = "strategy_metrics_daily"
 ALERTS = "alerts"

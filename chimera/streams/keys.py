@@ -29,6 +29,7 @@ ORD_COMMANDS = "ord:{commands}"  # S4's input: SubmitOrder / CancelOrder from S3
 VENUE_REPORTS = "venue:{reports}"  # S1 user-data → S4/S5/S6
 POS_EVENTS = "pos:events"
 CFG_EVENTS = "cfg:events"
+CFG_COMMANDS = "cfg:{commands}"  # PromoteBundle / PromotionCommand and S10's analysis timers → S10
 OPS_EVENTS = "ops:events"
 ALERTS = "alerts"
 STRAT_COMMANDS = "strat:{commands}"  # Decide (gateway POST /decide)

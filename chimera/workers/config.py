@@ -77,7 +77,9 @@ class ConfigHolder:
         self._thread: threading.Thread | None = None
 
     def apply(self, event: ConfigActivated) -> bool:
-        if event.rev <= self.current.rev and event.bundle_id == self.current.bundle_id:
+        # Only the announcement of what we already run is skipped: a rollback (or S10's last ramp step)
+        # activates a LOWER rev of the same bundle, and config_active is the truth either way.
+        if event.rev == self.current.rev and event.bundle_id == self.current.bundle_id:
             return False
         fresh = load_active(self.store)
         if fresh.rev != self.current.rev or fresh.bundle_id != self.current.bundle_id:

@@ -194,3 +194,31 @@ def _is_int(v: Any) -> bool:
 
 def _safe_id(v: Any) -> str | None:
     return v[:64] if isinstance(v, str) else None
+
+
+def lint_rules(rules: Any, fields: Mapping[str, Field | str] | Iterable[str] = DEFAULT_FIELDS,
+               ) -> tuple[CompiledRuleSet | None, list[tuple[int | None, RuleError]]]:
+    """Every problem of a rule list, not just the first (a bundle lint shows them all at once).
+
+    Returns the compiled set when nothing is wrong, and ``(rule index, error)`` pairs (index None:
+    the list itself); each error keeps its rule id and its position in ``when``.
+    """
+    if isinstance(rules, str | bytes | Mapping) or not isinstance(rules, Sequence):
+        return None, [(None, RuleError("rules must be a list of rule mappings"))]
+    problems: list[tuple[int | None, RuleError]] = []
+    if len(rules) > MAX_RULES:
+        problems.append((None, RuleError(f"more than {MAX_RULES} rules")))
+    spec = normalize_fields(fields)
+    seen: set[str] = set()
+    for index, raw in enumerate(rules):
+        try:
+            rule = _compile_one(raw, index, spec)
+        except RuleError as e:
+            problems.append((index, e))
+            continue
+        rid = raw.get("id")
+        if rid in seen:
+            problems.append((index, RuleError("duplicate rule id", rule_id=rid)))
+        seen.add(rid)
+        del rule
+    return (None if problems else compile_rules(rules, fields)), problems
