@@ -40,6 +40,10 @@ def serve(
     spot_no_oco: bool = typer.Option(False, help="Spot symbols refuse OCO (ocoAllowed=false)."),
     spot_disable_types: str = typer.Option("", help="Comma list of spot order types to refuse, e.g. "
                                            "STOP_LOSS,STOP_LOSS_LIMIT,TAKE_PROFIT,TAKE_PROFIT_LIMIT."),
+    pace_redis: str = typer.Option("", help="Chimera's Redis URL: replay one step at a time, each once the "
+                                   "pipeline's streams are drained (event-time paper replay)."),
+    pace_step_ms: int = typer.Option(60_000, help="With --pace-redis: market time replayed per step."),
+    pace_timeout_s: float = typer.Option(30.0, help="With --pace-redis: go on after waiting this long."),
 ) -> None:
     specs = [DataSpec.parse(d) for d in data] if data else sample_specs()
     cfg = VenueConfig(
@@ -50,7 +54,8 @@ def serve(
         fees=Fees(Decimal(futures_maker), Decimal(futures_taker), Decimal(spot_maker), Decimal(spot_taker)),
         faults=FaultConfig(latency_ms=latency_ms, error_5xx_share=error_5xx, error_429_share=error_429,
                            lost_reply_share=lost_reply, ws_drop_every_s=ws_drop_every_s, seed=seed,
-                           reply_delay_ms=reply_delay_ms))
+                           reply_delay_ms=reply_delay_ms),
+        pace_redis_url=pace_redis, pace_step_ms=pace_step_ms, pace_timeout_s=pace_timeout_s)
     srv = VenueServer(cfg)
     for name, acc in srv.engine.accounts.items():
         typer.echo(f"account {name}: api_key={acc.api_key}")

@@ -75,6 +75,10 @@ class VenueConfig:
     # ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT") for "no conditional orders".
     spot_oco_allowed: bool = True
     spot_disabled_order_types: tuple[str, ...] = ()
+    # Paced replay (pacing.py): advance one step at a time, each once Chimera's streams are drained.
+    pace_redis_url: str = ""
+    pace_step_ms: int = 60_000
+    pace_timeout_s: float = 30.0
 
 
 class VenueServer:
@@ -99,6 +103,15 @@ class VenueServer:
         self._tasks: list[asyncio.Task] = []
         self._restore()
         self.clock.reanchor()
+        self.gate = None
+        self.pace = {"step_ms": cfg.pace_step_ms, "steps": 0, "timeouts": 0, "waited_ms": 0}
+        self._step_end: int | None = None
+        self._step_closed: set[str] = set()
+        self._wait_since: float | None = None
+        if cfg.pace_redis_url:
+            from ..pacing import DrainGate
+
+            self.gate = DrainGate(cfg.pace_redis_url, self.info.rules[FUTURES], timeout_s=cfg.pace_timeout_s)
 
     # -- state ---------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -184,12 +197,46 @@ class VenueServer:
             elif self.hub.backlog() > HIGH_WATER:
                 await asyncio.sleep(0.005)
                 continue
+            if self.gate is not None and not await self._paced(ev.time):
+                await asyncio.sleep(0.005)
+                continue
             for _ in range(BATCH):
                 ev = self.feed.peek()
                 if ev is None or (speed > 0 and self.clock.wall_delay_until(ev.time) > 0):
                     break
+                if self.gate is not None and ev.time >= self._step_end:
+                    break  # the step is complete: the pipeline catches up before the next one
+                raw = ev.raw or {}
+                if raw.get("kline") and raw["kline"][7] and ev.market == FUTURES:
+                    self._step_closed.add(ev.symbol)
                 self.process_next()
             await asyncio.sleep(0)
+
+    async def _paced(self, next_ms: int) -> bool:
+        """May the driver replay the event at ``next_ms``? Inside the current step: yes. At the next
+        step: once the frames are out and the pipeline drained (or the wait timed out)."""
+        step = max(self.pace["step_ms"], 1)
+        if self._step_end is None or next_ms < self._step_end:
+            if self._step_end is None:
+                self._step_end = (next_ms // step + 1) * step
+            return True
+        if self._wait_since is None:
+            self._wait_since = time.monotonic()
+        waited = time.monotonic() - self._wait_since
+        drained = self.hub.backlog() == 0 and await asyncio.to_thread(self.gate.drained, self._step_end,
+                                                                      set(self._step_closed))
+        if not drained and waited < self.gate.timeout_s:
+            return False
+        if not drained:
+            self.pace["timeouts"] += 1
+            logger.warning("pace: the pipeline did not drain the step ending {} within {}s; going on",
+                           self._step_end, self.gate.timeout_s)
+        self.pace["steps"] += 1
+        self.pace["waited_ms"] += int(waited * 1000)
+        self._wait_since = None
+        self._step_closed.clear()
+        self._step_end = (next_ms // step + 1) * step
+        return True
 
     async def _wait(self, timeout: float) -> None:
         try:
@@ -352,9 +399,14 @@ class VenueServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.hub.close_all()
         self.save_state()
+        if self.gate is not None:
+            self.gate.close()
 
     async def _clock(self, request):
-        return web.json_response(self.clock.as_json())
+        body = self.clock.as_json()
+        if self.gate is not None:
+            body["pace"] = dict(self.pace)
+        return web.json_response(body)
 
     async def _replay(self, request):
         body = await request.json() if request.can_read_body else {}
