@@ -35,9 +35,9 @@ from chimera.streams.redis import connect  # noqa: E402
 from chimera.venues.binance import market_data as md  # noqa: E402
 from chimera.workers.clock import WallClock  # noqa: E402
 from chimera.workers.runtime import Worker  # noqa: E402
+from tests.support.futures_venue import WS_2023  # noqa: E402
 from tests.support.redis_servers import RedisServer  # noqa: E402
 
-WS_2023 = "/work/shared/data/market/ws_streams_depth_trades_bookticker/usdm/btcusdt_20230404.dat.gz"
 SYM = "BTCUSDT"
 NORMALIZE = {"bookTicker": md.normalize_book_ticker, "trade": md.normalize_agg_trade,
              "markPrice": lambda d, market="perp": md.normalize_mark_price(d)}

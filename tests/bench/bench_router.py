@@ -39,9 +39,8 @@ from chimera.venues.local.server.app import VenueConfig  # noqa: E402
 from chimera.venues.local.testing import start_venue  # noqa: E402
 from chimera.workers.clock import WallClock  # noqa: E402
 from tests.conftest import subprocess_env  # noqa: E402
+from tests.support.futures_venue import WS_2023  # noqa: E402
 from tests.support.redis_servers import RedisServer  # noqa: E402
-
-WS_2023 = "/work/shared/data/market/ws_streams_depth_trades_bookticker/usdm/btcusdt_20230404.dat.gz"
 
 
 def _intent(iid: str, i: int) -> SubmitOrder:

@@ -18,11 +18,12 @@ from chimera.venues.local.replay import DataSpec
 from chimera.workers.clock import WallClock
 from tests.integration.test_connectors_depth import assert_same_book, recording, venue_depth_id
 from tests.support.local_venue import running_venue
+from tests.support.market_data import market_data
 from tests.support.ops_events import ops_events
 from tests.support.polling import wait_until
 
 SYMS = ("BTCUSDT", "ETHUSDT")
-VISION_1M = "/work/shared/data/market/binance_vision/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip"
+VISION_1M = str(market_data("binance_vision", "spot", "daily", "klines", "BTCUSDT", "1m", "BTCUSDT-1m-2020-01-01.zip"))
 
 
 def spot_events(r, sym: str) -> list:

@@ -10,8 +10,9 @@ from chimera.venues.local.engine import ExchangeInfo, VenueError
 from chimera.venues.local.engine.futures import bankruptcy_price, liquidation_price
 from chimera.venues.local.engine.model import Position
 from chimera.venues.local.loaders import kline_path, load_vision_klines, to_ms
+from tests.support.market_data import market_data
 
-VISION = "/work/shared/data/market/binance_vision/spot/daily/klines/BTCUSDT"
+VISION = str(market_data("binance_vision", "spot", "daily", "klines", "BTCUSDT"))
 
 
 def test_intrabar_path_up_bar_goes_high_first_and_down_bar_low_first():
