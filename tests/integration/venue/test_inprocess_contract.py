@@ -12,7 +12,13 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-from chimera.venues.binance.adapter import AlreadyAccepted, FuturesTrading, OrderNotFound, VenueRejected
+from chimera.venues.binance.adapter import (
+    AlreadyAccepted,
+    FuturesTrading,
+    OrderNotFound,
+    SpotTrading,
+    VenueRejected,
+)
 from chimera.venues.local.inprocess import InProcessExchange
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
@@ -28,19 +34,29 @@ def _at(t: int, *events: dict) -> list[dict]:
     return [{**e, "time": t} for e in events]
 
 
-def _run(fut, push) -> list:
-    """The call sequence; ``push(events)`` injects market events. Returns every answer or error."""
-    out: list = []
+def _plain(x):
+    if isinstance(x, list):
+        return [_plain(i) for i in x]
+    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
 
+
+def _recorder(out: list):
+    """``rec(label, fn, ...)``: call, append the answer (plain data) or the error raised, return the answer."""
     def rec(label, fn, *a, **kw):
         try:
             res = fn(*a, **kw)
         except VenueRejected as exc:
             out.append((label, "error", type(exc).__name__, exc.code, exc.msg))
             return None
-        out.append((label, dataclasses.asdict(res) if dataclasses.is_dataclass(res) else res))
+        out.append((label, _plain(res)))
         return res
+    return rec
 
+
+def _run(fut, push) -> list:
+    """The call sequence; ``push(events)`` injects market events. Returns every answer or error."""
+    out: list = []
+    rec = _recorder(out)
     push(_at(T0, trade(SYM, "30000"), book(SYM, "29999.9", "30000.1"), mark(SYM, "30000")))
     rec("margin_type", fut.set_margin_type, SYM, "ISOLATED")
     rec("leverage", fut.set_leverage, SYM, 10)
@@ -123,3 +139,51 @@ def test_inprocess_reports_are_what_s1_publishes():
     assert account == "main" and rep.client_order_id == "c-a" and rep.last_price == Decimal("29999.9")
     assert key == f"vr:main:FUT:{SYM}:{rep.venue_order_id}:t:{rep.trade_id}"
     assert rep.ts == T0
+
+
+def _run_spot(spot, push) -> list:
+    """Spot: market buy, LIMIT_MAKER resting and crossing (-2010), duplicate client id, OCO exit, queries."""
+    out: list = []
+    rec = _recorder(out)
+    push(_at(T0, trade(SYM, "30000", "spot"), book(SYM, "29999.99", "30000.01", "spot")))
+    buy = rec("market", spot.new_order, symbol=SYM, side="BUY", type="MARKET", qty=Decimal("0.01"), client_id="s-mkt")
+    rec("maker", spot.new_order, symbol=SYM, side="BUY", type="LIMIT_MAKER", qty=Decimal("0.01"),
+        price=Decimal("29000"), client_id="s-lm")
+    rec("maker_crossing", spot.new_order, symbol=SYM, side="BUY", type="LIMIT_MAKER", qty=Decimal("0.01"),
+        price=Decimal("30001"), client_id="s-lm2")
+    rec("duplicate", spot.new_order, symbol=SYM, side="BUY", type="LIMIT_MAKER", qty=Decimal("0.01"),
+        price=Decimal("28000"), client_id="s-lm")
+    rec("oco", spot.oco, symbol=SYM, side="SELL", qty=Decimal("0.01"), tp_price=Decimal("31000"),
+        sl_stop=Decimal("29500"), sl_limit=Decimal("29400"), list_client_id="s-oco", tp_client_id="s-tp",
+        sl_client_id="s-sl")
+    rec("top", spot.top_of_book, SYM)
+    rec("book", spot.book, SYM, 5)
+    rec("query", spot.query, SYM, "s-lm")
+    rec("open_orders", spot.open_orders, SYM)
+    rec("trades", spot.trades, SYM, buy.venue_order_id)
+    rec("cancel", spot.cancel, SYM, "s-lm")
+    rec("cancel_again", spot.cancel, SYM, "s-lm")
+    push(_at(T0 + 60_000, trade(SYM, "31500", "spot")))  # through the take-profit
+    rec("tp_after", spot.query, SYM, "s-tp")
+    rec("sl_after", spot.query, SYM, "s-sl")
+    return out
+
+
+def test_inprocess_spot_answers_like_the_sdk_adapter_against_the_server(tmp_path):
+    venue = start_venue(VenueConfig(data=[], state_file=str(tmp_path / "state.json")))
+    try:
+        key, secret = venue.keys["main"]
+        over_http = _run_spot(SpotTrading(venue.base_url, key, secret), lambda evs: inject(venue, *evs))
+    finally:
+        venue.stop()
+    ex = InProcessExchange(ManualClock(T0 - 1))
+    in_process = _run_spot(ex.venue("main").spot, lambda evs: ex.inject(*evs))
+    for a, b in zip(over_http, in_process, strict=True):
+        assert a == b, f"{a[0]}:\n  server+SDK: {a}\n  in-process: {b}"
+    by = {r[0]: r for r in in_process}
+    assert by["market"][1]["status"] == "FILLED" and by["market"][1]["avg_price"] == Decimal("30000.01")
+    assert by["maker"][1]["status"] == "NEW"
+    assert by["maker_crossing"][1:4] == ("error", "VenueRejected", -2010)
+    assert by["duplicate"][1:4] == ("error", "AlreadyAccepted", -2010)
+    assert by["cancel_again"][1:4] == ("error", "OrderNotFound", -2011)
+    assert (by["tp_after"][1]["status"], by["sl_after"][1]["status"]) == ("FILLED", "EXPIRED")
