@@ -95,22 +95,26 @@ def _run(fut, push) -> list:
     return out
 
 
-def test_inprocess_venue_answers_like_the_sdk_adapter_against_the_server(tmp_path):
+def _both(tmp_path, run, market: str) -> dict:
+    """``run`` through the SDK adapter against the venue server and through the in-process venue: every
+    answer and error must be equal. Returns the in-process answers by label."""
     venue = start_venue(VenueConfig(data=[], state_file=str(tmp_path / "state.json")))
     try:
         key, secret = venue.keys["main"]
-        over_http = _run(FuturesTrading(venue.base_url, key, secret), lambda evs: inject(venue, *evs))
+        client = (FuturesTrading if market == "fut" else SpotTrading)(venue.base_url, key, secret)
+        over_http = run(client, lambda evs: inject(venue, *evs))
     finally:
         venue.stop()
-
     ex = InProcessExchange(ManualClock(T0 - 1))
-    in_process = _run(ex.venue("main").fut, lambda evs: ex.inject(*evs))
-
+    in_process = run(getattr(ex.venue("main"), market), lambda evs: ex.inject(*evs))
     assert [r[0] for r in in_process] == [r[0] for r in over_http]
     for a, b in zip(over_http, in_process, strict=True):
         assert a == b, f"{a[0]}:\n  server+SDK: {a}\n  in-process: {b}"
+    return {r[0]: r for r in in_process}
 
-    by = {r[0]: r for r in in_process}
+
+def test_inprocess_venue_answers_like_the_sdk_adapter_against_the_server(tmp_path):
+    by = _both(tmp_path, _run, "fut")
     # The figures themselves, worked out by hand from the injected book (ask 30000.1, taker 0.05%).
     assert by["margin_type"][1] is False  # -4046 "No need to change margin type." is success
     assert by["market"][1]["status"] == "FILLED" and by["market"][1]["avg_price"] == Decimal("30000.1")
@@ -170,17 +174,7 @@ def _run_spot(spot, push) -> list:
 
 
 def test_inprocess_spot_answers_like_the_sdk_adapter_against_the_server(tmp_path):
-    venue = start_venue(VenueConfig(data=[], state_file=str(tmp_path / "state.json")))
-    try:
-        key, secret = venue.keys["main"]
-        over_http = _run_spot(SpotTrading(venue.base_url, key, secret), lambda evs: inject(venue, *evs))
-    finally:
-        venue.stop()
-    ex = InProcessExchange(ManualClock(T0 - 1))
-    in_process = _run_spot(ex.venue("main").spot, lambda evs: ex.inject(*evs))
-    for a, b in zip(over_http, in_process, strict=True):
-        assert a == b, f"{a[0]}:\n  server+SDK: {a}\n  in-process: {b}"
-    by = {r[0]: r for r in in_process}
+    by = _both(tmp_path, _run_spot, "spot")
     assert by["market"][1]["status"] == "FILLED" and by["market"][1]["avg_price"] == Decimal("30000.01")
     assert by["maker"][1]["status"] == "NEW"
     assert by["maker_crossing"][1:4] == ("error", "VenueRejected", -2010)
