@@ -13,11 +13,11 @@ from contextvars import ContextVar, Token
 
 from loguru import logger
 
-_ENTRY: ContextVar[tuple | None] = ContextVar("chimera_entry", default=None)
+ENTRY: ContextVar[tuple | None] = ContextVar("chimera_entry", default=None)
 
 
 def _patch(record) -> None:
-    entry = _ENTRY.get()
+    entry = ENTRY.get()
     if entry is None:
         return
     role, env = entry
@@ -33,8 +33,8 @@ logger.configure(patcher=_patch)
 
 def bind_entry(role: str, env) -> Token:
     """Log lines from here to ``unbind`` carry ``env``'s ids."""
-    return _ENTRY.set((role, env))
+    return ENTRY.set((role, env))
 
 
 def unbind(token: Token) -> None:
-    _ENTRY.reset(token)
+    ENTRY.reset(token)

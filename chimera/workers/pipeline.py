@@ -32,8 +32,10 @@ from chimera.workers.crashguard import CrashGuard
 from chimera.workers.flush import Commit
 from chimera.workers.handler import HandlerSpec
 from chimera.workers.locks import Lock
-from chimera.workers.logctx import bind_entry, unbind
+from chimera.workers.logctx import ENTRY
 from chimera.workers.metrics import METRICS
+
+set_entry, reset_entry = ENTRY.set, ENTRY.reset
 
 
 class Outcome:
@@ -135,11 +137,11 @@ class EntryPipeline:
                 # Handler failures are counted separately (retry).
                 return self.dead(stream, entry_id, fields, f"the worker died {crashes} times while "
                                  f"handling it ({attempts} deliveries)", attempts, redelivered=redelivered)
-            token = bind_entry(spec.role, env)
+            token = set_entry((spec.role, env))  # logctx.bind_entry, inlined: this runs per entry
             try:
                 outputs = spec.handle(env, ctx) or ()
             finally:
-                unbind(token)
+                reset_entry(token)
             if outputs:
                 self.commit.stage(outputs, parent=env, now_ms=ctx.clock.now_ms(), config_rev=ctx.config.rev)
         except FatalError:

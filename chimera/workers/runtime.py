@@ -155,12 +155,12 @@ class Worker:
             return []
         started = time.perf_counter()
         done_before = self.processed
-        process = self.pipeline.process
+        process, stopping = self.pipeline.process, self.stop_event.is_set
         try:
             for stream, entry_id, fields, env in self.pipeline.decode_batch(got):
                 n = self._attempts(stream, entry_id) if redelivered else 1
                 process(stream, entry_id, fields, env, n, redelivered=redelivered)
-                if self.stop_event.is_set():
+                if stopping():
                     break
         finally:
             read = self._read_command(dict.fromkeys(self.streams, ">"), None) \
