@@ -87,6 +87,10 @@ def test_autopsy_of_every_closed_trade_matches_the_venue_and_the_market_data(run
             xp = float(t.exit_price)
             want_x = -sign * (mid_at(t.symbol, t.exit_time + dt) - xp) / xp * 1e4
             assert float(doc["markouts"]["exit"][name]) == pytest.approx(want_x, abs=1e-4)
+        # Held to the 12h label horizon instead, from the file (taker fee both ways).
+        m12 = mid_at(t.symbol, t.entry_time + 12 * HOUR)
+        want12 = sign * (m12 - float(vw)) / float(vw) - 0.0005 * (float(vw) + m12) / float(vw)
+        assert float(doc["counterfactuals"]["exit_at_12h"]) == pytest.approx(want12, abs=1e-8)
         # Peers: every other closed trade of the symbol.
         assert doc["peers"]["symbol"]["n"] == sum(1 for p, x in trips.items() if x.symbol == t.symbol and p != tid
                                                   and x.status == "CLOSED")

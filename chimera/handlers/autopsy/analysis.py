@@ -42,7 +42,7 @@ class Bars:
 
 
 def _f(x: Decimal | None, q: str = "0.00000001") -> str | None:
-    return None if x is None else str(x.quantize(Decimal(q)))
+    return None if x is None else format(x.quantize(Decimal(q)), "f")
 
 
 def split_fills(pos: dict, fills: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -155,7 +155,7 @@ def peers(money: dict, groups: dict[str, list[Decimal]]) -> dict:
             for name, pop in groups.items()}
 
 
-def counterfactuals(pos: dict, money: dict, signal: dict, labels: dict[int, dict], bars: Bars, sizing: dict,
+def counterfactuals(pos: dict, money: dict, signal: dict, bars: Bars, sizing: dict,
                     fees: dict[str, Decimal]) -> dict:
     """ROI of the same entry under other choices (each on the entered notional, net of fees)."""
     sign_side = pos["side"]
@@ -170,13 +170,10 @@ def counterfactuals(pos: dict, money: dict, signal: dict, labels: dict[int, dict
     sl_k = D(sizing.get("sl_atr", 1.5)) * D(d.get("sl_mult", 1.0))
     taker = fees["taker"]
     t0 = money["opened_at"]
-    for h in (12, 24, 36):
-        lab = labels.get(h)
-        if lab is not None and lab.get("roi_net") is not None:
-            out[f"exit_at_{h}h"] = lab["roi_net"]
-        else:
-            mid = bars.mid_at(t0 + h * 3_600_000)
-            out[f"exit_at_{h}h"] = _f((1 if sign_side == "BUY" else -1) * (mid - entry) / entry - taker * (entry + mid) / entry) if mid else None
+    sign = 1 if sign_side == "BUY" else -1
+    for h in (12, 24, 36):  # held to the label horizon (S7's label of a traded signal is the actual trade)
+        mid = bars.mid_at(t0 + h * 3_600_000)
+        out[f"exit_at_{h}h"] = _f(sign * (mid - entry) / entry - taker * (entry + mid) / entry) if mid else None
     if atr is None:
         return out
     path = bars.between(t0 - t0 % BAR_MS + BAR_MS, t0 + 36 * 3_600_000)

@@ -16,7 +16,7 @@ from decimal import Decimal
 from chimera.errors import PermanentError
 from chimera.handlers.autopsy import analysis as an
 from chimera.handlers.autopsy.render import MAX_BYTES, render
-from chimera.schemas.documents.research import HORIZONS, LABEL_COLLECTIONS, AutopsyReport, label_key, to_doc
+from chimera.schemas.documents.research import AutopsyReport, to_doc
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import MetricEvent, PositionChanged, RequestAutopsy, TimerFired
 from chimera.store.collections import (
@@ -104,14 +104,12 @@ def build(ctx: Context, trade_id: str, trigger: str) -> tuple[dict, str] | None:
     t0 = money["opened_at"]
     end = max(money["closed_at"] + HOUR, t0 + 36 * HOUR) + 2 * an.BAR_MS
     bars = an.Bars(list(ctx.venues.klines(sym, t0 - 5 * an.BAR_MS, end)))
-    labels = {h: ctx.store.get(LABEL_COLLECTIONS[h], label_key(signal.get("signal_id", ""), h)) for h in HORIZONS}
-    labels = {h: v for h, v in labels.items() if v is not None}
     tca = an.tca(pos, fills, signal, money)
     money["mid_at_send"] = tca["mid_at_send"]
     marks = an.markouts(pos, money, bars)
     bundle_id = (signal.get("decision") or {}).get("bundle_id", "")
     peers = an.peers(money, _peer_groups(ctx, pos, bundle_id, funding))
-    cf = an.counterfactuals(pos, money, signal, labels, bars, _sizing(ctx), _fees(ctx))
+    cf = an.counterfactuals(pos, money, signal, bars, _sizing(ctx), _fees(ctx))
     curve = an.roe_curve(pos, money, bars)
     rep = {
         "trade_id": trade_id, "symbol": sym, "side": pos["side"], "trigger": trigger, "opened_at": t0,

@@ -46,7 +46,7 @@ def svg_curve(curve: list[tuple[int, float]], w: int = 900, h: int = 240) -> str
             f'<line x1="{pad}" x2="{w - pad}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#8c959f" stroke-dasharray="4"/>'
             f'<polyline fill="none" stroke="#0969da" stroke-width="1.5" points="{path}"/>'
             f'<text x="4" y="14" font-size="11">{hi * 100:+.2f}%</text>'
-            f'<text x="4" y="{h - 6}" font-size="11">{lo * 100:+.2f}%</text>'
+            f'<text x="4" y="{h - 22}" font-size="11">{lo * 100:+.2f}%</text>'
             f'<text x="{pad}" y="{h - 6}" font-size="11">{_e(_ts(t0))}</text>'
             f'<text x="{w - pad}" y="{h - 6}" font-size="11" text-anchor="end">{_e(_ts(t1))}</text></svg>')
 
@@ -57,7 +57,10 @@ def render(r: dict) -> str:
     summary = [("symbol", r["symbol"]), ("side", r["side"]), ("opened", _ts(r["opened_at"])),
                ("closed", _ts(r["closed_at"])), ("close reason", r.get("close_reason")), ("net PnL (USDT)", r["net_pnl"]),
                ("ROI net (of notional)", r["roi_net"]), ("fees (USDT)", r["fees"]), ("funding (USDT)", r["funding"]),
-               *((f"{k} (365-day)" if k != "minutes" else "minutes", v) for k, v in sorted(r["risk"].items()))]
+               ("Sharpe, per-minute returns annualised over 365 days", r["risk"].get("sharpe_365")),
+               ("Sortino, same basis", r["risk"].get("sortino_365")),
+               ("max drawdown of the position's value", r["risk"].get("max_drawdown")),
+               ("minutes held", r["risk"].get("minutes"))]
     tca_rows = [(k, t.get(k)) for k in ("decision_mid", "mid_at_send", "entry_vwap", "exit_vwap", "slippage_vs_decision_bp",
                                         "slippage_vs_send_bp", "exit_slippage_vs_send_bp", "maker_share", "taker_share")]
     sf_rows = [(k, sf.get(k)) for k in ("delay", "spread_impact", "fees", "funding")] + [("total", t.get("shortfall_total_usdt"))]
