@@ -15,6 +15,7 @@ from chimera.backtest.cli import register as register_backtest
 from chimera.errors import FatalError
 from chimera.ops.audit import app as audit_app
 from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
+from chimera.ops.bundles_cli import app as bundles_app
 from chimera.ops.settings import load_settings
 from chimera.ops.users import app as users_app
 
@@ -25,6 +26,7 @@ streams_app.add_typer(dlq_app, name="dlq")
 app.add_typer(streams_app, name="streams")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(bundles_app, name="bundles")
 register_backtest(app)  # chimera backtest, chimera report (chimera/backtest/cli.py)
 
 try:  # the local venue ships its own sub-app

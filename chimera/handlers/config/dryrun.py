@@ -9,6 +9,8 @@ runs (the bundle's ``when_missing`` applies), so they cannot differ between the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +55,9 @@ def stored_signals(store, *, now_ms: int, days: float, limit: int = MAX_SIGNALS)
 def decide_all(body: Mapping, signals: Sequence[StoredSignal], *, bundle_id: str = "dryrun",
                rev: int = 1) -> dict[str, dict]:
     """signal_id → S3's DecisionRecord (as a dict) for ``body``, each signal decided on its own."""
+    # S3 caches a compiled strategy per (bundle_id, rev) for the process: a body's own hash in the id keeps
+    # the candidate, the active bundle and every perturbed copy apart.
+    bundle_id = f"{bundle_id}#{hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]}"
     store = open_store("sqlite://:memory:")
     activate(store, bundle_id, rev, dict(body))
     symbols = tuple(sorted({s.symbol for s in signals}))

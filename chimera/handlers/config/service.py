@@ -35,7 +35,9 @@ def key(bundle_id: str, rev: int) -> str:
 
 
 def sha256(body: Mapping) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """Of the body without its ``rev`` (the same body re-sent with its rev is the same bundle)."""
+    content = {k: v for k, v in body.items() if k != "rev"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def next_rev(store, bundle_id: str) -> int:
