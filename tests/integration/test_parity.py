@@ -77,3 +77,34 @@ def test_in_process_runtime_is_deterministic():
         return [(e.entry_id, _comparable(e)) for e in rt.entries("t:done")], _docs(store)
 
     assert run_once() == run_once()
+
+
+def test_timers_agree_on_both_runtimes(r, settings):
+    """Armed, replaced and cancelled timers: the same messages come out of the Redis due-queue and the
+    in-process heap (event time = due time, the arming entry as the cause)."""
+    from chimera.streams import keys
+    from chimera.workers import scheduler
+    from tests.integration.test_runtime_timers import COMMANDS
+    from tests.support.polling import group_caught_up
+    from tests.support.workers import ThreadWorker
+
+    rt = InProcessRuntime([handlers.TIMER_SPEC], store=open_store("sqlite://:memory:"), clock=ManualClock(T0))
+    for i, (key, t, cmd) in enumerate(COMMANDS):
+        rt.publish(handlers.TIMER_IN, Noop(n=i, data=cmd), idempotency_key=key, event_time=t)
+    rt.run()
+    rt.drain_timers()
+
+    producer = Producer(r, ManualClock(T0))
+    for i, (key, t, cmd) in enumerate(COMMANDS):
+        producer.publish(handlers.TIMER_IN, Noop(n=i, data=cmd), idempotency_key=key, event_time=t)
+    with ThreadWorker(handlers.TIMER_SPEC, r, settings, "pt"):
+        wait_until(lambda: r.exists(handlers.TIMER_IN) and group_caught_up(r, handlers.TIMER_IN, keys.group("t-timer")),
+                   timeout=20, message="commands handled")
+    scheduler.fire_due(r, T0 + 10**9)
+
+    from chimera.schemas.envelope import decode
+
+    redis_fired = [(_comparable(decode(f)), decode(f).event_time) for _, f in r.xrange(handlers.TIMER_OUT)]
+    mem_fired = [(_comparable(e), e.event_time) for e in rt.entries(handlers.TIMER_OUT)]
+    assert redis_fired == mem_fired
+    assert [e[0][1] for e in mem_fired] == ["a:fire", "b2:fire"]
