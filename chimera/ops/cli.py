@@ -144,6 +144,19 @@ def worker(
 # --- replay --------------------------------------------------------------------------------------
 
 
+def _group_idempotency(group: str):
+    """The done-marker function of the role behind ``cg:<role>`` (None: not a built role's group)."""
+    from chimera.streams import keys
+    from chimera.workers.handler import HandlerSpec
+    from chimera.workers.registry import ROLES, load_spec
+
+    for role in ROLES:
+        if role.spec_path and keys.group(role.code) == group:
+            spec = load_spec(role.code)
+            return spec.idempotency if isinstance(spec, HandlerSpec) else None
+    return None
+
+
 @app.command()
 def replay(
     stream: Annotated[str, typer.Option("--stream", help="stream key, e.g. ord:{commands}")],
@@ -167,7 +180,7 @@ def replay(
         else:
             if to_id:
                 _fail("--to-id works with --print; a rewound group receives every entry after --from-id")
-            n = rewind_group(r, stream, into_group, from_id, rehandle=rehandle)
+            n = rewind_group(r, stream, into_group, from_id, rehandle=rehandle, idem=_group_idempotency(into_group))
             typer.echo(f"group {into_group} on {stream} rewound to {from_id}: {n} entries will be redelivered")
     except ValueError as exc:
         _fail(str(exc))

@@ -31,7 +31,12 @@ def print_range(r, stream: str, from_id: str, to_id: str | None = None, batch: i
         start = f"({entries[-1][0].decode()}"
 
 
-def rewind_group(r, stream: str, group: str, from_id: str, rehandle: bool = True) -> int:
+def rewind_group(r, stream: str, group: str, from_id: str, rehandle: bool = True, idem=None) -> int:
+    """Move ``group`` back to ``from_id``; its workers get every later entry again.
+
+    ``rehandle`` forgets the entries' done-markers, named by ``idem`` (the role's route table:
+    ``HandlerSpec.idempotency``) or else by the envelope's idempotency key.
+    """
     groups = {g["name"].decode() for g in r.xinfo_groups(stream)} if r.exists(stream) else set()
     if group not in groups:
         raise ValueError(f"group {group!r} does not exist on {stream!r} (known: {sorted(groups) or 'none'})")
@@ -40,7 +45,10 @@ def rewind_group(r, stream: str, group: str, from_id: str, rehandle: bool = True
         pipe = r.pipeline(transaction=False)
         for _entry_id, fields in entries:
             try:
-                pipe.delete(keys.idem_key(group, decode(fields).idempotency_key))
+                env = decode(fields)
+                marker = idem(env) if idem is not None else env.idempotency_key
+                if marker:
+                    pipe.delete(keys.idem_key(group, marker))
             except Exception:
                 continue
         pipe.execute()

@@ -90,6 +90,12 @@ def test_redis_unrouted_type_is_dead_lettered_with_the_reason(r, settings):
     assert set(docs) == {"k1", "k2"}  # the route's idem (by n) skipped the in-batch duplicate
     assert docs["k2"]["fence"] > docs["k1"]["fence"] > 0  # the route's lock was taken, fenced
 
+    # A replay that re-handles forgets the route's markers (by n here), not the idempotency keys.
+    rewind_group(r, "t:rt", keys.group("t-routed"), "0", idem=handlers.ROUTED_SPEC.idempotency)
+    with ThreadWorker(handlers.ROUTED_SPEC, r, settings, "rt2", store):
+        wait_until(lambda: store.get("t_routed", "k2")["fence"] > docs["k2"]["fence"], timeout=20,
+                   message="k2 handled again")
+
 
 # --- in-process: no Redis ----------------------------------------------------------------------------
 
