@@ -108,26 +108,32 @@ def analyze_shadow(gov: Governance, d: Mapping) -> tuple[str, list[str]]:
 
 
 def analyze_live(gov: Governance, m: Mapping) -> tuple[str, list[str]]:
-    """Live verdict: any breach fails; too few orders or a NaN/missing figure is inconclusive."""
+    """Live verdict: a breach of any figure that has samples fails (rolling back is the safe side);
+    otherwise too few orders or any missing/NaN figure is inconclusive; only a full set of good
+    figures is successful, so NaN never promotes."""
     if _bad(m.get("orders")) or m["orders"] < gov.min_orders:
         return INCONCLUSIVE, [f"orders of the stage rev {m.get('orders')} < min_orders {gov.min_orders}"]
     needed = ["reject_rate", "slippage_bps", "drawdown_pct", "incumbent_drawdown_pct"]
     if m.get("maker_sent"):
         needed.append("maker_fill_ratio")
-    missing = [k for k in needed if _bad(m.get(k))]
+    have = {k: m[k] for k in needed if not _bad(m.get(k))}
+    reasons = []
+    if "reject_rate" in have and have["reject_rate"] > gov.max_reject_rate:
+        reasons.append(f"reject_rate {have['reject_rate']:.3f} > {gov.max_reject_rate}")
+    if "maker_fill_ratio" in have and have["maker_fill_ratio"] < gov.min_maker_fill_ratio:
+        reasons.append(f"maker_fill_ratio {have['maker_fill_ratio']:.3f} < {gov.min_maker_fill_ratio}")
+    if "slippage_bps" in have and have["slippage_bps"] > gov.max_slippage_bps:
+        reasons.append(f"slippage {have['slippage_bps']:.2f} bps > {gov.max_slippage_bps}")
+    if "drawdown_pct" in have and "incumbent_drawdown_pct" in have:
+        excess = have["drawdown_pct"] - have["incumbent_drawdown_pct"]
+        if excess > gov.max_drawdown_excess_pct:
+            reasons.append(f"drawdown {have['drawdown_pct']:.2f}% exceeds the incumbent's by {excess:.2f} points")
+    if reasons:
+        return FAILED, reasons
+    missing = [k for k in needed if k not in have]
     if missing:
         return INCONCLUSIVE, [f"{k} is missing or NaN" for k in missing]
-    reasons = []
-    if m["reject_rate"] > gov.max_reject_rate:
-        reasons.append(f"reject_rate {m['reject_rate']:.3f} > {gov.max_reject_rate}")
-    if "maker_fill_ratio" in needed and m["maker_fill_ratio"] < gov.min_maker_fill_ratio:
-        reasons.append(f"maker_fill_ratio {m['maker_fill_ratio']:.3f} < {gov.min_maker_fill_ratio}")
-    if m["slippage_bps"] > gov.max_slippage_bps:
-        reasons.append(f"slippage {m['slippage_bps']:.2f} bps > {gov.max_slippage_bps}")
-    excess = m["drawdown_pct"] - m["incumbent_drawdown_pct"]
-    if excess > gov.max_drawdown_excess_pct:
-        reasons.append(f"drawdown {m['drawdown_pct']:.2f}% exceeds the incumbent's by {excess:.2f} points")
-    return (FAILED, reasons) if reasons else (SUCCESSFUL, [])
+    return SUCCESSFUL, []
 
 
 def stage_body(candidate: Mapping[str, Any], stage: str, gov: Governance, promotion_id: str) -> dict:
@@ -136,7 +142,7 @@ def stage_body(candidate: Mapping[str, Any], stage: str, gov: Governance, promot
     body = {**candidate, "strategy": dict(candidate.get("strategy") or {})}
     strat = body["strategy"]
     sizing = dict(strat.get("sizing") or {})
-    sizing["margin_usdt"] = str((Decimal(str(sizing.get("margin_usdt", "20"))) * Decimal(str(pct)) / 100).normalize())
+    sizing["margin_usdt"] = f"{(Decimal(str(sizing.get('margin_usdt', '20'))) * Decimal(str(pct)) / 100).normalize():f}"
     strat["sizing"] = sizing
     if stage == "CANARY" and gov.canary_symbols:
         strat["symbols"] = list(gov.canary_symbols)
