@@ -91,6 +91,10 @@ def test_market_entry_then_exchange_stop_is_at_the_venue(r, env, venue):
         wait_until(lambda: any(getattr(e.payload, "kind", "") == "SL_ARMED"
                                for e in (decode(f) for _, f in r.xrange(keys.POS_EVENTS))), timeout=10,
                    message="SL_ARMED event")
+        # Fills are booked by a follow-up step after the result (off the fill -> stop path).
+        fills = wait_until(lambda: (f := store.query("fills", {"intent_id": "b1-mkt"}))
+                           and sum(Decimal(x["qty"]) for x in f) == Decimal("0.010") and f, timeout=10,
+                           message="fills booked")
     assert len(algo) == 1
     stop = algo[0]
     assert stop.type == "STOP_MARKET" and stop.side == "SELL" and stop.reduce_only
@@ -104,7 +108,6 @@ def test_market_entry_then_exchange_stop_is_at_the_venue(r, env, venue):
     filled_at = max(t["time"] for t in fut(venue).trades("BTCUSDT", entry["venue_order_id"]))
     assert venue.control("/chimera/v1/clock")["time_ms"] > filled_at, "replay clock is not running"
     assert 0 <= raw["createTime"] - filled_at <= 100, f"stop created {raw['createTime'] - filled_at} ms after the fill"
-    fills = store.query("fills", {"intent_id": "b1-mkt"})
     assert fills and all(f["mid_at_send"] and f["slippage_bps"] is not None for f in fills)
     assert len(fills[0]["top3_at_send"]["asks"]) == 3
     assert sum(Decimal(f["qty"]) for f in fills) == Decimal("0.010")
@@ -143,7 +146,9 @@ def maker_fills_inside_the_window(r, env, venue, rev: int = 1) -> dict:
                     fut(venue).query("BTCUSDT", client_order_id("mk-in", "mk")).status == "FILLED":
                 break
             venue.advance(events=500)
-        return wait_until(lambda: done(store, "mk-in"), timeout=15, message="maker result")
+        intent = wait_until(lambda: done(store, "mk-in"), timeout=15, message="maker result")
+        wait_until(lambda: store.query("fills", {"intent_id": "mk-in"}), timeout=10, message="maker fills booked")
+        return intent
 
 
 def maker_times_out(r, env, rev: int = 1) -> dict:

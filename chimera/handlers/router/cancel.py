@@ -42,7 +42,7 @@ def on_cancel(env: Envelope, ctx: Context) -> tk.Out:
         if tk.is_terminal(doc) or doc.status == S.INITIALIZED.value:
             continue
         doc = tk.cancel(ctx, client, doc)
-        tk.record_fills(ctx, client, intent, doc)
+        out += tk.book_fills_later(ctx, doc)
         tk.strategy_event(ctx, "CANCEL", f"{c.intent_id}:{doc.leg}", {
             "intent_id": c.intent_id, "client_order_id": doc.client_order_id, "reason": c.reason,
             "final_status": doc.status})

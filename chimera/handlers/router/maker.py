@@ -80,7 +80,6 @@ def _check(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
         return [_next_check(ctx, intent)]
     # Window over: cancel the rest first (a fill that beats the cancel wins), then take.
     doc = tk.cancel(ctx, client, doc)
-    tk.record_fills(ctx, client, intent, doc)
     if doc.status == S.FILLED.value:
         return _done(ctx, intent, doc)
     tk.count(ctx, "maker_timeout_count", intent.intent_id)
@@ -93,10 +92,9 @@ def _check(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
 
 def _done(ctx: Context, intent: IntentDoc, doc) -> tk.Out:
     tk.count(ctx, "maker_filled_count", intent.intent_id)
-    tk.record_fills(ctx, tk.client(ctx, intent), intent, doc)
     filled, avg = tk.aggregate([doc])
     res = tk.result_for(intent, "mk", S.FILLED.value, filled=filled, avg=avg, doc=doc, reason="maker")
-    return [*tk.finish(ctx, intent, res), tk.cancel_timer(CHECK, intent.intent_id)]
+    return [*tk.finish(ctx, intent, res), tk.cancel_timer(CHECK, intent.intent_id), *tk.book_fills_later(ctx, doc)]
 
 
 def _taker(env: Envelope, ctx: Context, intent: IntentDoc, reason: str = "") -> tk.Out:
@@ -110,11 +108,11 @@ def _taker(env: Envelope, ctx: Context, intent: IntentDoc, reason: str = "") -> 
     if rest >= f.min_qty and rest > 0:
         intent, doc = tk.open_leg(ctx, intent, "tk", "MARKET", rest)
         doc = tk.place_leg(env, ctx, client, intent, doc)
-        tk.record_fills(ctx, client, intent, doc)
         done.append(doc)
     filled, avg = tk.aggregate(done)
     last = done[-1] if done else None
     status = S.FILLED.value if filled >= f.qty(intent.qty) else (last.status if last else S.REJECTED.value)
     res = tk.result_for(intent, "tk" if len(done) > 1 or not mk else "mk", status, filled=filled, avg=avg, doc=last,
                         reason=reason)
-    return [*tk.finish(ctx, intent, res), tk.cancel_timer(CHECK, intent.intent_id)]
+    return [*tk.finish(ctx, intent, res), tk.cancel_timer(CHECK, intent.intent_id),
+            *(e for d in done for e in tk.book_fills_later(ctx, d))]

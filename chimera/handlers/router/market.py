@@ -34,10 +34,9 @@ def _single(env: Envelope, ctx: Context, intent: IntentDoc, leg: str, order_type
         intent = tk.set_phase(ctx, intent, "WORKING")
     intent, doc = tk.open_leg(ctx, intent, leg, order_type, f.qty(intent.qty), price=price, tif=tif)
     doc = tk.place_leg(env, ctx, client, intent, doc)
-    tk.record_fills(ctx, client, intent, doc)
     if tk.is_terminal(doc) or order_type == "LIMIT":
-        return tk.finish(ctx, intent, tk.leg_result(intent, doc, reason=doc.reason))
-    return [tk.emit_result(tk.leg_result(intent, doc))]
+        return [*tk.finish(ctx, intent, tk.leg_result(intent, doc, reason=doc.reason)), *tk.book_fills_later(ctx, doc)]
+    return [tk.emit_result(tk.leg_result(intent, doc)), *tk.book_fills_later(ctx, doc)]
 
 
 def run_stop(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:

@@ -20,7 +20,7 @@ from loguru import logger
 from chimera.handlers.router import toolkit as tk
 from chimera.schemas.documents.orders import OrderLeg, from_doc, to_doc
 from chimera.schemas.envelope import Envelope
-from chimera.schemas.messages import VenueReport
+from chimera.schemas.messages import TimerFired, VenueReport
 from chimera.schemas.states import order_event_for_venue_status
 from chimera.workers.handler import Context
 
@@ -43,6 +43,14 @@ def on_report(env: Envelope, ctx: Context) -> tk.Out:
         logger.warning("report for {} has unknown status {!r}; skipped", rep.client_order_id, rep.order_status)
         return []
     tk.move(ctx.store, doc, event, ctx.now_ms(), _patch(ctx, doc, rep), tolerate_illegal=True)
+    return []
+
+
+def on_book_fills(env: Envelope, ctx: Context, t: TimerFired) -> tk.Out:
+    """The ``book_fills`` timer: the leg's trades from the venue into ``fills`` (see ``toolkit.book_fills_later``)."""
+    intent, doc = tk.load_intent(ctx, t.ref), tk.load_leg(ctx, t.ref, t.data.get("part", ""))
+    if intent is not None and doc is not None:
+        tk.record_fills(ctx, tk.client(ctx, intent), intent, doc)
     return []
 
 

@@ -22,6 +22,7 @@ TIMERS = {
     tk.MAKER_CHECK: maker.on_check,
     tk.TWAP_SLICE: twap.on_slice,
     tk.GUARD_CHECK: spot.guard_check,
+    tk.BOOK_FILLS: reports.on_book_fills,
 }
 
 

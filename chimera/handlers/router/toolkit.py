@@ -78,7 +78,7 @@ PLACED = (*LIVE, S.FILLED.value)
 EXECUTED = (S.PARTIALLY_FILLED.value, S.FILLED.value)
 Out = list[Emit | CancelTimer]
 # S4's timers (``TimerFired.name``); the route table maps each to its leaf module.
-MAKER_CHECK, TWAP_SLICE, GUARD_CHECK = "maker_check", "twap_slice", "guard_check"
+MAKER_CHECK, TWAP_SLICE, GUARD_CHECK, BOOK_FILLS = "maker_check", "twap_slice", "guard_check", "book_fills"
 
 
 def param(ctx: Context, name: str, default):
@@ -152,7 +152,7 @@ def finish(ctx: Context, intent: IntentDoc, res: OrderResult) -> Out:
 
 def timer(name: str, intent_id: str, due_ms: int, part: str = "", **data: str) -> Emit:
     """A timer on ``ord:{timers}``; re-arming the same (name, intent, part) replaces the armed one."""
-    t = TimerFired(name=name, ref=intent_id, due_ms=due_ms, data={**({"slice": part} if part else {}), **data})
+    t = TimerFired(name=name, ref=intent_id, due_ms=due_ms, data={**({"part": part} if part else {}), **data})
     return Emit(keys.ROUTER_TIMERS, t, f"timer:{name}:{intent_id}:{part}:{due_ms}", due_ms=due_ms,
                 timer_key=keys.router_timer(name, intent_id, part))
 
@@ -447,6 +447,18 @@ def record_fills(ctx: Context, client, intent: IntentDoc, doc: OrderLeg) -> None
             intent, doc, trade_id=t["id"], price=Decimal(str(t["price"])), qty=Decimal(str(t["qty"])),
             fee=Decimal(str(t.get("commission", "0"))), fee_asset=t.get("commissionAsset", "USDT"),
             is_maker=bool(t.get("maker", t.get("isMaker", False))), ts=int(t.get("time", 0)))))
+
+
+def book_fills_later(ctx: Context, doc: OrderLeg) -> Out:
+    """Book the leg's trades as a follow-up step (a timer due now, ``reports.on_book_fills``).
+
+    The fills need one more REST call per leg; taking it off the handler that got the fill publishes the
+    result sooner, and S6 places the exchange-side stop from that result (issue #6: the stop is at the venue
+    within 100 ms of the fill). Same keys as S1's reports: a trade is booked once whichever path comes first.
+    """
+    if not doc.venue_order_id or not doc.filled_qty or doc.algo:
+        return []
+    return [timer(BOOK_FILLS, doc.intent_id, ctx.now_ms(), part=doc.leg)]
 
 
 def fills_of(ctx: Context, where: dict) -> list[FillDoc]:

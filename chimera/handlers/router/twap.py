@@ -44,15 +44,16 @@ def on_slice(env: Envelope, ctx: Context, t: TimerFired) -> tk.Out:
     intent = tk.load_intent(ctx, t.ref)
     if intent is None or intent.phase != "TWAP":
         return []
-    i = int(t.data["slice"])
+    i = int(t.data["part"])
     plan = {s.i: s for s in intent.twap_plan}
     client = tk.client(ctx, intent)
     intent, doc = tk.open_leg(ctx, intent, f"tw{i}", "MARKET", plan[i].qty)
     doc = tk.place_leg(env, ctx, client, intent, doc)
-    tk.record_fills(ctx, client, intent, doc)
+    fills = tk.book_fills_later(ctx, doc)
     docs = [tk.load_leg(ctx, intent.intent_id, f"tw{j}") for j in plan]
     if all(d is not None and tk.is_terminal(d) for d in docs):
         filled, avg = tk.aggregate(docs)
         status = S.FILLED.value if filled >= sum(s.qty for s in plan.values()) else docs[-1].status
-        return tk.finish(ctx, intent, tk.result_for(intent, "twap", status, filled=filled, avg=avg, doc=docs[-1]))
-    return [tk.emit_result(tk.leg_result(intent, doc))]
+        return [*tk.finish(ctx, intent, tk.result_for(intent, "twap", status, filled=filled, avg=avg, doc=docs[-1])),
+                *fills]
+    return [tk.emit_result(tk.leg_result(intent, doc)), *fills]
