@@ -16,13 +16,12 @@ from litestar.testing import TestClient
 from chimera.errors import FatalError
 from chimera.feeds.role import StatusBoard, run
 from chimera.feeds.user_data import UserDataConnector
-from chimera.gateway.app import create_app
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import VenueReport
-from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.binance.adapter import FuturesTrading
 from chimera.workers.clock import ManualClock
+from tests.support.gateway import bearer, gateway_app
 from tests.support.local_venue import running_venue
 from tests.support.polling import wait_until
 
@@ -117,7 +116,8 @@ def test_status_is_kept_per_market_and_the_gateway_shows_every_market(r, setting
     assert status(r, "perp") == b"CONNECTED" and status(r, "spot") == b"DISCONNECTED"
     account = {k.decode(): v.decode() for k, v in r.hgetall(keys.s1_stream_status("main")).items()}
     assert account["ws_status"] == "DISCONNECTED" and account["last_error"] == "spot: connect failed: 503"
-    with TestClient(create_app(settings, r=r, store=open_store(settings.store_url))) as client:
+    with TestClient(gateway_app(settings, r)[0]) as client:
+        client.headers.update(bearer(client, "viewer"))  # the gateway authenticates every caller (#15)
         main = {a["account_id"]: a for a in client.get("/accounts").json()["items"]}["main"]
         assert main["ws_status"] == "DISCONNECTED" and main["last_connected_at"] == 1_000
         assert main["markets"] == {
