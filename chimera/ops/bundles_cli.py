@@ -228,3 +228,27 @@ def resume_cmd(promotion_id: str, by: Annotated[str, typer.Option("--by")] = "")
 def abort_cmd(promotion_id: str, by: Annotated[str, typer.Option("--by")] = "") -> None:
     """Abort a rollout: the previous bundle becomes active again."""
     _command(promotion_id, "ABORT", by)
+
+
+@app.command("costfit")
+def costfit_cmd(from_: Annotated[str, typer.Option("--from", help="UTC date or epoch ms, inclusive")],
+                to: Annotated[str, typer.Option("--to", help="UTC date or epoch ms, exclusive")],
+                quantile: Annotated[float | None, typer.Option(help="quantile regression (e.g. 0.9) instead of OLS")]
+                = None,
+                by: Annotated[str, typer.Option("--by")] = "") -> None:
+    """B10: fit slip_bps = g(spread, depth, vol, regime) from the fills of [from, to) into a draft bundle."""
+    from chimera.backtest.data import DataError, parse_time
+    from chimera.errors import PermanentError
+    from chimera.handlers.config import curves
+
+    store = _store()
+    try:
+        lo, hi = parse_time(from_, "--from"), parse_time(to, "--to")
+        fitted = curves.fit(curves.rows_from_store(store, lo, hi), quantile=quantile)
+        draft = curves.draft_bundle(store, fitted, now_ms=_now(), by=by, source=f"costfit:{from_}..{to}")
+    except (DataError, PermanentError) as exc:
+        _fail(str(exc))
+    typer.echo(f"cost curve ({fitted['method']}, n={fitted['n']}): " + ", ".join(
+        f"{k}={v:.4g}" for k, v in fitted["coef"].items()))
+    typer.echo(f"draft bundle {draft.bundle_id}:{draft.rev}: simulate and promote it like any other "
+               f"(chimera bundles simulate {draft.bundle_id}:{draft.rev})")
