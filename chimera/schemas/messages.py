@@ -361,7 +361,22 @@ class RequestAutopsy(Message, frozen=True, tag="request_autopsy"):
     requested_by: str = ""
 
 
-register(BackfillLabels, LabelsReady, RequestAutopsy)
+class RunExperiment(Message, frozen=True, tag="run_experiment"):
+    """Run the PENDING hypotheses of ``family`` through walk-forward on ``symbol``'s bars in [start, end)."""
+
+    experiment_id: str
+    family: str
+    symbol: str
+    start_ms: int
+    end_ms: int
+    horizon_h: Literal[12, 24, 36] = 12
+    train_days: int = 2
+    test_days: int = 1
+    period_min: int = 15
+    requested_by: str = ""
+
+
+register(BackfillLabels, LabelsReady, RequestAutopsy, RunExperiment)
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, msgspec.Struct)]
 

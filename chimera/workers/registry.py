@@ -32,7 +32,7 @@ ROLES: tuple[Role, ...] = (
     Role("s6", "position manager", ("positions", "position"), "chimera.handlers.positions.role:SPEC", "issue #6"),
     Role("s7", "label backfill", ("labels",), "chimera.handlers.labels.role:SPEC", "issue #13"),
     Role("s8", "trade autopsy", ("autopsy",), "chimera.handlers.autopsy.role:SPEC", "issue #13"),
-    Role("s9", "experiments", ("experiments", "hypotheses"), None, "a later issue"),
+    Role("s9", "experiments", ("experiments", "hypotheses"), "chimera.handlers.experiments.role:SPEC", "issue #13"),
     Role("s10", "config bundles", ("config",), "chimera.handlers.config.role:SPEC", "issue #14"),
     Role("s11", "metrics and health", ("metrics", "health"), "chimera.handlers.health.role:SPEC", "issue #17"),
     Role("notifier", "notifier (Telegram, webhooks)", ("notify",), "chimera.handlers.notifier.role:SPEC", "issue #17"),
