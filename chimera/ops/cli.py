@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -87,6 +88,9 @@ def run_role(role: str, consumer: str | None = None, index: int = 0) -> None:
         worker = Worker(spec, r, settings=settings, store=store, objects=objects, clock=clock, consumer=name)
         worker.install_signal_handlers()
         server = _serve(settings, spec_role.code, name, r, store, lambda: not worker.stop_event.is_set())
+        # What start-up loaded lives as long as this process: keep the collector from rescanning it
+        # on every full collection (a worker process only; in a test process it would pin garbage).
+        gc.freeze()
         try:
             worker.run()
         finally:

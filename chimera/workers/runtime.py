@@ -13,7 +13,6 @@ restart, XAUTOCLAIM) are redeliveries: the loop says which, the pipeline does no
 
 from __future__ import annotations
 
-import gc
 import signal
 import threading
 import time
@@ -117,8 +116,6 @@ class Worker:
         if self.spec.on_start is not None:
             self._start_hook()
         logger.info("worker {} ({}) consuming {} stream(s)", self.consumer, self.spec.role, len(self.streams))
-        # What start-up loaded lives as long as the process: keep the collector from rescanning it.
-        gc.freeze()
         try:
             if self.spec.ordered:
                 self._run_ordered()
