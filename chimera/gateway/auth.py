@@ -189,6 +189,20 @@ class Auth:
         return self._issue(doc["name"], doc["role"], family=uuid.uuid4().hex) | {
             "must_change": bool(doc.get("must_change"))}
 
+    def change_password(self, p: Principal, old: str, new: str) -> None:
+        doc = _user(self.store, p.name)
+        if doc is None or doc.get("kind") != "human":
+            raise ApiError(422, "RULE_VIOLATED", "only people have passwords (service tokens are reissued)",
+                           field="old_password")
+        try:
+            _hasher.verify(doc["pw_hash"], old)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            raise ApiError(422, "RULE_VIOLATED", "old_password is wrong", field="old_password") from None
+        if len(new) < 8 or new == old:
+            raise ApiError(422, "RULE_VIOLATED", "new_password needs 8+ characters and must differ",
+                           field="new_password")
+        self.store.update_if(USERS, p.name, {"pw_hash": _hasher.hash(new), "must_change": False}, {"name": p.name})
+
     def _issue(self, name: str, role: str, family: str) -> dict:
         now = self.now_s()
         jti = uuid.uuid4().hex

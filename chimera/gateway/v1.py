@@ -33,6 +33,11 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     password: Password
 
 
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    old_password: Password
+    new_password: Password
+
+
 class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -89,6 +94,13 @@ def logout(request: Request) -> Response:
 def _bearer(request: Request) -> str | None:
     h = request.headers.get("authorization", "")
     return h[7:].strip() if h.lower().startswith("bearer ") else None
+
+
+@post("/v1/auth/password", status_code=200, **spec(SELF, unsafe=True))
+def change_password(request: Request, data: JSONBody[PasswordBody]) -> dict:
+    """The first admin's one-time password must be replaced this way (``must_change`` at login)."""
+    _deps(request).auth.change_password(principal(request), data.old_password, data.new_password)
+    return {"changed": True}
 
 
 @get("/v1/auth/me", **spec(SELF))
@@ -317,7 +329,7 @@ def requeue_dlq(request: Request, entry_id: FromPath[str]) -> Response:
     return Response({"requeued_as": new_id}, status_code=200)
 
 
-V1_ROUTES = [login, refresh, logout, whoami, decide, features_recompute, positions_manage, auto_transfer_trigger,
+V1_ROUTES = [login, refresh, logout, change_password, whoami, decide, features_recompute, positions_manage, auto_transfer_trigger,
              labels_backfill, autopsy_run, experiments_run, bundles_create, simulate, promote, *READS, list_labels,
              list_alerts, active_config, config, list_approvals, get_approval, approve, reject, list_dlq,
              requeue_dlq]

@@ -118,6 +118,21 @@ def test_first_admin_gets_a_one_time_password_once(settings, tmp_path):
     assert ensure_first_admin(store, env=env) is None
 
 
+def test_one_time_password_must_be_replaced_and_can_be(gw):
+    pw = ensure_first_admin(gw.store, name="boss", env={"CHIMERA_SECRETS_FILE": "/nonexistent/x.json"}) \
+        if not gw.store.query(USERS, {"role": "admin"}) else None
+    assert pw is None  # an admin already exists in this fixture: nothing created
+    tok = login(gw, "viewer")
+    assert tok["must_change"] is False
+    h = {"Authorization": f"Bearer {tok['access_token']}"}
+    bad = gw.post("/v1/auth/password", json={"old_password": "nope-nope", "new_password": "brand new pw"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["field"] == "old_password"
+    ok = gw.post("/v1/auth/password", json={"old_password": PASSWORD, "new_password": "brand new pw"}, headers=h)
+    assert ok.status_code == 200
+    assert gw.post("/v1/auth/login", json={"username": "viewer", "password": PASSWORD}).status_code == 401
+    assert login(gw, "viewer", "brand new pw")["role"] == "viewer"
+
+
 def test_signing_key_comes_from_env_or_a_0600_secrets_file(tmp_path):
     assert load_auth_config({"CHIMERA_JWT_SECRET": "from-env-0123456789"}).jwt_secret == "from-env-0123456789"
     path = tmp_path / "secrets.json"

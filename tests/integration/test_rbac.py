@@ -29,7 +29,7 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/v1/reconcile/{run_id:str}"): ALL, ("POST", "/v1/treasury/transfer"): RISK,
     ("POST", "/v1/xchg/treasury/transfer"): RISK, ("GET", "/v1/health"): ANYONE, ("GET", "/v1/ready"): ANYONE,
     ("GET", "/v1/metrics"): ANYONE, ("POST", "/v1/auth/login"): ANYONE, ("POST", "/v1/auth/refresh"): ANYONE,
-    ("POST", "/v1/auth/logout"): ALL, ("GET", "/v1/auth/me"): ALL, ("POST", "/v1/decide"): {T, A},
+    ("POST", "/v1/auth/logout"): ALL, ("POST", "/v1/auth/password"): ALL, ("GET", "/v1/auth/me"): ALL, ("POST", "/v1/decide"): {T, A},
     ("POST", "/v1/features/recompute"): OPS, ("POST", "/v1/positions/manage"): OPS,
     ("POST", "/v1/auto-transfer/trigger"): OPS, ("POST", "/v1/labels/backfill"): OPS,
     ("POST", "/v1/autopsy/{trade_id:str}"): OPS, ("POST", "/v1/experiments/run"): OPS,
