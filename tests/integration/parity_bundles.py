@@ -23,7 +23,8 @@ _BASE = {
         "sizing": {"market": "FUT", "leverage": 20, "margin_type": "ISOLATED", "margin_usdt": "20",
                    "exec_policy": "MakerThenTaker", "tp_atr": 30.0, "sl_atr": 1.0},
     },
-    "router": {"maker_wait_ms": 20_000, "twap_slices": 3, "twap_interval_ms": 10_000},
+    # A check every 5 s of the 20 s window (not every 250 ms): each timer is a step of the parity driver.
+    "router": {"maker_wait_ms": 20_000, "maker_poll_ms": 5_000, "twap_slices": 3, "twap_interval_ms": 10_000},
     "positions": {"trailing_enabled": True, "trailing_steps": [[0.01, 0.002], [0.03, 0.01]], "tick_ms": 0},
 }
 

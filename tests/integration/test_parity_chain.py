@@ -12,8 +12,15 @@ The same real data (the 1m klines shipped in ``chimera/venues/local/data/``) goe
 One driver moves both: event time goes minute by minute (venue first, then the closed bars and the
 mark price as S1 publishes them) and, inside a minute, from one armed timer to the next (maker
 windows, TWAP slices), so each handler sees the same market at the same event time on both sides.
-Decisions, intents, order legs, fills and final positions must be identical once the wall stamps and
-the venue's own ids are normalised (``normalised`` below says exactly what is dropped or renamed).
+The in-process venue pushes its order events onto the bus as it emits them (S1's WebSocket does the
+same on Redis), so a fill report is queued ahead of the calling handler's own results.
+
+Compared: decisions (``signals``), intents, order legs, fills, final positions, the ``sig:events``,
+``ord:{commands}``, ``ord:{results}`` and ``pos:events`` payloads, and the dead letters. Normalised
+(``normalised`` below): wall stamps, the venue's own numbering (order and trade ids; fills are keyed
+by client order id and rank), numbers as values, and ``closed_by`` (which of two messages carrying the
+same fill reached S6 first: printed, not compared). Each scenario must also have made its things
+happen (``summary``), so an empty run cannot pass.
 
 Bundles (``tests/integration/parity_bundles.py``): a maker-then-taker entry with a trailing stop that
 moves and a stop that fills, and a TWAP entry.
@@ -178,6 +185,7 @@ class RedisChain:
     def __init__(self, r, settings, store, venue, clock) -> None:
         self.r, self.settings, self.store, self.venue, self.clock = r, settings, store, venue, clock
         self.reports_sent = 0
+        self.workers: list = []
         hub = venue.server.hub
         publish_user = hub.publish_user
 
@@ -190,21 +198,37 @@ class RedisChain:
 
         hub.publish_user = counting
 
-    def quiet(self) -> bool:
-        """Nothing due, every report S1 owes published, every group caught up, and the due-queue the
-        same after the groups were read as before (the scheduler moves an entry from the queue to a
-        stream between two reads: both ends are checked around the streams)."""
+    def fingerprint(self) -> tuple | None:
+        """None unless quiet: nothing due, every report S1 owes published, every group caught up, and the
+        due-queue the same after the groups were read as before (the scheduler moves an entry from the
+        queue to a stream between two reads: both ends are checked around the streams). Quiet, it is
+        what would change if something were still moving (queue, stream lengths, entries handled)."""
         queue = self.r.zrange(keys.SCHED_DUE, 0, -1, withscores=True)
         if (queue and queue[0][1] <= self.clock.now_ms()) or self.r.xlen(keys.VENUE_REPORTS) < self.reports_sent:
-            return False
+            return None
+        lengths = []
         for spec in SPECS:
             for stream in spec.streams(self.settings):
-                if self.r.exists(stream) and not group_caught_up(self.r, stream, keys.group(spec.role)):
-                    return False
-        return self.r.zrange(keys.SCHED_DUE, 0, -1, withscores=True) == queue
+                if self.r.exists(stream):
+                    if not group_caught_up(self.r, stream, keys.group(spec.role)):
+                        return None
+                    lengths.append(self.r.xlen(stream))
+        if self.r.zrange(keys.SCHED_DUE, 0, -1, withscores=True) != queue:
+            return None
+        return tuple(queue), tuple(lengths), tuple(w.processed for w in self.workers), self.reports_sent
 
     def settle(self) -> None:
-        wait_until(self.quiet, timeout=60, interval=0.02, message=f"the chain quiet at {self.clock.now_ms()}")
+        """Quiet twice in a row with nothing changed in between. Once is not enough on the cluster: a
+        worker's batch commit goes to each node separately, so its ack (one node) can land before the
+        timer or message it writes to another node."""
+        last: list = [None]
+
+        def stable() -> bool:
+            fp = self.fingerprint()
+            same, last[0] = fp is not None and fp == last[0], fp
+            return same
+
+        wait_until(stable, timeout=60, interval=0.05, message=f"the chain quiet at {self.clock.now_ms()}")
 
     def to(self, t: int) -> None:
         """Move venue and clock to ``t`` through every timer due before it, settling after each."""
@@ -246,9 +270,10 @@ def run_on_redis(r, settings, tmp_path, bundle: dict) -> dict:
         sched.start()
         chain = RedisChain(r, s, store, venue, clock)
         try:
-            with user_data(r, venue, s.store_url), ThreadWorker(S2, r, s, "s2", clock=clock), \
-                    ThreadWorker(S3, r, s, "s3", clock=clock), ThreadWorker(S4, r, s, "s4", clock=clock), \
-                    ThreadWorker(S6, r, s, "s6", clock=clock):
+            with user_data(r, venue, s.store_url), ThreadWorker(S2, r, s, "s2", clock=clock) as w2, \
+                    ThreadWorker(S3, r, s, "s3", clock=clock) as w3, ThreadWorker(S4, r, s, "s4", clock=clock) as w4, \
+                    ThreadWorker(S6, r, s, "s6", clock=clock) as w6:
+                chain.workers = [w2, w3, w4, w6]
                 for t, batch in mins:
                     chain.to(t)
                     chain.publish(batch)
