@@ -106,6 +106,7 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
                     out.bars += 1
             rt.run()
             pump()
+        rt.log.clear()  # the runtime's XRANGE-like record: nothing reads it here (a stream MAXLEN of 0)
         if ev.time >= next_sample:
             out.equity.append(_equity(ex, acc, ev.time))
             next_sample = (ev.time // sample_every_ms + 1) * sample_every_ms
