@@ -3,8 +3,9 @@
 A handler's outputs are staged here while the batch runs: messages to XADD, timers to arm or
 disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
 sends them in one non-transactional pipeline, in that order, so an ack never goes out before the
-emits and timers of its entry. Each timer script touches the ``{due}`` keys only (one cluster
-slot); the cluster pipeline routes every command by its own key, so a batch may span slots.
+emits and timers of its entry (on a cluster in two steps: see ``flush``). Each timer script touches
+the ``{due}`` keys only (one cluster slot); the cluster pipeline routes every command by its own
+key, so a batch may span slots.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 
 from chimera.schemas.envelope import Envelope, encode
 from chimera.streams.producer import DEFAULT_MAXLEN, CancelTimer, Emit, envelope_for
-from chimera.streams.redis import retry_redis
+from chimera.streams.redis import is_cluster, retry_redis
 from chimera.workers import scheduler
 from chimera.workers.crashguard import CrashGuard
 from chimera.workers.locks import Idempotency
@@ -22,6 +23,7 @@ from chimera.workers.locks import Idempotency
 class Commit:
     def __init__(self, r, group: str, idem: Idempotency, crash_guard: CrashGuard) -> None:
         self.r = r
+        self.cluster = is_cluster(r)
         self.group = group
         self.idem = idem
         self.crash_guard = crash_guard
@@ -67,10 +69,33 @@ class Commit:
     @retry_redis
     def flush(self, read: list | None = None):
         """Write what is staged; with ``read`` (an XREADGROUP command) also read the next batch in the
-        same round trip, after the acks. Returns the read's reply (an exception object if it failed)."""
+        same round trip, after the acks. Returns the read's reply (an exception object if it failed).
+
+        One node runs a pipeline's commands in order, so one round trip puts the emits and timers
+        before the acks. A cluster pipeline sends each node its share separately: an ack could land
+        before a timer armed on another node, and a crash in between would lose the timer. There the
+        effects go first and the acks only once they are written. A retry after a failure re-sends
+        only what was not written (emits again at worst: consumers dedupe; timers replace by name).
+        """
         if not self and read is None:
             return None
         pipe = self.r.pipeline(transaction=False)
+        self._effects(pipe)
+        if self.cluster and (self.emits or self.timers or self.marks) and (self.acks or self.forget):
+            self._execute(pipe)
+            self.emits, self.timers, self.marks = [], [], []
+            pipe = self.r.pipeline(transaction=False)
+        for stream, ids in self.acks.items():
+            pipe.xack(stream, self.group, *ids)
+        if self.forget:
+            self.crash_guard.forget(pipe, self.forget)
+        if read is not None:
+            pipe.execute_command(*read)
+        reply = self._execute(pipe, with_read=read is not None)
+        self.clear()
+        return reply
+
+    def _effects(self, pipe) -> None:
         for stream, fields in self.emits:
             pipe.xadd(stream, fields, maxlen=DEFAULT_MAXLEN, approximate=True)
         for op in self.timers:
@@ -80,16 +105,12 @@ class Commit:
                 scheduler.disarm(pipe, op[1])
         for idem in self.marks:
             self.idem.mark(pipe, idem)
-        for stream, ids in self.acks.items():
-            pipe.xack(stream, self.group, *ids)
-        if self.forget:
-            self.crash_guard.forget(pipe, self.forget)
-        if read is not None:
-            pipe.execute_command(*read)
+
+    @staticmethod
+    def _execute(pipe, with_read: bool = False):
         replies = pipe.execute(raise_on_error=False)
-        reply = replies.pop() if read is not None else None
+        reply = replies.pop() if with_read else None
         for r in replies:
             if isinstance(r, Exception):
                 raise r
-        self.clear()
         return reply
