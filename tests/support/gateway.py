@@ -6,10 +6,17 @@ import contextlib
 import secrets
 import threading
 
+from argon2 import PasswordHasher, profiles
+
+from chimera.gateway import auth as _auth
 from chimera.gateway.app import create_app
 from chimera.gateway.auth import ROLES, AuthConfig, add_user
 from chimera.store import open_store
 from chimera.workers.clock import ManualClock, WallClock
+
+# Test speed only: the same argon2id hashes and checks, at the smallest cost (the default costs ~1 s
+# per hash on a busy 2-core machine, and every gateway fixture creates six users).
+_auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
 
 PASSWORD = "correct horse battery"  # test-only users, created per test
 USERS = {role: role for role in ROLES} | {"admin2": "admin", "risk2": "risk"}
