@@ -61,3 +61,18 @@ def sample_run():
                 "account": ACCOUNT, "symbol": i.symbol, "funding_time": i.time, "amount_usdt": str(i.income),
                 "asset": i.asset, "tran_id": str(i.tran_id), "rate": None})
     return out, b.body
+
+
+def exit_events(out) -> list:
+    """``PositionChanged(EXIT)`` of every closed position of the run, as S6 publishes it on ``pos:events``
+    (rebuilt from S6's documents: the backtest runner does not keep its streams' entries)."""
+    from decimal import Decimal as D
+
+    from chimera.schemas.messages import PositionChanged
+    from chimera.store.collections import POSITIONS
+
+    return [PositionChanged(pos_id=p["_key"], kind="EXIT", symbol=p["symbol"], side=p["side"], qty=D(p["qty"]),
+                            state=p["state"], entry_price=D(p["entry_price"]), exit_price=D(p["exit_price"]),
+                            realized_pnl=D(p["realized_pnl"]))
+            for p in sorted(out.store.query(POSITIONS, {"state": "CLOSED"}), key=lambda p: p["_key"])
+            if p.get("exit_price") is not None]

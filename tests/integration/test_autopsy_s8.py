@@ -24,7 +24,7 @@ from chimera.streams import keys
 from chimera.workers.clock import ManualClock
 from chimera.workers.inprocess import InProcessRuntime
 from tests.contract.test_object_store import moto_server  # noqa: F401, F811 - the store suite's moto S3 server
-from tests.integration.research_support import frames, kline_source, sample_run
+from tests.integration.research_support import exit_events, frames, kline_source, sample_run
 
 HOUR = 3_600_000
 TOL = Decimal("1e-8")
@@ -33,6 +33,11 @@ TOL = Decimal("1e-8")
 @pytest.fixture(scope="module")
 def run():
     return sample_run()
+
+
+class _Entry:
+    def __init__(self, payload: PositionChanged) -> None:
+        self.payload = payload
 
 
 def s8_runtime(store, objects, now_ms: int) -> InProcessRuntime:
@@ -50,14 +55,13 @@ def mid_at(symbol: str, t: int) -> float:
 def test_autopsy_of_every_closed_trade_matches_the_venue_and_the_market_data(run, tmp_path, moto_server):  # noqa: F811
     out, _ = run
     store = out.store
-    exits = [e for e in out.runtime.entries(keys.POS_EVENTS) if isinstance(e.payload, PositionChanged)
-             and e.payload.kind == "EXIT"]
+    exits = [_Entry(p) for p in exit_events(out)]
     assert len(exits) >= 5
     now = max(s["t0"] for s in store.query(SIGNALS, {})) + 40 * HOUR
     local = open_objects(f"file://{tmp_path}/objs")
     rt = s8_runtime(store, local, now)
     for e in exits:
-        rt.publish(keys.POS_EVENTS, e.payload, e.idempotency_key)
+        rt.publish(keys.POS_EVENTS, e.payload, f"exit:{e.payload.pos_id}")
     rt.run()
     assert not rt.dead, rt.dead
     trips = {t.pos_id: t for t in round_trips(out)}
@@ -129,8 +133,7 @@ def test_autopsy_of_every_closed_trade_matches_the_venue_and_the_market_data(run
 
 def test_a_fresh_close_arms_the_redo_timer_for_its_later_bars(run, tmp_path):
     out, _ = run
-    e = next(e for e in out.runtime.entries(keys.POS_EVENTS) if isinstance(e.payload, PositionChanged)
-             and e.payload.kind == "EXIT")
+    e = _Entry(exit_events(out)[0])
     pos = out.store.get("positions", e.payload.pos_id)
     rt = s8_runtime(out.store, open_objects(f"file://{tmp_path}/o"), pos["closed_at"] + 1000)
     rt.publish(keys.POS_EVENTS, e.payload, "fresh")
