@@ -14,7 +14,6 @@ import pytest
 from chimera.backtest.results import round_trips
 from chimera.handlers.autopsy.generate import get_autopsy, request_autopsy
 from chimera.handlers.autopsy.role import SPEC
-from chimera.handlers.autopsy.stagnation import stagnated
 from chimera.ports.venues import Venues
 from chimera.ports.wiring import memory_ports
 from chimera.schemas.messages import PositionChanged
@@ -141,10 +140,3 @@ def test_a_fresh_close_arms_the_redo_timer_for_its_later_bars(run, tmp_path):
     armed = rt.armed_timers()
     assert f"s8.redo:{e.payload.pos_id}" in armed
     assert armed[f"s8.redo:{e.payload.pos_id}"] >= pos["created_at"] + 36 * HOUR
-
-
-def test_stagnation_detection():
-    flat = [(i * 60_000, 0.001 * (-1) ** i) for i in range(31)]
-    assert stagnated(flat, band=0.002, min_ms=30 * 60_000)
-    assert not stagnated(flat, band=0.002, min_ms=31 * 60_000)
-    assert not stagnated([*flat[:-1], (flat[-1][0], 0.01)], band=0.002, min_ms=60_000)
