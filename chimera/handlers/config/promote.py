@@ -28,8 +28,10 @@ def timer_key(pid: str) -> str:
     return f"s10:analyze:{pid}"
 
 
-def lock_scope(env: Envelope) -> str:
-    return f"s10:promotion:{env.payload.promotion_id if not isinstance(env.payload, TimerFired) else env.payload.ref}"
+def lock_scope(_env: Envelope) -> str:
+    """One scope for every rollout step: "is another promotion live?" and the step itself are then
+    atomic across s10 replicas (promotions are rare; nothing to gain from finer locks)."""
+    return "s10:rollout"
 
 
 def _load(store, pid: str) -> PromotionDoc | None:
