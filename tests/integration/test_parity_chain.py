@@ -162,8 +162,8 @@ def summary(run: dict) -> dict:
     legs = list(run[C.ORDERS].values())
     positions = list(run[C.POSITIONS].values())
     return {
-        "maker_legs": sum(1 for d in legs if d.get("leg", "").startswith("mk") or d.get("type") == "LIMIT"),
-        "taker_legs": sum(1 for d in legs if d.get("type") == "MARKET"),
+        "maker_legs": sum(1 for d in legs if d.get("leg") == "mk"),
+        "taker_legs": sum(1 for d in legs if d.get("leg") == "tk"),
         "twap_legs": sum(1 for d in legs if str(d.get("leg", "")).startswith("tw")),
         "stops": sum(1 for d in legs if d.get("type") == "STOP_MARKET"),
         "stop_moves": sum(1 for p in positions if ((p.get("stop") or {}).get("n") or 0) > 1),
