@@ -118,6 +118,12 @@ def run_family(hypotheses: Sequence[Hypothesis], evaluate: Evaluate, incumbent: 
     else:
         walked = [_one(w) for w in work]
     bench = np.concatenate([np.asarray(incumbent({}, f.test_start, f.test_end), dtype=float) for f in folds])
+    return finalize(walked, bench, alpha=alpha, reps=reps, seed=seed, min_dsr=min_dsr)
+
+
+def finalize(walked: Sequence[tuple[HypothesisResult, np.ndarray]], bench: np.ndarray, *, alpha: float = 0.05,
+             reps: int = 300, seed: int = 0, min_dsr: float = 0.95) -> list[HypothesisResult]:
+    """The family's statistics once every hypothesis has walked (in one process, several, or several workers)."""
     n_trials = sum(r.trials for r, _ in walked)
     all_sr = [s for r, _ in walked for s in r.train_sharpes if not math.isnan(s)]
     var_sr = float(np.var(all_sr, ddof=1)) if len(all_sr) > 1 else 0.0

@@ -374,9 +374,23 @@ class RunExperiment(Message, frozen=True, tag="run_experiment"):
     test_days: int = 1
     period_min: int = 15
     requested_by: str = ""
+    distribute: bool = False  # one RunTrial per hypothesis on exp:{trials}, taken by any s9 replica
 
 
-register(BackfillLabels, LabelsReady, RequestAutopsy, RunExperiment)
+class RunTrial(Message, frozen=True, tag="run_trial"):
+    """Walk one hypothesis of a distributed experiment forward (S9 replicas share ``exp:{trials}``)."""
+
+    experiment_id: str
+    hypothesis_id: str
+
+
+class FinalizeExperiment(Message, frozen=True, tag="finalize_experiment"):
+    """Every trial of the experiment is in: compute the family's statistics and the verdicts."""
+
+    experiment_id: str
+
+
+register(BackfillLabels, LabelsReady, RequestAutopsy, RunExperiment, RunTrial, FinalizeExperiment)
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, msgspec.Struct)]
 

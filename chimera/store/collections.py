@@ -38,6 +38,7 @@ LABELS_36H = "labels_36h"
 AUTOPSY_REPORTS = "autopsy_reports"
 HYPOTHESES = "hypotheses"
 EXPERIMENTS = "experiments"
+EXPERIMENT_TRIALS = "experiment_trials"  # S9: one walked hypothesis of a distributed experiment
 BACKTEST_RUNS = "backtest_runs"
 BACKTEST_TRADES = "backtest_trades"
 CONFIG_BUNDLES = "config_bundles"

@@ -261,4 +261,5 @@ LABELS_READY = "labels:{ready}"  # LabelsReady → S8, UI
 LABELS_LAST_BACKFILL = "labels:{last_backfill_ts}"  # HASH h → clock ms of the last backfill
 AUTOPSY_COMMANDS = "autopsy:{commands}"  # RequestAutopsy (gateway) → S8
 EXP_COMMANDS = "exp:{commands}"  # RunExperiment (gateway, CLI) → S9
+EXP_TRIALS = "exp:{trials}"  # RunTrial / FinalizeExperiment: one hypothesis per entry, any s9 replica
 BT_LAST_RUN = "bt:{last_run_ts}"  # HASH family → clock ms of S9's last finished experiment

@@ -1,16 +1,21 @@
-"""S9 role: experiments (registry entry ``s9``). ``RunExperiment`` on ``exp:{commands}`` → ``run.on_run``;
-one run per family at a time (lock); the experiment document makes a repeated command re-announce."""
+"""S9 role: experiments (registry entry ``s9``). ``RunExperiment`` on ``exp:{commands}`` → ``run.on_run``
+(one run per family at a time); ``RunTrial`` / ``FinalizeExperiment`` on ``exp:{trials}``: one hypothesis
+per entry, taken by any replica (scale by replicas); the experiment document makes repeats harmless."""
 
 from __future__ import annotations
 
 from chimera.handlers.experiments import run
-from chimera.schemas.messages import RunExperiment
+from chimera.schemas.messages import FinalizeExperiment, RunExperiment, RunTrial
 from chimera.streams import keys
 from chimera.workers.handler import HandlerSpec, Route
 
-ROUTES = {RunExperiment: Route(run.on_run, lock=lambda env: f"s9:family:{env.payload.family}", idem=None)}
+ROUTES = {
+    RunExperiment: Route(run.on_run, lock=lambda env: f"s9:family:{env.payload.family}", idem=None),
+    RunTrial: Route(run.on_trial, lock=lambda env: f"s9:trial:{env.payload.experiment_id}:{env.payload.hypothesis_id}"),
+    FinalizeExperiment: Route(run.on_finalize, lock=lambda env: f"s9:finalize:{env.payload.experiment_id}"),
+}
 
-SPEC = HandlerSpec(role="s9", streams=lambda _s: [keys.EXP_COMMANDS], routes=ROUTES,
+SPEC = HandlerSpec(role="s9", streams=lambda _s: [keys.EXP_COMMANDS, keys.EXP_TRIALS], routes=ROUTES,
                    description="S9 experiments: walk-forward, SPA, PSR/DSR, Benjamini-Hochberg; experiments, "
                                "hypotheses.status, ops:events, bt:{last_run_ts}")
 

@@ -6,22 +6,28 @@
 verdict twice). The incumbent is flat (no position). Bars come from the venue's klines port, resampled
 to ``period_min`` closes. Writes ``experiments/<experiment_id>``, the verdicts, ``OpsEvent``
 EXPERIMENT_DONE on ``ops:events`` and ``bt:{last_run_ts}``.
+
+Two ways to run: in this worker (hypotheses in ``experiments.processes`` parallel processes), or with
+``distribute``: one ``RunTrial`` per hypothesis on ``exp:{trials}`` that any s9 replica takes; each stores
+its walked hypothesis in ``experiment_trials``, and the one that stores the last emits
+``FinalizeExperiment`` (a fixed idempotency key, so two finishing at once finalize once).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from chimera.errors import PermanentError
 from chimera.ports.research_marks import RedisMarks, marks_for
-from chimera.research.experiment import Hypothesis, run_family
+from chimera.research.experiment import Hypothesis, HypothesisResult, finalize, run_family, walk
 from chimera.research.strategies import BarStrategies
-from chimera.research.walkforward import walk_forward
+from chimera.research.walkforward import Fold, walk_forward
 from chimera.schemas.envelope import Envelope
-from chimera.schemas.messages import OpsEvent, RunExperiment
-from chimera.store.collections import EXPERIMENTS, HYPOTHESES
+from chimera.schemas.messages import FinalizeExperiment, OpsEvent, RunExperiment, RunTrial
+from chimera.store.collections import EXPERIMENT_TRIALS, EXPERIMENTS, HYPOTHESES
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.workers.handler import Context
@@ -35,7 +41,7 @@ def _clean(x):
         return None
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list):
+    if isinstance(x, list | tuple):
         return [_clean(v) for v in x]
     return x
 
@@ -49,15 +55,7 @@ def _series(ctx: Context, p: RunExperiment) -> tuple[np.ndarray, np.ndarray]:
     return t, np.array([closes[x] for x in t], dtype=float)
 
 
-def on_run(env: Envelope, ctx: Context) -> list[Emit]:
-    p: RunExperiment = env.payload
-    done = ctx.store.get(EXPERIMENTS, p.experiment_id)
-    if done is not None and done.get("status") == "DONE":
-        return [_event(p, done)]  # a repeated command re-announces the stored result
-    hyps = [h for h in ctx.store.query(HYPOTHESES, {"family": p.family}, order_by="hypothesis_id")
-            if h.get("status", "PENDING") == "PENDING"]
-    if not hyps:
-        raise PermanentError(f"family {p.family!r} has no PENDING hypotheses")
+def _setup(ctx: Context, p: RunExperiment, hyps: list[dict]) -> tuple[BarStrategies, BarStrategies, list[Fold]]:
     kinds = {h.get("kind") for h in hyps}
     if len(kinds) != 1 or not kinds <= set(KINDS):
         raise PermanentError(f"family {p.family!r}: one kind of {KINDS} per family, got {sorted(map(str, kinds))}")
@@ -67,19 +65,109 @@ def on_run(env: Envelope, ctx: Context) -> list[Emit]:
     if not folds or closes.size < 10:
         raise PermanentError(f"experiment {p.experiment_id}: the period gives no walk-forward fold "
                              f"({closes.size} bars, train {p.train_days}d + test {p.test_days}d)")
-    cost = float(hyps[0].get("cost", 0.0))
-    ev = BarStrategies(times, closes, kinds.pop(), cost=cost)
-    flat = BarStrategies(times, closes, "flat")
+    ev = BarStrategies(times, closes, kinds.pop(), cost=float(hyps[0].get("cost", 0.0)))
+    return ev, BarStrategies(times, closes, "flat"), folds
+
+
+def _periods(p: RunExperiment) -> int:
+    return 365 * 1440 // p.period_min
+
+
+def _hypothesis(doc: dict, family: str) -> Hypothesis:
+    return Hypothesis(doc["hypothesis_id"], family, dict(doc["grid"]))
+
+
+def on_run(env: Envelope, ctx: Context) -> list[Emit]:
+    p: RunExperiment = env.payload
+    done = ctx.store.get(EXPERIMENTS, p.experiment_id)
+    if done is not None and done.get("status") == "DONE":
+        return [_event(p, done)]  # a repeated command re-announces the stored result
+    hyps = [h for h in ctx.store.query(HYPOTHESES, {"family": p.family}, order_by="hypothesis_id")
+            if h.get("status", "PENDING") == "PENDING"]
+    if not hyps:
+        raise PermanentError(f"family {p.family!r} has no PENDING hypotheses")
+    ev, flat, folds = _setup(ctx, p, hyps)
+    if p.distribute:
+        ctx.store.upsert(EXPERIMENTS, p.experiment_id, {
+            "experiment_id": p.experiment_id, "family": p.family, "status": "RUNNING",
+            "request": _clean(_msg(p)),
+            "hypotheses": [h["hypothesis_id"] for h in hyps], "folds": [f.__dict__ for f in folds]})
+        return [Emit(keys.EXP_TRIALS, RunTrial(experiment_id=p.experiment_id, hypothesis_id=h["hypothesis_id"]),
+                     f"trial:{p.experiment_id}:{h['hypothesis_id']}") for h in hyps]
     processes = ctx.config.param("experiments", "processes", 1) if ctx.config is not None else 1
-    results = run_family([Hypothesis(h["hypothesis_id"], p.family, dict(h["grid"])) for h in hyps], ev, flat, folds,
-                         periods=365 * 1440 // p.period_min, processes=processes)
+    results = run_family([_hypothesis(h, p.family) for h in hyps], ev, flat, folds, periods=_periods(p),
+                         processes=processes)
+    return _record(ctx, p, folds, results)
+
+
+def _msg(p) -> dict:
+    import msgspec
+
+    return msgspec.to_builtins(p)
+
+
+def _request(ctx: Context, experiment_id: str) -> tuple[dict, RunExperiment]:
+    import msgspec
+
+    doc = ctx.store.get(EXPERIMENTS, experiment_id)
+    if doc is None or "request" not in doc:
+        raise PermanentError(f"no distributed experiment {experiment_id!r}")
+    req = {k: v for k, v in doc["request"].items() if k != "type"}
+    return doc, msgspec.convert(req, RunExperiment)
+
+
+def on_trial(env: Envelope, ctx: Context) -> list[Emit]:
+    t: RunTrial = env.payload
+    doc, p = _request(ctx, t.experiment_id)
+    h = ctx.store.get(HYPOTHESES, t.hypothesis_id)
+    if h is None:
+        raise PermanentError(f"no hypothesis {t.hypothesis_id!r}")
+    ev, _flat, folds = _setup(ctx, p, [h])
+    res, series = walk(_hypothesis(h, p.family), ev, folds, _periods(p))
+    ctx.store.upsert(EXPERIMENT_TRIALS, f"{t.experiment_id}:{t.hypothesis_id}", {
+        "experiment_id": t.experiment_id, "hypothesis_id": t.hypothesis_id,
+        "result": _clean(dataclasses.asdict(res)), "series": [float(x) for x in series]})
+    if ctx.store.count(EXPERIMENT_TRIALS, {"experiment_id": t.experiment_id}) < len(doc["hypotheses"]):
+        return []
+    return [Emit(keys.EXP_TRIALS, FinalizeExperiment(experiment_id=t.experiment_id), f"finalize:{t.experiment_id}")]
+
+
+def _nan(x):
+    return math.nan if x is None else x
+
+
+def on_finalize(env: Envelope, ctx: Context) -> list[Emit]:
+    doc, p = _request(ctx, env.payload.experiment_id)
+    if doc.get("status") == "DONE":
+        return [_event(p, doc)]
+    trials = {d["hypothesis_id"]: d for d in ctx.store.query(EXPERIMENT_TRIALS, {"experiment_id": p.experiment_id})}
+    missing = [h for h in doc["hypotheses"] if h not in trials]
+    if missing:
+        raise PermanentError(f"experiment {p.experiment_id}: trials missing for {missing}")
+    walked = []
+    for hid in doc["hypotheses"]:
+        r = dict(trials[hid]["result"])
+        r["train_sharpes"] = [_nan(x) for x in r["train_sharpes"]]
+        for k in ("spa_p", "psr", "dsr", "q"):
+            r[k] = _nan(r.get(k))
+        walked.append((HypothesisResult(**r), np.asarray(trials[hid]["series"], dtype=float)))
+    hyps = [ctx.store.get(HYPOTHESES, hid) for hid in doc["hypotheses"]]
+    _ev, flat, folds = _setup(ctx, p, hyps)
+    bench = np.concatenate([flat({}, f.test_start, f.test_end) for f in folds])
+    return _record(ctx, p, folds, finalize(walked, bench))
+
+
+def _record(ctx: Context, p: RunExperiment, folds: list[Fold], results: list[HypothesisResult]) -> list[Emit]:
     now = ctx.now_ms()
     doc = {"experiment_id": p.experiment_id, "family": p.family, "symbol": p.symbol, "start_ms": p.start_ms,
            "end_ms": p.end_ms, "horizon_h": p.horizon_h, "folds": [f.__dict__ for f in folds],
            "trials": sum(r.trials for r in results), "status": "DONE", "finished_at": now,
+           "distributed": p.distribute, "hypotheses": [r.hypothesis_id for r in results],
            "results": _clean([{"hypothesis_id": r.hypothesis_id, "verdict": r.verdict, "q": r.q, "spa_p": r.spa_p,
                                "psr": r.psr, "dsr": r.dsr, "trials": r.trials, "chosen": r.chosen, "kpis": r.kpis,
                                "fold_kpis": r.fold_kpis, "reasons": r.reasons} for r in results])}
+    if p.distribute:
+        doc["request"] = _clean(_msg(p))
     ctx.store.upsert(EXPERIMENTS, p.experiment_id, doc)
     for r in results:
         ctx.store.update_if(HYPOTHESES, r.hypothesis_id, {"status": r.verdict, "q": _clean(r.q),
