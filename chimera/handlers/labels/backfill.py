@@ -111,8 +111,9 @@ def backfill(ctx: Context, h: int) -> list[Emit]:
     mark = marks.get(f"h{h}")
     # Signals at or before the watermark are labelled unless a bar was missing; look back one horizon.
     lo = -1 if mark is None else mark - span
-    candidates = [s for s in ctx.store.query(SIGNALS, {"t0": ("<=", cutoff)}, order_by="t0")
-                  if int(s.get("t0") or 0) > lo]
+    # Bounded below by the watermark (one horizon back), so a long history is not re-read every hour.
+    candidates = [s for s in ctx.store.query(SIGNALS, {"t0": (">", lo)}, order_by="t0")
+                  if int(s.get("t0") or 0) <= cutoff]
     done = {d["_key"] for d in ctx.store.query(coll, {"t0": (">", lo)})} if candidates else set()
     todo = [s for s in candidates if label_key(s["signal_id"], h) not in done][:BATCH]
     if not todo:
