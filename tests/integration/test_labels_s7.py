@@ -145,3 +145,20 @@ def test_replay_rewrites_the_same_labels_and_a_bad_horizon_is_refused(run):
     assert rt.dead and "h must be one of (12, 24, 36)" in rt.dead[-1][2]
     with pytest.raises(Exception, match="h must be one of"):
         request_backfill(7, "x")
+
+
+def test_the_backfill_timer_labels_and_re_arms_itself(run):
+    out, _ = run
+    store = out.store
+    now = max(s["t0"] for s in store.query(SIGNALS, {})) + 30 * HOUR
+    rt = s7_runtime(store, now)
+    ctx = rt._context(SPEC, 0)
+    armed = SPEC.on_start(ctx)
+    assert sorted(e.timer_key for e in armed) == ["s7.backfill:12", "s7.backfill:24", "s7.backfill:36"]
+    assert all(e.due_ms == now for e in armed)
+    rt.publish(keys.LABELS_COMMANDS, TimerFired(name="s7.backfill", due_ms=now, data={"h": "24"}), "t24")
+    rt.run()
+    assert not rt.dead, rt.dead
+    assert store.count(LABEL_COLLECTIONS[24]) == store.count(SIGNALS)
+    assert rt.armed_timers() == {"s7.backfill:24": now + HOUR}
+    assert rt.services["research_marks"].get("h24") == now - 24 * HOUR
