@@ -34,11 +34,16 @@ def _money(d: Decimal, places: int = 4) -> str:
 
 
 def _thin(points: list, limit: int = MAX_POINTS) -> list:
+    """At most ~``limit`` points, keeping each bucket's lowest and highest (the drawdown's bottom stays)."""
     if len(points) <= limit:
         return points
-    step = -(-len(points) // limit)
-    out = points[::step]
-    return out if out[-1] is points[-1] else [*out, points[-1]]
+    size = -(-len(points) // (limit // 2))
+    out = []
+    for i in range(0, len(points), size):
+        bucket = points[i:i + size]
+        lo, hi = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
+        out.extend(sorted({lo, hi}, key=lambda p: p[0]))
+    return out if out[-1] == points[-1] else [*out, points[-1]]
 
 
 def svg_line(points: list[tuple[int, float]], title: str, color: str, fill: str = "") -> str:
@@ -61,8 +66,8 @@ def svg_line(points: list[tuple[int, float]], title: str, color: str, fill: str 
                 'stroke="none"/>')
     return (f'<svg width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{_e(title)}">'
             f'<text x="{PAD}" y="18" font-size="13">{_e(title)}</text>'
-            f'<text x="4" y="{PAD + 4}" font-size="11">{hi:,.2f}</text>'
-            f'<text x="4" y="{H - PAD + 4}" font-size="11">{lo:,.2f}</text>'
+            f'<text x="4" y="{PAD + 4}" font-size="11">{hi + 0.0:,.2f}</text>'
+            f'<text x="4" y="{H - PAD + 4}" font-size="11">{lo + 0.0:,.2f}</text>'
             f'<text x="{PAD}" y="{H - 12}" font-size="11">{_e(_iso(t0))}</text>'
             f'<text x="{W - PAD}" y="{H - 12}" font-size="11" text-anchor="end">{_e(_iso(t1))}</text>'
             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#bbb"/>{area}'
