@@ -16,7 +16,7 @@ from decimal import Decimal
 from chimera.gateway.errors import ApiError, not_found
 from chimera.handlers.strategy.killswitch import clear_kill_switch
 from chimera.risk.state import RedisState
-from chimera.schemas.messages import OpsEvent, TransferRequest
+from chimera.schemas.messages import OpsEvent, PromoteBundle, TransferRequest
 from chimera.store.collections import APPROVALS, TREASURY_TRANSFERS
 from chimera.streams import keys
 
@@ -109,4 +109,9 @@ def execute(d, doc: dict, approver: str) -> str:
                           reason=f"{req['reason']} (requested by {doc['requested_by']}, approved by {approver})",
                           now_ms=d.clock.now_ms(), producer=d.producer)
         return "kill switch cleared"
-    raise ApiError(501, "NOT_IMPLEMENTED", f"{doc['kind']} cannot run: S10 config service is not built yet")
+    if doc["kind"] == "PROMOTE":
+        msg = PromoteBundle(promotion_id=req["promotion_id"], bundle_id=req["bundle_id"], rev=int(req["rev"]),
+                            requested_by=doc["requested_by"], approved_by=approver)
+        entry = d.producer.publish(keys.CFG_COMMANDS, msg, idempotency_key=req["promotion_id"])
+        return f"PromoteBundle {req['promotion_id']} on {keys.CFG_COMMANDS} ({entry})"
+    raise ApiError(501, "NOT_IMPLEMENTED", f"approval kind {doc['kind']} has no executor")

@@ -47,11 +47,11 @@ NAV = [("/ui", "Dashboard"), ("/ui/positions", "Positions"), ("/ui/orders", "Ord
        ("/ui/backtests", "Backtests"), ("/ui/experiments", "Experiments"), ("/ui/autopsy", "Autopsy")]
 TOPICS = {"fills": keys.VENUE_REPORTS, "positions": keys.POS_EVENTS, "signals": keys.SIG_EVENTS,
           "alerts": keys.ALERTS, "ops": keys.OPS_EVENTS}
-PLACEHOLDERS = {
-    "bundles": ("Bundles & rollouts", "S10 (config service: bundles, simulate, canary/ramp/rollback)"),
-    "backtests": ("Backtests", "S9 (hypothesis orchestrator: backtest runs)"),
-    "experiments": ("Experiments", "S9 (hypothesis orchestrator: experiments)"),
-    "autopsy": ("Autopsy reports", "S8 (autopsy generator)"),
+PLACEHOLDERS = {  # the services exist; their pages do not yet (the API does)
+    "bundles": ("Bundles & rollouts", "S10's bundles and rollouts", "GET /v1/bundles, POST /v1/bundles, /v1/promote"),
+    "backtests": ("Backtests", "S9's backtest runs", "GET /v1/backtests"),
+    "experiments": ("Experiments", "S9's experiments", "GET /v1/experiments, POST /v1/experiments/run"),
+    "autopsy": ("Autopsy reports", "S8's autopsy reports", "GET /v1/autopsies, /v1/autopsy/{trade_id}"),
 }
 
 
@@ -312,11 +312,11 @@ def dlq(request: Request) -> Template:
 
 
 def _placeholder(slug: str):
-    title, service = PLACEHOLDERS[slug]
+    title, what, api = PLACEHOLDERS[slug]
 
     def handler(request: Request) -> Template:
-        return page(request, title, note=f"Not built yet: this page shows {service} once that service exists. "
-                                          "Nothing here is simulated.")
+        return page(request, title, note=f"Not built yet: this page will show {what}. Until then use the API: "
+                                          f"{api}. Nothing here is simulated.")
 
     handler.__name__ = f"placeholder_{slug}"
     return get(f"/ui/{slug}", name=f"ui_{slug}", **ui_kw("read"))(handler)

@@ -166,34 +166,136 @@ def not_built(what: str, service: str) -> ApiError:
     return ApiError(501, "NOT_IMPLEMENTED", f"{what}: {service} is not built yet; nothing was done")
 
 
-@post("/v1/labels/backfill", **nospec("research.run", 501))
-def labels_backfill(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24) -> Response:
-    raise not_built("label backfill", "S7 (label backfill)")
+def _permanent(fn, *args, field: str = "body", **kw):
+    """A service's PermanentError is the caller's mistake: 400 naming the field."""
+    from chimera.errors import PermanentError
+
+    try:
+        return fn(*args, **kw)
+    except PermanentError as exc:
+        raise ApiError(400, "INVALID_REQUEST", str(exc), field=field) from None
 
 
-@post("/v1/autopsy/{trade_id:str}", **nospec("research.run", 501))
-def autopsy_run(request: Request, trade_id: FromPath[str]) -> Response:
-    raise not_built(f"autopsy of {trade_id}", "S8 (autopsy)")
+@post("/v1/labels/backfill", status_code=HTTP_202_ACCEPTED, **spec("research.run", unsafe=True))
+def labels_backfill(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24) -> dict:
+    from chimera.handlers.labels.role import request_backfill
+
+    request_id = uuid.uuid4().hex[:20]
+    stream, msg, key = _permanent(request_backfill, h, request_id, principal(request).name, field="h")
+    _deps(request).producer.publish(stream, msg, idempotency_key=key)
+    audit_detail(request, request_id=request_id, h=h)
+    return {"request_id": request_id, "poll": f"/v1/labels?h={h}"}
 
 
-@post("/v1/experiments/run", **nospec("research.run", 501))
-def experiments_run(request: Request) -> Response:
-    raise not_built("experiment run", "S9 (hypothesis orchestrator)")
+@post("/v1/autopsy/{trade_id:str}", status_code=HTTP_202_ACCEPTED, **spec("research.run", unsafe=True))
+def autopsy_run(request: Request, trade_id: FromPath[str]) -> dict:
+    from chimera.handlers.autopsy.generate import request_autopsy
+
+    stream, msg, key = _permanent(request_autopsy, trade_id, uuid.uuid4().hex[:20], principal(request).name,
+                                  field="trade_id")
+    _deps(request).producer.publish(stream, msg, idempotency_key=key)
+    audit_detail(request, trade_id=trade_id)
+    return {"trade_id": trade_id, "poll": f"/v1/autopsy/{trade_id}"}
 
 
-@post("/v1/bundles", **nospec("config.write", 501))
-def bundles_create(request: Request) -> Response:
-    raise not_built("bundle lint/dry-run", "S10 (config service)")
+@get("/v1/autopsy/{trade_id:str}", **spec("read", 404))
+def autopsy_get(request: Request, trade_id: FromPath[str]) -> dict:
+    doc = _deps(request).store.get(C.AUTOPSY_REPORTS, trade_id)
+    if doc is None:
+        raise not_found("autopsy report", trade_id)
+    return doc
+
+
+class ExperimentBody(msgspec.Struct, forbid_unknown_fields=True):
+    family: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    symbol: Symbol
+    start_ms: Ms
+    end_ms: Ms
+    horizon_h: Literal[12, 24, 36] = 12
+    train_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 2
+    test_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 1
+    period_min: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 15
+    experiment_id: Id | None = None
+
+
+@post("/v1/experiments/run", status_code=HTTP_202_ACCEPTED, **spec("research.run", unsafe=True))
+def experiments_run(request: Request, data: JSONBody[ExperimentBody]) -> dict:
+    from chimera.handlers.experiments.role import request_run
+    from chimera.schemas.messages import RunExperiment
+
+    if data.end_ms <= data.start_ms:
+        raise ApiError(422, "RULE_VIOLATED", "end_ms must be after start_ms", field="end_ms")
+    eid = data.experiment_id or f"exp-{uuid.uuid4().hex[:20]}"
+    msg = RunExperiment(experiment_id=eid, family=data.family, symbol=data.symbol, start_ms=data.start_ms,
+                        end_ms=data.end_ms, horizon_h=data.horizon_h, train_days=data.train_days,
+                        test_days=data.test_days, period_min=data.period_min, requested_by=principal(request).name)
+    stream, msg, key = request_run(msg)
+    _deps(request).producer.publish(stream, msg, idempotency_key=key)
+    audit_detail(request, experiment_id=eid)
+    return {"experiment_id": eid, "poll": f"/v1/experiments/{eid}"}
+
+
+@get("/v1/experiments/{experiment_id:str}", **spec("read", 404))
+def experiment_get(request: Request, experiment_id: FromPath[str]) -> dict:
+    doc = _deps(request).store.get(C.EXPERIMENTS, experiment_id)
+    if doc is None:
+        raise not_found("experiment", experiment_id)
+    return doc
+
+
+def _async(kw: dict) -> dict:
+    """spec() for an async handler (no worker-thread flag)."""
+    return {k: v for k, v in kw.items() if k != "sync_to_thread"}
+
+
+# Async on purpose: a sync handler sharing its path with another sync handler (GET /v1/bundles) gets
+# wrapped twice by Litestar and answers a coroutine; this one runs the service in a thread itself.
+@post("/v1/bundles", status_code=201, **_async(spec("config.write", 409, unsafe=True)))
+async def bundles_create(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
+    """S10: lint (every error with its position), dry-run, store as DRAFT."""
+    import anyio
+
+    from chimera.errors import PermanentError
+    from chimera.handlers.config import service
+
+    d = _deps(request)
+    by = principal(request).name
+    try:
+        doc = await anyio.to_thread.run_sync(
+            lambda: service.create(d.store, data, now_ms=d.clock.now_ms(), by=by, source="gateway"))
+    except service.BundleRejected as exc:
+        return Response({"error": "BUNDLE_REJECTED", "detail": str(exc), "field": "body",
+                         "errors": msgspec.to_builtins(exc.report.errors)}, status_code=422)
+    except PermanentError as exc:
+        raise ApiError(409, "CONFLICT", str(exc), field="rev") from None
+    audit_detail(request, bundle_id=doc.bundle_id, rev=doc.rev)
+    return Response(msgspec.to_builtins(doc), status_code=201)
+
+
+class PromoteBody(msgspec.Struct, forbid_unknown_fields=True):
+    bundle_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    rev: Annotated[int, msgspec.Meta(ge=1)]
+
+
+@post("/v1/promote", status_code=HTTP_202_ACCEPTED, **spec("config.promote", 404, unsafe=True))
+def promote(request: Request, data: JSONBody[PromoteBody]) -> dict:
+    """Four eyes: stored as an approval; once another person approves, S10 gets PromoteBundle."""
+    from chimera.handlers.config import service
+
+    d = _deps(request)
+    if service.get_bundle(d.store, data.bundle_id, data.rev) is None:
+        raise not_found("bundle", f"{data.bundle_id}:{data.rev}")
+    pid = f"promo-{uuid.uuid4().hex[:20]}"
+    doc = approvals.create(d, "PROMOTE", {"promotion_id": pid, "bundle_id": data.bundle_id, "rev": data.rev},
+                           principal(request).name)
+    audit_detail(request, promotion_id=pid, approval_id=doc["approval_id"])
+    return {"promotion_id": pid, "status": "PENDING_APPROVAL", "approval_id": doc["approval_id"]}
 
 
 @post("/v1/simulate", **nospec("config.write", 501))
 def simulate(request: Request) -> Response:
-    raise not_built("simulation", "S10 (config service)")
-
-
-@post("/v1/promote", **nospec("config.promote", 501))
-def promote(request: Request) -> Response:
-    raise not_built("promotion (four-eyes approval included)", "S10 (config service)")
+    raise ApiError(501, "NOT_IMPLEMENTED", "simulation through the gateway is not wired yet: S10's simulate runs "
+                   "for tens of seconds and needs a job runner here; nothing was done")
 
 
 # --- reads -----------------------------------------------------------------------------------------
@@ -330,6 +432,6 @@ def requeue_dlq(request: Request, entry_id: FromPath[str]) -> Response:
 
 
 V1_ROUTES = [login, refresh, logout, change_password, whoami, decide, features_recompute, positions_manage, auto_transfer_trigger,
-             labels_backfill, autopsy_run, experiments_run, bundles_create, simulate, promote, *READS, list_labels,
+             labels_backfill, autopsy_run, autopsy_get, experiments_run, experiment_get, bundles_create, simulate, promote, *READS, list_labels,
              list_alerts, active_config, config, list_approvals, get_approval, approve, reject, list_dlq,
              requeue_dlq]

@@ -99,7 +99,18 @@ def test_kill_switch_lift_is_four_eyes_and_trader_cannot_ask(gw, r):
     assert r.get(keys.KILL_SWITCH) is None
 
 
-def test_promote_is_not_built_and_says_so(gw):
-    resp = gw.post("/v1/promote", json={"bundle_id": "b1"}, headers=gw.h["admin"])
-    assert resp.status_code == 501 and "S10" in resp.json()["detail"]
-    assert gw.store.count(APPROVALS) == 0  # nothing stored for a service that cannot run it
+def test_promotion_is_four_eyes_and_s10_gets_the_stored_request(gw, r):
+    from chimera.handlers.config import service
+    from chimera.store.collections import CONFIG_BUNDLES
+
+    assert gw.post("/v1/promote", json={"bundle_id": "nope", "rev": 1}, headers=gw.h["risk"]).status_code == 404
+    gw.store.upsert(CONFIG_BUNDLES, service.key("b-test", 3), {"bundle_id": "b-test", "rev": 3, "status": "DRAFT"})
+    req = gw.post("/v1/promote", json={"bundle_id": "b-test", "rev": 3}, headers=gw.h["risk"])
+    assert req.status_code == 202 and r.xlen(keys.CFG_COMMANDS) == 0, req.text
+    aid = req.json()["approval_id"]
+    assert gw.post(f"/v1/approvals/{aid}/approve", headers=gw.h["risk"]).json()["error"] == "SAME_PERSON"
+    assert gw.post(f"/v1/approvals/{aid}/approve", headers=gw.h["admin"]).json()["status"] == "EXECUTED"
+    [env] = [decode(f) for _, f in r.xrange(keys.CFG_COMMANDS)]
+    p = env.payload
+    assert (p.promotion_id, p.bundle_id, p.rev, p.requested_by, p.approved_by) == (
+        req.json()["promotion_id"], "b-test", 3, "risk", "admin")

@@ -240,7 +240,7 @@ def test_admin_requeues_a_dead_letter(open_as, ui_server):
 def test_unbuilt_pages_say_so(open_as, ui_server):
     page = open_as("viewer", "/ui/bundles")
     expect(page.locator(".note")).to_contain_text("Not built yet")
-    for path, service in (("/ui/backtests", "S9"), ("/ui/experiments", "S9"), ("/ui/autopsy", "S8")):
+    for path, service in (("/ui/backtests", "S9"), ("/ui/experiments", "/v1/experiments/run"), ("/ui/autopsy", "S8")):
         page.goto(f"{ui_server.base}{path}")
         expect(page.locator(".note")).to_contain_text(service)
 
