@@ -140,3 +140,31 @@ def test_a_fresh_close_arms_the_redo_timer_for_its_later_bars(run, tmp_path):
     armed = rt.armed_timers()
     assert f"s8.redo:{e.payload.pos_id}" in armed
     assert armed[f"s8.redo:{e.payload.pos_id}"] >= pos["created_at"] + 36 * HOUR
+
+
+def test_an_open_position_is_valued_at_the_last_close(run, tmp_path):
+    """STAGNATED (or a request) on an open position: what is held is valued at the last 1m close by now."""
+    out, _ = run
+    tid = exit_events(out)[0].pos_id
+    pos = out.store.get("positions", tid)
+    from chimera.store import open_store
+    from chimera.store.collections import FILLS, POSITIONS
+
+    store = open_store("sqlite://:memory:")
+    entry = [f for f in out.store.query(FILLS, {"pos_id": tid}) if f["side"] == pos["side"]]
+    store.upsert(POSITIONS, tid, {**{k: v for k, v in pos.items() if k != "_key"}, "state": "ACTIVE"})
+    for f in entry:
+        store.upsert(FILLS, f["_key"], {k: v for k, v in f.items() if k != "_key"})
+    store.upsert(SIGNALS, pos["signal_id"], out.store.get(SIGNALS, pos["signal_id"]))
+    now = int(entry[-1]["ts"]) + 10 * 60_000 + 5_000
+    rt = s8_runtime(store, open_objects(f"file://{tmp_path}/o"), now)
+    rt.publish(*request_autopsy(tid, "open", "t"))
+    rt.run()
+    assert not rt.dead, rt.dead
+    doc = store.get(AUTOPSY_REPORTS, tid)
+    qty = sum(Decimal(f["qty"]) for f in entry)
+    vw = sum(Decimal(f["qty"]) * Decimal(f["price"]) for f in entry) / qty
+    mark = Decimal(str(mid_at(pos["symbol"], now)))
+    sign = 1 if pos["side"] == "BUY" else -1
+    want = sign * (mark - vw) * qty - sum(Decimal(f["fee"]) for f in entry)
+    assert abs(Decimal(doc["net_pnl"]) - want) <= TOL and doc["closed_at"] == now

@@ -57,8 +57,9 @@ def vwap(fs: Sequence[dict]) -> Decimal | None:
     return None if q == 0 else sum((D(f["qty"]) * D(f["price"]) for f in fs), ZERO) / q
 
 
-def net_of(pos: dict, fills: Sequence[dict], funding: Sequence[dict]) -> dict:
-    """Realized PnL, fees and funding of a closed position, from its fills and the funding it was charged."""
+def net_of(pos: dict, fills: Sequence[dict], funding: Sequence[dict], mark: Decimal | None = None) -> dict:
+    """Realized PnL, fees and funding of a position, from its fills and the funding it was charged; with
+    ``mark``, what is still held is valued there (a stagnating position's autopsy)."""
     entries, exits = split_fills(pos, fills)
     sign = 1 if pos["side"] == "BUY" else -1
     entry = vwap(entries)
@@ -70,8 +71,11 @@ def net_of(pos: dict, fills: Sequence[dict], funding: Sequence[dict]) -> dict:
                 and r.get("account", "main") == pos.get("account_id", "main") and t_in <= int(r["funding_time"]) <= t_out),
                ZERO)
     notional = sum((D(f["qty"]) * D(f["price"]) for f in entries), ZERO)
-    net = realized - fees + fund
-    return {"entry_price": entry, "exit_price": vwap(exits), "realized": realized, "fees": fees, "funding": fund,
+    held = sum((D(f["qty"]) for f in entries), ZERO) - sum((D(f["qty"]) for f in exits), ZERO)
+    unrealized = sign * (mark - entry) * held if mark is not None and entry and held > 0 else ZERO
+    net = realized + unrealized - fees + fund
+    return {"entry_price": entry, "exit_price": vwap(exits) if held <= 0 or mark is None else mark,
+            "realized": realized, "unrealized": unrealized, "fees": fees, "funding": fund,
             "net": net, "notional": notional, "roi": net / notional if notional else None, "opened_at": t_in,
             "closed_at": t_out, "qty": sum((D(f["qty"]) for f in entries), ZERO)}
 

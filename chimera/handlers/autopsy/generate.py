@@ -99,11 +99,14 @@ def build(ctx: Context, trade_id: str, trigger: str) -> tuple[dict, str] | None:
     signal = ctx.store.get(SIGNALS, pos.get("signal_id") or "") or {}
     funding = ctx.store.query(FUNDING_RECORDS, {"symbol": sym})
     money = an.net_of(pos, fills, funding)
-    if not money["closed_at"] or pos.get("state") != "CLOSED":
-        money["closed_at"] = max(money["closed_at"], int(pos.get("mark_ts") or 0), int(fills[-1].get("ts") or 0))
     t0 = money["opened_at"]
     end = max(money["closed_at"] + HOUR, t0 + 36 * HOUR) + 2 * an.BAR_MS
+    if pos.get("state") != "CLOSED":  # STAGNATED or asked for while open: valued at the last close by now
+        end = max(end, ctx.now_ms() + 2 * an.BAR_MS)
     bars = an.Bars(list(ctx.venues.klines(sym, t0 - 5 * an.BAR_MS, end)))
+    if pos.get("state") != "CLOSED":
+        money = an.net_of(pos, fills, funding, mark=bars.mid_at(ctx.now_ms()))
+        money["closed_at"] = ctx.now_ms()
     tca = an.tca(pos, fills, signal, money)
     money["mid_at_send"] = tca["mid_at_send"]
     marks = an.markouts(pos, money, bars)
