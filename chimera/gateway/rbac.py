@@ -40,7 +40,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "killswitch.lift": _RISK,  # stored as an approval request
     "treasury.request": _RISK,  # stored as an approval request
     "approvals.decide": _RISK,  # approve / reject someone else's request
-    "research.run": _OPS,  # labels backfill, autopsy, experiments
+    "research.run": _OPS,
+    "alerts.handle": _OPS,  # acknowledge / resolve S11's alerts  # labels backfill, autopsy, experiments
     "config.read": _OPS,
     "config.write": _RISK,  # bundles, simulate
     "config.promote": _RISK,  # stored as an approval request

@@ -11,14 +11,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from chimera.gateway import approvals
 from chimera.gateway.audit import redact
 from chimera.gateway.errors import ApiError, not_found
 from chimera.gateway.rbac import PUBLIC, SELF, principal
-from chimera.gateway.routes import Id, Limit, Symbol, Text, _deps, _where, audit_detail, spec
+from chimera.gateway.routes import Id, Limit, Symbol, Text, _deps, audit_detail, spec
 from chimera.schemas.messages import Decide, ManagePositions, RecomputeFeatures, Side
 from chimera.store import collections as C
 from chimera.streams import keys
@@ -331,10 +331,39 @@ def list_labels(request: Request, h: FromQuery[Literal[12, 24, 36]] = 24, limit:
 
 
 @get("/v1/alerts", **spec("read", 400))
-def list_alerts(request: Request, level: FromQuery[Literal["INFO", "WARN", "ERROR", "CRITICAL"] | None] = None,
+def list_alerts(request: Request, level: FromQuery[Literal["INFO", "WARN", "ERROR", "FATAL"] | None] = None,
+                alert_state: Annotated[Literal["OPEN", "ACKED", "RESOLVED"] | None, QueryParameter(name="state")] = None,
                 limit: Limit = 100) -> dict:
-    docs = _deps(request).store.query(C.ALERTS, _where(level=level), limit=limit)
+    """S11's alerts (newest occurrence first)."""
+    from chimera.handlers.health import alerts
+
+    docs = _permanent(alerts.list_alerts, _deps(request).store, state=alert_state, level=level, limit=limit)
     return {"items": docs, "count": len(docs)}
+
+
+def _alert_move(request: Request, key: str, verb: str) -> dict:
+    from chimera.handlers.health import alerts
+
+    d = _deps(request)
+    fn = alerts.acknowledge if verb == "ack" else alerts.resolve
+    try:
+        doc = fn(d.store, key, by=principal(request).name, now_ms=d.clock.now_ms())
+    except alerts.AlertNotFound:
+        raise not_found("alert", key) from None
+    except alerts.AlertStateError as exc:
+        raise ApiError(409, "ALERT_STATE", str(exc)) from None
+    audit_detail(request, alert=key, verb=verb)
+    return doc
+
+
+@post("/v1/alerts/{key:str}/ack", status_code=200, **spec("alerts.handle", 404, 409))
+def ack_alert(request: Request, key: FromPath[str]) -> dict:
+    return _alert_move(request, key, "ack")
+
+
+@post("/v1/alerts/{key:str}/resolve", status_code=200, **spec("alerts.handle", 404, 409))
+def resolve_alert(request: Request, key: FromPath[str]) -> dict:
+    return _alert_move(request, key, "resolve")
 
 
 @get("/v1/active", **spec("read"))
@@ -433,5 +462,5 @@ def requeue_dlq(request: Request, entry_id: FromPath[str]) -> Response:
 
 V1_ROUTES = [login, refresh, logout, change_password, whoami, decide, features_recompute, positions_manage, auto_transfer_trigger,
              labels_backfill, autopsy_run, autopsy_get, experiments_run, experiment_get, bundles_create, simulate, promote, *READS, list_labels,
-             list_alerts, active_config, config, list_approvals, get_approval, approve, reject, list_dlq,
+             list_alerts, ack_alert, resolve_alert, active_config, config, list_approvals, get_approval, approve, reject, list_dlq,
              requeue_dlq]

@@ -192,3 +192,15 @@ def test_metrics_export_the_router_figures_from_redis(client, r):
     assert gauge(text, "chimera_router_p95_ms") == 95.0
     assert gauge(text, "chimera_maker_fill_ratio") == 0.25
     assert gauge(text, "chimera_maker_timeout_count") == 3.0
+
+
+def test_alerts_listed_acknowledged_and_resolved_through_s11s_functions(client):
+    client.store.upsert("alerts", "VENUE_DOWN:main", {"code": "VENUE_DOWN", "level": "ERROR", "state": "OPEN",
+                                                      "count": 2, "last_seen": 5, "message": "venue unreachable"})
+    assert [a["code"] for a in client.get("/v1/alerts", params={"state": "OPEN"}).json()["items"]] == ["VENUE_DOWN"]
+    acked = client.post("/v1/alerts/VENUE_DOWN:main/ack")
+    assert acked.status_code == 200 and acked.json()["state"] == "ACKED" and acked.json()["acked_by"] == "admin"
+    assert client.post("/v1/alerts/VENUE_DOWN:main/resolve").json()["state"] == "RESOLVED"
+    assert client.post("/v1/alerts/VENUE_DOWN:main/ack").status_code == 409  # a resolved alert is not acked
+    assert client.post("/v1/alerts/nope/ack").status_code == 404
+    assert client.store.get("alerts", "VENUE_DOWN:main")["resolved_by"] == "admin"
