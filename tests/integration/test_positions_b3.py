@@ -10,6 +10,7 @@ fractions. Protection is always judged from the venue's own open algo orders and
 from __future__ import annotations
 
 import dataclasses
+import time
 from decimal import Decimal
 
 import pytest
@@ -237,9 +238,12 @@ def test_scheduler_ticks_manage_open_positions_with_roe_and_liquidation_distance
     with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(S6, r, s, "s6-a", store):
         open_long(r, venue, store, "sc-1")
         venue.advance(events=EVENTS_PER_STEP * 9)
+        # Ticks run every 200 ms from the start: wait for one that began after the replay moved.
+        moved_at = int(time.time() * 1000)
         pos = wait_until(lambda: (lambda p: p if (p.get("last_pass") or "").startswith("manage:sc-1:s6.tick:")
-                                  and p.get("mark_source") == "venue" else None)(store.get("positions", "sc-1")),
-                         timeout=20, message="a scheduled pass")
+                                  and p.get("mark_source") == "venue" and int(p.get("managed_at") or 0) > moved_at
+                                  else None)(store.get("positions", "sc-1")),
+                         timeout=20, message="a scheduled pass after the replay moved")
         # The next tick is armed (by the tick's flush, or already fired and re-armed: poll for it).
         wait_until(lambda: r.zscore(keys.SCHED_DUE, keys.POS_TICK_TIMER) is not None, timeout=5,
                    message="the next tick armed")

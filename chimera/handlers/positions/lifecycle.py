@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from loguru import logger
 
-from chimera.handlers.common import venue
+from chimera.handlers.common import dec, venue
 from chimera.handlers.positions import forced, protection, stops
 from chimera.handlers.positions.common import (
     PE,
@@ -35,6 +35,7 @@ from chimera.handlers.positions.common import (
 from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.messages import OrderResult
 from chimera.schemas.states import PositionStatus as P
+from chimera.store.collections import ORDERS
 from chimera.venues.binance.adapter import VenueError
 from chimera.workers.handler import Context
 
@@ -58,21 +59,42 @@ def pending(ctx: Context, res: OrderResult, intent: dict) -> Position:
 # --- growth: entry and add fills ------------------------------------------------------------------------
 
 
+def intent_fill(ctx: Context, res: OrderResult) -> tuple[Decimal, Decimal]:
+    """(qty, notional) the intent has filled so far, over all its exchange orders (S4's ``orders``, written
+    before any result): a TWAP slice's or a maker leg's result carries only its own leg's fill, the
+    intent's final result the total. Without legs (a result from elsewhere), the result's own figures."""
+    qty = notional = ZERO
+    for leg in ctx.store.query(ORDERS, {"intent_id": res.intent_id}):
+        q, p = dec(leg.get("filled_qty")) or ZERO, dec(leg.get("avg_price"))
+        if q and p:
+            qty, notional = qty + q, notional + q * p
+    if qty >= res.filled_qty:
+        return qty, notional
+    return res.filled_qty, res.filled_qty * (res.avg_price or ZERO)
+
+
 def grow(ctx: Context, pos: Position, res: OrderResult, intent: dict) -> tuple[Position, Out]:
-    """Book an entry/add result's cumulative fill (once per intent), then let the stop follow."""
+    """Book what the entry/add intent has filled by now (once, whichever result says it), then let the
+    stop follow."""
+    if pos.state != P.PENDING_ENTRY and not pos.is_open:
+        # A late entry fill on a closed position (e.g. a TWAP's final result after its stop filled): what the
+        # venue still holds, if anything, is S5's to find.
+        logger.warning("position {}: entry fill of {} after it was {}; left to the reconciler", pos.pos_id,
+                       res.intent_id, pos.state)
+        return pos, []
+    cum_qty, notional = intent_fill(ctx, res)
     seen_qty, seen_notional = pos.fills_in.get(res.intent_id, (ZERO, ZERO))
-    dq = res.filled_qty - seen_qty
-    if dq <= 0 or res.avg_price is None:
+    dq = cum_qty - seen_qty
+    if dq <= 0 or not notional:
         # Already booked (a redelivery, maybe after a crash before the orders went out): send them again.
         if not pos.is_open:
             return pos, []
         again = [event(pos, "OPENED")] if res.intent_id == pos.entry_intent_id else []
         pos, out = stops.reconcile(ctx, pos)
         return pos, again + out
-    notional = res.filled_qty * res.avg_price
     qty = pos.qty + dq
     entry = (pos.qty * (pos.entry_price or ZERO) + notional - seen_notional) / qty
-    fills_in = {**pos.fills_in, res.intent_id: (res.filled_qty, notional)}
+    fills_in = {**pos.fills_in, res.intent_id: (cum_qty, notional)}
     if pos.state == P.PENDING_ENTRY:  # nothing booked yet: qty == dq == res.filled_qty
         pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, entry0=entry, base_qty=qty, gross_qty=qty,
                     fills_in=fills_in, leverage=int(intent.get("leverage") or pos.leverage), trail_step=0)
@@ -82,7 +104,7 @@ def grow(ctx: Context, pos: Position, res: OrderResult, intent: dict) -> tuple[P
         pos = protection.first(ctx, pos, intent)
     else:
         pos = moved(pos, PE.ENTRY_FILLED, qty=qty, entry_price=entry, fills_in=fills_in, gross_qty=pos.gross_qty + dq)
-        out = [event(pos, "ADDED", tag=f"{res.intent_id}:{res.filled_qty}")]
+        out = [event(pos, "ADDED", tag=f"{res.intent_id}:{cum_qty}")]
     pos, more = stops.reconcile(ctx, pos)
     pos, tp = protection.place_take_profit(ctx, pos)
     return pos, out + more + tp
