@@ -38,10 +38,10 @@ MARGIN = Decimal("25")
 class Chain:
     """S4 + S6 over one in-process venue; ``deliver`` steps the runtime and checks coverage each time."""
 
-    def __init__(self, positions: dict) -> None:
+    def __init__(self, positions: dict, **bundle: dict) -> None:
         self.clock = ManualClock(T0)
         self.store = open_store("sqlite://:memory:")
-        activate(self.store, "b", 1, {"positions": {"tick_ms": 0, **positions}})
+        activate(self.store, "b", 1, {"positions": {"tick_ms": 0, **positions}, **bundle})
         self.exchange = InProcessExchange(self.clock)
         s = Settings(symbols=(SYM,))
         self.ports = memory_ports(self.clock, s, venues=Venues(s, clients={"main": self.exchange.venue("main")}))
@@ -72,6 +72,12 @@ class Chain:
         self.deliver()
         assert self.stops(), "no stop after the entry"
         self.watching = True
+
+    def advance(self, ms: int) -> None:
+        """Event time moves on by ``ms``: the timers due by then fire (a TWAP's next slice)."""
+        while self.rt.run(max_steps=1, until_ms=self.clock.now_ms() + ms):
+            self.check()
+        self.deliver()
 
     def deliver(self) -> None:
         """Until nothing is left: one delivery at a time, S1's part (the venue's reports) in between."""
@@ -206,3 +212,24 @@ def test_an_entry_that_never_fills_fails_and_gives_the_reservation_back(status):
     pos = c.position("nf")
     assert (pos.state, pos.close_reason) == ("FAILED", "ENTRY_FAILED") and c.amt() == 0
     assert c.ports.risk.usage(SYM).in_use_usdt == 0
+
+
+def test_a_twap_entry_is_booked_slice_by_slice_and_the_stop_follows_each():
+    c = Chain({}, router={"twap_slices": 2, "twap_interval_ms": 1000})
+    c.market("50000")
+    assert c.ports.risk.reserve("tw", SYM, MARGIN, Limits(Decimal("1000"), 5, 5)) == OK
+    intent = OrderIntent(intent_id="tw", market="FUT", symbol=SYM, side="BUY", qty=ENTRY_QTY, exec_policy="TWAP",
+                         sl_price=Decimal("49500"), pos_id="tw")
+    c.rt.publish(keys.ORD_COMMANDS, SubmitOrder(intent=intent), "tw", event_time=c.clock.now_ms())
+    c.deliver()
+    half = ENTRY_QTY / 2
+    [stop] = c.stops()
+    assert c.amt() == half == stop.qty and c.position("tw").qty == half
+    c.watching = True
+    c.advance(1000)  # the second slice: its own result carries only its leg, the position the whole intent
+    [stop] = c.stops()
+    assert c.amt() == ENTRY_QTY == stop.qty == c.position("tw").qty and stop.client_order_id == sl_cid("tw", 2)
+    assert c.fut.query(SYM, sl_cid("tw", 1), algo=True).status == "CANCELED"
+    # Like an add, the second slice is exposed from its fill until its stop is placed (the deliveries between
+    # them); the first slice stays covered all along: the old stop rests until the new one is at the venue.
+    assert c.uncovered and all(max(q for _, q in stops) >= half for _, stops in c.uncovered)
