@@ -9,7 +9,6 @@ import sys
 from chimera.schemas.messages import Noop
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
-from chimera.workers.registry import ROLES
 from tests.conftest import subprocess_env
 
 
@@ -35,9 +34,6 @@ def test_clear_errors(r, settings):
     assert out.returncode == 2 and "does not exist" in out.stderr
     out = cli(settings, "replay", "--stream", "nope", "--from-id", "0")
     assert out.returncode == 2 and "exactly one of" in out.stderr
-    unbuilt = next(role.code for role in ROLES if role.spec_path is None)  # roles get built over time
-    out = cli(settings, "worker", "--role", unbuilt)
-    assert out.returncode == 2 and "not implemented yet" in out.stderr
     out = cli(settings, "worker", "--role", "s99")
     assert out.returncode == 2 and "unknown role" in out.stderr
     out = cli(settings, "streams", "info", CHIMERA_VENUE="moon")
