@@ -35,7 +35,7 @@ from tests.support.positions import (
     drained,
     pos_events,
     position,
-    quiet,
+    settled,
     tick,
     user_data,
     venue_amt,
@@ -121,7 +121,7 @@ def test_redelivered_tick_and_accepted_result_create_no_second_stop(r, env, venu
         sl = position(store, "rd-1").stop
         assert sl.pending.intent_id == "rd-1:sl2" and sl.n == 2 and sl.intent_id == "rd-1:sl1"
         with ThreadWorker(S4, r, s, "s4-b", store):
-            wait_until(lambda: quiet(store, "rd-1") and position(store, "rd-1").stop.level == 2,
+            wait_until(lambda: (p := position(store, "rd-1")) is not None and settled(p) and p.stop.level == 2,
                        timeout=20, message="new stop armed, old cancelled")
             before = venue_orders(venue)
             accepted = [(decode(fl).payload) for _, fl in r.xrange(keys.ORD_RESULTS)]
@@ -220,7 +220,7 @@ def test_mark_price_events_drive_the_trailing_stop_without_ticks(r, env, venue):
             open_long(r, venue, store, "mk-1")
             for _ in range(5):
                 venue.advance(events=2000)
-            wait_until(lambda: position(store, "mk-1").stop.level == 4 and quiet(store, "mk-1"),
+            wait_until(lambda: (p := position(store, "mk-1")) is not None and p.stop.level == 4 and settled(p),
                        timeout=30, message="fourth stop armed from mark events")
     finally:
         conn.stop()

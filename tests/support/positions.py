@@ -31,21 +31,26 @@ def position(store, pos_id: str) -> Position | None:
     return None if doc is None else from_doc(doc)
 
 
-def quiet(store, pos_id: str) -> bool:
-    """No stop, rung or add of the position in flight and no replaced stop still being cancelled."""
-    pos = position(store, pos_id)
+def settled(pos: Position | None) -> bool:
+    """No stop, rung or add of this snapshot in flight and no replaced stop still being cancelled."""
     return pos is not None and pos.stop.pending is None and not pos.stop.retired and not pos.tp.pending \
         and not pos.adds.pending
 
 
+def quiet(store, pos_id: str) -> bool:
+    return settled(position(store, pos_id))
+
+
 def wait_pass(store, pos_id: str, tick_key: str, timeout: float = 20) -> Position:
-    """Until the position's pass for ``tick_key`` ran and everything it started has settled."""
+    """Until the position's pass for ``tick_key`` ran and everything it started has settled.
+
+    One read decides: checking the pass and the in-flight work on two reads could pair an ACTIVE
+    snapshot with a later CLOSED one (whose rung is no longer pending) and return a stale position."""
     def done():
         pos = position(store, pos_id)
         if pos is not None and pos.state == "CLOSED":
             return pos
-        return pos if pos is not None and pos.last_pass == f"manage:{pos_id}:{tick_key}" and quiet(store, pos_id) \
-            else None
+        return pos if pos is not None and pos.last_pass == f"manage:{pos_id}:{tick_key}" and settled(pos) else None
 
     return wait_until(done, timeout=timeout, message=f"pass {tick_key} of {pos_id} settled")
 
