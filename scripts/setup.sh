@@ -1,6 +1,10 @@
 # Sourced by test.sh and demo.sh: system packages, a venv in .venv, the project in editable mode.
 need_apt=()
+# redis-server for every Redis test, chromium for the UI tests (Playwright drives Debian's build),
+# prometheus/promtool for the scrape and alert-rule tests.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
