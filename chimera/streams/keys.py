@@ -56,7 +56,6 @@ KILL_SWITCH = "prod:{kill_switch}"
 REGIME_STATE = "prod:{regime}:market:state"
 HEALTH_STATE = "prod:{health}:system:state"
 RISK_BUDGET_INUSE = "risk:{budget}:fut_margin:inuse"
-RECON_LAST_RUN = "recon:{last_run_ts}"
 
 
 def risk_concurrency(symbol: str) -> str:
@@ -75,22 +74,6 @@ def lock_treasury(src: str, dst: str) -> str:
 def lock_recon(account_id: str) -> str:
     """S5: one reconcile run per account at a time."""
     return f"lock:{{recon:{account_id}}}"
-
-
-def guard_stop(symbol: str, intent_id: str) -> str:
-    return f"guard:{{stop}}:{symbol}:{intent_id}"
-
-
-def pos_sl_level(pos_id: str) -> str:
-    return f"pos:{{sl}}:level:{pos_id}"
-
-
-def pos_tp_ladder(pos_id: str) -> str:
-    return f"pos:{{tp}}:ladder:{pos_id}"
-
-
-def pos_adds(pos_id: str) -> str:
-    return f"pos:{{adds}}:{pos_id}"
 
 
 def feat_cache(symbol: str) -> str:
@@ -199,18 +182,7 @@ RISK_OPEN_POSITIONS = "risk:{budget}:open_positions"  # count of reserved positi
 ROUTER_COUNTERS = "ord:{metrics}:router"  # HASH: maker_timeout_count, maker_reject_count, guard_fired_count,
 # maker_sent_count, maker_filled_count
 ROUTER_ACK_MS = "ord:{metrics}:router:ack_ms"  # LIST: last command → venue-ack latencies per leg (ms), newest first
-POS_ACTIVE = "pos:{active}"  # SET of open pos_ids (S6 management ticks and FLATTEN walk it)
 POS_TICK_TIMER = "s6:manage:tick"  # due-queue key of S6's next management tick (one pending at a time)
-
-
-def pos_active_symbol(symbol: str) -> str:
-    """SET of open pos_ids on one symbol: a mark price event fans out to these only."""
-    return f"pos:{{active}}:{symbol}"
-
-
-def pos_mark(symbol: str) -> str:
-    """JSON {mark, ts} of the newest MarkPrice S6 acted on (older or repeated events are ignored)."""
-    return f"pos:{{mark}}:{symbol}"
 
 
 # --- S5 reconciler / gateway (issue #7) ------------------------------------------------------------

@@ -351,4 +351,3 @@ def test_flatten_closes_reduce_only_cancels_the_stop_and_releases_the_budget(r, 
     assert done(store, "fl-1:flatten")["result"]["status"] == "FILLED"
     used = budget.usage("BTCUSDT")
     assert (used.in_use_usdt, used.per_symbol, used.open_positions) == (0, 0, 0)
-    assert not r.exists(keys.pos_sl_level("fl-1"))
