@@ -117,6 +117,7 @@ def members_key(role: str) -> str:
 SCHED_DUE = "sched:{due}"  # ZSET member=key, score=due ms
 SCHED_PAYLOADS = "sched:{due}:payloads"  # HASH key → (stream, envelope); same slot as SCHED_DUE
 SCHED_LEASE = "lease:{sched}:active"
+REPLAY_CLOCK = "replay:{clock}"  # JSON {time_ms, speed, paced, done}: the local venue's replay time (workers/clock.py)
 
 
 # --- S1 connectors / S2 features (issue #4) ----------------------------------------------------
