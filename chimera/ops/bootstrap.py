@@ -46,4 +46,13 @@ def stores_from(settings: Settings):
 
 
 def clock_from(settings: Settings):
-    return WallClock()
+    from chimera.workers.clock import follow_redis, parse_clock_spec
+
+    mode, key = parse_clock_spec(settings.clock)
+    if mode == "wall":
+        return WallClock()
+    try:  # a paper replay of history: the venue's replay time (CHIMERA_CLOCK=follow[:key])
+        return follow_redis(redis_from(settings), key)
+    except LookupError as exc:
+        raise FatalError(f"CHIMERA_CLOCK={settings.clock}: {exc}; start the venue with --pace-redis or "
+                         "--clock-redis pointing at this Redis, or unset CHIMERA_CLOCK") from None

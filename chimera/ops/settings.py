@@ -33,6 +33,8 @@ class Settings:
     # from the environment it is CHIMERA_METRICS_PORT, 0 (the default) = any free port.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    # "wall", or "follow[:key]": time from the replaying local venue (workers/clock.py, CHIMERA_CLOCK).
+    clock: str = "wall"
     extra: dict = field(default_factory=dict)
 
 
@@ -48,6 +50,16 @@ def _int(env: dict, name: str, default: int, *, lo: int = 1, hi: int | None = No
     if value < lo or (hi is not None and value > hi):
         raise FatalError(f"{name}={raw!r} {rule}")
     return value
+
+
+def _clock(env: dict) -> str:
+    from chimera.workers.clock import parse_clock_spec
+
+    try:
+        parse_clock_spec(env.get("CHIMERA_CLOCK", "wall"))
+    except ValueError as exc:
+        raise FatalError(str(exc)) from None
+    return env.get("CHIMERA_CLOCK", "wall").strip() or "wall"
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -96,5 +108,6 @@ def load_settings(env: dict | None = None) -> Settings:
         metrics_host=env.get("CHIMERA_METRICS_HOST", Settings.metrics_host),
         metrics_port=_int(env, "CHIMERA_METRICS_PORT", 0, lo=0, hi=65535, example="9400 (0: any free port)",
                           rule="must be between 0 (any free port) and 65535"),
+        clock=_clock(env),
         extra={"user_data": True} if env.get("CHIMERA_USER_DATA", "") in ("1", "true", "yes") else {},
     )
