@@ -154,6 +154,8 @@ class OrderIntent(Message, frozen=True, tag="order_intent"):
     signal_id: str = ""
     pos_id: str = ""
     parent_intent_id: str = ""
+    bundle_id: str = ""  # the bundle and rev whose decision this is (S3 sets them; results are attributed by them)
+    config_rev: int = 0
 
 
 # --- S4: order commands and results ---------------------------------------------------------
@@ -217,7 +219,7 @@ class VenueReport(Message, frozen=True, tag="venue_report"):
 
 
 PositionChangeKind = Literal["OPENED", "SL_ARMED", "TP_PLACED", "TRAIL_MOVED", "REDUCED", "ADDED", "EXIT", "ADOPTED",
-                             "FAILED", "CLOSE_FAILED"]
+                             "FAILED", "CLOSE_FAILED", "STAGNATED"]
 
 
 class PositionChanged(Message, frozen=True, tag="position_changed"):

@@ -124,6 +124,8 @@ class Position(_Doc, frozen=True):
     leverage: int = 20
     entry_intent_id: str = ""
     signal_id: str = ""
+    bundle_id: str = ""  # the bundle and rev that decided the entry (from its intent), for attribution
+    config_rev: int = 0
     # fills counted once: entries/adds per intent (cum qty, cum notional), reductions per client order id
     fills_in: dict[str, tuple[Decimal, Decimal]] = {}
     fills_out: dict[str, Decimal] = {}
@@ -149,6 +151,8 @@ class Position(_Doc, frozen=True):
     health: str = ""
     managed_at: int = 0
     last_pass: str = ""
+    flat_since: int = 0  # since when |ROE| has stayed inside the stagnation band (0: it is outside)
+    stagnated_at: int = 0  # when STAGNATED was published (once per position)
     # money
     realized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
