@@ -9,6 +9,13 @@ share ``{regime}``). ``MemoryState`` serves the in-process runtime, backtests an
 same semantics on the runtime's clock: reserve and release are idempotent per ``pos_id``, so an
 at-least-once redelivery never books margin twice or frees it twice.
 
+Accounts (ARCHITECTURE §11): every budget is per account. Reservations, margin in use, the open
+count and the per-symbol concurrency of one account live under that account's own hash tag
+(``keys.risk_budget_tag``), so one account can never use another's room and each script still
+touches one slot. The kill switch exists globally (blocks every account) and per account (blocks
+that account only); ``effective_kill_switch(account_id)`` is the stricter of the two, which is what
+S3, S4 and S6 obey. Every method's ``account_id`` defaults to ``main``.
+
 S6's add-ons grow a reservation (``increase``, idempotent per add id): the reservation then holds
 the entry's margin plus every add's, and the one release on close gives all of it back. An add on a
 position S3 never reserved (adopted, or opened by hand) books its margin without taking a position
@@ -27,7 +34,7 @@ from typing import Protocol
 
 import msgspec
 
-from chimera.schemas.strategy import KillSwitchState, RegimeState, decode_kill_switch
+from chimera.schemas.strategy import KILL_MODES, KillSwitchState, RegimeState, decode_kill_switch
 from chimera.streams import keys
 
 MICRO = Decimal("1000000")
@@ -57,10 +64,22 @@ class Usage:
     per_symbol: int
 
 
+def stricter(a: KillSwitchState | None, b: KillSwitchState | None) -> KillSwitchState | None:
+    """The switch that forbids more (FLATTEN > REDUCE_ONLY > HALT_NEW); ``a`` on a tie."""
+    if a is None or b is None:
+        return a or b
+    return b if KILL_MODES.index(b.mode) > KILL_MODES.index(a.mode) else a
+
+
 class RiskState(Protocol):
-    def kill_switch(self) -> KillSwitchState | None: ...
-    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None: ...
-    def clear_kill_switch(self) -> bool: ...
+    def kill_switch(self, account_id: str | None = None) -> KillSwitchState | None:
+        """The global switch (``account_id`` None) or that account's own switch, as set."""
+
+    def effective_kill_switch(self, account_id: str = "main") -> KillSwitchState | None:
+        """What binds ``account_id``: the stricter of the global switch and its own."""
+
+    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int, account_id: str | None = None) -> None: ...
+    def clear_kill_switch(self, account_id: str | None = None) -> bool: ...
 
     def health(self) -> str | None:
         """GREEN / YELLOW / RED, or None when nobody reported (S3 treats that as GREEN)."""
@@ -75,17 +94,21 @@ class RiskState(Protocol):
     def set_regime(self, state: RegimeState, ttl_ms: int) -> RegimeState:
         """Write the regime for ``ttl_ms``; returns it with the next ``rev`` (one per write)."""
 
-    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
-        """``OK`` or the blocking reason: MAX_OPEN_POSITIONS, CONCURRENCY, RISK_BUDGET."""
+    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits, account_id: str = "main") -> str:
+        """``OK`` or the blocking reason: MAX_OPEN_POSITIONS, CONCURRENCY, RISK_BUDGET (limits per account)."""
 
-    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal) -> str:
+    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal,
+                 account_id: str = "main") -> str:
         """Book an add's extra margin on ``pos_id``: ``OK`` (also when ``add_id`` was booked before)
         or ``BUDGET_EXHAUSTED``, in which case nothing is booked."""
 
-    def release(self, pos_id: str, symbol: str) -> bool:
+    def release(self, pos_id: str, symbol: str, account_id: str = "main") -> bool:
         """True if this call freed the reservation (entry and adds); False if it was already free."""
 
-    def usage(self, symbol: str) -> Usage: ...
+    def usage(self, symbol: str, account_id: str = "main") -> Usage: ...
+
+    def open_count(self, account_id: str = "main") -> int:
+        """Positions holding a slot in ``account_id``'s budget (S3's max-open guards)."""
 
 
 def parse_level(raw: bytes | str | None, *names: str) -> str | None:
@@ -193,8 +216,14 @@ class WrongSymbol(ValueError):
     pass
 
 
-def _budget_keys(symbol: str) -> list[str]:
-    return [keys.RISK_BUDGET_INUSE, keys.RISK_RESERVATIONS, keys.risk_concurrency(symbol), keys.RISK_OPEN_POSITIONS]
+def _budget_keys(symbol: str, account_id: str) -> list[str]:
+    """One account's keys, one slot (``keys.risk_budget_tag``)."""
+    return [keys.risk_budget_inuse(account_id), keys.risk_reservations(account_id),
+            keys.risk_concurrency(symbol, account_id), keys.risk_open_positions(account_id)]
+
+
+def _kill_key(account_id: str | None) -> str:
+    return keys.KILL_SWITCH if account_id is None else keys.kill_switch_account(account_id)
 
 
 def _check_add_id(add_id: str) -> None:
@@ -215,14 +244,19 @@ class RedisState:
     def __init__(self, r) -> None:
         self.r = r
 
-    def kill_switch(self) -> KillSwitchState | None:
-        return decode_kill_switch(self.r.get(keys.KILL_SWITCH))
+    def kill_switch(self, account_id: str | None = None) -> KillSwitchState | None:
+        return decode_kill_switch(self.r.get(_kill_key(account_id)))
 
-    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None:
-        self.r.set(keys.KILL_SWITCH, msgspec.json.encode(state), px=ttl_ms)
+    def effective_kill_switch(self, account_id: str = "main") -> KillSwitchState | None:
+        # One MGET: both keys share the {kill_switch} slot.
+        both = self.r.mget([keys.KILL_SWITCH, keys.kill_switch_account(account_id)])
+        return stricter(decode_kill_switch(both[0]), decode_kill_switch(both[1]))
 
-    def clear_kill_switch(self) -> bool:
-        return bool(self.r.delete(keys.KILL_SWITCH))
+    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int, account_id: str | None = None) -> None:
+        self.r.set(_kill_key(account_id), msgspec.json.encode(state), px=ttl_ms)
+
+    def clear_kill_switch(self, account_id: str | None = None) -> bool:
+        return bool(self.r.delete(_kill_key(account_id)))
 
     def health(self) -> str | None:
         return parse_level(self.r.get(keys.HEALTH_STATE), "level", "state")
@@ -240,30 +274,33 @@ class RedisState:
         rev = self.r.eval(_SET_REGIME, 2, keys.REGIME_STATE, keys.REGIME_REV, _regime_body(state), int(ttl_ms))
         return msgspec.structs.replace(state, rev=int(rev))
 
-    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
-        got = self.r.eval(_RESERVE, 4, *_budget_keys(symbol), pos_id, symbol, to_micro(margin),
+    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits, account_id: str = "main") -> str:
+        got = self.r.eval(_RESERVE, 4, *_budget_keys(symbol, account_id), pos_id, symbol, to_micro(margin),
                           to_micro(limits.budget_usdt), limits.max_per_symbol, limits.max_open)
         return got.decode() if isinstance(got, bytes) else str(got)
 
-    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal) -> str:
+    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal,
+                 account_id: str = "main") -> str:
         _check_add_id(add_id)
-        got = self.r.eval(_INCREASE, 2, *_budget_keys(symbol)[:2], pos_id, symbol, add_id, to_micro(margin),
-                          to_micro(budget_usdt))
+        got = self.r.eval(_INCREASE, 2, *_budget_keys(symbol, account_id)[:2], pos_id, symbol, add_id,
+                          to_micro(margin), to_micro(budget_usdt))
         got = got.decode() if isinstance(got, bytes) else str(got)
         if got == "WRONG_SYMBOL":
             raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
         return got
 
-    def release(self, pos_id: str, symbol: str) -> bool:
-        got = int(self.r.eval(_RELEASE, 4, *_budget_keys(symbol), pos_id, symbol))
+    def release(self, pos_id: str, symbol: str, account_id: str = "main") -> bool:
+        got = int(self.r.eval(_RELEASE, 4, *_budget_keys(symbol, account_id), pos_id, symbol))
         if got < 0:
             raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
         return got == 1
 
-    def usage(self, symbol: str) -> Usage:
-        inuse, conc, open_ = (self.r.get(k) for k in (keys.RISK_BUDGET_INUSE, keys.risk_concurrency(symbol),
-                                                      keys.RISK_OPEN_POSITIONS))
+    def usage(self, symbol: str, account_id: str = "main") -> Usage:
+        inuse, _, conc, open_ = self.r.mget(_budget_keys(symbol, account_id))  # one slot: one MGET
         return Usage(from_micro(int(inuse or 0)), int(open_ or 0), int(conc or 0))
+
+    def open_count(self, account_id: str = "main") -> int:
+        return int(self.r.get(keys.risk_open_positions(account_id)) or 0)
 
 
 class MemoryState:
@@ -273,27 +310,30 @@ class MemoryState:
     def __init__(self, now_ms: Callable[[], int] | None = None) -> None:
         self._now = now_ms or (lambda: int(time.monotonic() * 1000))
         self._lock = threading.Lock()
-        self._kill: tuple[KillSwitchState, int] | None = None
+        self._kill: dict[str | None, tuple[KillSwitchState, int]] = {}  # None = the global switch
         self._health: tuple[str, int] | None = None
         self._regime: tuple[RegimeState, int] | None = None
         self._regime_rev = 0
-        self._reservations: dict[str, _Held] = {}
+        self._reservations: dict[tuple[str, str], _Held] = {}
 
     def _live(self, held: tuple | None):
         return held[0] if held is not None and held[1] > self._now() else None
 
-    def kill_switch(self) -> KillSwitchState | None:
+    def kill_switch(self, account_id: str | None = None) -> KillSwitchState | None:
         with self._lock:
-            return self._live(self._kill)
+            return self._live(self._kill.get(account_id))
 
-    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int) -> None:
+    def effective_kill_switch(self, account_id: str = "main") -> KillSwitchState | None:
         with self._lock:
-            self._kill = (state, self._now() + ttl_ms)
+            return stricter(self._live(self._kill.get(None)), self._live(self._kill.get(account_id)))
 
-    def clear_kill_switch(self) -> bool:
+    def set_kill_switch(self, state: KillSwitchState, ttl_ms: int, account_id: str | None = None) -> None:
         with self._lock:
-            had, self._kill = self._live(self._kill) is not None, None
-            return had
+            self._kill[account_id] = (state, self._now() + ttl_ms)
+
+    def clear_kill_switch(self, account_id: str | None = None) -> bool:
+        with self._lock:
+            return self._live(self._kill.pop(account_id, None)) is not None
 
     def health(self) -> str | None:
         with self._lock:
@@ -318,53 +358,64 @@ class MemoryState:
             self._regime = (state, self._now() + ttl_ms)
             return state
 
-    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits) -> str:
+    # Reservations are keyed (account, pos_id), like Redis's one hash per account.
+
+    def reserve(self, pos_id: str, symbol: str, margin: Decimal, limits: Limits, account_id: str = "main") -> str:
         micro = to_micro(margin)
         with self._lock:
-            if pos_id in self._reservations:
+            if (account_id, pos_id) in self._reservations:
                 return OK
-            held = [h for h in self._reservations.values() if h.slot]
+            held = [h for h in self._held(account_id) if h.slot]
             if len(held) + 1 > limits.max_open:
                 return "MAX_OPEN_POSITIONS"
             if sum(1 for h in held if h.symbol == symbol) + 1 > limits.max_per_symbol:
                 return "CONCURRENCY"
-            if self._in_use() + micro > to_micro(limits.budget_usdt):
+            if self._in_use(account_id) + micro > to_micro(limits.budget_usdt):
                 return "RISK_BUDGET"
-            self._reservations[pos_id] = _Held(symbol, micro)
+            self._reservations[(account_id, pos_id)] = _Held(symbol, micro)
             return OK
 
-    def _in_use(self) -> int:
-        return sum(h.micro for h in self._reservations.values())
+    def _held(self, account_id: str) -> list[_Held]:
+        return [h for (acc, _), h in self._reservations.items() if acc == account_id]
 
-    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal) -> str:
+    def _in_use(self, account_id: str) -> int:
+        return sum(h.micro for h in self._held(account_id))
+
+    def increase(self, pos_id: str, symbol: str, add_id: str, margin: Decimal, budget_usdt: Decimal,
+                 account_id: str = "main") -> str:
         _check_add_id(add_id)
         micro = to_micro(margin)
         with self._lock:
-            held = self._reservations.get(pos_id) or _Held(symbol, 0, slot=False)
+            held = self._reservations.get((account_id, pos_id)) or _Held(symbol, 0, slot=False)
             if held.symbol != symbol:
                 raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
             if add_id in held.add_ids:
                 return OK
-            if self._in_use() + micro > to_micro(budget_usdt):
+            if self._in_use(account_id) + micro > to_micro(budget_usdt):
                 return BUDGET_EXHAUSTED
-            self._reservations[pos_id] = _Held(symbol, held.micro + micro, held.slot, held.add_ids | {add_id})
+            self._reservations[(account_id, pos_id)] = _Held(symbol, held.micro + micro, held.slot,
+                                                             held.add_ids | {add_id})
             return OK
 
-    def release(self, pos_id: str, symbol: str) -> bool:
+    def release(self, pos_id: str, symbol: str, account_id: str = "main") -> bool:
         with self._lock:
-            held = self._reservations.get(pos_id)
+            held = self._reservations.get((account_id, pos_id))
             if held is None:
                 return False
             if held.symbol != symbol:
                 raise WrongSymbol(f"reservation {pos_id} was not made for {symbol}")
-            del self._reservations[pos_id]
+            del self._reservations[(account_id, pos_id)]
             return True
 
-    def usage(self, symbol: str) -> Usage:
+    def usage(self, symbol: str, account_id: str = "main") -> Usage:
         with self._lock:
-            held = list(self._reservations.values())
+            held = self._held(account_id)
         slots = [h for h in held if h.slot]
         return Usage(from_micro(sum(h.micro for h in held)), len(slots), sum(1 for h in slots if h.symbol == symbol))
+
+    def open_count(self, account_id: str = "main") -> int:
+        with self._lock:
+            return sum(1 for h in self._held(account_id) if h.slot)
 
 
 def state_for(ctx) -> RiskState:

@@ -58,9 +58,34 @@ HEALTH_STATE = "prod:{health}:system:state"
 RISK_BUDGET_INUSE = "risk:{budget}:fut_margin:inuse"
 
 
-def risk_concurrency(symbol: str) -> str:
-    # Same tag as the budget so one Lua script can reserve both atomically on a cluster.
-    return f"risk:{{budget}}:concurrency:{symbol}"
+def risk_concurrency(symbol: str, account_id: str = "main") -> str:
+    # Same tag as the account's budget so one Lua script can reserve both atomically on a cluster.
+    return f"risk:{{{risk_budget_tag(account_id)}}}:concurrency:{symbol}"
+
+
+def risk_budget_tag(account_id: str = "main") -> str:
+    """The hash tag of one account's budget keys. Each account gets its own slot (accounts never
+    share a budget, so no script needs two of them); ``main`` keeps the plain ``{budget}`` tag, so
+    the reservations held before budgets were per account stay counted."""
+    return "budget" if account_id == "main" else f"budget:{account_id}"
+
+
+def risk_budget_inuse(account_id: str = "main") -> str:
+    return f"risk:{{{risk_budget_tag(account_id)}}}:fut_margin:inuse"
+
+
+def risk_reservations(account_id: str = "main") -> str:
+    return f"risk:{{{risk_budget_tag(account_id)}}}:reservations"
+
+
+def risk_open_positions(account_id: str = "main") -> str:
+    return f"risk:{{{risk_budget_tag(account_id)}}}:open_positions"
+
+
+def kill_switch_account(account_id: str) -> str:
+    """One account's own kill switch (blocks that account only; ``KILL_SWITCH`` blocks every account).
+    Same {kill_switch} tag as the global one, so both can be read in one step."""
+    return f"prod:{{kill_switch}}:account:{account_id}"
 
 
 def lock_pos(pos_id: str) -> str:
@@ -175,6 +200,7 @@ def s1_funding_cursor(account_id: str) -> str:
 # Margin in use is kept in integer micro-USDT (1e-6) so reserve/release sums are exact. The
 # reservation hash makes reserve and release idempotent per position; every key shares the
 # {budget} tag with RISK_BUDGET_INUSE and risk_concurrency() so one Lua script covers them all.
+# Budgets are per account (``risk_reservations(account_id)`` ...): these constants are main's keys.
 RISK_RESERVATIONS = "risk:{budget}:reservations"  # HASH pos_id -> "symbol|micro_usdt[|slot|add_ids]" (state.py)
 RISK_OPEN_POSITIONS = "risk:{budget}:open_positions"  # count of reserved positions, all symbols
 
@@ -236,3 +262,20 @@ AUTOPSY_COMMANDS = "autopsy:{commands}"  # RequestAutopsy (gateway) → S8
 EXP_COMMANDS = "exp:{commands}"  # RunExperiment (gateway, CLI) → S9
 EXP_TRIALS = "exp:{trials}"  # RunTrial / FinalizeExperiment: one hypothesis per entry, any s9 replica
 BT_LAST_RUN = "bt:{last_run_ts}"  # HASH family → clock ms of S9's last finished experiment
+
+# --- account risk (issue #16 item 5): breaker + snapshots role, execution traces ---------------------
+RISK_TIMERS = "risk:{timers}"  # the account-risk role's equity sampling ticks (one timer per account)
+
+
+def risk_sample_timer(account_id: str) -> str:
+    """Due-queue key of one account's next equity sample (re-arming replaces it: one pending per account)."""
+    return f"risk:sample:{account_id}"
+
+
+def exec_trace(group_name: str, hour: int) -> str:
+    """HASH of one group's execution traces for one clock hour: field ``<idempotency key>|START|DONE|ERROR``.
+
+    One key per (group, hour), written with one HSET per read batch, expired as a whole (no per-field TTL
+    before Redis 7.4); single-key commands only, so no hash tag is needed.
+    """
+    return f"trace:{group_name}:{hour}"

@@ -188,6 +188,72 @@ def test_reserve_is_atomic_under_contention(port):
     assert risk.usage("BTCUSDT") == Usage(Decimal("90"), 3, 3)
 
 
+# --- per account (ARCHITECTURE §11) -------------------------------------------------------------
+
+
+def test_account_kill_switch_binds_only_its_account_and_the_global_one_binds_all(port):
+    risk = port.risk
+    halt = KillSwitchState(mode="HALT_NEW", set_by="ops", reason="sub1 only", set_at=T0)
+    risk.set_kill_switch(halt, 60_000, account_id="sub1")
+    assert risk.kill_switch(account_id="sub1") == halt and risk.effective_kill_switch("sub1") == halt
+    assert risk.kill_switch() is None and risk.kill_switch(account_id="main") is None
+    assert risk.effective_kill_switch("main") is None and risk.effective_kill_switch() is None
+    flat = KillSwitchState(mode="FLATTEN", set_by="ops", reason="everything", set_at=T0 + 1)
+    risk.set_kill_switch(flat, 60_000)  # global
+    assert risk.effective_kill_switch("main") == flat and risk.effective_kill_switch("sub2") == flat
+    assert risk.effective_kill_switch("sub1") == flat  # the stricter of the two
+    assert risk.clear_kill_switch() is True
+    assert risk.effective_kill_switch("sub1") == halt and risk.effective_kill_switch("main") is None
+    # A stricter account switch wins over a milder global one.
+    risk.set_kill_switch(KillSwitchState(mode="HALT_NEW", set_by="ops"), 60_000)
+    reduce = KillSwitchState(mode="REDUCE_ONLY", set_by="s5-reconciler", set_at=T0 + 2)
+    risk.set_kill_switch(reduce, 60_000, account_id="sub1")
+    assert risk.effective_kill_switch("sub1") == reduce
+    assert risk.clear_kill_switch(account_id="sub1") is True and risk.clear_kill_switch(account_id="sub1") is False
+    assert risk.effective_kill_switch("sub1").mode == "HALT_NEW"  # the global one is still up
+    risk.set_kill_switch(halt, 200, account_id="sub1")
+    assert risk.clear_kill_switch() is True
+    port.until_expired(200, lambda: risk.effective_kill_switch("sub1") is None)
+    if port.r is not None:  # the account switch sits in the global switch's slot (one MGET reads both)
+        assert port.r.get(keys.kill_switch_account("main")) is None
+        assert keys.kill_switch_account("sub1") != keys.KILL_SWITCH
+
+
+def test_budgets_and_concurrency_are_per_account(port):
+    risk = port.risk
+    lim = Limits(Decimal("100"), 1, 2)
+    assert risk.reserve("m1", "BTCUSDT", Decimal("100"), lim) == OK  # main (the default) is full...
+    assert risk.reserve("m2", "ETHUSDT", Decimal("1"), lim) == "RISK_BUDGET"
+    assert risk.reserve("m2", "BTCUSDT", Decimal("0"), lim) == "CONCURRENCY"
+    assert risk.reserve("s1", "BTCUSDT", Decimal("100"), lim, account_id="sub1") == OK  # ...sub1 is not
+    assert risk.reserve("s1", "BTCUSDT", Decimal("100"), lim, account_id="sub1") == OK  # redelivered
+    assert risk.reserve("s2", "ETHUSDT", Decimal("0"), lim, account_id="sub1") == OK
+    assert risk.reserve("s3", "SOLUSDT", Decimal("0"), lim, account_id="sub1") == "MAX_OPEN_POSITIONS"
+    assert risk.usage("BTCUSDT") == risk.usage("BTCUSDT", account_id="main") == Usage(Decimal("100"), 1, 1)
+    assert risk.usage("BTCUSDT", account_id="sub1") == Usage(Decimal("100"), 2, 1)
+    assert risk.usage("BTCUSDT", account_id="sub2") == Usage(Decimal("0"), 0, 0)
+    assert (risk.open_count(), risk.open_count("main"), risk.open_count("sub1"), risk.open_count("sub2")) == (1, 1, 2, 0)
+    # An add books on its own account's budget only.
+    assert risk.increase("m1", "BTCUSDT", "m1:add1", Decimal("1"), Decimal("100")) == BUDGET_EXHAUSTED
+    assert risk.increase("s2", "ETHUSDT", "s2:add1", Decimal("1"), Decimal("200"), account_id="sub1") == OK
+    assert risk.usage("ETHUSDT", account_id="sub1") == Usage(Decimal("101"), 2, 1)
+    # A release names the account that holds the reservation: the other account's is untouched.
+    assert not risk.release("s1", "BTCUSDT") and risk.usage("BTCUSDT", account_id="sub1").open_positions == 2
+    assert risk.release("s1", "BTCUSDT", account_id="sub1")
+    assert risk.usage("BTCUSDT", account_id="sub1") == Usage(Decimal("1"), 1, 0)
+    assert risk.usage("BTCUSDT") == Usage(Decimal("100"), 1, 1)
+    assert risk.release("s2", "ETHUSDT", account_id="sub1") and risk.release("m1", "BTCUSDT")
+    assert risk.open_count("sub1") == risk.open_count() == 0
+    if port.r is not None:  # each account's budget keys share one slot of their own
+        from redis.cluster import key_slot
+
+        sub = [keys.risk_budget_inuse("sub1"), keys.risk_reservations("sub1"), keys.risk_open_positions("sub1"),
+               keys.risk_concurrency("BTCUSDT", "sub1")]
+        assert len({key_slot(k.encode()) for k in sub}) == 1
+        assert keys.risk_budget_inuse("main") == keys.RISK_BUDGET_INUSE
+        assert int(port.r.get(keys.risk_budget_inuse("sub1"))) == 0 and port.r.hlen(keys.risk_reservations("sub1")) == 0
+
+
 # --- S2's feature port --------------------------------------------------------------------------
 
 
