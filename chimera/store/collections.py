@@ -31,6 +31,11 @@ LIQUIDATIONS = "liquidations"
 POSITIONS = "positions"
 POSITIONS_SNAPSHOTS = "positions_snapshots"
 
+# account risk role (issue #16): the daily drawdown breaker, its audit, equity/margin snapshots
+ACCOUNT_RISK = "account_risk"  # breaker state per account: <account_id>
+ACCOUNT_RISK_EVENTS = "account_risk_events"  # audit: every trip and reset, append-only
+ACCOUNT_SNAPSHOTS = "account_snapshots"  # <account>:<day>:open (the day's opening equity), <account>:<ms> interval
+
 # S7..S11 (research, config, metrics)
 LABELS_12H = "labels_12h"
 LABELS_24H = "labels_24h"
