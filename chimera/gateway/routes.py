@@ -351,29 +351,39 @@ def p95(samples: list[int]) -> float | None:
     return float(ordered[max(0, -(-95 * len(ordered) // 100) - 1)])
 
 
-def router_gauges(r) -> dict[str, tuple[str, float | None]]:
-    """S4's figures from ``ord:{metrics}:router`` (None: nothing observed yet, so no sample is exported)."""
-    counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in (r.hgetall(keys.ROUTER_COUNTERS) or {}).items()}
-    sent = counts.get("maker_sent_count", 0)
-    return {
-        "chimera_router_p95_ms": ("S4 command -> venue ack per leg, p95 of the last samples (ms)",
-                                  p95([int(x) for x in r.lrange(keys.ROUTER_ACK_MS, 0, -1)])),
-        "chimera_maker_timeout_count": ("Maker legs whose window ran out (then taker)",
-                                        float(counts.get("maker_timeout_count", 0))),
-        "chimera_maker_fill_ratio": ("Maker legs filled (fully or partly in the window) / maker legs resting",
-                                     counts.get("maker_filled_count", 0) / sent if sent else None),
-    }
+class RouterCollector:
+    """S4's figures from ``ord:{metrics}:router``, shared by every router replica, read per scrape.
+
+    A figure with nothing observed yet exports no sample (an absent series, not a made-up 0)."""
+
+    def __init__(self, r) -> None:
+        self.r = r
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        raw = self.r.hgetall(keys.ROUTER_COUNTERS) or {}
+        counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        ack = p95([int(x) for x in self.r.lrange(keys.ROUTER_ACK_MS, 0, -1)])
+        if ack is not None:
+            yield GaugeMetricFamily("chimera_router_ack_p95_seconds",
+                                    "S4 command -> venue ack per leg, p95 of the last samples", value=ack / 1000)
+        # A counter (monotonic in Redis), so rate()/increase() apply; no _created: the start is unknown here.
+        yield CounterMetricFamily("chimera_maker_timeouts_total", "Maker legs whose window ran out (then taker)",
+                                  value=counts.get("maker_timeout_count", 0))
+        sent = counts.get("maker_sent_count", 0)
+        if sent:
+            yield GaugeMetricFamily("chimera_maker_fill_ratio",
+                                    "Maker legs filled (fully or partly in the window) / maker legs resting",
+                                    value=counts.get("maker_filled_count", 0) / sent)
 
 
 @get(both("/metrics"), media_type="text/plain", **spec(PUBLIC))
 def metrics(request: Request) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-    # A fresh registry per scrape: the values live in Redis, shared by every router replica.
     router = CollectorRegistry()
-    for name, (doc, value) in router_gauges(_deps(request).r).items():
-        if value is not None:
-            Gauge(name, doc, registry=router).set(value)
+    router.register(RouterCollector(_deps(request).r))
     return Response(generate_latest() + generate_latest(router), media_type=CONTENT_TYPE_LATEST)
 
 

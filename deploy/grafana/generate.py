@@ -60,8 +60,8 @@ def overview() -> dict:
 def execution() -> dict:
     return dashboard("chimera-execution", "Chimera / Execution (S4)", [
         panel(1, "Maker fill ratio", [("chimera_maker_fill_ratio", "fill ratio")], unit="percentunit", w=8),
-        panel(2, "Router command -> ack p95", [("chimera_router_p95_ms", "p95 ms")], unit="ms", x=8, w=8),
-        panel(3, "Maker windows expired", [("chimera_maker_timeout_count", "timeouts")], x=16, w=8),
+        panel(2, "Router command -> ack p95", [("chimera_router_ack_p95_seconds", "p95")], unit="s", x=8, w=8),
+        panel(3, "Maker windows expired / h", [("increase(chimera_maker_timeouts_total[1h])", "timeouts")], x=16, w=8),
         panel(4, "Router handle time p95", [("chimera:handle_seconds:p95_5m{role=\"s4\"}", "s4")], unit="s", y=8),
         panel(5, "Router entries / s", [("sum by (outcome) (chimera:entries:rate5m{role=\"s4\"})", "{{outcome}}")],
               x=12, y=8),

@@ -31,12 +31,14 @@ ROLES = {
     "s4": (3, "order router", "200m", "256Mi"),
     "s5": (1, "reconciler", "100m", "192Mi"),
     "s6": (2, "position manager (lease-owned)", "200m", "256Mi"),
+    "s7": (1, "label backfill (timers per horizon)", "100m", "256Mi"),
+    "s8": (1, "trade autopsy (HTML reports into the object store)", "100m", "256Mi"),
+    "s9": (2, "experiments (distributed trials on exp:{trials})", "500m", "768Mi"),
+    "s10": (1, "config bundles (lint, dry-run, rollouts)", "200m", "384Mi"),
     "s11": (2, "metrics and health", "100m", "192Mi"),
     "s12": (2, "gateway and web UI", "200m", "256Mi"),
     "notifier": (2, "notifier (Telegram, webhooks)", "50m", "128Mi"),
 }
-# s7..s10 (labels, autopsy, experiments, config bundles) are not built yet: `chimera-worker --role s7`
-# exits "not implemented", so they get no Deployment until they are.
 
 
 def labels(role: str) -> dict:

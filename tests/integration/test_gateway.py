@@ -184,14 +184,15 @@ def gauge(text: str, name: str) -> float | None:
 def test_metrics_export_the_router_figures_from_redis(client, r):
     text = client.get("/metrics").text
     # Nothing observed yet: no made-up zero ratio or latency.
-    assert gauge(text, "chimera_router_p95_ms") is None and gauge(text, "chimera_maker_fill_ratio") is None
-    assert gauge(text, "chimera_maker_timeout_count") == 0
+    assert gauge(text, "chimera_router_ack_p95_seconds") is None and gauge(text, "chimera_maker_fill_ratio") is None
+    assert gauge(text, "chimera_maker_timeouts_total") == 0
+    assert "# TYPE chimera_maker_timeouts_total counter" in text
     r.hset(keys.ROUTER_COUNTERS, mapping={"maker_sent_count": 4, "maker_filled_count": 1, "maker_timeout_count": 3})
     r.rpush(keys.ROUTER_ACK_MS, *range(100, 0, -1))  # 1..100 ms: nearest-rank p95 is the 95th value
     text = client.get("/metrics").text
-    assert gauge(text, "chimera_router_p95_ms") == 95.0
+    assert gauge(text, "chimera_router_ack_p95_seconds") == 0.095
     assert gauge(text, "chimera_maker_fill_ratio") == 0.25
-    assert gauge(text, "chimera_maker_timeout_count") == 3.0
+    assert gauge(text, "chimera_maker_timeouts_total") == 3.0
 
 
 def test_alerts_listed_acknowledged_and_resolved_through_s11s_functions(client):

@@ -132,11 +132,15 @@ def test_a_bad_manifest_is_rejected(paper):
 def test_paper_overlay_shape(paper):
     deployments, services = by_kind(paper, "Deployment"), by_kind(paper, "Service")
     workers = {r.code for r in ROLES if is_built(r.code) and r.code not in ("noop", "sqlite-bench")}
+    # Paper mode is the whole system on fake money: every built role, research and config included.
+    assert {"scheduler", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
+            "notifier"} <= workers
     assert {f"chimera-{c}" for c in workers} | {"chimera-venue", "chimera-redis"} == set(deployments)
     assert set(deployments) == set(services)
     assert all(d["metadata"]["namespace"] == "chimera-paper" for d in paper if d["kind"] != "Namespace")
     assert deployments["chimera-scheduler"]["spec"]["replicas"] == 2  # one active, one standby
     assert deployments["chimera-s4"]["spec"]["replicas"] == 1
+    assert deployments["chimera-s9"]["spec"]["replicas"] == 1  # one trial walker is enough on paper
     for name, d in deployments.items():
         pod = d["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
