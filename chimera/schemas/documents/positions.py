@@ -157,6 +157,14 @@ class Position(_Doc, frozen=True):
     realized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
     funding: Decimal = ZERO
+    # SPOT (positions/spot.py): the venue orders protecting it and its money in the quote asset, where
+    # realized_pnl is net of every fee (quote received - quote paid) and fees values base-asset fees at
+    # their trade's price
+    quote_asset: str = ""
+    protection: str = ""  # OCO, STOP (stop-loss-limit, maybe a separate take-profit), GUARD (S4's local stop)
+    protection_orders: tuple[str, ...] = ()  # client order ids of those venue orders
+    entry_cost: Decimal = ZERO  # quote paid for what it holds
+    exit_proceeds: Decimal = ZERO  # quote received from its exits, before their fees
     # the end
     exit_price: Decimal | None = None
     exit_intent_id: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import msgspec
 from aiohttp import web
 
 from ..engine.futures import QUOTE
@@ -33,6 +34,8 @@ def register(srv, app: web.Application) -> None:
     add("POST", "/api/v3/orderList/oco", r(new_oco, "signed", order=True))
     add("GET", "/api/v3/orderList", r(query_list, "signed", weight=4))
     add("DELETE", "/api/v3/orderList", r(cancel_list, "signed"))
+    add("GET", "/api/v3/openOrderList", r(open_lists, "signed", weight=6))
+    add("GET", "/api/v3/allOrderList", r(all_lists, "signed", weight=20))
     add("GET", "/api/v3/account", r(account, "signed", weight=20))
     add("GET", "/api/v3/myTrades", r(my_trades, "signed", weight=20))
     add("POST", "/api/v3/userDataStream", r(lambda s, p, a: {"listenKey": s.listen_key(a, SPOT)}, "key", weight=2))
@@ -83,6 +86,53 @@ def open_orders(srv, p: Params, account: str) -> list:
 
 def cancel_open(srv, p: Params, account: str) -> list:
     return [spot_order(o) for o in srv.engine.cancel_all(SPOT, account, p.str("symbol", required=True))]
+
+
+class ListOrder(msgspec.Struct, frozen=True):
+    """One member of an order list, as Binance lists it (``orders[]``)."""
+
+    symbol: str
+    orderId: int  # noqa: N815 - Binance's wire name
+    clientOrderId: str  # noqa: N815
+
+
+class OrderList(msgspec.Struct, frozen=True):
+    """An order list (OCO) as ``GET /api/v3/orderList``, ``openOrderList`` and ``allOrderList`` answer it."""
+
+    orderListId: int  # noqa: N815 - Binance's wire names throughout
+    contingencyType: str  # noqa: N815
+    listStatusType: str  # noqa: N815
+    listOrderStatus: str  # noqa: N815
+    listClientOrderId: str  # noqa: N815
+    transactionTime: int  # noqa: N815
+    symbol: str
+    orders: tuple[ListOrder, ...]
+
+
+def order_list(srv, lst: dict) -> OrderList:
+    orders = tuple(ListOrder(symbol=o.symbol, orderId=o.order_id, clientOrderId=o.client_id)
+                   for o in (srv.engine.orders[i] for i in lst["orderIds"]))
+    return OrderList(orderListId=lst["orderListId"], contingencyType="OCO", listStatusType=lst["listStatusType"],
+                     listOrderStatus=lst["listOrderStatus"], listClientOrderId=lst["listClientOrderId"],
+                     transactionTime=lst["transactionTime"], symbol=lst["symbol"], orders=orders)
+
+
+def open_lists(srv, p: Params, account: str) -> list:
+    """``GET /api/v3/openOrderList``: the account's order lists still executing (every symbol)."""
+    return [msgspec.to_builtins(order_list(srv, lst)) for lst in sorted(srv.engine.order_lists.values(),
+                                                                         key=lambda x: x["orderListId"])
+            if lst["account"] == account and lst["listOrderStatus"] != "ALL_DONE"]
+
+
+def all_lists(srv, p: Params, account: str) -> list:
+    """``GET /api/v3/allOrderList``: the account's order lists, oldest first, ``fromId``/``startTime``/
+    ``endTime``/``limit`` (default 500, at most 1000) as on Binance."""
+    from_id, start, end = p.int("fromId"), p.int("startTime"), p.int("endTime")
+    limit = min(p.int("limit", default=500), 1000)
+    rows = [lst for lst in sorted(srv.engine.order_lists.values(), key=lambda x: x["orderListId"])
+            if lst["account"] == account and (from_id is None or lst["orderListId"] >= from_id)
+            and (start is None or lst["transactionTime"] >= start) and (end is None or lst["transactionTime"] <= end)]
+    return [msgspec.to_builtins(order_list(srv, lst)) for lst in rows[:limit]]
 
 
 def _list_json(srv, lst: dict) -> dict:
