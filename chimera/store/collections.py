@@ -35,6 +35,7 @@ POSITIONS_SNAPSHOTS = "positions_snapshots"
 ACCOUNT_RISK = "account_risk"  # breaker state per account: <account_id>
 ACCOUNT_RISK_EVENTS = "account_risk_events"  # audit: every trip and reset, append-only
 ACCOUNT_SNAPSHOTS = "account_snapshots"  # <account>:<day>:open (the day's opening equity), <account>:<ms> interval
+VIRTUAL_BOOKS = "virtual_books"  # vpos role: <account>:<market>:<symbol> -> every strategy's virtual position there
 
 # S7..S11 (research, config, metrics)
 LABELS_12H = "labels_12h"

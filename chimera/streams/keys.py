@@ -263,6 +263,20 @@ EXP_COMMANDS = "exp:{commands}"  # RunExperiment (gateway, CLI) → S9
 EXP_TRIALS = "exp:{trials}"  # RunTrial / FinalizeExperiment: one hypothesis per entry, any s9 replica
 BT_LAST_RUN = "bt:{last_run_ts}"  # HASH family → clock ms of S9's last finished experiment
 
+# --- virtual positions (chimera/accounts, role vpos) ---------------------------------------------
+VPOS_COMMANDS = "vpos:{commands}"  # Reconcile (the vpos role's own periodic timer) → vpos
+
+
+def lock_vpos(account_id: str, market: str, symbol: str) -> str:
+    """The vpos role's lock on one account's book of one symbol (fills and reconcile never interleave)."""
+    return f"lock:{{vpos:{account_id}:{market}:{symbol}}}"
+
+
+def vpos_reconcile_timer(account_id: str) -> str:
+    """Due-queue key of the vpos role's next reconcile of one account (one pending per account)."""
+    return f"vpos:reconcile:{account_id}"
+
+
 # --- account risk (issue #16 item 5): breaker + snapshots role, execution traces ---------------------
 RISK_TIMERS = "risk:{timers}"  # the account-risk role's equity sampling ticks (one timer per account)
 
