@@ -6,6 +6,10 @@ adapter), ``ctx.venues.wallet(account_id)`` (S1 treasury's wallet transfers) and
 Keys come from the accounts file; paper trading points them at the local venue. The in-process
 runtime and tests hand in ready ones (``clients=`` / ``wallets=`` / ``klines=``), e.g. the venue
 engine called in-process or a list of recorded klines.
+
+An account the accounts file does not list, or lists disabled, is refused with ``UnknownAccount``
+(a ``PermanentError``: the message dead-letters with the reason and the worker goes on). Nothing is
+ever sent to another account instead, ``main`` included. A broken accounts file stays Fatal.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from chimera.errors import FatalError, PermanentError, RetryableError
 KlineSource = Callable[[str, int, int], list]  # (symbol, start_ms, end_ms) -> [Kline], closed bars only
 
 
+class UnknownAccount(PermanentError):
+    """A message names an account this worker has no (enabled) venue client for."""
+
+
 class Venues:
     def __init__(self, settings: Any = None, *, clients: dict[str, Any] | None = None,
                  wallets: dict[str, Any] | None = None, klines: KlineSource | None = None) -> None:
@@ -29,30 +37,37 @@ class Venues:
         self._lock = threading.Lock()
 
     def get(self, account_id: str = "main"):
-        """The account's ``Venue`` adapter (futures + spot clients)."""
+        """The account's ``Venue`` adapter (futures + spot clients); ``UnknownAccount`` if it has none."""
         with self._lock:
             v = self._clients.get(account_id)
             if v is None:
-                from chimera.venues.binance.adapter import venue_from_settings
+                from chimera.venues.binance.adapter import venue_for_account
 
-                v = self._clients[account_id] = venue_from_settings(self._need_settings(), account_id)
+                v = self._clients[account_id] = venue_for_account(self._need_settings(account_id),
+                                                                  self._account(account_id))
             return v
 
     def wallet(self, account_id: str = "main"):
-        """The account's wallet REST client (universal transfers)."""
+        """The account's wallet REST client (universal transfers); ``UnknownAccount`` if it has none."""
         with self._lock:
             w = self._wallets.get(account_id)
             if w is None:
-                from chimera.venues.accounts import load_accounts
                 from chimera.venues.binance import wallet
 
-                settings = self._need_settings()
-                acc = next((a for a in load_accounts(settings.accounts_file or None, settings.venue)
-                            if a.account_id == account_id and a.enabled), None)
-                if acc is None:
-                    raise FatalError(f"account {account_id!r} is missing or disabled in the accounts file")
-                w = self._wallets[account_id] = wallet.wallet_rest(settings.venue_url, acc.api_key, acc.api_secret)
+                acc = self._account(account_id)
+                w = self._wallets[account_id] = wallet.wallet_rest(self._need_settings(account_id).venue_url,
+                                                                   acc.api_key, acc.api_secret)
             return w
+
+    def _account(self, account_id: str):
+        """The enabled account from the accounts file, read afresh (only on a client's first use)."""
+        from chimera.venues.accounts import find_account
+
+        settings = self._need_settings(account_id)
+        acc, why = find_account(settings.accounts_file or None, settings.venue, account_id)
+        if acc is None:
+            raise UnknownAccount(f"account {account_id!r} {why}: refused, nothing was sent to any account")
+        return acc
 
     def klines(self, symbol: str, start_ms: int, end_ms: int) -> list:
         """Closed futures 1m klines with ``start_ms <= open_time < end_ms`` (public market data)."""
@@ -80,7 +95,10 @@ class Venues:
 
         return load
 
-    def _need_settings(self):
+    def _need_settings(self, account_id: str = "main"):
         if self.settings is None:
+            if self._clients or self._wallets:  # handed ready clients (in-process): others are unknown
+                raise UnknownAccount(f"account {account_id!r} has no venue client here "
+                                     f"(known: {', '.join(sorted({*self._clients, *self._wallets}))})")
             raise FatalError("no venue client was given and no settings to build one from")
         return self.settings

@@ -134,6 +134,7 @@ class Decision(Message, frozen=True, tag="decision"):
     sl_mult: float = 1.0
     reason: str = ""
     model_p: float | None = None
+    account_id: str = ""  # the account the decision trades ("" = the envelope's)
 
 
 class OrderIntent(Message, frozen=True, tag="order_intent"):
@@ -156,6 +157,9 @@ class OrderIntent(Message, frozen=True, tag="order_intent"):
     parent_intent_id: str = ""
     bundle_id: str = ""  # the bundle and rev whose decision this is (S3 sets them; results are attributed by them)
     config_rev: int = 0
+    # The venue account to trade on. "" = the envelope's; when both name one they must agree (S4
+    # dead-letters a mismatch rather than guess which account was meant).
+    account_id: str = ""
 
 
 # --- S4: order commands and results ---------------------------------------------------------
@@ -213,6 +217,7 @@ class VenueReport(Message, frozen=True, tag="venue_report"):
     reduce_only: bool = False
     is_maker: bool = False
     ts: int = 0
+    position_side: str = "BOTH"  # Binance "ps": BOTH (one-way mode) | LONG | SHORT (hedge mode)
 
 
 # --- S6: positions ----------------------------------------------------------------------------

@@ -58,3 +58,13 @@ def load_accounts(path: str | None, venue: str = "paper") -> list[Account]:
     if not any(a.account_id == "main" for a in out):
         raise FatalError(f"{path}: an account with account_id 'main' is required")
     return out
+
+
+def find_account(path: str | None, venue: str, account_id: str) -> tuple[Account | None, str]:
+    """``(account, "")`` when ``account_id`` is listed and enabled, else ``(None, why)``."""
+    acc = next((a for a in load_accounts(path, venue) if a.account_id == account_id), None)
+    if acc is None:
+        return None, f"is not in the accounts file ({path or 'paper defaults: main, sub1'})"
+    if not acc.enabled:
+        return None, f"is disabled in the accounts file ({path})"
+    return acc, ""

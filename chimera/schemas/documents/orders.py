@@ -80,8 +80,8 @@ class IntentDoc(_Doc, frozen=True):
 
     @classmethod
     def new(cls, oi: OrderIntent, now_ms: int, account_id: str = "main") -> IntentDoc:
-        fields = msgspec.structs.asdict(oi)
-        return cls(**fields, account_id=account_id, phase="NEW", created_at=now_ms, updated_at=now_ms)
+        fields = {**msgspec.structs.asdict(oi), "account_id": account_id}
+        return cls(**fields, phase="NEW", created_at=now_ms, updated_at=now_ms)
 
     @property
     def reducing(self) -> bool:
@@ -126,6 +126,7 @@ class OrderLeg(_Doc, frozen=True):
     top3_at_send: BookLevels | None = None
     best_bid: Decimal | None = None
     best_ask: Decimal | None = None
+    account_id: str = "main"  # the intent's account: the venue account holding this order
 
     @property
     def key(self) -> str:
@@ -154,6 +155,7 @@ class FillDoc(_Doc, frozen=True):
     purpose: str | None = None
     pos_id: str = ""
     ts: int = 0
+    account_id: str = "main"
 
 
 class GuardStop(_Doc, frozen=True):

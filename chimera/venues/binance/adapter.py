@@ -458,6 +458,11 @@ def venue_from_settings(settings, account_id: str = "main", timeout_ms: int = 50
     acc = accounts.get(account_id)
     if acc is None or not acc.enabled:
         raise FatalError(f"account {account_id!r} is missing or disabled in the accounts file")
+    return venue_for_account(settings, acc, timeout_ms)
+
+
+def venue_for_account(settings, acc, timeout_ms: int = 5000) -> Venue:
+    """The clients of one account (``chimera.venues.accounts.Account``): the caller picked and checked it."""
     if settings.venue == "paper":
         fut_url = spot_url = settings.venue_url
     else:
