@@ -86,7 +86,7 @@ def redis_fetch(r, key: str):
         if raw is None:
             raise LookupError(f"{key} is not set: no venue is publishing its replay clock")
         doc = json.loads(raw)
-        speed = float(doc.get("speed") or 0)
+        speed = -1.0 if doc.get("speed") == "max" else float(doc.get("speed") or 0)
         # Paced or "max": the venue moves only when the pipeline has caught up; never extrapolate.
         return int(doc["time_ms"]), (0.0 if doc.get("paced") or speed < 0 else speed)
 

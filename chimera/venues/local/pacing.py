@@ -10,7 +10,14 @@ market minute) at a time; before the next step it waits until
   nothing pending and no lag,
 
 so a decision reaches the venue in the market minute it would live, however slow the pipeline is
-(issue 12 item 3). A step that does not drain within ``timeout_s`` is let go with a warning and
+(issue 12 item 3).
+
+Timers fire in market time too: a step also ends at the earliest armed timer of Chimera's
+due-queue (``sched:{due}``): the venue replays the events before its due time, moves its clock to
+it, publishes that time (``ClockPublisher``, the workers' ``CHIMERA_CLOCK=follow``), and waits until
+the scheduler, following that clock, has fired every timer due by then and the pipeline has
+drained what they started. So a 3 s maker window is 3 s of market time, as in the in-process
+backtest, where a timer due at or before an event fires before it. A step that does not drain within ``timeout_s`` is let go with a warning and
 counted (``pace.timeouts`` in ``GET /chimera/v1/clock``): a role that is not running must not stop
 the replay for ever.
 """
@@ -82,6 +89,55 @@ class DrainGate:
         if busy:
             logger.trace("pace: waiting for {}", busy)
         return not busy
+
+    def next_due(self) -> int | None:
+        """Due time of the earliest armed timer of the due-queue, or None."""
+        head = self.r.zrange(keys.SCHED_DUE, 0, 0, withscores=True)
+        return int(head[0][1]) if head else None
+
+    def timers_fired(self, now_ms: int) -> bool:
+        """No timer due at or before ``now_ms`` is still waiting for the scheduler."""
+        return not self.r.zrangebyscore(keys.SCHED_DUE, 0, now_ms, start=0, num=1)
+
+    def close(self) -> None:
+        try:
+            self.r.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class ClockPublisher:
+    """Writes the venue's replay time to ``replay:{clock}`` for workers with ``CHIMERA_CLOCK=follow``.
+
+    Throttled to one write per ``every_s`` of wall time unless forced (a paced step's end, a manual
+    advance, a speed change): between writes a follower extrapolates at xN, or, paced or at "max",
+    holds the last value, which is exactly where a paced venue waits.
+    """
+
+    def __init__(self, redis_url: str, key: str = keys.REPLAY_CLOCK, every_s: float = 0.02) -> None:
+        from chimera.streams.redis import connect
+
+        self.r = connect(redis_url)
+        self.key = key
+        self.every_s = every_s
+        self._last: tuple | None = None
+        self._at = 0.0
+
+    def publish(self, time_ms: int, speed: float, *, paced: bool, done: bool, force: bool = False) -> None:
+        import json
+        import time
+
+        state = (int(time_ms), float(speed), bool(paced), bool(done))
+        now = time.monotonic()
+        if state == self._last or (not force and now - self._at < self.every_s):
+            return
+        try:
+            self.r.set(self.key, json.dumps({"time_ms": state[0], "speed": "max" if speed < 0 else speed,
+                                             "paced": paced, "done": done}))
+        except Exception as exc:  # noqa: BLE001 - Redis away: the followers hold their last value
+            logger.warning("replay clock not published: {}", exc)
+            return
+        self._last, self._at = state, now
 
     def close(self) -> None:
         try:

@@ -79,6 +79,9 @@ class VenueConfig:
     pace_redis_url: str = ""
     pace_step_ms: int = 60_000
     pace_timeout_s: float = 30.0
+    # Publish the replay time on this Redis (replay:{clock}) for workers with CHIMERA_CLOCK=follow;
+    # implied by pace_redis_url.
+    clock_redis_url: str = ""
 
 
 class VenueServer:
@@ -112,6 +115,13 @@ class VenueServer:
             from ..pacing import DrainGate
 
             self.gate = DrainGate(cfg.pace_redis_url, self.info.rules[FUTURES], timeout_s=cfg.pace_timeout_s)
+        self.clock_pub = None
+        self._step_timer = False  # the current paced step ends at a timer's due time
+        if cfg.clock_redis_url or cfg.pace_redis_url:
+            from ..pacing import ClockPublisher
+
+            self.clock_pub = ClockPublisher(cfg.clock_redis_url or cfg.pace_redis_url)
+            self.publish_clock(force=True)
 
     # -- state ---------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -138,6 +148,11 @@ class VenueServer:
         self._dirty = False
 
     # -- replay ----------------------------------------------------------------------------------
+    def publish_clock(self, force: bool = False) -> None:
+        if self.clock_pub is not None:
+            self.clock_pub.publish(self.clock.time_ms, self.clock.speed, paced=self.gate is not None,
+                                   done=self.clock.done, force=force)
+
     def process_next(self) -> None:
         ev = self.feed.pop()
         self.clock.time_ms = max(self.clock.time_ms, ev.time)
@@ -175,6 +190,7 @@ class VenueServer:
             self.clock.time_ms = max(self.clock.time_ms, to_ms)
         self.clock.done = self.feed.peek() is None
         self.clock.reanchor()
+        self.publish_clock(force=True)
         if n:
             self.save_state()
 
@@ -210,21 +226,23 @@ class VenueServer:
                 if raw.get("kline") and raw["kline"][7] and ev.market == FUTURES:
                     self._step_closed.add(ev.symbol)
                 self.process_next()
+            self.publish_clock()
             await asyncio.sleep(0)
 
     async def _paced(self, next_ms: int) -> bool:
         """May the driver replay the event at ``next_ms``? Inside the current step: yes. At the next
         step: once the frames are out and the pipeline drained (or the wait timed out)."""
-        step = max(self.pace["step_ms"], 1)
-        if self._step_end is None or next_ms < self._step_end:
-            if self._step_end is None:
-                self._step_end = (next_ms // step + 1) * step
+        if self._step_end is None:
+            self._step_end = await asyncio.to_thread(self._next_step_end, next_ms)
+        if next_ms < self._step_end:
             return True
         if self._wait_since is None:
             self._wait_since = time.monotonic()
+            if self._step_timer:  # the market reaches the timer's due time before the next event
+                self.clock.time_ms = max(self.clock.time_ms, self._step_end)
+            self.publish_clock(force=True)
         waited = time.monotonic() - self._wait_since
-        drained = self.hub.backlog() == 0 and await asyncio.to_thread(self.gate.drained, self._step_end,
-                                                                      set(self._step_closed))
+        drained = self.hub.backlog() == 0 and await asyncio.to_thread(self._drained, set(self._step_closed))
         if not drained and waited < self.gate.timeout_s:
             return False
         if not drained:
@@ -235,8 +253,21 @@ class VenueServer:
         self.pace["waited_ms"] += int(waited * 1000)
         self._wait_since = None
         self._step_closed.clear()
-        self._step_end = (next_ms // step + 1) * step
+        self._step_end = await asyncio.to_thread(self._next_step_end, next_ms)
         return True
+
+    def _next_step_end(self, next_ms: int) -> int:
+        """End (exclusive) of the step starting with the event at ``next_ms``: the end of its step
+        (a market minute by default), or sooner, the due time of the earliest armed timer: the events
+        before it are replayed, then the timer fires (a timer due at or before an event fires first)."""
+        step = max(self.pace["step_ms"], 1)
+        end = (next_ms // step + 1) * step
+        due = self.gate.next_due()
+        self._step_timer = due is not None and due < end
+        return max(due, next_ms) if self._step_timer else end
+
+    def _drained(self, closed: set[str]) -> bool:
+        return self.gate.timers_fired(self.clock.time_ms) and self.gate.drained(self._step_end, closed)
 
     async def _wait(self, timeout: float) -> None:
         try:
@@ -401,6 +432,9 @@ class VenueServer:
         self.save_state()
         if self.gate is not None:
             self.gate.close()
+        if self.clock_pub is not None:
+            self.publish_clock(force=True)
+            self.clock_pub.close()
 
     async def _clock(self, request):
         body = self.clock.as_json()
@@ -415,6 +449,7 @@ class VenueServer:
             self.clock.set_speed(-1.0 if speed == "max" else float(speed))
         if "advance_to_ms" in body or "advance_events" in body:
             self.advance(body.get("advance_to_ms"), body.get("advance_events"))
+        self.publish_clock(force=True)
         self._wake.set()
         return web.json_response(self.clock.as_json())
 
