@@ -218,6 +218,7 @@ class VenueReport(Message, frozen=True, tag="venue_report"):
     is_maker: bool = False
     ts: int = 0
     position_side: str = "BOTH"  # Binance "ps": BOTH (one-way mode) | LONG | SHORT (hedge mode)
+    position_side: str = "BOTH"  # Binance "ps": BOTH (one-way mode) | LONG | SHORT (hedge mode)
 
 
 # --- S6: positions ----------------------------------------------------------------------------

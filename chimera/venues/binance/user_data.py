@@ -51,7 +51,8 @@ def normalize_order_update(d: dict) -> VenueReport:
         qty=D(o.get("q")), price=D(o.get("p")), cum_qty=D(o.get("z")), last_qty=D(o.get("l")),
         last_price=D(o.get("L")), commission=D(o.get("n")), commission_asset=o.get("N") or "",
         trade_id=int(o.get("t") or 0), realized_pnl=D(o.get("rp")), reduce_only=bool(o.get("R")),
-        is_maker=bool(o.get("m")), ts=int(o.get("T") or d.get("T") or d.get("E") or 0))
+        is_maker=bool(o.get("m")), ts=int(o.get("T") or d.get("T") or d.get("E") or 0),
+        position_side=o.get("ps") or "BOTH")
 
 
 def normalize_execution_report(d: dict) -> VenueReport:
@@ -91,7 +92,8 @@ def trade_report(market: str, order: dict, trade: dict, cum_qty: Decimal) -> Ven
         price=D(order.get("price")), cum_qty=cum_qty, last_qty=D(trade["qty"]), last_price=D(trade["price"]),
         commission=D(trade.get("commission")), commission_asset=trade.get("commissionAsset") or "",
         trade_id=int(trade["id"]), realized_pnl=D(trade.get("realizedPnl")), reduce_only=bool(order.get("reduceOnly")),
-        is_maker=bool(trade.get("maker", trade.get("isMaker"))), ts=int(trade["time"]))
+        is_maker=bool(trade.get("maker", trade.get("isMaker"))), ts=int(trade["time"]),
+        position_side=trade.get("positionSide") or "BOTH")
 
 
 def new_report(market: str, order: dict) -> VenueReport:
