@@ -86,6 +86,7 @@ class FundingEvent(Message, frozen=True, tag="funding"):
     rate: Decimal
     settled: bool = False
     amount_usdt: Decimal | None = None  # for settlements booked against an account
+    tran_id: str = ""  # the venue's income row of a settlement (S6 books each once)
 
 
 class AccountStreamStatus(Message, frozen=True, tag="account_stream_status"):
@@ -217,7 +218,6 @@ class VenueReport(Message, frozen=True, tag="venue_report"):
     reduce_only: bool = False
     is_maker: bool = False
     ts: int = 0
-    position_side: str = "BOTH"  # Binance "ps": BOTH (one-way mode) | LONG | SHORT (hedge mode)
     position_side: str = "BOTH"  # Binance "ps": BOTH (one-way mode) | LONG | SHORT (hedge mode)
 
 

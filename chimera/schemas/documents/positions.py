@@ -157,6 +157,10 @@ class Position(_Doc, frozen=True):
     realized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
     funding: Decimal = ZERO
+    # venue trades (``<symbol>:<trade id>``) and funding settlements (``<account>:<tranId>``) whose figures are
+    # in realized_pnl / fees / funding: each counted once however often it is delivered (positions.money)
+    booked_trades: tuple[str, ...] = ()
+    booked_funding: tuple[str, ...] = ()
     # SPOT (positions/spot.py): the venue orders protecting it and its money in the quote asset, where
     # realized_pnl is net of every fee (quote received - quote paid) and fees values base-asset fees at
     # their trade's price
