@@ -149,7 +149,7 @@ def _size_and_reserve(sig, ctx, cfg: StrategyConfig, risk, base: DecisionRecord,
     if got != OK:
         return replace(base, reason=got), None
     intent = build_intent(intent_id=intent_id, pos_id=pos_id, signal_id=sig.signal_id, symbol=sig.symbol,
-                          side=base.side, sizing=cfg.sizing, sized=sized)
+                          side=base.side, sizing=cfg.sizing, sized=sized, bundle_id=cfg.bundle_id, config_rev=cfg.rev)
     record_open(ctx.store, pos_id=pos_id, signal_id=sig.signal_id, intent_id=intent_id, symbol=sig.symbol,
                   side=base.side, market=cfg.sizing.market, qty=str(sized.qty), margin_usdt=str(sized.margin),
                   now_ms=sig.as_of, config_rev=cfg.rev)
