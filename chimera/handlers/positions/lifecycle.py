@@ -53,6 +53,7 @@ def pending(ctx: Context, res: OrderResult, intent: dict) -> Position:
         pos_id=pos_id_of(res), symbol=res.symbol, side=res.side or intent.get("side") or "BUY",
         market=intent.get("market", "FUT"), account_id=intent.get("account_id", "main"),
         entry_intent_id=res.intent_id, signal_id=intent.get("signal_id", ""),
+        bundle_id=intent.get("bundle_id") or "", config_rev=int(intent.get("config_rev") or 0),
         leverage=int(intent.get("leverage") or 20)))
 
 
