@@ -3,7 +3,10 @@
 Starts (each as its own process, like production): ``redis-server`` (unless CHIMERA_REDIS_URL is
 set; AOF on, so a second run resumes), the local venue replaying the shipped real sample (state
 file, so it resumes too), the scheduler, and every role that is built. Shows a progress bar for
-the replay and a live line of what the system is doing, and each worker's /metrics address.
+the replay and a live line of what the system is doing, and each worker's /metrics address. The
+first run also creates the gateway's signing key (``CHIMERA_SECRETS_FILE``, default
+``<data-dir>/secrets.json``) and user ``admin`` with a one-time password, printed once with the UI
+address.
 
 Ctrl-C stops in dependency order: the workers first (SIGTERM: each finishes the entry in hand and
 acks it while Redis is still there), then the venue, then Redis (which writes its AOF on the way
@@ -26,8 +29,9 @@ from pathlib import Path
 from chimera.errors import FatalError
 from chimera.workers.registry import ROLES, is_built
 
-# Start order: producers last, so consumers have their groups before the data flows.
-ROLE_ORDER = ("scheduler", "s6", "s4", "s5", "s3", "s2", "s1", "s12")
+# Start order: producers last, so consumers have their groups before the data flows (S11 and the
+# notifier watch everything, the research roles S7-S10 consume what S3/S6 publish).
+ROLE_ORDER = ("scheduler", "s11", "notifier", "s10", "s9", "s8", "s7", "s6", "s4", "s5", "s3", "s2", "s1", "s12")
 # Stop order: what depends on something stops before it. Workers, then the venue, then Redis.
 INFRA = ("venue", "redis")
 STOP_BUDGET_S = 4.0  # all of it (the process exit follows); what outlives its share is killed
@@ -150,6 +154,20 @@ def _ensure_active_bundle(store_url: str) -> None:
     store.close()
 
 
+def _first_admin(store_url: str, env: dict) -> str | None:
+    """The first run creates user ``admin`` with a one-time password (to be changed at first sign-in)
+    and the gateway's signing key in the secrets file; later runs return None."""
+    from chimera.gateway.auth import ensure_first_admin, load_auth_config
+    from chimera.store import open_store
+
+    load_auth_config(env)  # writes the JWT key into CHIMERA_SECRETS_FILE now, not racing the gateway
+    store = open_store(store_url)
+    try:
+        return ensure_first_admin(store, env=env, now_ms=int(time.time() * 1000))
+    finally:
+        store.close()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -170,6 +188,8 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
     env["CHIMERA_API_PORT"] = str(api_port)
     env.setdefault("CHIMERA_LOG_JSON", "1")
     env.setdefault("CHIMERA_USER_DATA", "1")  # S1 follows fills and stop triggers at the venue
+    # The gateway's JWT key and the first admin's password (if given) live here, mode 0600.
+    env.setdefault("CHIMERA_SECRETS_FILE", str(root / "secrets.json"))
     def interrupt(_signum, _frame):
         stack.signalled_at = time.monotonic()
         raise KeyboardInterrupt
@@ -182,6 +202,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         if "CHIMERA_REDIS_URL" not in os.environ:
             env["CHIMERA_REDIS_URL"] = _start_redis(stack, redis_port)
         _ensure_active_bundle(env["CHIMERA_STORE_URL"])
+        admin_password = _first_admin(env["CHIMERA_STORE_URL"], env) if is_built("s12") else None
         cli = [sys.executable, "-m", "chimera.ops.cli"]
         stack.start("venue", [*cli, "venue", "serve", "--port", str(venue_port), "--speed", str(speed),
                               "--state", str(root / "venue-state.json")], env)
@@ -201,7 +222,11 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         print(f"  venue   http://127.0.0.1:{venue_port}  (Binance REST/WS on loopback, replay x{speed:g})")
         print(f"  roles   {', '.join(f'{c} {names[c]}' for c in started)}")
         if "s12" in started:
+            print(f"  UI      http://127.0.0.1:{api_port}/ui")
             print(f"  API     http://127.0.0.1:{api_port}  (OpenAPI: http://127.0.0.1:{api_port}/schema)")
+            if admin_password:
+                print(f"  first sign-in: user admin, one-time password {admin_password} (shown once; replace "
+                      "it: POST /v1/auth/password)")
         for code in started:
             if code != "s12":
                 print(f"  {code:<7} http://127.0.0.1:{metrics[code]}/metrics  (/health, /ready)")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from chimera.ops.up import ROLE_ORDER
+from chimera.workers.registry import is_built
 from tests.support.polling import wait_until
 from tests.support.redis_servers import free_port
 
@@ -38,8 +40,24 @@ def test_up_prints_worker_addresses_and_stops_in_order_within_5s(tmp_path):
         wait_until(lambda: up.poll() is not None or any("Ctrl-C stops everything" in line for line in out),
                    timeout=240, interval=0.1, message="chimera up started")
         assert up.poll() is None, "".join(out)
-        addresses = dict(re.findall(r"^  (s\d+|scheduler)\s+(http://127\.0\.0\.1:\d+)/metrics", "".join(out), re.M))
-        assert {"scheduler", "s4", "s6"} <= set(addresses), "".join(out)
+        addresses = dict(re.findall(r"^  (s\d+|scheduler|notifier)\s+(http://127\.0\.0\.1:\d+)/metrics",
+                                    "".join(out), re.M))
+        # Every built role runs (the gateway answers on the API port instead of a metrics line).
+        assert set(addresses) == {c for c in ROLE_ORDER if is_built(c)} - {"s12"}, "".join(out)
+        assert {"s7", "s8", "s9", "s10", "s11", "notifier"} <= set(addresses)
+        text = "".join(out)
+        assert f"  UI      http://127.0.0.1:{api}/ui" in text, text
+        password = re.search(r"first sign-in: user admin, one-time password (\S+)", text)
+        assert password, text
+        # The printed password is the admin's: the gateway signs them in (and says it must be changed).
+        login = wait_until(lambda: _post(f"http://127.0.0.1:{api}/v1/auth/login",
+                                         {"username": "admin", "password": password.group(1)}),
+                           timeout=60, message="gateway login")
+        assert login.status_code == 200 and login.json()["must_change"] is True, login.text
+        # Shown once on the terminal, never written to a log.
+        assert not [p.name for p in Path(tmp_path, "logs").glob("*.log") if password.group(1) in p.read_text()]
+        secrets_file = Path(tmp_path, "secrets.json")
+        assert secrets_file.stat().st_mode & 0o077 == 0 and "jwt_secret" in secrets_file.read_text()
         for role, url in addresses.items():
             page = wait_until(lambda url=url: _get(f"{url}/metrics"), timeout=60, message=f"{role} /metrics")
             assert page.status_code == 200 and "chimera_" in page.text, role
@@ -74,6 +92,13 @@ def test_up_prints_worker_addresses_and_stops_in_order_within_5s(tmp_path):
 def _get(url: str):
     try:
         return httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return None
+
+
+def _post(url: str, body: dict):
+    try:
+        return httpx.post(url, json=body, timeout=5)
     except httpx.TransportError:
         return None
 
