@@ -128,11 +128,13 @@ def reduce(ctx: Context, pos: Position, client_order_id: str, cum_qty: Decimal, 
     if delta <= 0 or not pos.is_open:
         return pos, []
     fills_out = {**pos.fills_out, client_order_id: cum_qty}
+    # The event carries S6's estimate; the document's realized PnL is the venue's, booked per trade from its
+    # reports (positions.money), so the books match the venue to 1e-8 USDT.
     pnl = pos.realized_pnl
     if price is not None and pos.entry_price is not None:
         pnl += (price - pos.entry_price) * min(delta, pos.qty) * pos.direction
     left = pos.qty - delta
-    pos = replace(pos, fills_out=fills_out, realized_pnl=pnl)
+    pos = replace(pos, fills_out=fills_out)
     if left <= 0:
         return close(ctx, pos, exit_price=price, exit_intent_id=exit_intent_id, reason=EXIT_REASON.get(purpose, "EXIT"),
                      source=source)

@@ -9,7 +9,7 @@ S4 as ``SubmitOrder`` / ``CancelOrder`` with intent ids derived from the pos_id 
 
 from __future__ import annotations
 
-from chimera.handlers.positions import manage, marks, reports, results, tick
+from chimera.handlers.positions import manage, marks, reports, results, spot, tick
 from chimera.handlers.positions.common import retrying
 from chimera.handlers.positions.lifecycle import pos_id_of
 from chimera.schemas.envelope import Envelope
@@ -54,10 +54,10 @@ def _skip(env: Envelope, ctx: Context) -> list:
 _SKIP = Route(_skip, idem=None)
 
 ROUTES = {
-    OrderResult: Route(retrying(results.on_result), lock=_result_lock),
+    OrderResult: Route(retrying(spot.or_futures_result(results.on_result)), lock=_result_lock),
     ManagePositions: Route(retrying(_manage), lock=_manage_lock),
     # The report names no position (a store read finds it): the version compare-and-set orders it.
-    VenueReport: Route(retrying(reports.on_report)),
+    VenueReport: Route(retrying(spot.or_futures_report(reports.on_report))),
     MarkPrice: Route(marks.on_mark),
     **{t: _SKIP for t in (BookTicker, Trade, Kline, DepthLevels, FundingEvent)},
 }
