@@ -26,6 +26,7 @@ from chimera.handlers.router.role import SPEC as S4
 from chimera.handlers.strategy.role import SPEC as S3
 from chimera.ops.settings import Settings
 from chimera.ports.wiring import memory_ports
+from chimera.schemas.messages import FundingEvent
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.venues.local.engine.futures import QUOTE
@@ -85,10 +86,17 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
     acc = ex.engine.accounts[ACCOUNT]
     _start(rt)
 
+    income_seen = [0]
+
     def pump() -> None:
         while reports := ex.drain_reports():
             for rep, key, account in reports:
                 rt.publish(keys.VENUE_REPORTS, rep, key, account, event_time=rep.ts)
+            rt.run()
+        if len(ex.engine.income) > income_seen[0]:
+            for row in funding_settled(ex, income_seen):
+                rt.publish(keys.POS_COMMANDS, row, f"funding:{ACCOUNT}:{row.tran_id}", ACCOUNT,
+                           event_time=row.funding_time)
             rt.run()
 
     total = len(feed)
@@ -117,6 +125,15 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
     if progress is not None:
         progress(total, total)
     return out
+
+
+def funding_settled(ex: InProcessExchange, seen: list[int]) -> list[FundingEvent]:
+    """The account's new FUNDING_FEE income rows as S1 publishes them for S6 (``feeds/user_data``)."""
+    rows = ex.engine.income[seen[0]:]
+    seen[0] += len(rows)
+    rate = {s: m.funding_rate for s, m in ex.engine.markets[FUTURES].items()}
+    return [FundingEvent(symbol=i.symbol, funding_time=i.time, rate=rate[i.symbol], settled=True, amount_usdt=i.income,
+                         tran_id=str(i.tran_id)) for i in rows if i.account == ACCOUNT and i.income_type == "FUNDING_FEE"]
 
 
 def _equity(ex: InProcessExchange, acc, t: int) -> EquityPoint:

@@ -25,7 +25,8 @@ stream → VenueReport / funding_records, with keep-alive, expiry handling and a
   expiries missed meanwhile are not read back here: S5's reconciliation covers them.
 * FUT ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE`` → the FUNDING_FEE income rows since the account's cursor
   (``s1:{funding}:cursor:<account>``) become ``funding_records/<account>:<tranId>`` (insert-if-absent:
-  idempotent), with the rate from the funding-rate history when the venue has it.
+  idempotent), with the rate from the funding-rate history when the venue has it; each new one also goes to
+  S6 as a settled ``FundingEvent`` on ``pos:{commands}`` (the positions that held it carry it).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from chimera.errors import FatalError
 from chimera.feeds.backoff import Backoff, is_auth_error
 from chimera.feeds.market import close_quietly, sdk_streams_client
 from chimera.feeds.sdk_loop import LoopThread
-from chimera.schemas.messages import OpsEvent, VenueReport
+from chimera.schemas.messages import FundingEvent, OpsEvent, VenueReport
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import user_data as ud
@@ -272,6 +273,13 @@ class UserDataConnector:
 
     # --- funding (FUT) -------------------------------------------------------------------------------------
 
+    def publish_funding(self, doc: dict) -> None:
+        """S6 puts each settlement on the positions that held it (``positions.money``, complete accounting)."""
+        ev = FundingEvent(symbol=doc["symbol"], funding_time=doc["funding_time"], rate=ud.D(doc.get("rate") or 0),
+                          settled=True, amount_usdt=ud.D(doc["amount_usdt"]), tran_id=doc["tran_id"])
+        self.producer.publish(keys.POS_COMMANDS, ev, f"funding:{self.account_id}:{doc['tran_id']}", self.account_id,
+                              event_time=doc["funding_time"])
+
     def sync_funding(self, event_ms: int) -> int:
         cursor_key = keys.s1_funding_cursor(self.account_id)
         raw = self.r.get(cursor_key)
@@ -291,6 +299,7 @@ class UserDataConnector:
                     doc["rate"] = None if rate is None else str(rate)
                     if self.store.insert_if_absent(FUNDING_RECORDS, f"{self.account_id}:{doc['tran_id']}", doc):
                         written += 1
+                        self.publish_funding(doc)
                 start = max(start, t)
             if len(rows) < 1000 or start == before:
                 break

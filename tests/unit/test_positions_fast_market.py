@@ -96,7 +96,12 @@ def test_an_adl_reported_by_the_venue_closes_the_position_with_the_venues_pnl_an
     [trade] = c.fut.trades(SYM, str(fo["orderId"]))
     pos = c.position("adl")
     assert (pos.state, pos.close_reason, pos.exit_price) == ("CLOSED", "ADL", Decimal(fo["avgPrice"]))
-    assert pos.realized_pnl == Decimal(trade["realizedPnl"]) and pos.fees == Decimal(trade["commission"])
+    # Its money is the venue's: the ADL trade's PnL and fee plus the entry's commission (complete accounting).
+    legs = [d for d in c.store.query("orders", {"intent_id": "adl"}) if d.get("venue_order_id")]
+    entry_fees = sum((Decimal(t["commission"]) for d in legs for t in c.fut.trades(SYM, d["venue_order_id"])),
+                     Decimal(0))
+    assert entry_fees > 0
+    assert pos.realized_pnl == Decimal(trade["realizedPnl"]) and pos.fees == Decimal(trade["commission"]) + entry_fees
     fill = c.store.get("fills", f"FUT:{SYM}:{trade['id']}")
     assert (fill["purpose"], fill["pos_id"], Decimal(fill["realized_pnl"])) == ("ADL", "adl", pos.realized_pnl)
     assert c.store.get("liquidations", f"main:{fo['orderId']}")["pos_ids"] == ["adl"]
