@@ -9,7 +9,7 @@ S4 as ``SubmitOrder`` / ``CancelOrder`` with intent ids derived from the pos_id 
 
 from __future__ import annotations
 
-from chimera.handlers.positions import manage, marks, reports, results, spot, tick
+from chimera.handlers.positions import manage, marks, money, reports, results, spot, tick
 from chimera.handlers.positions.common import retrying
 from chimera.handlers.positions.lifecycle import pos_id_of
 from chimera.schemas.envelope import Envelope
@@ -59,7 +59,10 @@ ROUTES = {
     # The report names no position (a store read finds it): the version compare-and-set orders it.
     VenueReport: Route(retrying(spot.or_futures_report(reports.on_report))),
     MarkPrice: Route(marks.on_mark),
-    **{t: _SKIP for t in (BookTicker, Trade, Kline, DepthLevels, FundingEvent)},
+    # A settled FundingEvent (S1, on pos:{commands}) goes onto the positions that held it; the perp stream's
+    # next-rate events are no-ops there. Each settlement is booked once per position (no marker needed).
+    FundingEvent: Route(money.on_funding_retrying, idem=None),
+    **{t: _SKIP for t in (BookTicker, Trade, Kline, DepthLevels)},
 }
 
 SPEC = HandlerSpec(role="s6", streams=_streams, routes=ROUTES, on_start=tick.on_start,
