@@ -20,3 +20,11 @@ def stagnated(samples: Sequence[tuple[int, float]], band: float, min_ms: int) ->
             break
         start = t
     return start is not None and end - start >= min_ms
+
+
+def running(since: int, t: int, roe: float, band: float, min_ms: int) -> tuple[int, bool]:
+    """``stagnated`` for a worker that keeps no samples (S6 keeps one number on the position): ``since`` is when
+    the current run of in-band samples began (0: the last sample was outside). Returns the new ``since`` and
+    whether the rule holds at ``t``: the same answer ``stagnated`` gives over every sample seen so far."""
+    since = (since or t) if abs(roe) <= band else 0
+    return since, bool(since) and min_ms > 0 and t - since >= min_ms

@@ -1,6 +1,7 @@
 """One position's management pass (``ManagePositions`` with ``pos_id``, under ``lock:{pos}:<pos_id>``).
 
-Order of the pass: kill-switch FLATTEN → mark, ROE, distance to liquidation → trailing target →
+Order of the pass: kill-switch FLATTEN → mark, ROE, distance to liquidation → the health grade's stop
+tightening (``multipliers.tighten``) → stagnation (STAGNATED once, for S8) → trailing target →
 take-profit rung → add-on (only when no rung is sent, no kill switch is set and the ladder has not
 started) → the stop follows the result; the position (with ``last_pass``) is written once, at the end,
 before the orders go out. Every decision is keyed by the position's own state (reached step, rung
@@ -9,10 +10,14 @@ number, add number, stop level), so running the pass twice on the same market se
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from chimera.handlers.autopsy.stagnation import running
 from chimera.handlers.positions import adds, ladder, marks, protection, stops, trailing
 from chimera.handlers.positions.common import (
     PE,
     Out,
+    event,
     filters,
     kill_mode,
     load,
@@ -23,7 +28,8 @@ from chimera.handlers.positions.common import (
 )
 from chimera.handlers.positions.lifecycle import write
 from chimera.handlers.positions.multipliers import current as multipliers
-from chimera.schemas.documents.positions import replace
+from chimera.handlers.positions.multipliers import tighten
+from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import ManagePositions
 from chimera.schemas.states import PositionStatus as P
@@ -52,7 +58,9 @@ def run(env: Envelope, ctx: Context) -> Out:
     if new.roe is not None and new.mark is not None:
         f = filters(ctx, pos.symbol)
         mult = multipliers(ctx)
-        new = replace(new, regime=mult.regime, health=mult.health)
+        new = replace(tighten(ctx, new, mult, f), regime=mult.regime, health=mult.health)
+        new, sent = stagnation(ctx, new)
+        out += sent
         if trailing.enabled(ctx):
             new = trailing.target(ctx, new, new.roe, mult, f)
         new, sent = ladder.decide(ctx, new, new.roe, new.move, f)
@@ -73,3 +81,20 @@ def run(env: Envelope, ctx: Context) -> Out:
         snapshot(ctx, stored, f"trail{stored.trail_step}")
     snapshot(ctx, stored, "latest")
     return out + sent
+
+
+def stagnation(ctx: Context, pos: Position) -> tuple[Position, Out]:
+    """``PositionChanged(STAGNATED)`` once, when |ROE| has stayed inside ``autopsy.stagnation_band`` for
+    ``autopsy.stagnation_ms`` (both > 0 to turn it on): the passes are the samples, the position keeps when
+    the current in-band run began (``flat_since``) and when it was announced (``stagnated_at``)."""
+    band = ctx.config.param("autopsy", "stagnation_band", Decimal(0))
+    min_ms = ctx.config.param("autopsy", "stagnation_ms", 0)
+    if band <= 0 or min_ms <= 0 or pos.stagnated_at or pos.roe is None:
+        return pos, []
+    now = ctx.now_ms()
+    since, hit = running(pos.flat_since, now, float(pos.roe), float(band), min_ms)
+    pos = replace(pos, flat_since=since)
+    if not hit:
+        return pos, []
+    pos = replace(pos, stagnated_at=now)
+    return pos, [event(pos, "STAGNATED", tag=str(since))]
