@@ -26,6 +26,7 @@ VENUE_SETTINGS = "venue_settings"  # leverage / margin type set per account and 
 
 # S5 reconciler
 LIQUIDATIONS = "liquidations"
+SPOT_BASELINES = "spot_baselines"  # <account_id>: spot holdings outside Chimera's positions (reconciler/spot.py)
 
 # S6 positions: the one record of a position
 POSITIONS = "positions"
