@@ -27,6 +27,7 @@ class Commit:
         self.group = group
         self.idem = idem
         self.crash_guard = crash_guard
+        self.traces = None  # workers/traces.Traces: the batch's execution traces, written with its effects
         self.clear()
 
     def clear(self) -> None:
@@ -105,6 +106,8 @@ class Commit:
                 scheduler.disarm(pipe, op[1])
         for idem in self.marks:
             self.idem.mark(pipe, idem)
+        if self.traces is not None:
+            self.traces.write(pipe)
 
     @staticmethod
     def _execute(pipe, with_read: bool = False):

@@ -34,6 +34,7 @@ from chimera.workers.handler import HandlerSpec
 from chimera.workers.locks import Lock
 from chimera.workers.logctx import ENTRY
 from chimera.workers.metrics import METRICS
+from chimera.workers.traces import Traces
 
 set_entry, reset_entry = ENTRY.set, ENTRY.reset
 
@@ -90,6 +91,9 @@ class EntryPipeline:
         self.context = context  # fence -> Context
         self.seen: set[str] = set()  # done-markers of this batch (prefetched, then added as entries finish)
         self.processed = 0
+        # Execution traces (workers/traces.py), queued on the batch's flush; settings.exec_traces=False turns them off.
+        self.traces = commit.traces = Traces(group, consumer) if getattr(settings, "exec_traces", True) else None
+        self.current: tuple = (None, 0)  # (envelope, handler start ms) of the entry in hand, for its ERROR trace
         self._m_dup = METRICS.processed.labels(role=spec.role, outcome=Outcome.DUPLICATE)
         self._m_retry = METRICS.processed.labels(role=spec.role, outcome=Outcome.RETRY)
 
@@ -117,6 +121,7 @@ class EntryPipeline:
     def process(self, stream: str, entry_id: str, fields: dict, env: Envelope | Exception, attempts: int, *,
                 redelivered: bool) -> str:
         if isinstance(env, Exception):
+            self.current = (env, 0)
             return self.dead(stream, entry_id, fields, f"undecodable: {env}", attempts, redelivered=redelivered)
         spec = self.spec
         idem = spec.idempotency(env) if spec.idempotency is not None else None
@@ -131,6 +136,7 @@ class EntryPipeline:
             if not lock.acquire(wait_ms=200):
                 return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
         ctx = self.context(lock.fence if lock else 0)
+        self.current = (env, started := ctx.clock.now_ms())
         ref = f"{stream}/{entry_id}" if redelivered else None  # crash-loop guard (crashguard.py)
         try:
             if ref and (crashes := self.crash_guard.take(ref, ctx.clock.now_ms())) >= self.settings.max_attempts:
@@ -163,9 +169,19 @@ class EntryPipeline:
             self.seen.add(idem)  # a later entry of this batch with the same key is a duplicate
         self.commit.ack(stream, entry_id, redelivered=redelivered)
         self.processed += 1
+        if self.traces is not None:
+            self.traces.done(env, stream, entry_id, started, ctx.clock.now_ms(), len(outputs))
         return Outcome.DONE
 
+    def _trace_error(self, stream: str, entry_id: str, reason: str, outcome: str) -> None:
+        if self.traces is not None:
+            env, started = self.current
+            now = self.context(0).clock.now_ms()
+            self.traces.error(env, stream, entry_id, started or now, now, reason, outcome)
+            self.current = (None, 0)
+
     def dead(self, stream, entry_id, fields, reason, attempts, *, redelivered: bool) -> str:
+        self._trace_error(stream, entry_id, reason, "dead")
         dead_letter(self.r, stream=stream, group=self.group, entry_id=entry_id, fields=fields, reason=reason,
                     attempts=attempts, consumer=self.consumer, now_ms=self.context(0).clock.now_ms())
         # Acked at once, not with the batch: a worker killed before its batch commits must not
@@ -179,6 +195,7 @@ class EntryPipeline:
         failures = self.crash_guard.count_failure(f"{stream}/{entry_id}")
         if failures >= self.settings.max_attempts:
             return self.dead(stream, entry_id, fields, reason, failures, redelivered=True)
+        self._trace_error(stream, entry_id, reason, "retry")
         logger.warning("entry {} {} failed (attempt {}): {}", stream, entry_id, attempts, reason.splitlines()[0])
         self._m_retry.inc()
         return Outcome.RETRY
