@@ -16,7 +16,8 @@ from chimera.workers.handler import HandlerSpec, Route
 
 # The metric streams producers write today (keys.metrics_stream(name)); a new metric name is added
 # here so S11's group reads it.
-METRIC_NAMES = ("s1.mkt_throughput", "s1.ws_rtt", "s2.regime_latency", "s3.model_auc", "s3.model_brier")
+METRIC_NAMES = ("s1.mkt_throughput", "s1.ws_rtt", "s2.regime_latency", "s3.model_auc", "s3.model_brier",
+                "s8.autopsy_latency")
 
 
 def _streams(_settings) -> list[str]:
