@@ -10,6 +10,7 @@ the health grade. Its own audit of a grade change is an
 from __future__ import annotations
 
 from chimera.handlers.health import alerts, series, tick
+from chimera.handlers.risk import mount as account_risk  # breaker samples + PROCESSING_LAG timers
 from chimera.schemas.messages import Alert, MetricEvent, OpsEvent, TimerFired
 from chimera.streams import keys
 from chimera.workers.handler import HandlerSpec, Route
@@ -35,9 +36,9 @@ ROUTES = {
     MetricEvent: Route(series.on_metric, lock=series.lock_scope, idem=None),  # the bucket de-duplicates
     Alert: Route(alerts.on_alert, lock=_alert_lock, idem=None),  # the document de-duplicates
     OpsEvent: Route(alerts.on_ops_event, lock=_alert_lock, idem=None),
-    TimerFired: Route(tick.on_tick, lock=lambda _env: "s11:grade"),
+    TimerFired: Route(account_risk.timers(tick.on_tick), lock=lambda _env: "s11:grade"),
 }
 
-SPEC = HandlerSpec(role="s11", streams=_streams, routes=ROUTES, on_start=tick.on_start,
+SPEC = HandlerSpec(role="s11", streams=_streams, routes=ROUTES, on_start=account_risk.starts(tick.on_start),
                    description="S11 metrics and health: metrics_timeseries, strategy_metrics_daily, alerts, "
                                "the health grade in prod:{health}:system:state")

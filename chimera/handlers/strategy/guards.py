@@ -56,3 +56,18 @@ def cooldown(cfg: StrategyConfig, last_sl_ms: int | None, as_of_ms: int) -> str 
     if cfg.cooldown_bars <= 0 or last_sl_ms is None:
         return None
     return "COOLDOWN_AFTER_SL" if 0 <= as_of_ms - last_sl_ms < cfg.cooldown_bars * cfg.bar_ms else None
+
+
+def breaker(level: str) -> str | None:
+    """The account's daily drawdown breaker (``chimera/risk/breaker.py``): SOFT and HARD refuse entries."""
+    return f"BREAKER_{level}" if level in ("SOFT", "HARD") else None
+
+
+def max_open_account(open_now: int, limit: int | None) -> str | None:
+    """At most ``limit`` live positions per account (S6's positions, adopted ones included)."""
+    return "MAX_OPEN_POSITIONS_ACCOUNT" if limit is not None and open_now >= limit else None
+
+
+def priority_replace(new_priority: float, old_priority: float) -> bool:
+    """Only a strictly higher-priority entry may close an older same-direction position (trading-ci)."""
+    return new_priority > old_priority
