@@ -16,14 +16,32 @@ def dec(x: Any) -> Decimal | None:
 
 
 def venue(ctx: Context, account_id: str = "main"):
-    """The account's venue client (``ctx.venues``: built once per worker)."""
+    """The account's venue client (``ctx.venues``: built once per worker). An account without an
+    enabled client raises ``UnknownAccount`` (permanent): never another account's client instead."""
     return ctx.venues.get(account_id)
 
 
-def kill_mode(ctx: Context) -> str | None:
-    """The kill switch's mode (HALT_NEW, REDUCE_ONLY, FLATTEN) or None when it is off."""
-    state = ctx.risk.kill_switch()
+def kill_mode(ctx: Context, account_id: str = "main") -> str | None:
+    """The mode (HALT_NEW, REDUCE_ONLY, FLATTEN) of the switch binding ``account_id`` (the stricter of
+    the global one and the account's own), or None when neither is up."""
+    state = ctx.risk.effective_kill_switch(account_id)
     return state.mode if state else None
+
+
+def account_of(env, named: str = "") -> str:
+    """The account a command acts on: what its payload names (``named``) and its envelope must agree.
+
+    ``named`` "" means the payload leaves it to the envelope. A payload naming another account than a
+    non-default envelope is a producer's bug: refused (dead letter with the reason), never guessed.
+    """
+    from chimera.errors import PermanentError
+
+    tagged = getattr(env, "account_id", "") or "main"
+    if not named:
+        return tagged
+    if tagged != named and tagged != "main":
+        raise PermanentError(f"account mismatch: the message names {named!r}, its envelope {tagged!r}")
+    return named
 
 
 def strategy_event(ctx: Context, kind: str, key: str, body: dict) -> None:

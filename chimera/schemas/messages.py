@@ -193,6 +193,7 @@ class OrderResult(Message, frozen=True, tag="order_result"):
     avg_price: Decimal | None = None
     reason: str = ""
     pos_id: str = ""
+    account_id: str = ""  # the intent's account (S4 sets it; "" from before accounts: main)
 
 
 class VenueReport(Message, frozen=True, tag="venue_report"):

@@ -107,14 +107,16 @@ def test_stale_store_order_and_position_are_closed(r, env, venue):
     assert rep["finished_at"] > 0
     assert [e.payload.kind for e in stream(r, keys.OPS_EVENTS)] == ["KILL_SWITCH_SET", "RECONCILE_DONE"]
     # The inconsistent run degraded trading to REDUCE_ONLY, with a TTL.
-    ks = decode_kill_switch(r.get(keys.KILL_SWITCH))
+    # (main's own switch: an inconsistent account degrades itself only; the global switch stays off)
+    ks = decode_kill_switch(r.get(keys.kill_switch_account("main")))
     assert (ks.mode, ks.set_by, ks.reason.split(":")[0]) == ("REDUCE_ONLY", "s5-reconciler", "RECONCILE_INCONSISTENT")
-    assert 170_000 < r.pttl(keys.KILL_SWITCH) <= 180_000  # 3 x the default 60 s period
+    assert 170_000 < r.pttl(keys.kill_switch_account("main")) <= 180_000  # 3 x the default 60 s period
+    assert r.get(keys.KILL_SWITCH) is None
     # A second run finds store and venue consistent (nothing open on either side) and lifts it.
     with ThreadWorker(S5_ON_DEMAND, r, s, "s5-a", store):
         again = reconcile(r, store, "run-stale-2")
     assert again["consistency"]["all"] == 1.0 and not again["closed"] and not again["fixed"]
-    assert again["consistent"] and r.get(keys.KILL_SWITCH) is None
+    assert again["consistent"] and r.get(keys.kill_switch_account("main")) is None
     assert [e.payload.kind for e in stream(r, keys.OPS_EVENTS)][-2:] == ["KILL_SWITCH_CLEARED", "RECONCILE_DONE"]
 
 
@@ -228,6 +230,7 @@ def test_an_operator_kill_switch_is_never_overridden_nor_lifted(r, env, venue):
     assert not bad["consistent"] and good["consistent"]
     ks = decode_kill_switch(r.get(keys.KILL_SWITCH))
     assert (ks.mode, ks.set_by) == ("HALT_NEW", "ops-alice") and r.pttl(keys.KILL_SWITCH) > 590_000
+    assert r.get(keys.kill_switch_account("main")) is None
     assert not [e for e in stream(r, keys.OPS_EVENTS) if e.payload.kind.startswith("KILL_SWITCH")]
 
 
@@ -265,7 +268,8 @@ def test_crash_in_pending_entry_is_adopted_within_one_cycle(r, env, venue):
             stop = wait_until(lambda: fut(venue).open_algo_orders("BTCUSDT"), timeout=20, message="stop armed")
             wait_until(lambda: runs(store)[-1]["consistent"] and runs(store)[-1]["finished_at"] > adopted["finished_at"],
                        timeout=10, message="a consistent run after the adoption")
-            lifted = wait_until(lambda: r.get(keys.KILL_SWITCH) is None, timeout=5, message="REDUCE_ONLY lifted")
+            lifted = wait_until(lambda: r.get(keys.kill_switch_account("main")) is None, timeout=5,
+                                message="REDUCE_ONLY lifted")
             # S6 finally sees the lost result: still exactly one stop (S4 de-duplicates by intent id).
             for _eid, fields in lost:
                 r.xadd(keys.ORD_RESULTS, fields)
@@ -304,7 +308,7 @@ def test_work_in_flight_is_deferred_not_repaired(r, env, venue):
     assert {(d["type"], d["ref"]) for d in rep["deferred"]} == {("order", cid), ("position", "BTCUSDT:BUY")}
     assert store.get("orders", "flight-1:mkt")["status"] == "SUBMITTED"
     assert venue_position(venue) == Decimal("0.010") and not stream(r, keys.ORD_COMMANDS)
-    assert r.get(keys.KILL_SWITCH) is None
+    assert r.get(keys.KILL_SWITCH) is None and r.get(keys.kill_switch_account("main")) is None
 
 
 def test_a_liquidated_position_is_booked_once_at_the_force_order_price(r, env, venue):

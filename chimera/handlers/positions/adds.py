@@ -59,7 +59,8 @@ def decide(ctx: Context, pos: Position, mark: Decimal, mult: Multipliers, f: Fil
     intent = market_intent(pos, f"add{k}", qty, "ADD", reduce=False)
     margin = margin_of(qty, mark, pos)
     try:
-        got = risk(ctx).increase(pos.pos_id, pos.symbol, intent.intent_id, margin, budget_usdt(ctx))
+        got = risk(ctx).increase(pos.pos_id, pos.symbol, intent.intent_id, margin, budget_usdt(ctx),
+                                 account_id=pos.account_id)
     except WrongSymbol as exc:
         raise PermanentError(f"add {k} of {pos.pos_id}: {exc}") from exc
     if got != OK:

@@ -140,14 +140,15 @@ def event(pos: Position, kind: str, tag: str = "", **kw) -> Emit:
 
 
 def submit(intent: OrderIntent) -> Emit:
-    return Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent.intent_id)
+    return Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent.intent_id, intent.account_id or "main")
 
 
 def market_intent(pos: Position, suffix: str, qty: Decimal, purpose: str, *, reduce: bool) -> OrderIntent:
     """A MARKET order for this position: ``<pos_id>:<suffix>`` makes a repeated decision the same intent."""
     return OrderIntent(intent_id=f"{pos.pos_id}:{suffix}", market="FUT", symbol=pos.symbol,
                        side=pos.close_side if reduce else pos.side, qty=qty, exec_policy="MARKET",
-                       purpose=purpose, reduce_only=reduce, pos_id=pos.pos_id, parent_intent_id=pos.entry_intent_id)
+                       purpose=purpose, reduce_only=reduce, pos_id=pos.pos_id, parent_intent_id=pos.entry_intent_id,
+                       account_id=pos.account_id)
 
 
 def filters(ctx: Context, symbol: str) -> Filters:
@@ -163,7 +164,7 @@ def risk(ctx: Context) -> Any:
     return port if port is not None else state_for(ctx)
 
 
-def kill_mode(ctx: Context) -> str | None:
-    """The kill switch's mode (HALT_NEW, REDUCE_ONLY, FLATTEN, ...) or None when it is off."""
-    state = risk(ctx).kill_switch()
+def kill_mode(ctx: Context, account_id: str = "main") -> str | None:
+    """The mode (HALT_NEW, REDUCE_ONLY, FLATTEN, ...) of the switch binding ``account_id`` (global or its own)."""
+    state = risk(ctx).effective_kill_switch(account_id)
     return state.mode if state else None

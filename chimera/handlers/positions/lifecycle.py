@@ -179,7 +179,7 @@ def after_write(ctx: Context, before: Position, after: Position) -> None:
 def release_budget(ctx: Context, pos: Position) -> None:
     """Give back S3's margin/concurrency reservation, adds included (idempotent per pos_id)."""
     try:
-        risk(ctx).release(pos.pos_id, pos.symbol)
+        risk(ctx).release(pos.pos_id, pos.symbol, pos.account_id)  # the account whose budget holds it
     except Exception as exc:  # noqa: BLE001 - a wrong-symbol reservation must surface, not block the close
         logger.error("budget release for {} failed: {}", pos.pos_id, exc)
 

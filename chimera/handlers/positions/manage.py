@@ -47,7 +47,7 @@ def run(env: Envelope, ctx: Context) -> Out:
         return out
     if tick.mark_price is not None and pos.mark_source == "event" and tick.mark_ts < pos.mark_ts:
         return []  # an older mark than the one the position was last managed on
-    mode = kill_mode(ctx)
+    mode = kill_mode(ctx, pos.account_id)
     if mode == "FLATTEN":
         new = moved(pos, PE.CLOSE_REQUESTED)
         write(ctx, pos, new)

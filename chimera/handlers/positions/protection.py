@@ -107,7 +107,7 @@ def place_take_profit(ctx: Context, pos: Position) -> tuple[Position, Out]:
 def _intent(pos: Position, tpo: TakeProfitOrder) -> OrderIntent:
     return OrderIntent(intent_id=tpo.intent_id, market="FUT", symbol=pos.symbol, side=pos.close_side, qty=tpo.qty,
                        exec_policy="STOP", purpose="TAKE_PROFIT", tp_price=tpo.price, reduce_only=True,
-                       pos_id=pos.pos_id, parent_intent_id=pos.entry_intent_id)
+                       pos_id=pos.pos_id, parent_intent_id=pos.entry_intent_id, account_id=pos.account_id)
 
 
 def is_order(pos: Position, intent_id: str) -> bool:

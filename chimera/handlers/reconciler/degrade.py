@@ -1,7 +1,9 @@
 """Degrade trading to REDUCE_ONLY while S5's last run is inconsistent, and lift it once a run is clean.
 
-The switch is the risk port's kill switch (``KillSwitchState``, TTL). S5 owns a switch only when
-``set_by`` is ``SET_BY``: it never overwrites or clears an operator's switch (any mode, any author).
+The switch is the reconciled account's own kill switch in the risk port (``KillSwitchState``, TTL):
+an inconsistent sub1 degrades sub1 only, main trades on. S5 owns a switch only when ``set_by`` is
+``SET_BY``: it never overwrites or clears an operator's switch (any mode, any author), and while an
+operator's switch binds the account (its own or the global one) S5 sets nothing.
 The TTL is refreshed by every inconsistent run, so a reconciler that stops running cannot leave
 trading degraded for longer than one TTL.
 
@@ -23,30 +25,31 @@ SET_BY = "s5-reconciler"
 REASON = "RECONCILE_INCONSISTENT"
 
 
-def _set_if_ours(port: Any, state: KillSwitchState, ttl_ms: int) -> int:
+def _set_if_ours(port: Any, state: KillSwitchState, ttl_ms: int, account_id: str) -> int:
     """0 = someone else's switch (left alone), 1 = set, 2 = our own switch refreshed."""
     atomic = getattr(port, "set_kill_switch_if_owner", None)
     if atomic is not None:
-        return int(atomic(state, ttl_ms, SET_BY))
-    cur = port.kill_switch()
-    if cur is not None and cur.set_by != SET_BY:
+        return int(atomic(state, ttl_ms, SET_BY, account_id=account_id))
+    operator = [ks for ks in (port.kill_switch(), port.kill_switch(account_id)) if ks and ks.set_by != SET_BY]
+    if operator:
         return 0
-    port.set_kill_switch(state, ttl_ms)
+    cur = port.kill_switch(account_id)
+    port.set_kill_switch(state, ttl_ms, account_id)
     return 2 if cur is not None else 1
 
 
-def _clear_if_ours(port: Any) -> bool:
+def _clear_if_ours(port: Any, account_id: str) -> bool:
     atomic = getattr(port, "clear_kill_switch_if_owner", None)
     if atomic is not None:
-        return int(atomic(SET_BY)) == 1
-    cur = port.kill_switch()
-    return cur is not None and cur.set_by == SET_BY and port.clear_kill_switch()
+        return int(atomic(SET_BY, account_id=account_id)) == 1
+    cur = port.kill_switch(account_id)
+    return cur is not None and cur.set_by == SET_BY and port.clear_kill_switch(account_id)
 
 
 def degrade(port: Any, *, run_id: str, account_id: str, now_ms: int, ttl_ms: int, why: str) -> list[Emit]:
     """REDUCE_ONLY unless an operator's switch is up. Returns the audit (only when newly set)."""
     state = KillSwitchState(mode="REDUCE_ONLY", set_by=SET_BY, reason=f"{REASON}: {why}"[:300], set_at=now_ms)
-    if _set_if_ours(port, state, ttl_ms) != 1:
+    if _set_if_ours(port, state, ttl_ms, account_id) != 1:
         return []  # refreshed our own switch, or left the operator's in place
     audit = OpsEvent(kind="KILL_SWITCH_SET", actor=SET_BY,
                      detail={"mode": "REDUCE_ONLY", "reason": REASON, "ttl_ms": str(ttl_ms), "set_at": str(now_ms),
@@ -60,7 +63,7 @@ def degrade(port: Any, *, run_id: str, account_id: str, now_ms: int, ttl_ms: int
 
 def lift(port: Any, *, run_id: str, account_id: str, now_ms: int) -> list[Emit]:
     """Clear the switch if (and only if) S5 set it."""
-    if not _clear_if_ours(port):
+    if not _clear_if_ours(port, account_id):
         return []
     audit = OpsEvent(kind="KILL_SWITCH_CLEARED", actor=SET_BY,
                      detail={"reason": "RECONCILE_CONSISTENT", "was_set": "true", "at": str(now_ms),

@@ -254,7 +254,8 @@ def _unknown_position(run, k: str, qty: Decimal) -> None:
     if policy == "close":
         intent_id = f"recon-close-{run.run_id}-{symbol}-{side}"[:64]
         intent = OrderIntent(intent_id=intent_id, market="FUT", symbol=symbol, side="SELL" if side == "BUY" else "BUY",
-                             qty=qty, exec_policy="MARKET", purpose="FLATTEN", reduce_only=True)
+                             qty=qty, exec_policy="MARKET", purpose="FLATTEN", reduce_only=True,
+                             account_id=run.account_id)  # S4 executes it on the reconciled account only
         run.emits.append(Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent_id, run.account_id))
         run.closed.append({**item, "action": "CLOSE_UNKNOWN", "intent_id": intent_id})
     else:

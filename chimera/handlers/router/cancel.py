@@ -18,6 +18,7 @@ from decimal import Decimal
 from loguru import logger
 
 from chimera.errors import PermanentError
+from chimera.handlers.common import account_of
 from chimera.handlers.router import toolkit as tk
 from chimera.schemas.documents.orders import IntentDoc, OrderLeg
 from chimera.schemas.envelope import Envelope
@@ -34,6 +35,8 @@ def on_cancel(env: Envelope, ctx: Context) -> tk.Out:
     intent = tk.load_intent(ctx, c.intent_id)
     if intent is None:
         raise PermanentError(f"cancel for unknown intent {c.intent_id}")
+    # The intent's own account holds its orders: a cancel tagged for another account is refused.
+    account_of(env, intent.account_id)
     client = tk.client(ctx, intent)
     out: tk.Out = []
     for doc in tk.legs_of(ctx, c.intent_id):
@@ -85,10 +88,10 @@ def escalate(ctx: Context, intent: IntentDoc, reason: str = "") -> tk.Out:
         return []
     child = OrderIntent(intent_id=f"{iid}:escalate", market=intent.market, symbol=intent.symbol, side=side,
                         qty=qty, exec_policy="MARKET", purpose="EXIT", reduce_only=True,
-                        pos_id=intent.pos_id or iid, parent_intent_id=iid)
+                        pos_id=intent.pos_id or iid, parent_intent_id=iid, account_id=intent.account_id)
     tk.strategy_event(ctx, "ESCALATE", iid, {"intent_id": iid, "child_intent_id": child.intent_id, "side": side,
                                               "qty": str(qty), "reason": reason})
-    return [Emit(keys.ORD_COMMANDS, SubmitOrder(intent=child), child.intent_id)]
+    return [Emit(keys.ORD_COMMANDS, SubmitOrder(intent=child), child.intent_id, intent.account_id)]
 
 
 def _left_open(ctx: Context, intent: IntentDoc, entry_filled: Decimal) -> Decimal:

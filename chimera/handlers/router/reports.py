@@ -32,6 +32,11 @@ def on_report(env: Envelope, ctx: Context) -> tk.Out:
         logger.debug("report for {} (not an S4 order) skipped", rep.client_order_id)
         return []
     doc = from_doc(rows[0], OrderLeg)
+    if doc.account_id != (env.account_id or "main"):
+        # Another account's stream never moves this order (same client id at two accounts: not ours).
+        logger.warning("report for {} from account {} ignored: the order belongs to {}", rep.client_order_id,
+                       env.account_id, doc.account_id)
+        return []
     if rep.exec_type == "TRADE" and rep.trade_id and rep.last_qty:
         intent = tk.load_intent(ctx, doc.intent_id)
         ctx.store.insert_if_absent(tk.FILLS, tk.fill_key(doc, rep.trade_id), to_doc(tk.fill_doc(

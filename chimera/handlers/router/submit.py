@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chimera.errors import NotYetImplemented
-from chimera.handlers.common import kill_mode
+from chimera.errors import NotYetImplemented, PermanentError
+from chimera.handlers.common import account_of, kill_mode
 from chimera.handlers.router import maker, market, spot, twap
 from chimera.handlers.router import toolkit as tk
 from chimera.schemas.documents.orders import IntentDoc, to_doc
@@ -34,8 +34,12 @@ SPOT_PROTECTED = ("OCO", "GUARD")
 
 def on_submit(env: Envelope, ctx: Context) -> tk.Out:
     oi = env.payload.intent
-    ctx.store.insert_if_absent(tk.INTENTS, oi.intent_id, to_doc(IntentDoc.new(oi, ctx.now_ms(), env.account_id or "main")))
+    account = account_of(env, oi.account_id)
+    ctx.venues.get(account)  # an unknown or disabled account is refused before anything is stored
+    ctx.store.insert_if_absent(tk.INTENTS, oi.intent_id, to_doc(IntentDoc.new(oi, ctx.now_ms(), account)))
     intent = tk.load_intent(ctx, oi.intent_id)
+    if intent.account_id != account:  # the same intent id came before for another account
+        raise PermanentError(f"intent {oi.intent_id} belongs to account {intent.account_id!r}, not {account!r}")
     if intent.phase == "DONE":  # seen before: the same answer again, no new order
         out: tk.Out = [tk.emit_result(intent.result)]
         if intent.market == "SPOT" and intent.exec_policy in SPOT_PROTECTED:
@@ -49,7 +53,7 @@ def on_submit(env: Envelope, ctx: Context) -> tk.Out:
 
 
 def _refusal(env: Envelope, ctx: Context, intent: IntentDoc) -> str | None:
-    mode = kill_mode(ctx)
+    mode = kill_mode(ctx, intent.account_id)
     if mode and not intent.reducing:
         return f"KILL_SWITCH:{mode}"
     return tk.ensure_venue_setup(ctx, intent)

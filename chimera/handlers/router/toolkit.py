@@ -126,7 +126,7 @@ def result_for(intent: IntentDoc, leg: str, status: str, *, filled: Decimal = ZE
         intent_id=intent.intent_id, leg=leg, client_order_id=doc.client_order_id if doc else "",
         symbol=intent.symbol, status=status, side=intent.side, purpose=intent.purpose,
         venue_order_id=doc.venue_order_id if doc else "", qty=intent.qty, filled_qty=filled, avg_price=avg,
-        reason=reason, pos_id=intent.pos_id,
+        reason=reason, pos_id=intent.pos_id, account_id=intent.account_id,
     )
 
 
@@ -137,7 +137,7 @@ def leg_result(intent: IntentDoc, doc: OrderLeg, reason: str = "") -> OrderResul
 
 
 def emit_result(res: OrderResult) -> Emit:
-    return Emit(keys.ORD_RESULTS, res, f"{res.intent_id}:{res.leg}:{res.status}")
+    return Emit(keys.ORD_RESULTS, res, f"{res.intent_id}:{res.leg}:{res.status}", res.account_id or "main")
 
 
 def finish(ctx: Context, intent: IntentDoc, res: OrderResult) -> Out:
@@ -198,7 +198,8 @@ def new_leg(intent: IntentDoc | Mapping, leg: str, *, order_type: str, side: str
     return OrderLeg(intent_id=iid, leg=leg, client_order_id=client_order_id(iid, leg), market=get("market"),
                     symbol=get("symbol"), side=side, type=order_type, qty=qty, price=price, stop_price=stop_price,
                     tif=tif, reduce_only=reduce_only, algo=algo, purpose=purpose or get("purpose") or "ENTRY",
-                    pos_id=get("pos_id") or "", created_at=now_ms, updated_at=now_ms, **(book or {}))
+                    pos_id=get("pos_id") or "", created_at=now_ms, updated_at=now_ms,
+                    account_id=get("account_id") or "main", **(book or {}))
 
 
 def new_leg_doc(intent: IntentDoc | Mapping, leg: str, **kw: Any) -> dict:
@@ -416,7 +417,10 @@ def cancel_live(ctx: Context, client, docs: list[OrderLeg | None]) -> list[Order
 
 
 def fill_key(doc: OrderLeg, trade_id) -> str:
-    return f"{doc.market}:{doc.symbol}:{trade_id}"
+    # A trade id is the venue's per symbol, not per account: two of our accounts on both sides of one
+    # trade share it. Accounts other than main prefix theirs (main keeps the keys it always had).
+    base = f"{doc.market}:{doc.symbol}:{trade_id}"
+    return base if doc.account_id == "main" else f"{doc.account_id}:{base}"
 
 
 def fill_doc(intent: IntentDoc | None, doc: OrderLeg, *, trade_id, price: Decimal, qty: Decimal, fee: Decimal,
@@ -430,7 +434,8 @@ def fill_doc(intent: IntentDoc | None, doc: OrderLeg, *, trade_id, price: Decima
     return FillDoc(trade_id=str(trade_id), intent_id=doc.intent_id, leg=doc.leg, client_order_id=doc.client_order_id,
                    symbol=doc.symbol, side=doc.side, qty=qty, price=price, fee=fee, fee_asset=fee_asset,
                    is_maker=is_maker, mid_at_send=doc.mid_at_send, top3_at_send=doc.top3_at_send,
-                   arrival_mid=arrival, slippage_bps=slip, purpose=doc.purpose, pos_id=doc.pos_id, ts=ts)
+                   arrival_mid=arrival, slippage_bps=slip, purpose=doc.purpose, pos_id=doc.pos_id, ts=ts,
+                   account_id=doc.account_id)
 
 
 def record_fills(ctx: Context, client, intent: IntentDoc, doc: OrderLeg) -> None:

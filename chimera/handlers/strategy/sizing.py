@@ -95,10 +95,10 @@ def size_entry(sizing: Sizing, rules: SymbolRules, *, price: Decimal, size_mult:
 
 
 def build_intent(*, intent_id: str, pos_id: str, signal_id: str, symbol: str, side: str, sizing: Sizing,
-                 sized: Sized, bundle_id: str = "", config_rev: int = 0) -> OrderIntent:
+                 sized: Sized, bundle_id: str = "", config_rev: int = 0, account_id: str = "") -> OrderIntent:
     return OrderIntent(
         intent_id=intent_id, market=sizing.market, symbol=symbol, side=side, qty=sized.qty,
         exec_policy=sizing.exec_policy, purpose="ENTRY", tp_price=sized.tp, sl_price=sized.sl,
         leverage=sizing.leverage if sizing.market == "FUT" else 1, margin_usdt=sized.margin,
-        signal_id=signal_id, pos_id=pos_id, bundle_id=bundle_id, config_rev=config_rev,
+        signal_id=signal_id, pos_id=pos_id, bundle_id=bundle_id, config_rev=config_rev, account_id=account_id,
     )
