@@ -70,7 +70,7 @@ class Run:
     def alert(self, code: str, message: str, **context: str) -> None:
         self.emits.append(Emit(keys.ALERTS, Alert(level="ERROR", code=code, message=message,
                                                   context={"account_id": self.account_id, **context}),
-                               f"{self.run_id}:alert:{code}:{context.get('ref', '')}"))
+                               f"{self.run_id}:alert:{code}:{context.get('ref', '')}", self.account_id))
 
     def flight_legs(self) -> list[dict]:
         """Legs (FUT, this account) whose outcome S4/S3/S6 are still applying."""
@@ -154,7 +154,8 @@ class Run:
             "intent_id": intent_id, "market": "FUT", "symbol": vo.symbol, "side": vo.side, "qty": str(vo.qty),
             "exec_policy": vo.type, "purpose": purpose, "reduce_only": vo.reduce_only, "phase": "WORKING",
             "adopted_by": "reconciler", "account_id": self.account_id, "created_at": now})
-        leg = legs.new_leg_doc({"intent_id": intent_id, "market": "FUT", "symbol": vo.symbol}, "adopted",
+        leg = legs.new_leg_doc({"intent_id": intent_id, "market": "FUT", "symbol": vo.symbol,
+                                "account_id": self.account_id}, "adopted",
                                order_type=vo.type, side=vo.side, qty=vo.qty, now_ms=now, price=vo.price or None,
                                stop_price=vo.stop_price or None, reduce_only=vo.reduce_only, algo=vo.algo,
                                purpose=purpose)

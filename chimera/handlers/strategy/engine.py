@@ -9,6 +9,7 @@ is the signal's t0 (``Decide``: the clock), so a replay decides exactly as live 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace as replace_signal
 
 import msgspec
 from msgspec.structs import replace
@@ -38,9 +39,16 @@ class Signal:
     features: dict
     side: str | None = None  # forced by a Decide command
     prev: dict | None = None  # S2's bar features at the previous bar (crosses_above / crosses_below)
+    account_id: str = ""  # the account to trade ("": the bundle's ``strategy.account_id``, else main)
+
+
+def account_for(sig: Signal, ctx) -> str:
+    """The account S3 decides for: its kill switch, budget and intent are that account's."""
+    return sig.account_id or str(ctx.config.param("strategy", "account_id", "main") or "main")
 
 
 def decide(sig: Signal, ctx) -> list[Emit]:
+    sig = replace_signal(sig, account_id=account_for(sig, ctx))
     done = ctx.store.get(SIGNALS, sig.signal_id)
     if done and done.get("decision"):
         return _emits(sig, done["decision"], done.get("intent"))
@@ -59,18 +67,22 @@ def _undo_partial_open(sig: Signal, ctx) -> None:
     """A crash after reserving but before the decision was recorded, then a skip on redelivery
     (e.g. the kill switch went up in between), would leak the reservation: give it back."""
     pos_id, _ = ids_for(sig.signal_id)
-    rollback(ctx.store, state_for(ctx), pos_id, sig.symbol, now_ms=sig.as_of, reason="decision skipped on replay")
+    rollback(ctx.store, state_for(ctx), pos_id, sig.symbol, now_ms=sig.as_of, reason="decision skipped on replay",
+             account_id=account_for(sig, ctx))
 
 
 def _emits(sig: Signal, decision: dict, intent: dict | None) -> list[Emit]:
     d = msgspec.convert(decision, DecisionRecord)
     out = [Emit(keys.SIG_EVENTS, Decision(
         signal_id=sig.signal_id, symbol=sig.symbol, action=d.action, side=d.side, size_mult=d.size_mult,
-        tp_mult=d.tp_mult, sl_mult=d.sl_mult, reason=d.reason, model_p=d.model_p,
-    ), f"decision:{sig.signal_id}", event_time=sig.as_of)]
+        tp_mult=d.tp_mult, sl_mult=d.sl_mult, reason=d.reason, model_p=d.model_p, account_id=sig.account_id,
+    ), f"decision:{sig.signal_id}", sig.account_id, event_time=sig.as_of)]
     if d.action == "open" and intent:
         order = msgspec.convert(intent, OrderIntent, strict=False)
-        out.append(Emit(keys.ORD_COMMANDS, SubmitOrder(intent=order), order.intent_id, event_time=sig.as_of))
+        # A decision recorded before accounts has no account on its intent: it was main's.
+        account = order.account_id or "main"
+        out.append(Emit(keys.ORD_COMMANDS, SubmitOrder(intent=order), order.intent_id, account,
+                        event_time=sig.as_of))
     return out
 
 
@@ -82,7 +94,7 @@ def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
     if cfg.symbols is not None and sig.symbol not in cfg.symbols:
         return replace(base, reason="SYMBOL_NOT_CONFIGURED"), None
     risk = state_for(ctx)
-    blocked = guards.kill_switch(risk.kill_switch()) or guards.trading_window(cfg, sig.as_of)
+    blocked = guards.kill_switch(risk.effective_kill_switch(sig.account_id)) or guards.trading_window(cfg, sig.as_of)
     if blocked:
         return replace(base, reason=blocked), None
     why, health_mult, level = guards.health(cfg, risk.health())
@@ -145,11 +157,12 @@ def _size_and_reserve(sig, ctx, cfg: StrategyConfig, risk, base: DecisionRecord,
     base = replace(base, price=str(price), price_source=source)
     if isinstance(sized, str):
         return replace(base, reason=sized), None
-    got = risk.reserve(pos_id, sig.symbol, sized.margin, cfg.limits)
+    got = risk.reserve(pos_id, sig.symbol, sized.margin, cfg.limits, account_id=sig.account_id)
     if got != OK:
         return replace(base, reason=got), None
     intent = build_intent(intent_id=intent_id, pos_id=pos_id, signal_id=sig.signal_id, symbol=sig.symbol,
-                          side=base.side, sizing=cfg.sizing, sized=sized, bundle_id=cfg.bundle_id, config_rev=cfg.rev)
+                          side=base.side, sizing=cfg.sizing, sized=sized, bundle_id=cfg.bundle_id, config_rev=cfg.rev,
+                          account_id=sig.account_id)
     record_open(ctx.store, pos_id=pos_id, signal_id=sig.signal_id, intent_id=intent_id, symbol=sig.symbol,
                   side=base.side, market=cfg.sizing.market, qty=str(sized.qty), margin_usdt=str(sized.margin),
                   now_ms=sig.as_of, config_rev=cfg.rev)

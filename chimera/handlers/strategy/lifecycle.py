@@ -31,9 +31,9 @@ def record_open(store, *, pos_id: str, signal_id: str, intent_id: str, symbol: s
         "market": market, "qty": qty, "margin_usdt": margin_usdt, "config_rev": config_rev}, now_ms=now_ms)
 
 
-def rollback(store, risk, pos_id: str, symbol: str, *, now_ms: int, reason: str) -> bool:
+def rollback(store, risk, pos_id: str, symbol: str, *, now_ms: int, reason: str, account_id: str = "main") -> bool:
     """Give back a reservation whose decision ended as a skip (no order was ever sent for it)."""
-    freed = risk.release(pos_id, symbol)
+    freed = risk.release(pos_id, symbol, account_id)
     if freed:
         record(store, "ROLLED_BACK", pos_id, {"pos_id": pos_id, "symbol": symbol, "reason": reason}, now_ms=now_ms)
     return freed
