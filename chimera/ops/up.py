@@ -31,7 +31,7 @@ from chimera.workers.registry import ROLES, is_built
 
 # Start order: producers last, so consumers have their groups before the data flows (S11 and the
 # notifier watch everything, the research roles S7-S10 consume what S3/S6 publish).
-ROLE_ORDER = ("scheduler", "s11", "notifier", "s10", "s9", "s8", "s7", "s6", "s4", "s5", "s3", "s2", "s1", "s12")
+ROLE_ORDER = ("scheduler", "s11", "notifier", "s10", "s9", "s8", "s7", "s6", "vpos", "s4", "s5", "s3", "s2", "s1", "s12")
 # Stop order: what depends on something stops before it. Workers, then the venue, then Redis.
 INFRA = ("venue", "redis")
 STOP_BUDGET_S = 4.0  # all of it (the process exit follows); what outlives its share is killed

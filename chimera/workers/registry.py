@@ -36,6 +36,7 @@ ROLES: tuple[Role, ...] = (
     Role("s10", "config bundles", ("config",), "chimera.handlers.config.role:SPEC", "issue #14"),
     Role("s11", "metrics and health", ("metrics", "health"), "chimera.handlers.health.role:SPEC", "issue #17"),
     Role("notifier", "notifier (Telegram, webhooks)", ("notify",), "chimera.handlers.notifier.role:SPEC", "issue #17"),
+    Role("vpos", "virtual positions", ("virtual", "hedgestack"), "chimera.accounts.role:SPEC", "issue #16"),
     Role("s12", "gateway and web UI", ("gateway", "api"), "chimera.gateway.app:run", "issue #7"),
     Role("scheduler", "due-queue scheduler", ("sched",), "chimera.workers.scheduler_role:SPEC"),
     Role("noop", "no-op benchmark role", ("bench",), "chimera.handlers.noop:SPEC"),

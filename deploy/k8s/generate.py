@@ -38,6 +38,7 @@ ROLES = {
     "s11": (2, "metrics and health", "100m", "192Mi"),
     "s12": (2, "gateway and web UI", "200m", "256Mi"),
     "notifier": (2, "notifier (Telegram, webhooks)", "50m", "128Mi"),
+    "vpos": (1, "virtual positions (attribution, UNASSIGNED, reconcile)", "100m", "192Mi"),
 }
 
 

@@ -1,0 +1,239 @@
+"""The ``vpos`` role: keeps the virtual positions (``virtual_books``) of every account in the store.
+
+Route table:
+
+* ``VenueReport`` on ``venue:{reports}`` (S1 user data: every trade at the venue, Chimera's and
+  anybody else's): a TRADE is attributed by its client order id (``attribution.py``) and booked
+  to its strategy's position, UNASSIGNED when no Chimera order explains it. Lock: the account's
+  book of that symbol; done-marker: S1's idempotency key; and the book itself remembers the trade
+  ids it booked, so a redelivery after a crash between the write and the marker books nothing.
+  Funding settled before the trade (``funding_records``, S1) is shared out first, so it goes to
+  the positions held when it was paid.
+* ``Reconcile`` on ``vpos:{commands}``: this role's own timer, one per account, every
+  ``virtual.reconcile_ms`` (60 s): funding shared out, then Σ virtual qty per (symbol, position side)
+  is compared with the venue's ``positionRisk`` and the difference moved to UNASSIGNED. A change of
+  an UNASSIGNED quantity is announced as ``OpsEvent VIRTUAL_UNASSIGNED`` on ``ops:events`` and a
+  WARN ``Alert`` on ``alerts`` (for S5's report and the UI).
+
+USDT-M futures only: a SPOT report is acknowledged and left alone (spot holdings are balances that
+other things move too; see docs/accounts.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+from loguru import logger
+
+from chimera.accounts import attribution
+from chimera.accounts import virtual as vp
+from chimera.errors import RetryableError
+from chimera.schemas.envelope import Envelope
+from chimera.schemas.messages import Alert, OpsEvent, Reconcile, VenueReport
+from chimera.store.collections import FUNDING_RECORDS, VIRTUAL_BOOKS
+from chimera.streams import keys
+from chimera.streams.producer import Emit
+from chimera.workers.handler import Context, HandlerSpec, Route
+
+DEFAULT_RECONCILE_MS = 60_000
+FUNDING_SLACK_MS = 24 * 3600 * 1000  # funding rows re-read behind the cursor (ids de-duplicate them)
+CAS_TRIES = 8
+
+
+def _d(x) -> Decimal:
+    return Decimal(str(x)) if x not in (None, "") else Decimal(0)
+
+
+# --- store I/O of one book --------------------------------------------------------------------------
+
+
+def load(store, account_id: str, symbol: str, market: str = "FUT") -> tuple[vp.VirtualBook, int | None]:
+    raw = store.get(VIRTUAL_BOOKS, vp.book_key(account_id, market, symbol))
+    book = vp.from_doc(raw)
+    return (book, book.version) if book is not None else (vp.new_book(account_id, symbol, market), None)
+
+
+def save(store, book: vp.VirtualBook, version: int | None) -> bool:
+    """Compare-and-set on ``version`` (None: the book must not exist yet)."""
+    doc = vp.to_doc(vp.msgspec.structs.replace(book, version=(version or 0) + 1))
+    if version is None:
+        return store.insert_if_absent(VIRTUAL_BOOKS, book.key, doc)
+    return store.update_if(VIRTUAL_BOOKS, book.key, doc, {"version": version})
+
+
+def change(store, account_id: str, symbol: str, step: Callable[[vp.VirtualBook], vp.VirtualBook | None],
+           market: str = "FUT") -> tuple[vp.VirtualBook, vp.VirtualBook] | None:
+    """Read, ``step``, compare-and-set, again on a lost race. ``(before, after)``, None if ``step`` had
+    nothing to change."""
+    for _ in range(CAS_TRIES):
+        before, version = load(store, account_id, symbol, market)
+        after = step(before)
+        if after is None:
+            return None
+        if save(store, after, version):
+            return before, after
+    raise RetryableError(f"virtual book {account_id}:{market}:{symbol} kept changing under us")
+
+
+def share_funding(store, book: vp.VirtualBook, until_ms: int | None = None) -> vp.VirtualBook:
+    """Book the account's funding settlements of the book's symbol not booked yet (up to ``until_ms``)."""
+    where = {"account": book.account_id, "symbol": book.symbol,
+             "funding_time": (">=", max(0, book.funding_cursor - FUNDING_SLACK_MS))}
+    rows = sorted(store.query(FUNDING_RECORDS, where), key=lambda r: (int(r["funding_time"]), str(r.get("tran_id"))))
+    for row in rows:
+        t = int(row["funding_time"])
+        if until_ms is not None and t > until_ms:
+            break
+        tran = str(row.get("tran_id") or f"{book.symbol}:{t}")
+        book, _ = vp.book_funding(book, tran_id=tran, amount=_d(row.get("amount_usdt")), ts=t)
+    return book
+
+
+# --- fills --------------------------------------------------------------------------------------------
+
+
+def _report_lock(env: Envelope) -> str | None:
+    rep: VenueReport = env.payload
+    if rep.exec_type != "TRADE" or rep.market != "FUT":
+        return None  # nothing to book: no lock round trip
+    return keys.lock_vpos(env.account_id or "main", rep.market, rep.symbol)
+
+
+def on_report(env: Envelope, ctx: Context) -> list[Emit]:
+    rep: VenueReport = env.payload
+    if rep.exec_type != "TRADE" or rep.market != "FUT" or not rep.last_qty or not rep.trade_id:
+        return []
+    account = env.account_id or "main"
+    att = attribution.attribute(ctx.store, rep.client_order_id, ctx.services.setdefault("vpos.attribution", {}))
+    if att.account_id and att.account_id != account:
+        # S4 sent it for another account, yet this account's stream reported it: book it where it
+        # happened (the invariant is per venue account) and say so.
+        logger.warning("fill {} of {} reported on account {} but sent for {}", rep.trade_id,
+                       rep.client_order_id, account, att.account_id)
+
+    def step(book: vp.VirtualBook) -> vp.VirtualBook | None:
+        book = share_funding(ctx.store, book, until_ms=rep.ts)
+        book, booked = vp.book_fill(book, trade_id=str(rep.trade_id), strategy=att.strategy, side=rep.side,
+                                    qty=rep.last_qty, price=rep.last_price, fee=rep.commission,
+                                    fee_asset=rep.commission_asset or "USDT", position_side=rep.position_side or "BOTH",
+                                    ts=rep.ts)
+        return book if booked else None
+
+    got = change(ctx.store, account, rep.symbol, step)
+    if got is None:
+        return []
+    return _unassigned_news(ctx, *got, cause=f"fill {rep.trade_id} of {rep.client_order_id or '-'} ({att.why})")
+
+
+# --- reconcile ----------------------------------------------------------------------------------------
+
+
+def interval_ms(ctx: Context) -> int:
+    return int(ctx.config.param("virtual", "reconcile_ms", DEFAULT_RECONCILE_MS))
+
+
+def accounts(ctx: Context) -> list[str]:
+    """``virtual.accounts`` of the bundle, else every enabled account of the accounts file."""
+    got = ctx.config.param("virtual", "accounts", [])
+    if got:
+        return [str(a) for a in got]
+    s = ctx.settings
+    if s is None:
+        return ["main"]
+    from chimera.venues.accounts import load_accounts
+
+    return [a.account_id for a in load_accounts(getattr(s, "accounts_file", None) or None,
+                                                getattr(s, "venue", "paper")) if a.enabled] or ["main"]
+
+
+def next_reconcile(ctx: Context, account_id: str) -> list[Emit]:
+    every = interval_ms(ctx)
+    if every <= 0:
+        return []
+    due = ctx.now_ms() + every
+    return [Emit(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="vpos:periodic"),
+                 f"vpos:reconcile:{account_id}:{due}", account_id, event_time=due, due_ms=due,
+                 timer_key=keys.vpos_reconcile_timer(account_id))]
+
+
+def on_start(ctx: Context) -> list[Emit]:
+    out: list[Emit] = []
+    for account_id in accounts(ctx):
+        out += next_reconcile(ctx, account_id)
+        out.append(Emit(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="vpos:startup"),
+                        f"vpos:reconcile:{account_id}:startup:{ctx.consumer}:{ctx.now_ms()}", account_id))
+    return out
+
+
+def venue_positions(ctx: Context, account_id: str) -> dict[str, dict[str, tuple[Decimal, Decimal, int]]]:
+    """symbol -> position side -> (signed amount, entry price, update time) from ``positionRisk``."""
+    rows = ctx.venues.get(account_id).fut.position_risk()
+    out: dict[str, dict[str, tuple[Decimal, Decimal, int]]] = {}
+    for row in rows:
+        side = str(row.get("positionSide") or "BOTH")
+        out.setdefault(row["symbol"], {})[side] = (_d(row.get("positionAmt")), _d(row.get("entryPrice")),
+                                                   int(row.get("updateTime") or 0))
+    return out
+
+
+def reconcile_book(ctx: Context, account_id: str, symbol: str,
+                   venue: dict[str, tuple[Decimal, Decimal, int]]) -> list[Emit]:
+    def step(book: vp.VirtualBook) -> vp.VirtualBook | None:
+        book = share_funding(ctx.store, book)
+        # A side whose book booked a fill newer than the venue's reading is ahead of the snapshot:
+        # leave it to the next run rather than undo that fill through UNASSIGNED.
+        fresh = {s: v for s, v in venue.items() if not (v[2] and book.last_fill_ts > v[2])}
+        stale = set(venue) - set(fresh)
+        kept = {s: (book.total(s), vp.ZERO, 0) for s in stale}
+        new, _moved = vp.reconcile(book, {**fresh, **kept}, ctx.now_ms())
+        return new
+
+    got = change(ctx.store, account_id, symbol, step)
+    return [] if got is None else _unassigned_news(ctx, *got, cause="reconcile")
+
+
+def on_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
+    account = env.account_id or "main"
+    out = next_reconcile(ctx, account) if env.payload.requested_by == "vpos:periodic" else []
+    venue = venue_positions(ctx, account)
+    held = {s for s, sides in venue.items() if any(v[0] for v in sides.values())}
+    books = {d["symbol"] for d in ctx.store.query(VIRTUAL_BOOKS, {"account_id": account, "market": "FUT"})}
+    for symbol in sorted(held | books):
+        out += reconcile_book(ctx, account, symbol, venue.get(symbol, {}))
+    return out
+
+
+def _unassigned_news(ctx: Context, before: vp.VirtualBook, after: vp.VirtualBook, cause: str) -> list[Emit]:
+    """An event and an alert when the book's UNASSIGNED quantity of a side changed."""
+    was, now = vp.unassigned(before), vp.unassigned(after)
+    out: list[Emit] = []
+    for side in sorted(set(was) | set(now)):
+        a, b = was.get(side, vp.ZERO), now.get(side, vp.ZERO)
+        if a == b:
+            continue
+        detail = {"account_id": after.account_id, "symbol": after.symbol, "position_side": side,
+                  "unassigned_qty": str(b), "was": str(a), "venue_qty": str(after.venue_qty.get(side, "")),
+                  "cause": cause}
+        key = f"vpos:unassigned:{after.key}:{side}:{after.version + 1}"
+        out.append(Emit(keys.OPS_EVENTS, OpsEvent(kind="VIRTUAL_UNASSIGNED", actor="vpos", detail=detail), key,
+                        after.account_id))
+        out.append(Emit(keys.ALERTS, Alert(level="WARN" if b else "INFO", code="VIRTUAL_UNASSIGNED",
+                                           message=f"{after.account_id} {after.symbol} {side}: {b} held that no "
+                                                   f"strategy explains (was {a}; {cause})", context=detail),
+                        f"{key}:alert", after.account_id))
+    return out
+
+
+def _streams(_settings) -> list[str]:
+    return [keys.VENUE_REPORTS, keys.VPOS_COMMANDS]
+
+
+SPEC = HandlerSpec(
+    role="vpos", streams=_streams, on_start=on_start,
+    routes={
+        VenueReport: Route(on_report, lock=_report_lock),
+        Reconcile: Route(on_reconcile, lock=lambda env: keys.lock_vpos(env.account_id or "main", "FUT", "*")),
+    },
+    description="virtual positions: fills attributed to strategies by client order id, UNASSIGNED, "
+                "reconciled against the venue")
