@@ -121,7 +121,7 @@ def round_trips(out: RunOutput) -> list[Trade]:
             mark = eng.markets[FUTURES][tr.symbol].mark_or_last
             held = tr.qty - tr._exit_qty
             sign = 1 if tr.side == "LONG" else -1
-            tr.exit_time, tr.exit_price, tr.exit_reason = out.end_ms, mark, "END_OF_DATA"
+            tr.exit_time, tr.exit_price, tr.exit_reason = out.last_close_ms or out.end_ms, mark, "END_OF_DATA"
             tr.realized_pnl += (mark - tr.entry_price) * held * sign  # valued, not realized at the venue
     return trades
 

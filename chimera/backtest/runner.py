@@ -59,6 +59,7 @@ class RunOutput:
     bars: int = 0
     start_ms: int = 0
     end_ms: int = 0
+    last_close_ms: int = 0  # the last replayed bar's close time: where a still open trade is valued
 
 
 def _start(rt: InProcessRuntime) -> None:
@@ -112,6 +113,7 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
                 rt.publish(stream, msg, key, ACCOUNT, event_time=t)
                 if stream.startswith("mkt:") and type(msg).__name__ == "Kline":
                     out.bars += 1
+                    out.last_close_ms = max(out.last_close_ms, msg.close_time)
             rt.run()
             pump()
         rt.log.clear()  # the runtime's XRANGE-like record: nothing reads it here (a stream MAXLEN of 0)

@@ -8,8 +8,7 @@ Prints, in one run: bars/s of the in-process backtest (the real S2 → S3 → S4
 the venue engine) for the SMA(20/60) crossover bundle over the shipped BTCUSDT 1m data repeated
 ``--copies`` times (10 → ~107k bars, each copy shifted in time to follow the previous one), bars/s of
 backtesting.py's SmaCross on the same bars, their ratio, whether the trade lists agree (entry/exit bar
-and side; Chimera fills a decision at the signal bar's close, backtesting.py at the next bar's open:
-Chimera's bar + 1 is compared), the sample bundle's bars/s and the peak RSS. ``--profile`` prints the
+and side; both fill a crossover at the next bar's open), the sample bundle's bars/s and the peak RSS. ``--profile`` prints the
 top of a cProfile of the SMA run.
 """
 
@@ -29,22 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 SAMPLE = REPO / "chimera" / "venues" / "local" / "data"
-SMA_BUNDLE = {
-    "bundle_id": "bench_sma_cross",
-    "features": {"sma_windows": [20, 60]},
-    # One management tick per bar: S6 also manages on every mark event (four per 1m bar).
-    "positions": {"tick_ms": 60000},
-    "strategy": {
-        "symbols": ["BTCUSDT"],
-        "entry": {"long_when": "sma_20 crosses_above sma_60", "short_when": "sma_20 crosses_below sma_60"},
-        "trading_windows": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "24:00"}],
-        "funding": {"no_entry_minutes_before": 0},
-        "risk": {"fut_margin_budget_usdt": "1000", "max_per_symbol": 1, "max_open_positions": 1},
-        "protections": {"cooldown_bars_after_sl": 0, "bar_ms": 60000, "priority_replace": True},
-        "sizing": {"market": "FUT", "leverage": 5, "margin_type": "ISOLATED", "margin_usdt": "100",
-                   "exec_policy": "MARKET", "tp_atr": 1000.0, "sl_atr": 1000.0},
-    },
-}
+from chimera.backtest.parity import SMA_CROSS_BUNDLE as SMA_BUNDLE  # noqa: E402 - after the sys.path line
+from chimera.backtest.parity import as_bars  # noqa: E402
 
 
 def write_data(tmp: Path, copies: int) -> tuple[Path, list]:
@@ -125,8 +110,7 @@ def main() -> None:
 
         result, wall = run_chimera(bundle, [f"ft_klines:futures:BTCUSDT:{data}"], profile=args.profile)
         bars = result.run["kpis"]["bars"]
-        ours = [((tr.entry_time - t0) // 60_000 + 1, (tr.exit_time - t0) // 60_000 + 1, tr.side)
-                for tr in result.summary.trades]
+        ours = as_bars(result.summary.trades, t0)
         theirs, bt_wall, bt_bars = run_backtesting_py(rows)
         sample, s_wall = run_chimera(REPO / "chimera" / "bundles" / "sample_vol_breakout.json", ["sample"],
                                      "2025-07-06", f"2025-07-{6 + args.sample_days:02d}")

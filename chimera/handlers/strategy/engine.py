@@ -14,7 +14,7 @@ from dataclasses import replace as replace_signal
 import msgspec
 from msgspec.structs import replace
 
-from chimera.handlers.strategy import guards, model_gate
+from chimera.handlers.strategy import guards, model_gate, reverse
 from chimera.handlers.strategy.bundle import StrategyConfig, strategy_config
 from chimera.handlers.strategy.dsl import time_fields
 from chimera.handlers.strategy.dsl_expr import PREV
@@ -52,6 +52,8 @@ def decide(sig: Signal, ctx) -> list[Emit]:
     done = ctx.store.get(SIGNALS, sig.signal_id)
     if done and done.get("decision"):
         return _emits(sig, done["decision"], done.get("intent"))
+    if (exits := reverse.exit_opposite(sig, ctx)) is not None:  # bundle option: exit/reverse on the opposite signal
+        return exits
     record, intent = _evaluate(sig, ctx)
     if record.action == "skip" and record.side:
         _undo_partial_open(sig, ctx)
