@@ -179,9 +179,22 @@ def test_same_direction_and_priority_replace_and_cooldown():
     replace_ctx = make_ctx(risk={"fut_margin_budget_usdt": "500", "max_per_symbol": 5, "max_open_positions": 5},
                            protections={"priority_replace": True})
     a = run(replace_ctx, "a")[2]
-    s6_books(replace_ctx, a, "ACTIVE")
-    b = run(replace_ctx, "b")[2]
-    assert b["action"] == "open" and b["replaces"] == a["pos_id"]
+    s6_books(replace_ctx, a, "ACTIVE", qty=Decimal("0.008"), account_id="main", signal_id="a")
+    # Same priority: no replace (trading-ci: only a higher-priority entry closes the older one).
+    assert run(replace_ctx, "b")[2]["reason"] == "SAME_DIRECTION_OPEN"
+    # Higher priority: the older position is exited first and this decision waits (nothing recorded).
+    emits = decide(Signal("c", "BTCUSDT", T0, {**FEATS, "priority": 2}), replace_ctx)
+    exit_, retry = emits
+    assert exit_.stream == keys.ORD_COMMANDS and exit_.payload.intent.purpose == "EXIT"
+    assert exit_.payload.intent.pos_id == a["pos_id"] and exit_.payload.intent.reduce_only
+    assert exit_.payload.intent.side == "SELL" and exit_.payload.intent.qty == Decimal("0.008")
+    assert retry.stream == keys.STRAT_COMMANDS and retry.due_ms == T0 + 1000 and retry.payload.signal_id == "c"
+    assert replace_ctx.store.get("signals", "c").get("decision") is None
+    # Once S6 closed the older position, the retried decision opens.
+    s6_books(replace_ctx, a, "CLOSED", close_reason="EXIT", closed_at=T0 + 500)
+    replace_ctx.risk.release(a["pos_id"], "BTCUSDT")
+    d = decide(Signal("c", "BTCUSDT", T0, {**FEATS, "priority": 2}), replace_ctx)[0].payload
+    assert d.action == "open"
 
 
 class SlowModel:

@@ -18,7 +18,15 @@ from chimera.handlers.strategy import guards, model_gate, reverse
 from chimera.handlers.strategy.bundle import StrategyConfig, strategy_config
 from chimera.handlers.strategy.dsl import time_fields
 from chimera.handlers.strategy.dsl_expr import PREV
-from chimera.handlers.strategy.lifecycle import last_stop_loss, record_open, rollback, same_direction
+from chimera.handlers.strategy.lifecycle import (
+    account_block,
+    last_stop_loss,
+    record_open,
+    replace_gate,
+    replace_pending,
+    rollback,
+    same_direction,
+)
 from chimera.handlers.strategy.sizing import build_intent, entry_price, ids_for, size_entry, symbol_rules
 from chimera.risk.state import OK, state_for
 from chimera.schemas.envelope import to_builtins
@@ -59,6 +67,8 @@ def decide(sig: Signal, ctx) -> list[Emit]:
         _undo_partial_open(sig, ctx)
     ctx.store.insert_if_absent(SIGNALS, sig.signal_id, {"signal_id": sig.signal_id, "symbol": sig.symbol,
                                                         "t0": sig.as_of, "features": sig.features})
+    if (waiting := replace_pending(ctx, sig, record)) is not None:  # close the older position first, retry later
+        return waiting
     doc = {"decision": to_builtins(record), "intent": to_builtins(intent) if intent else None,
            "config_rev": record.config_rev}
     ctx.store.update_if(SIGNALS, sig.signal_id, doc, {})
@@ -96,7 +106,8 @@ def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
     if cfg.symbols is not None and sig.symbol not in cfg.symbols:
         return replace(base, reason="SYMBOL_NOT_CONFIGURED"), None
     risk = state_for(ctx)
-    blocked = guards.kill_switch(risk.effective_kill_switch(sig.account_id)) or guards.trading_window(cfg, sig.as_of)
+    blocked = guards.kill_switch(risk.effective_kill_switch(sig.account_id)) or guards.trading_window(cfg, sig.as_of) \
+        or account_block(ctx, sig.account_id, sig.as_of, None)  # daily drawdown breaker, max open per account
     if blocked:
         return replace(base, reason=blocked), None
     why, health_mult, level = guards.health(cfg, risk.health())
@@ -123,6 +134,8 @@ def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
     replaces = same_direction(ctx.store, sig.symbol, side, pos_id)
     if not blocked and replaces and not cfg.priority_replace:
         blocked = "SAME_DIRECTION_OPEN"
+    elif not blocked and replaces:  # a higher priority closes the older position first (lifecycle.replace_gate)
+        blocked = replace_gate(ctx, replaces, sig.features, sig.as_of)
     if blocked:
         return replace(base, reason=blocked), None
 
