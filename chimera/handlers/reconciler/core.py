@@ -14,7 +14,7 @@ The report ``{summary, fixed, adopted, closed, unresolved, deferred, consistency
 audit log as ``RECONCILE_RUN:<run_id>``. ``consistent`` is false when the
 run found any difference; then trading is degraded to REDUCE_ONLY until a consistent run
 (``degrade.py``, through the risk port). Runs start at worker start-up, every
-``reconciler.interval_ms`` (a timer S5 returns) and on demand (``periodic.py``). Spot balances are not reconciled yet (reported in the summary).
+``reconciler.interval_ms`` (a timer S5 returns) and on demand (``periodic.py``). Spot orders (OCO lists included) and balances: ``spot.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from chimera.handlers.common import dec, strategy_event, venue
 from chimera.handlers.positions.common import risk
 from chimera.handlers.reconciler import degrade, periodic
 from chimera.handlers.reconciler import positions as pos_pass
+from chimera.handlers.reconciler import spot as spot_pass
 from chimera.handlers.reconciler.common import in_flight, mine, read
 from chimera.handlers.router import toolkit as legs
 from chimera.schemas.envelope import Envelope
@@ -194,8 +195,7 @@ class Run:
                    **{f"{n}_store": len(s) for n, (s, _) in self.sets.items()},
                    **{f"{n}_venue": len(v) for n, (_, v) in self.sets.items()},
                    "fixed": len(self.fixed), "adopted": len(self.adopted), "closed": len(self.closed),
-                   "unresolved": len(self.unresolved), "deferred": len(self.deferred),
-                   "not_reconciled": "SPOT balances and orders (not built yet)"}
+                   "unresolved": len(self.unresolved), "deferred": len(self.deferred)}
         return {"run_id": self.run_id, "summary": summary, "fixed": self.fixed, "adopted": self.adopted,
                 "closed": self.closed, "unresolved": self.unresolved, "deferred": self.deferred[:100],
                 "consistency": consistency,
@@ -227,6 +227,7 @@ def run_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
         run.orders(fut)
     if cmd.scope in ("ALL", "POSITIONS"):
         pos_pass.reconcile(run, fut)
+    spot_pass.reconcile(run, venue(ctx, run.account_id).spot, cmd.scope)  # SPOT orders, OCO lists, balances
     report = run.report(cmd.scope, cmd.requested_by)
     strategy_event(ctx, "RECONCILE_RUN", run.run_id, report)
     done = OpsEvent(kind="RECONCILE_DONE", actor=cmd.requested_by or "reconciler",
