@@ -11,7 +11,10 @@ Route table:
   the positions held when it was paid.
 * ``Reconcile`` on ``vpos:{commands}``: this role's own timer, one per account, every
   ``virtual.reconcile_ms`` (60 s): funding shared out, then Σ virtual qty per (symbol, position side)
-  is compared with the venue's ``positionRisk`` and the difference moved to UNASSIGNED. A change of
+  is compared with the venue's ``positionRisk`` and the difference moved to UNASSIGNED. The reading
+  is bracketed by the account's newest trade id on the symbol (``userTrades``, limit 1) before and
+  after: equal ids say exactly which trades the quantity includes, so a report still in flight for one
+  of them later moves its quantity from UNASSIGNED to its strategy instead of counting it twice. A change of
   an UNASSIGNED quantity is announced as ``OpsEvent VIRTUAL_UNASSIGNED`` on ``ops:events`` and a
   WARN ``Alert`` on ``alerts`` (for S5's report and the UI).
 
@@ -166,28 +169,42 @@ def on_start(ctx: Context) -> list[Emit]:
     return out
 
 
-def venue_positions(ctx: Context, account_id: str) -> dict[str, dict[str, tuple[Decimal, Decimal, int]]]:
-    """symbol -> position side -> (signed amount, entry price, update time) from ``positionRisk``."""
-    rows = ctx.venues.get(account_id).fut.position_risk()
-    out: dict[str, dict[str, tuple[Decimal, Decimal, int]]] = {}
+def _sides(rows: list[dict]) -> dict[str, dict[str, tuple[Decimal, Decimal]]]:
+    """``positionRisk`` rows -> symbol -> position side -> (signed amount, entry price)."""
+    out: dict[str, dict[str, tuple[Decimal, Decimal]]] = {}
     for row in rows:
         side = str(row.get("positionSide") or "BOTH")
-        out.setdefault(row["symbol"], {})[side] = (_d(row.get("positionAmt")), _d(row.get("entryPrice")),
-                                                   int(row.get("updateTime") or 0))
+        out.setdefault(row["symbol"], {})[side] = (_d(row.get("positionAmt")), _d(row.get("entryPrice")))
     return out
 
 
-def reconcile_book(ctx: Context, account_id: str, symbol: str,
-                   venue: dict[str, tuple[Decimal, Decimal, int]]) -> list[Emit]:
+def last_trade_id(fut, symbol: str) -> int:
+    """The account's newest trade id on ``symbol`` (``userTrades`` limit 1; 0 when it has none)."""
+    try:
+        rows = fut.api.account_trade_list(symbol=symbol, limit=1).data()
+    except Exception as exc:  # noqa: BLE001 - any venue trouble: the timer comes round again
+        raise RetryableError(f"userTrades {symbol}: {exc}") from exc
+    rows = [r if isinstance(r, dict) else r.to_dict() for r in rows]
+    return max((int(r.get("id") or 0) for r in rows), default=0)
+
+
+def read_venue(fut, symbol: str) -> tuple[dict[str, tuple[Decimal, Decimal]], int] | None:
+    """The symbol's position sides and the newest trade they include, or None when a trade landed during
+    the read (which side of it the quantity is on is unknown: the next run will see)."""
+    before = last_trade_id(fut, symbol)
+    sides = _sides(fut.position_risk(symbol)).get(symbol, {})
+    return (sides, before) if last_trade_id(fut, symbol) == before else None
+
+
+def reconcile_book(ctx: Context, account_id: str, symbol: str, fut) -> list[Emit]:
+    reading = read_venue(fut, symbol)
+    if reading is None:
+        logger.info("vpos reconcile {} {}: a trade landed during the read; next run", account_id, symbol)
+        return []
+    sides, last_trade = reading
+
     def step(book: vp.VirtualBook) -> vp.VirtualBook | None:
-        book = share_funding(ctx.store, book)
-        # A side whose book booked a fill newer than the venue's reading is ahead of the snapshot:
-        # leave it to the next run rather than undo that fill through UNASSIGNED.
-        fresh = {s: v for s, v in venue.items() if not (v[2] and book.last_fill_ts > v[2])}
-        stale = set(venue) - set(fresh)
-        kept = {s: (book.total(s), vp.ZERO, 0) for s in stale}
-        new, _moved = vp.reconcile(book, {**fresh, **kept}, ctx.now_ms())
-        return new
+        return vp.reconcile(share_funding(ctx.store, book), sides, last_trade, ctx.now_ms())[0]
 
     got = change(ctx.store, account_id, symbol, step)
     return [] if got is None else _unassigned_news(ctx, *got, cause="reconcile")
@@ -196,11 +213,11 @@ def reconcile_book(ctx: Context, account_id: str, symbol: str,
 def on_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
     account = env.account_id or "main"
     out = next_reconcile(ctx, account) if env.payload.requested_by == "vpos:periodic" else []
-    venue = venue_positions(ctx, account)
-    held = {s for s, sides in venue.items() if any(v[0] for v in sides.values())}
+    fut = ctx.venues.get(account).fut
+    held = {s for s, sides in _sides(fut.position_risk()).items() if any(v[0] for v in sides.values())}
     books = {d["symbol"] for d in ctx.store.query(VIRTUAL_BOOKS, {"account_id": account, "market": "FUT"})}
     for symbol in sorted(held | books):
-        out += reconcile_book(ctx, account, symbol, venue.get(symbol, {}))
+        out += reconcile_book(ctx, account, symbol, fut)
     return out
 
 

@@ -76,7 +76,7 @@ class VirtualBook(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     last_fill_ts: int = 0  # venue time of the newest fill booked
     funding_cursor: int = 0  # funding_time of the newest funding booked
     venue_qty: dict[str, Decimal] = {}  # per position side, as the last reconcile read it
-    venue_seen_ms: dict[str, int] = {}  # per side: the venue's position update time at that reconcile
+    venue_seen_trade: int = 0  # the newest trade id the venue's quantity included at that reconcile
     reconciled_at: int = 0  # clock ms of the last reconcile
     version: int = 0
 
@@ -193,14 +193,15 @@ def book_fill(book: VirtualBook, *, trade_id: str, strategy: str, side: str, qty
               ts: int = 0) -> tuple[VirtualBook, bool]:
     """Book one venue trade to ``strategy``'s position; ``(book, False)`` if the trade id was booked before.
 
-    A trade at or before the venue update time the last reconcile saw was already in the venue's
-    quantity then, so that reconcile moved it to UNASSIGNED: it moves from there to its strategy now,
-    and the sum keeps matching the venue."""
+    A trade whose id is at or below the newest trade the last reconcile's venue reading included was
+    in the venue's quantity then, so that reconcile moved it to UNASSIGNED: it moves from there to its
+    strategy now, and the sum keeps matching the venue. (Trade ids, not times: Binance's ids grow per
+    symbol, while two trades can share a millisecond, and a paused replay gives them all one.)"""
     check_side(position_side)
     if trade_id in book.booked:
         return book, False
     pos = book.position(position_side, strategy)
-    covered = bool(ts) and ts <= book.venue_seen_ms.get(position_side, 0)
+    covered = 0 < trade_number(trade_id) <= book.venue_seen_trade
     if covered and strategy == UNASSIGNED:
         # Already where the reconcile put it: only the fee is new.
         book = msgspec.structs.replace(book, positions=_put(book, charge_fee(pos, fee, fee_asset, ts=ts)))
@@ -248,21 +249,26 @@ def book_funding(book: VirtualBook, *, tran_id: str, amount: Decimal, ts: int = 
                                    funding_cursor=max(book.funding_cursor, ts)), True
 
 
-def reconcile(book: VirtualBook, venue: Mapping[str, tuple[Decimal, Decimal, int]],
+def trade_number(trade_id: str) -> int:
+    """A venue trade id as a number (0 when it is not one)."""
+    return int(trade_id) if str(trade_id).isdigit() else 0
+
+
+def reconcile(book: VirtualBook, venue: Mapping[str, tuple[Decimal, Decimal]], last_trade_id: int,
               now_ms: int = 0) -> tuple[VirtualBook, dict[str, Decimal]]:
     """Make Σ virtual qty per position side equal the venue's by moving the difference to UNASSIGNED.
 
-    ``venue``: position side -> (signed amount, entry price, update time) as the venue reports it; a
-    side the book holds but the venue does not list counts as 0. Returns the book and the quantity
-    moved per side (only sides that moved). The move books at the venue's entry price (the mark is
-    not known here) and realizes nothing a strategy owns."""
+    ``venue``: position side -> (signed amount, entry price) as the venue reports it, read while the
+    account's newest trade on the symbol was ``last_trade_id`` (the caller checks it did not change
+    during the read); a side the book holds but the venue does not list counts as 0. Returns the book
+    and the quantity moved per side (only sides that moved). The move books at the venue's entry price
+    and realizes nothing a strategy owns."""
     moved: dict[str, Decimal] = {}
-    seen, qtys = dict(book.venue_seen_ms), {}
+    qtys = {}
     for side in sorted(book.sides() | set(venue)):
-        amt, entry, updated = venue.get(side, (ZERO, ZERO, 0))
+        amt, entry = venue.get(side, (ZERO, ZERO))
         check_side(side)
         qtys[side] = amt
-        seen[side] = max(seen.get(side, 0), updated if side in venue else book.last_fill_ts)
         diff = amt - book.total(side)
         if diff:
             un = book.position(side, UNASSIGNED)
@@ -270,7 +276,8 @@ def reconcile(book: VirtualBook, venue: Mapping[str, tuple[Decimal, Decimal, int
             un = apply_fill(un, side="BUY" if diff > 0 else "SELL", qty=abs(diff), price=price, adjustment=True)
             book = msgspec.structs.replace(book, positions=_put(book, un))
             moved[side] = diff
-    return msgspec.structs.replace(book, venue_qty=qtys, venue_seen_ms=seen, reconciled_at=now_ms), moved
+    return msgspec.structs.replace(book, venue_qty=qtys, venue_seen_trade=max(book.venue_seen_trade, last_trade_id),
+                                   reconciled_at=now_ms), moved
 
 
 def unassigned(book: VirtualBook) -> dict[str, Decimal]:

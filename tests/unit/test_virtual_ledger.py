@@ -73,8 +73,8 @@ def test_hedge_mode_sides_are_separate_books_of_signed_quantity():
     short = b.position("SHORT", "alpha")
     assert (short.qty, short.avg_cost, short.trading_pnl) == (D("-1"), D("3010"), D("0"))
     # Binance reports the SHORT side's positionAmt negative: the reconcile compares like with like.
-    venue = {"LONG": (D("1"), D("3000"), 10), "SHORT": (D("-4"), D("3017.5"), 10)}
-    b2, moved = vp.reconcile(b, venue)
+    venue = {"LONG": (D("1"), D("3000")), "SHORT": (D("-4"), D("3017.5"))}
+    b2, moved = vp.reconcile(b, venue, last_trade_id=4)
     assert moved == {} and vp.unassigned(b2) == {}
     # funding on the net (1 - 4 = -3): a short receives when longs pay
     b3, _ = vp.book_funding(b2, tran_id="f1", amount=D("0.9"))
@@ -92,14 +92,15 @@ def test_a_trade_is_booked_once():
 def test_reconcile_moves_the_difference_to_unassigned_and_a_late_report_takes_it_back():
     b = vp.new_book("main", "BTCUSDT")
     b, _ = vp.book_fill(b, trade_id="1", strategy="alpha", side="BUY", qty=D("1"), price=D("100"), ts=1000)
-    # the venue also holds a manual 0.3 (and a strategy fill at ts 1500 whose report is late)
-    b, moved = vp.reconcile(b, {"BOTH": (D("1.5"), D("100"), 1500)})
+    # the venue also holds a manual 0.3 (and strategy trade 2, whose report is late: the venue's newest is 2)
+    b, moved = vp.reconcile(b, {"BOTH": (D("1.5"), D("100"))}, last_trade_id=2)
     assert moved == {"BOTH": D("0.5")} and vp.unassigned(b) == {"BOTH": D("0.5")} and b.total("BOTH") == D("1.5")
-    b, _ = vp.book_fill(b, trade_id="2", strategy="beta", side="BUY", qty=D("0.2"), price=D("101"), ts=1500)
+    b, _ = vp.book_fill(b, trade_id="2", strategy="beta", side="BUY", qty=D("0.2"), price=D("101"), ts=1000)
     # the late fill was in the venue's quantity already: it moves from UNASSIGNED to beta, sum unchanged
     assert b.total("BOTH") == D("1.5") and vp.unassigned(b) == {"BOTH": D("0.3")}
     assert b.position("BOTH", "beta").qty == D("0.2") and b.position("BOTH", vp.UNASSIGNED).trading_pnl == 0
-    b, _ = vp.book_fill(b, trade_id="3", strategy="alpha", side="SELL", qty=D("1"), price=D("110"), ts=2000)
+    # trade 3 came after that reading: booked to alpha alone (same millisecond, told apart by the id)
+    b, _ = vp.book_fill(b, trade_id="3", strategy="alpha", side="SELL", qty=D("1"), price=D("110"), ts=1000)
     assert b.total("BOTH") == D("0.5") and b.position("BOTH", "alpha").trading_pnl == D("10")
 
 
@@ -191,7 +192,7 @@ def test_invariant_through_late_reports_redeliveries_reconciles_and_funding(even
     yet seen by a reconcile; each strategy holds exactly the net of its own reported fills; funding
     shares add up to what the venue paid."""
     b = vp.new_book("main", "BTCUSDT")
-    venue_qty, venue_ms, last_price = D(0), 0, D("100")
+    venue_qty, last_trade, last_price = D(0), 0, D("100")
     queue: list[tuple] = []  # (trade id, strategy, side, qty, price, ts), not yet reported
     delivered: list[tuple] = []
     covered = D(0)  # in-flight quantity a reconcile already moved to UNASSIGNED
@@ -200,10 +201,10 @@ def test_invariant_through_late_reports_redeliveries_reconciles_and_funding(even
     for n, ev in enumerate(events):
         if ev[0] == "trade":
             _, strategy, side, qty, price = ev
-            venue_ms += 1
+            last_trade += 1
             venue_qty += qty if side == "BUY" else -qty
             last_price = price
-            queue.append((str(n), strategy, side, qty, price, venue_ms))
+            queue.append((str(last_trade), strategy, side, qty, price, 0))  # one venue millisecond for all
         elif ev[0] in ("deliver", "redeliver"):
             batch = [queue.pop(0) for _ in range(min(ev[1], len(queue)))] if ev[0] == "deliver" else delivered[-1:]
             for tid, strategy, side, qty, price, ts in batch:
@@ -212,10 +213,10 @@ def test_invariant_through_late_reports_redeliveries_reconciles_and_funding(even
                 if booked:
                     own[strategy] += qty if side == "BUY" else -qty
                     delivered.append((tid, strategy, side, qty, price, ts))
-                    if ts <= b.venue_seen_ms.get("BOTH", 0):
+                    if int(tid) <= b.venue_seen_trade:
                         covered -= qty if side == "BUY" else -qty
         elif ev[0] == "reconcile":
-            b, _ = vp.reconcile(b, {"BOTH": (venue_qty, last_price, venue_ms)})
+            b, _ = vp.reconcile(b, {"BOTH": (venue_qty, last_price)}, last_trade)
             covered = sum(((q if s == "BUY" else -q) for _, _, s, q, _, _ in queue), D(0))
             assert b.total("BOTH") == venue_qty  # after every reconcile
         else:
@@ -229,9 +230,9 @@ def test_invariant_through_late_reports_redeliveries_reconciles_and_funding(even
     # once every report is in and a reconcile ran, the books equal the venue and nothing moves
     for tid, strategy, side, qty, price, ts in queue:
         b, _ = vp.book_fill(b, trade_id=tid, strategy=strategy, side=side, qty=qty, price=price, ts=ts)
-    b, moved = vp.reconcile(b, {"BOTH": (venue_qty, last_price, venue_ms)})
+    b, moved = vp.reconcile(b, {"BOTH": (venue_qty, last_price)}, last_trade)
     assert b.total("BOTH") == venue_qty
-    b2, moved2 = vp.reconcile(b, {"BOTH": (venue_qty, last_price, venue_ms)})
+    b2, moved2 = vp.reconcile(b, {"BOTH": (venue_qty, last_price)}, last_trade)
     assert moved2 == {} and b2.positions == b.positions
 
 
@@ -239,6 +240,6 @@ def test_book_document_round_trip():
     b = vp.new_book("sub1", "BTCUSDT")
     b, _ = vp.book_fill(b, trade_id="1", strategy="alpha", side="BUY", qty=D("0.003"), price=D("30000.1"),
                         fee=D("0.036"), ts=5)
-    b, _ = vp.reconcile(b, {"BOTH": (D("0.004"), D("30000"), 6)}, now_ms=9)
+    b, _ = vp.reconcile(b, {"BOTH": (D("0.004"), D("30000"))}, 1, now_ms=9)
     again = vp.from_doc(vp.to_doc(b))
     assert again == b and isinstance(again.positions[0].qty, Decimal) and again.key == "sub1:FUT:BTCUSDT"

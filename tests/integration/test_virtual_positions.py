@@ -1,0 +1,131 @@
+"""Virtual positions on the local venue (real Redis single + cluster, the official Binance SDK clients).
+
+Two strategies (bundles ``alpha`` and ``beta``) trade BTCUSDT on the one ``main`` account through S4;
+S1's user-data stream carries every trade to the ``vpos`` role. Expected values come from the venue:
+its position (``positionRisk``) and its own trades of each order (``userTrades``); the plan's nets are
+written out by hand."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from chimera.accounts import views
+from chimera.accounts import virtual as vp
+from chimera.accounts.role import SPEC as VPOS
+from chimera.handlers.router.role import SPEC as S4
+from chimera.schemas.envelope import decode
+from chimera.schemas.messages import OrderIntent, Reconcile
+from chimera.streams import keys
+from chimera.streams.producer import Producer
+from chimera.venues.binance.adapter import client_order_id
+from chimera.workers.clock import WallClock
+from tests.integration.test_router_b1 import done, env, fut, submit, venue  # noqa: F401 - fixtures
+from tests.support.polling import wait_until
+from tests.support.positions import user_data
+from tests.support.workers import ThreadWorker
+
+D = Decimal
+SYM = "BTCUSDT"
+# (intent, strategy, side, qty): alpha buys 0.010 and sells 0.003 (+0.007); beta sells 0.004, then buys
+# 0.006, crossing zero (+0.002). Net +0.009.
+PLAN = [("vp-a1", "alpha", "BUY", "0.010"), ("vp-b1", "beta", "SELL", "0.004"),
+        ("vp-a2", "alpha", "SELL", "0.003"), ("vp-b2", "beta", "BUY", "0.006")]
+
+
+def venue_amt(venue) -> Decimal:  # noqa: F811
+    return sum((D(p["positionAmt"]) for p in fut(venue).position_risk(SYM) if p["positionSide"] == "BOTH"), D(0))
+
+
+def venue_trades(venue, cid: str) -> list[dict]:  # noqa: F811
+    order = fut(venue).query(SYM, cid)
+    return sorted(fut(venue).trades(SYM, order.venue_order_id), key=lambda t: int(t["id"]))
+
+
+def book(store) -> vp.VirtualBook | None:
+    return vp.from_doc(store.get("virtual_books", f"main:FUT:{SYM}"))
+
+
+def invariant_holds(store, venue) -> bool:  # noqa: F811
+    return views.totals(store, "main").get(("main", SYM, "BOTH")) == venue_amt(venue)
+
+
+def ops_events(r, kind: str) -> list:
+    return [e.payload for e in (decode(f) for _, f in r.xrange(keys.OPS_EVENTS)) if e.payload.kind == kind]
+
+
+def test_two_strategies_one_account_sum_to_the_venue_and_a_manual_order_is_unassigned(r, env, venue):  # noqa: F811
+    s, store = env
+    with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store):
+        with user_data(r, venue, s.store_url):
+            for iid, strategy, side, qty in PLAN:
+                submit(r, OrderIntent(intent_id=iid, market="FUT", symbol=SYM, side=side, qty=D(qty), bundle_id=strategy))
+            for iid, *_ in PLAN:
+                wait_until(lambda iid=iid: done(store, iid), timeout=30, message=f"{iid} done")
+            trades = {iid: venue_trades(venue, client_order_id(iid, "mkt")) for iid, *_ in PLAN}
+            n_trades = sum(len(t) for t in trades.values())
+            wait_until(lambda: (b := book(store)) and len(b.booked) == n_trades, timeout=30,
+                       message=f"{n_trades} venue trades booked")
+            assert venue_amt(venue) == D("0.009") and invariant_holds(store, venue)
+            rows = {p.strategy: p for p in views.virtual_positions(store, "main")}
+            assert set(rows) == {"alpha", "beta"}  # nothing UNASSIGNED: every trade was Chimera's
+            assert (rows["alpha"].qty, rows["beta"].qty) == (D("0.007"), D("0.002"))
+            # alpha by hand from the venue's trades: the buy's volume-weighted price is the average cost,
+            # the sell realizes (price - avg) * qty per trade; fees are the venue's commissions.
+            buys, sells = trades["vp-a1"], trades["vp-a2"]
+            avg = sum(D(t["price"]) * D(t["qty"]) for t in buys) / sum(D(t["qty"]) for t in buys)
+            alpha = rows["alpha"]
+            assert alpha.avg_cost == avg
+            assert alpha.trading_pnl == sum((D(t["price"]) - avg) * D(t["qty"]) for t in sells)
+            assert alpha.fees == sum(D(t["commission"]) for t in buys + sells) > 0
+            assert alpha.realized_pnl == alpha.trading_pnl - alpha.fees
+            # beta crossed zero: its cash flow = realized - the cost still held (any cost basis)
+            beta = rows["beta"]
+            cash = sum(D(t["price"]) * D(t["qty"]) * (1 if t["side"] == "SELL" else -1)
+                       for t in trades["vp-b1"] + trades["vp-b2"])
+            assert cash == beta.trading_pnl - beta.qty * beta.avg_cost
+            # what beta holds was opened past zero by its buy: the average of those parts
+            short, opened = D("0.004"), []
+            for t in trades["vp-b2"]:
+                closing = min(short, D(t["qty"]))
+                short -= closing
+                if D(t["qty"]) > closing:
+                    opened.append((D(t["price"]), D(t["qty"]) - closing))
+            assert beta.avg_cost == sum(p * q for p, q in opened) / sum(q for _, q in opened)
+            assert beta.fills == len(trades["vp-b1"] + trades["vp-b2"])
+
+            # a redelivered fill (same trade, new stream entry and key) is booked once
+            version = book(store).version
+            entry = next(f for _, f in r.xrange(keys.VENUE_REPORTS)
+                         if decode(f).payload.exec_type == "TRADE" and decode(f).payload.trade_id)
+            rep = decode(entry).payload
+            Producer(r, WallClock()).publish(keys.VENUE_REPORTS, rep, "redelivered-trade", "main")
+            Producer(r, WallClock()).publish(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="test"),
+                                             "vp-recon-1", "main")
+            wait_until(lambda: book(store).reconciled_at and book(store).version > version, timeout=20,
+                       message="reconcile after the redelivery")
+            assert len(book(store).booked) == n_trades and invariant_holds(store, venue)
+            assert views.unassigned(store, "main") == []
+
+            # an order placed at the venue by hand: its fill reaches vpos, no strategy explains it
+            fut(venue).new_order(symbol=SYM, side="BUY", type="MARKET", qty=D("0.002"), client_id="manual-vp-1")
+            wait_until(lambda: views.unassigned(store, "main"), timeout=20, message="UNASSIGNED from the fill")
+            assert [u["qty"] for u in views.unassigned(store, "main")] == ["0.002"]
+            assert venue_amt(venue) == D("0.011") and invariant_holds(store, venue)
+            [ev] = wait_until(lambda: ops_events(r, "VIRTUAL_UNASSIGNED"), timeout=10, message="ops event")
+            assert ev.detail["unassigned_qty"] == "0.002" and ev.detail["symbol"] == SYM
+            assert "unknown client order id" in ev.detail["cause"]
+
+        # user data is off now: a second manual order reaches vpos only through the reconcile
+        fut(venue).new_order(symbol=SYM, side="BUY", type="MARKET", qty=D("0.001"), client_id="manual-vp-2")
+        assert venue_amt(venue) == D("0.012") and not invariant_holds(store, venue)
+        Producer(r, WallClock()).publish(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="test"),
+                                         "vp-recon-2", "main")
+        wait_until(lambda: [u["qty"] for u in views.unassigned(store, "main")] == ["0.003"], timeout=20,
+                   message="UNASSIGNED 0.003 after the reconcile")
+        assert invariant_holds(store, venue)
+        assert {p.strategy: p.qty for p in views.virtual_positions(store, "all")} == {
+            "alpha": D("0.007"), "beta": D("0.002"), vp.UNASSIGNED: D("0.003")}
+        events = ops_events(r, "VIRTUAL_UNASSIGNED")
+        assert events[-1].detail["cause"] == "reconcile" and events[-1].detail["venue_qty"] == "0.012"
+        alerts = [decode(f).payload for _, f in r.xrange(keys.ALERTS)]
+        assert [a.code for a in alerts if a.code == "VIRTUAL_UNASSIGNED"] == ["VIRTUAL_UNASSIGNED"] * 2
