@@ -5,14 +5,29 @@ closing the older position at the venue before the new entry, PROCESSING_LAG ale
 
 from __future__ import annotations
 
-from chimera.schemas.messages import Noop
+import copy
+from decimal import Decimal
+from types import MappingProxyType
+
+from chimera.handlers.health.role import SPEC as S11
+from chimera.handlers.positions.role import SPEC as S6
+from chimera.handlers.router.role import SPEC as S4
+from chimera.handlers.strategy.engine import Signal, decide
+from chimera.risk import breaker
+from chimera.schemas.envelope import decode
+from chimera.schemas.messages import Noop, OrderIntent, TimerFired
 from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.workers import traces
-from chimera.workers.clock import WallClock
+from chimera.workers.clock import ManualClock, WallClock
+from chimera.workers.config import ActiveConfig, activate
+from chimera.workers.handler import Context
+from tests.integration.test_router_b1 import env, fut, submit, venue  # noqa: F401 - fixtures
 from tests.support import handlers
 from tests.support.polling import wait_until
+from tests.support.positions import pos_events, user_data, venue_amt
 from tests.support.workers import ThreadWorker
+from tests.unit.test_strategy_engine import BUNDLE
 
 EFFECT_GROUP = keys.group("t-effect")
 
@@ -41,3 +56,106 @@ def test_execution_traces_record_start_done_and_error_per_key(r, settings):
     # The trace hash expires as a whole (operator history, not an archive).
     name = keys.exec_trace(EFFECT_GROUP, start["t"] // traces.HOUR_MS)
     assert 0 < r.pttl(name) <= traces.TRACE_TTL_MS
+
+
+# --- the daily drawdown breaker on the venue -------------------------------------------------------
+
+RISK = {"soft_drawdown_usdt": "10", "hard_drawdown_usdt": "20", "sample_interval_ms": 300,
+        "accounts_sampled": ["main"]}
+
+
+def _events(r, stream: str, code: str) -> list:
+    out = []
+    for _, f in r.xrange(stream):
+        e = decode(f)
+        if getattr(e.payload, "kind", None) == code or getattr(e.payload, "code", None) == code:
+            out.append(e)
+    return out
+
+
+def _strategy_ctx(r, store, now_ms: int) -> Context:
+    body = copy.deepcopy(BUNDLE)
+    body["account_risk"] = RISK
+    return Context(clock=ManualClock(now_ms), store=store, config=ActiveConfig("brk", 1, MappingProxyType(body)),
+                   redis=r)
+
+
+def _entry(r, store, sid: str, now_ms: int, account: str = "main"):
+    feats = {"atr": 60.0, "atr_pct": 0.0012, "rv_15": 0.0012, "rv_60": 0.0010, "rv_240": 0.0008,
+             "minutes_to_funding": 120.0}
+    return decide(Signal(sid, "BTCUSDT", now_ms, feats, account_id=account), _strategy_ctx(r, store, now_ms))[0].payload
+
+
+def _mark(v, price: Decimal) -> None:
+    v.control("/chimera/v1/market", {"events": [
+        {"market": "futures", "symbol": "BTCUSDT", "kind": "mark", "price": str(price)}]})
+
+
+def test_breaker_trips_soft_then_hard_flattens_at_the_venue_and_resets_next_utc_day(r, env, venue):  # noqa: F811
+    s, store = env
+    activate(store, "brk", 1, {"account_risk": RISK})
+    with user_data(r, venue, s.store_url), ThreadWorker(S4, r, s, "s4-brk", store), \
+            ThreadWorker(S6, r, s, "s6-brk", store):
+        mid = fut(venue).book("BTCUSDT").mid
+        submit(r, OrderIntent(intent_id="brk-1", market="FUT", symbol="BTCUSDT", side="BUY", qty=Decimal("0.050"),
+                              exec_policy="MARKET", purpose="ENTRY", sl_price=(mid * Decimal("0.9")).quantize(
+                                  Decimal("0.1"))))
+        wait_until(lambda: pos_events(r, "SL_ARMED"), timeout=30, message="position open and protected")
+        with ThreadWorker(S11, r, s, "s11-brk", store):
+            day = breaker.trade_date(WallClock().now_ms())
+            opening = wait_until(lambda: store.get("account_snapshots", f"main:{day}:open"), timeout=30,
+                                 message="the day's opening snapshot")
+            # The opening equity is the venue's: wallet + unrealized, the position listed.
+            assert Decimal(opening["equity"]) == Decimal(opening["wallet"]) + Decimal(opening["unrealized"])
+            assert [(p["symbol"], Decimal(p["amt"])) for p in opening["positions"]] == [("BTCUSDT", Decimal("0.05"))]
+            pos = store.get("positions", "brk-1")
+            mark0 = Decimal(pos["entry_price"]) + Decimal(opening["unrealized"]) / Decimal("0.05")
+            # Soft: 0.05 BTC x 300 = 15 USDT below the opening equity (soft 10, hard 20).
+            _mark(venue, mark0 - 300)
+            doc = wait_until(lambda: (d := store.get("account_risk", "main")) and d["level"] == "SOFT" and d,
+                             timeout=30, message="breaker SOFT")
+            assert Decimal("14") <= Decimal(doc["drawdown_usdt"]) <= Decimal("16")
+            soft = store.get("account_risk_events", f"main:{day}:TRIPPED_SOFT")
+            assert soft["previous"] == "OK" and soft["level"] == "SOFT" and soft["threshold"] == "soft_drawdown_usdt=10"
+            [ops] = wait_until(lambda: _events(r, keys.OPS_EVENTS, "BREAKER_TRIPPED_SOFT"), timeout=10,
+                               message="soft trip on ops:events")
+            assert ops.account_id == "main" and ops.payload.detail["level"] == "SOFT"
+            assert [a.payload.level for a in _events(r, keys.ALERTS, "BREAKER_TRIPPED_SOFT")] == ["WARN"]
+            now = WallClock().now_ms()
+            refused = _entry(r, store, "after-soft", now)
+            assert refused.action == "skip" and refused.reason == "BREAKER_SOFT"
+            other = _entry(r, store, "sub1-entry", now, account="sub1")
+            assert other.action == "open", other  # another account still trades
+            assert venue_amt(fut(venue), "BTCUSDT") == Decimal("0.05")  # soft does not close anything
+
+            # Hard: 600 below the opening mark -> 30 USDT: the position is flattened at the venue.
+            _mark(venue, mark0 - 600)
+            closed = wait_until(lambda: (p := store.get("positions", "brk-1")) and p["state"] == "CLOSED" and p,
+                                timeout=30, message="position flattened")
+            flatten_id = f"brk-1:brk{day.replace('-', '')}"
+            assert closed["close_reason"] == "FLATTEN" and closed["exit_intent_id"] == flatten_id
+            assert venue_amt(fut(venue), "BTCUSDT") == 0
+            intent = store.get("order_intents", flatten_id)
+            assert intent["account_id"] == "main" and intent["purpose"] == "FLATTEN" and intent["reduce_only"]
+            hard = store.get("account_risk_events", f"main:{day}:TRIPPED_HARD")
+            assert hard["previous"] == "SOFT" and hard["flattened"] == ["brk-1"]
+            assert Decimal(hard["drawdown_usdt"]) >= 20
+            assert [a.payload.level for a in _events(r, keys.ALERTS, "BREAKER_TRIPPED_HARD")] == ["CRITICAL"]
+            assert store.get("account_risk", "main")["level"] == "HARD"
+            assert _entry(r, store, "after-hard", WallClock().now_ms()).reason == "BREAKER_HARD"
+        # The next UTC day in event time: S3 no longer refuses (the stored level is yesterday's) ...
+        tomorrow = breaker.day_start(WallClock().now_ms()) + breaker.DAY_MS + 60_000
+        assert _entry(r, store, "next-day", tomorrow).reason != "BREAKER_HARD"
+        # ... and the role's next sample, on a worker whose clock is tomorrow, resets and audits it.
+        with ThreadWorker(S11, r, s, "s11-tomorrow", store, clock=ManualClock(tomorrow)):
+            Producer(r, WallClock()).publish(keys.HEALTH_TIMERS, TimerFired(name="risk.sample",
+                                                                            data={"account_id": "main"}),
+                                             idempotency_key="risk-reset-test")
+            next_day = breaker.trade_date(tomorrow)
+            doc = wait_until(lambda: (d := store.get("account_risk", "main")) and d["trade_date"] == next_day and d,
+                             timeout=30, message="breaker reset on the next day")
+    assert doc["level"] == "OK" and Decimal(doc["drawdown_usdt"]) == 0
+    reset = store.get("account_risk_events", f"main:{next_day}:RESET")
+    assert reset["previous"] == "HARD" and reset["level"] == "OK"
+    assert [e.payload.detail["previous"] for e in _events(r, keys.OPS_EVENTS, "BREAKER_RESET")] == ["HARD"]
+    assert store.get("account_snapshots", f"main:{next_day}:open")["positions"] == []

@@ -54,11 +54,15 @@ def last_stop_loss(store, symbol: str) -> int | None:
     return int(rows[0]["closed_at"]) if rows and rows[0].get("closed_at") else None
 
 
-def same_direction(store, symbol: str, side: str, own: str) -> str:
-    """Another live position (pending entry, open or closing) on ``symbol`` and ``side``: its pos_id, or ""."""
+def same_direction(store, symbol: str, side: str, own: str, account_id: str | None = None) -> str:
+    """Another live position (pending entry, open or closing) on ``symbol`` and ``side``: its pos_id, or "".
+
+    With ``account_id`` only that account's positions count: another account's position is not this
+    account's exposure (a document from before accounts is main's)."""
     live = store.query(POSITIONS, {"symbol": symbol, "side": side, "state": ("in", LIVE_STATES)},
                        order_by="created_at")
-    return next((d["_key"] for d in live if d["_key"] != own), "")
+    return next((d["_key"] for d in live if d["_key"] != own
+                 and (account_id is None or (d.get("account_id") or "main") == account_id)), "")
 
 
 # --- S4 results -------------------------------------------------------------------------------------
