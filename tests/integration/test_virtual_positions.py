@@ -129,3 +129,46 @@ def test_two_strategies_one_account_sum_to_the_venue_and_a_manual_order_is_unass
         assert events[-1].detail["cause"] == "reconcile" and events[-1].detail["venue_qty"] == "0.012"
         alerts = [decode(f).payload for _, f in r.xrange(keys.ALERTS)]
         assert [a.code for a in alerts if a.code == "VIRTUAL_UNASSIGNED"] == ["VIRTUAL_UNASSIGNED"] * 2
+
+
+def test_reports_missed_then_caught_up_move_out_of_unassigned_and_funding_is_shared_pro_rata(r, env, venue):  # noqa: F811
+    """No user data while two strategies trade: the reconcile can only call it UNASSIGNED. When S1's
+    catch-up delivers the missed trades, each moves to its strategy (by trade id) and the sum never
+    leaves the venue's. A funding settlement is then shared 2:1 as the positions are."""
+    s, store = env
+    with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store):
+        for iid, strategy, qty in (("vp-c1", "alpha", "0.010"), ("vp-c2", "beta", "0.005")):
+            submit(r, OrderIntent(intent_id=iid, market="FUT", symbol=SYM, side="BUY", qty=D(qty), bundle_id=strategy))
+            wait_until(lambda iid=iid: done(store, iid), timeout=30, message=f"{iid} done")
+        Producer(r, WallClock()).publish(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="test"),
+                                         "vp-recon-c", "main")
+        wait_until(lambda: [u["qty"] for u in views.unassigned(store, "main")] == ["0.015"], timeout=20,
+                   message="everything UNASSIGNED while no report came")
+        assert venue_amt(venue) == D("0.015") and invariant_holds(store, venue)
+        with user_data(r, venue, s.store_url) as ud:
+            ud.symbols.add(SYM)
+            assert ud.catch_up("test") >= 2
+            wait_until(lambda: {p.strategy: p.qty for p in views.virtual_positions(store, "main")}
+                       == {"alpha": D("0.010"), "beta": D("0.005")}, timeout=20, message="caught-up fills attributed")
+            assert views.unassigned(store, "main") == [] and invariant_holds(store, venue)
+            rows = {p.strategy: p for p in views.virtual_positions(store, "main")}
+            assert rows["alpha"].avg_cost == sum(D(t["price"]) * D(t["qty"]) for t in venue_trades(
+                venue, client_order_id("vp-c1", "mkt"))) / D("0.010")
+            assert book(store).position("BOTH", vp.UNASSIGNED).trading_pnl == 0  # moved there and back: no PnL
+
+            mark = fut(venue).book(SYM).mid
+            venue.control("/chimera/v1/market", {"events": [
+                {"market": "futures", "symbol": SYM, "kind": "mark", "price": str(mark)},
+                {"market": "futures", "symbol": SYM, "kind": "funding", "rate": "0.0001"}]})
+            [rec] = wait_until(lambda: store.query("funding_records", {"account": "main", "symbol": SYM}), timeout=20,
+                               message="funding record from S1")
+        paid = D(rec["amount_usdt"])
+        assert paid == D(venue.control("/chimera/v1/ledger?account=main")["funding"][-1]["fee"]) < 0  # longs pay
+        Producer(r, WallClock()).publish(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="test"),
+                                         "vp-recon-d", "main")
+        wait_until(lambda: rec["tran_id"] in book(store).booked_funding, timeout=20, message="funding shared")
+    rows = {p.strategy: p for p in views.virtual_positions(store, "main")}
+    alpha, beta = rows["alpha"].funding, rows["beta"].funding
+    assert alpha + beta == paid  # to the last 1e-8
+    assert abs(alpha - paid * 2 / 3) <= D("1e-8") and abs(beta - paid / 3) <= D("1e-8")
+    assert rows["alpha"].realized_pnl == -rows["alpha"].fees + alpha
