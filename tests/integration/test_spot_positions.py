@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from decimal import Decimal
 
+import pytest
+
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
 from chimera.venues.binance.adapter import client_order_id
@@ -98,3 +100,25 @@ def test_spot_oco_entry_is_a_position_closed_by_its_take_profit(r, env, venue): 
     # The venue's BTC balance is back where it was before the entry (the whole held quantity was sold).
     btc = next(b for b in spot_sdk(venue).get_account().data().to_dict()["balances"] if b["asset"] == "BTC")
     assert Decimal(btc["free"]) + Decimal(btc["locked"]) == Decimal("1")
+
+
+@pytest.mark.parametrize("venue", [{"spot_oco_allowed": False}], indirect=True)
+def test_stop_loss_limit_protection_fill_closes_the_position_at_a_loss(r, env, venue):  # noqa: F811
+    s, store = env
+    intent, tp, sl = protected_entry(venue, "spos-3")
+    sl_id, tp_id = client_order_id("spos-3", "sl"), client_order_id("spos-3", "tp")
+    with spot_user_data(r, venue, s.store_url), ThreadWorker(S4, r, s, "s4-a", store), \
+            ThreadWorker(S6, r, s, "s6-a", store):
+        submit(r, intent)
+        pos = wait_until(lambda: (p := position(store, "spos-3")) and p.protection and p, timeout=30,
+                         message="spot position ACTIVE with its stop")
+        assert pos.protection == "STOP" and set(pos.protection_orders) == {sl_id, tp_id}
+        assert {o.type for o in spot(venue).open_orders("BTCUSDT")} == {"STOP_LOSS_LIMIT", "LIMIT_MAKER"}
+        market_at(venue, "trade", sl - Decimal("1"))  # through the stop: it triggers and its limit sell fills
+        pos = wait_until(lambda: (p := position(store, "spos-3")) and p.state == "CLOSED" and p, timeout=30,
+                         message="position closed by the stop-loss-limit fill")
+        wait_until(lambda: spot(venue).query("BTCUSDT", tp_id).status == "CANCELED", timeout=30,
+                   message="take-profit cancelled once the stop filled")
+    held, pnl, fees = trade_math(venue_trades(venue, client_order_id("spos-3", "e")), venue_trades(venue, sl_id))
+    assert pos.close_reason == "STOP_LOSS" and pos.realized_pnl == pnl < 0 and pos.fees == fees
+    assert pos.fills_out == {sl_id: held} and spot(venue).open_orders("BTCUSDT") == []
