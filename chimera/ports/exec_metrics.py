@@ -98,21 +98,6 @@ class MemoryExecMetrics:
             return list(self._acks)
 
 
-_REDIS: dict[int, RedisExecMetrics] = {}
-
-
 def exec_metrics_for(ctx) -> ExecMetrics:
-    """The port for this context: an injected one, Redis when the runtime has it, else in-memory.
-
-    The in-process runtime shares one ``services`` dict across deliveries, so the in-memory port
-    created on first use lives as long as the runtime.
-    """
-    injected = ctx.services.get("exec_metrics")
-    if injected is not None:
-        return injected
-    if ctx.redis is not None:
-        port = _REDIS.get(id(ctx.redis))
-        if port is None or port.r is not ctx.redis:
-            port = _REDIS[id(ctx.redis)] = RedisExecMetrics(ctx.redis)
-        return port
-    return ctx.services.setdefault("exec_metrics", MemoryExecMetrics())
+    """The port the runtime built for this worker (one per worker, shared by its deliveries)."""
+    return ctx.exec_metrics

@@ -53,9 +53,5 @@ class MemoryHealthInputs:
 
 
 def inputs_for(ctx) -> HealthInputs:
-    injected = ctx.services.get("health_inputs")
-    if injected is not None:
-        return injected
-    if ctx.redis is not None:
-        return ctx.services.setdefault("health_inputs", RedisHealthInputs(ctx.redis))
-    return ctx.services.setdefault("health_inputs", MemoryHealthInputs())
+    """The port the runtime built for this worker."""
+    return ctx.health_inputs

@@ -1,4 +1,5 @@
-"""S7's watermark ``labels:{last_backfill_ts}`` behind a port (handlers never touch Redis).
+"""High-water marks behind a port (handlers never touch Redis): S7's ``labels:{last_backfill_ts}``
+(``ctx.marks``) and S9's ``bt:{last_run_ts}`` (``ctx.bt_marks``).
 
 ``set_max(field, ms)`` only moves a field forward, so a late or replayed backfill never moves the
 watermark back. Redis: one HASH (one slot), the compare-and-set in a small script; memory: a dict.
@@ -7,6 +8,7 @@ watermark back. Redis: one HASH (one slot), the compare-and-set in a small scrip
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from chimera.streams import keys
 
@@ -19,6 +21,12 @@ if tonumber(ARGV[2]) > cur then
 end
 return 0
 """
+
+
+class Marks(Protocol):
+    def set_max(self, field: str, ms: int) -> bool: ...
+
+    def get(self, field: str) -> int | None: ...
 
 
 class RedisMarks:
@@ -49,8 +57,6 @@ class MemoryMarks:
         return self._d.get(field)
 
 
-def marks_for(ctx) -> RedisMarks | MemoryMarks:
-    m = ctx.services.get("research_marks")
-    if m is None:
-        m = ctx.services["research_marks"] = RedisMarks(ctx.redis) if ctx.redis is not None else MemoryMarks()
-    return m
+def marks_for(ctx) -> Marks:
+    """S7's marks: the port the runtime built for this worker."""
+    return ctx.marks

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chimera.errors import PermanentError
+from chimera.ports.exec_metrics import ExecMetrics
 from chimera.ports.features import FeatureState
+from chimera.ports.health_inputs import HealthInputs
+from chimera.ports.research_marks import Marks
 from chimera.ports.venues import Venues
 from chimera.ports.wiring import memory_ports, redis_ports
 from chimera.risk.state import RiskState
@@ -116,16 +119,21 @@ class Context:
     risk: RiskState | None = None  # kill switch, health, regime, budget/concurrency reservation
     features: FeatureState | None = None  # S2's engine cache and the closed-bar store
     venues: Venues | None = None  # venue clients by account
+    exec_metrics: ExecMetrics | None = None  # S4's execution counters and ack latencies
+    health_inputs: HealthInputs | None = None  # consumer-group lag as S11 sees it
+    marks: Marks | None = None  # S7's backfill high-water marks
+    bt_marks: Marks | None = None  # S9's experiment high-water marks
 
     def __post_init__(self) -> None:
         # A context built by hand (tests, tools) gets the Redis ports when it was given a client,
         # else in-memory ones on its clock.
-        if self.risk is None or self.features is None or self.venues is None:
+        names = ("risk", "features", "venues", "exec_metrics", "health_inputs", "marks", "bt_marks")
+        if any(getattr(self, n) is None for n in names):
             ports = redis_ports(self.redis, self.settings) if self.redis is not None else memory_ports(
                 self.clock, self.settings)
-            self.risk = self.risk if self.risk is not None else ports.risk
-            self.features = self.features if self.features is not None else ports.features
-            self.venues = self.venues if self.venues is not None else ports.venues
+            for n in names:
+                if getattr(self, n) is None:
+                    setattr(self, n, getattr(ports, n))
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

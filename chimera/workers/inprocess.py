@@ -155,8 +155,7 @@ class InProcessRuntime:
     def _context(self, spec: HandlerSpec, fence: int) -> Context:
         return Context(clock=self.clock, store=self.store, config=self.config, objects=self.objects,
                        redis=None, settings=self.settings, role=spec.role, consumer="inprocess", fence=fence,
-                       services=self.services, risk=self.ports.risk, features=self.ports.features,
-                       venues=self.ports.venues)
+                       services=self.services, **self.ports.as_kwargs())
 
     def _deliver(self, spec: HandlerSpec, env: Envelope) -> None:
         idem = spec.idempotency(env) if spec.idempotency else None

@@ -394,7 +394,7 @@ class Worker:
         ctx = Context(
             clock=self.clock, store=self.store, config=config, objects=self.objects, redis=self.r,
             settings=self.settings, role=self.spec.role, consumer=self.consumer, fence=fence, services=self.services,
-            risk=self.ports.risk, features=self.ports.features, venues=self.ports.venues,
+            **self.ports.as_kwargs(),
         )
         if fence == 0:
             self._ctx = ctx

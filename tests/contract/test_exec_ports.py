@@ -80,5 +80,5 @@ def test_context_gets_the_runtime_s_port(backend):
     assert got is exec_metrics_for(ctx)  # one per worker, not one per entry
     assert isinstance(got, RedisExecMetrics if r is not None else MemoryExecMetrics)
     injected = Context(clock=ManualClock(0), store=open_store("memory://"), config=ActiveConfig(),
-                       services={"exec_metrics": port})
+                       exec_metrics=port)
     assert exec_metrics_for(injected) is port

@@ -46,7 +46,7 @@ def test_run_writes_experiment_verdicts_and_ops_event_once(rt):
             assert f["train_end"] == f["test_start"] - 12 * 3_600_000  # purged by the horizon
     (ev,) = [e for e in rt.entries(keys.OPS_EVENTS) if isinstance(e.payload, OpsEvent)]
     assert ev.payload.kind == "EXPERIMENT_DONE" and ev.payload.detail["trials"] == str(exp["trials"])
-    assert rt.services["bt_marks"].get("bt:mom") == END + 3_600_000  # bt:{last_run_ts} on Redis
+    assert rt.ports.bt_marks.get("bt:mom") == END + 3_600_000  # bt:{last_run_ts} on Redis
     # A repeated command re-announces the stored result and changes nothing.
     rt.publish(keys.EXP_COMMANDS, msg, "again")
     rt.run()

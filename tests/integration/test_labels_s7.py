@@ -161,4 +161,4 @@ def test_the_backfill_timer_labels_and_re_arms_itself(run):
     assert not rt.dead, rt.dead
     assert store.count(LABEL_COLLECTIONS[24]) == store.count(SIGNALS)
     assert rt.armed_timers() == {"s7.backfill:24": now + HOUR}
-    assert rt.services["research_marks"].get("h24") == now - 24 * HOUR
+    assert rt.ports.marks.get("h24") == now - 24 * HOUR

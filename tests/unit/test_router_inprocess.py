@@ -69,7 +69,7 @@ class Rig:
         return self.store.get("order_intents", intent_id)
 
     def counters(self) -> dict:
-        return self.rt.services["exec_metrics"].counters()
+        return self.rt.ports.exec_metrics.counters()
 
 
 def test_market_entry_sets_leverage_and_margin_once_then_fills_at_the_venue():

@@ -21,7 +21,6 @@ import math
 import numpy as np
 
 from chimera.errors import PermanentError
-from chimera.ports.research_marks import RedisMarks, marks_for
 from chimera.research.experiment import Hypothesis, HypothesisResult, finalize, run_family, walk
 from chimera.research.strategies import BarStrategies
 from chimera.research.walkforward import Fold, walk_forward
@@ -172,10 +171,7 @@ def _record(ctx: Context, p: RunExperiment, folds: list[Fold], results: list[Hyp
     for r in results:
         ctx.store.update_if(HYPOTHESES, r.hypothesis_id, {"status": r.verdict, "q": _clean(r.q),
                                                           "experiment_id": p.experiment_id}, {"status": "PENDING"})
-    marks = ctx.services.get("bt_marks")
-    if marks is None:
-        marks = ctx.services["bt_marks"] = RedisMarks(ctx.redis, keys.BT_LAST_RUN) if ctx.redis is not None else marks_for(ctx)
-    marks.set_max(f"bt:{p.family}", now)
+    ctx.bt_marks.set_max(f"bt:{p.family}", now)
     return [_event(p, doc)]
 
 

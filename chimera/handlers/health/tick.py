@@ -79,13 +79,7 @@ def export(ctx: Context, today: dict[str, dict]) -> None:
 
 
 def risk_port(ctx: Context):
-    port = getattr(ctx, "risk", None) or ctx.services.get("risk_state")
-    if port is None:
-        from chimera.risk.state import MemoryState, RedisState
-
-        port = RedisState(ctx.redis) if ctx.redis is not None else MemoryState(ctx.now_ms)
-        ctx.services["risk_state"] = port
-    return port
+    return ctx.risk
 
 
 def interval_ms(ctx: Context) -> int:
