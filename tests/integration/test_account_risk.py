@@ -159,3 +159,69 @@ def test_breaker_trips_soft_then_hard_flattens_at_the_venue_and_resets_next_utc_
     assert reset["previous"] == "HARD" and reset["level"] == "OK"
     assert [e.payload.detail["previous"] for e in _events(r, keys.OPS_EVENTS, "BREAKER_RESET")] == ["HARD"]
     assert store.get("account_snapshots", f"main:{next_day}:open")["positions"] == []
+
+
+# --- priority replace on the venue -----------------------------------------------------------------
+
+
+def _replace_bundle(mid: Decimal) -> dict:
+    body = copy.deepcopy(BUNDLE)
+    st = body["strategy"]
+    st["symbols"] = ["BTCUSDT"]
+    st["funding"] = {"no_entry_minutes_before": 0}
+    st["risk"] = {"fut_margin_budget_usdt": "1000", "max_per_symbol": 1, "max_open_positions": 5}
+    st["protections"] = {"cooldown_bars_after_sl": 0, "bar_ms": 60000, "priority_replace": True}
+    st["sizing"] = {**st["sizing"], "exec_policy": "MARKET", "sl_atr": 20.0, "tp_atr": 40.0}
+    return body
+
+
+def _signal(store, sid: str, mid: Decimal, priority: int, now_ms: int) -> None:
+    """What S2 (or the gateway) stored for a signal; the ``Decide`` then asks S3 for a decision on it."""
+    feats = {"mid": float(mid), "atr": float(mid) * 0.0012, "atr_pct": 0.0012, "rv_15": 0.0012, "rv_60": 0.0010,
+             "rv_240": 0.0008, "minutes_to_funding": 120.0, "priority": priority}
+    store.upsert("signals", sid, {"signal_id": sid, "symbol": "BTCUSDT", "t0": now_ms, "features": feats})
+
+
+def _venue_order_id(v, client_id: str) -> int:
+    orders = v.call(lambda: list(v.server.engine.orders.values()))
+    return next(o.order_id for o in orders if o.client_id == client_id)
+
+
+def test_priority_replace_closes_the_older_position_at_the_venue_before_the_new_entry(r, env, venue):  # noqa: F811
+    from chimera.handlers.strategy.role import SPEC as S3
+    from chimera.handlers.strategy.sizing import ids_for
+    from chimera.schemas.messages import Decide
+
+    s, store = env
+    mid = fut(venue).book("BTCUSDT").mid
+    activate(store, "replace", 1, _replace_bundle(mid))
+    producer = Producer(r, WallClock())
+    pos_a, intent_a = ids_for("pr-a")
+    pos_b, intent_b = ids_for("pr-b")
+    with user_data(r, venue, s.store_url), ThreadWorker(S4, r, s, "s4-pr", store), \
+            ThreadWorker(S6, r, s, "s6-pr", store), ThreadWorker(S3, r, s, "s3-pr", store):
+        _signal(store, "pr-a", mid, 1, WallClock().now_ms())
+        producer.publish(keys.STRAT_COMMANDS, Decide(signal_id="pr-a", symbol="BTCUSDT", side="BUY"),
+                         idempotency_key="decide-pr-a")
+        a = wait_until(lambda: (p := store.get("positions", pos_a)) and p["state"] == "ACTIVE" and p, timeout=30,
+                       message="older position open")
+        qty_a = Decimal(a["qty"])
+        assert venue_amt(fut(venue), "BTCUSDT") == qty_a
+        # A higher-priority entry on the same symbol and side: the older position goes first.
+        _signal(store, "pr-b", mid, 2, WallClock().now_ms())
+        producer.publish(keys.STRAT_COMMANDS, Decide(signal_id="pr-b", symbol="BTCUSDT", side="BUY"),
+                         idempotency_key="decide-pr-b")
+        b = wait_until(lambda: (p := store.get("positions", pos_b)) and p["state"] == "ACTIVE" and p, timeout=40,
+                       message="new position open after the replace")
+        a = store.get("positions", pos_a)
+        assert a["state"] == "CLOSED" and a["close_reason"] == "EXIT" and a["exit_intent_id"] == f"{pos_a}:replace"
+        assert b["created_at"] >= a["closed_at"]  # S6 saw the old one closed before the new one's first result
+        # At the venue: the old position's reduce-only exit was placed (and filled) before the new entry.
+        [exit_leg] = store.query("orders", {"intent_id": f"{pos_a}:replace"})
+        [entry_leg] = store.query("orders", {"intent_id": intent_b})
+        assert exit_leg["status"] == "FILLED" and Decimal(exit_leg["filled_qty"]) == qty_a
+        assert _venue_order_id(venue, exit_leg["client_order_id"]) < _venue_order_id(venue, entry_leg["client_order_id"])
+        assert venue_amt(fut(venue), "BTCUSDT") == Decimal(b["qty"])  # only the new position is held
+    decision = store.get("signals", "pr-b")["decision"]
+    assert decision["action"] == "open" and decision["pos_id"] == pos_b
+    assert store.get("strategy_events", f"REPLACE_REQUESTED:pr-b:{pos_a}")["exit_intent_id"] == f"{pos_a}:replace"
