@@ -35,6 +35,17 @@ class ManualClock:
             self._t += ms
 
 
+class EventClock(ManualClock):
+    """A replay driver's clock shared by Redis workers (``backtest/redis_replay.py``): like the
+    in-process runtime's, time also moves to the event time of each entry a worker takes
+    (``follow_event``, called by the runtime's pipeline), so a handler reacting to a message
+    stamped t (a feature snapshot as of a bar's close + 1 ms) acts at t on both runtimes."""
+
+    def follow_event(self, t_ms: int | None) -> None:
+        if t_ms:
+            self.set(t_ms)
+
+
 class FollowClock:
     """Follows a remote clock (the local venue's replay time, ARCHITECTURE §4).
 

@@ -136,6 +136,8 @@ class EntryPipeline:
             if not lock.acquire(wait_ms=200):
                 return Outcome.RETRY  # busy: stays pending, comes back after claim_idle
         ctx = self.context(lock.fence if lock else 0)
+        if (follow := getattr(ctx.clock, "follow_event", None)) is not None:  # a replay's EventClock
+            follow(env.event_time)
         self.current = (env, started := ctx.clock.now_ms())
         ref = f"{stream}/{entry_id}" if redelivered else None  # crash-loop guard (crashguard.py)
         try:
