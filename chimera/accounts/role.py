@@ -31,7 +31,7 @@ from loguru import logger
 
 from chimera.accounts import attribution
 from chimera.accounts import virtual as vp
-from chimera.errors import RetryableError
+from chimera.errors import PermanentError, RetryableError
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, OpsEvent, Reconcile, VenueReport
 from chimera.store.collections import FUNDING_RECORDS, VIRTUAL_BOOKS
@@ -107,6 +107,10 @@ def on_report(env: Envelope, ctx: Context) -> list[Emit]:
     rep: VenueReport = env.payload
     if rep.exec_type != "TRADE" or rep.market != "FUT" or not rep.last_qty or not rep.trade_id:
         return []
+    if rep.position_side not in vp.POSITION_SIDES or rep.side not in ("BUY", "SELL") or rep.last_qty < 0:
+        raise PermanentError(f"venue report {rep.trade_id} of {rep.client_order_id!r}: position_side "
+                             f"{rep.position_side!r} (BOTH|LONG|SHORT), side {rep.side!r} (BUY|SELL), last_qty "
+                             f"{rep.last_qty} (> 0): cannot book it")
     account = env.account_id or "main"
     att = attribution.attribute(ctx.store, rep.client_order_id, ctx.services.setdefault("vpos.attribution", {}))
     if att.account_id and att.account_id != account:
@@ -119,7 +123,7 @@ def on_report(env: Envelope, ctx: Context) -> list[Emit]:
         book = share_funding(ctx.store, book, until_ms=rep.ts)
         book, booked = vp.book_fill(book, trade_id=str(rep.trade_id), strategy=att.strategy, side=rep.side,
                                     qty=rep.last_qty, price=rep.last_price, fee=rep.commission,
-                                    fee_asset=rep.commission_asset or "USDT", position_side=rep.position_side or "BOTH",
+                                    fee_asset=rep.commission_asset or "USDT", position_side=rep.position_side,
                                     ts=rep.ts)
         return book if booked else None
 
