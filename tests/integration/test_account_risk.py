@@ -225,3 +225,76 @@ def test_priority_replace_closes_the_older_position_at_the_venue_before_the_new_
     decision = store.get("signals", "pr-b")["decision"]
     assert decision["action"] == "open" and decision["pos_id"] == pos_b
     assert store.get("strategy_events", f"REPLACE_REQUESTED:pr-b:{pos_a}")["exit_intent_id"] == f"{pos_a}:replace"
+
+
+# --- max open positions per account ----------------------------------------------------------------
+
+
+def _s6_position(store, pos_id: str, account: str, state: str = "ACTIVE", symbol: str = "BTCUSDT") -> None:
+    store.upsert("positions", pos_id, {"symbol": symbol, "side": "BUY", "state": state, "account_id": account,
+                                       "qty": "0.01", "created_at": 1})
+
+
+def test_max_open_positions_per_account_counts_s6_positions_of_that_account_only(r, settings):
+    from chimera.store import open_store
+
+    store = open_store(settings.store_url)
+    body = copy.deepcopy(BUNDLE)
+    body["strategy"]["risk"] = {"fut_margin_budget_usdt": "1000", "max_per_symbol": 5, "max_open_positions": 10}
+    body["account_risk"] = {"max_open_positions": 1, "accounts": {"sub1": {"max_open_positions": 2}}}
+    now = WallClock().now_ms()
+    ctx = Context(clock=ManualClock(now), store=store, config=ActiveConfig("mx", 1, MappingProxyType(body)), redis=r)
+    feats = {"atr": 3.0, "atr_pct": 0.0012, "rv_15": 0.0012, "rv_60": 0.0010, "rv_240": 0.0008,
+             "minutes_to_funding": 120.0}
+
+    def entry(sid: str, account: str):
+        return decide(Signal(sid, "ETHUSDT", now, dict(feats), account_id=account), ctx)[0].payload
+
+    _s6_position(store, "closed-main", "main", state="CLOSED")
+    _s6_position(store, "adopted-main", "main")  # S5 adopted it: no reservation, still an open position
+    refused = entry("mx-1", "main")
+    assert refused.action == "skip" and refused.reason == "MAX_OPEN_POSITIONS_ACCOUNT"
+    _s6_position(store, "sub1-a", "sub1")
+    assert entry("mx-2", "sub1").action == "open"  # sub1's own limit is 2
+    _s6_position(store, "sub1-b", "sub1", symbol="SOLUSDT")
+    assert entry("mx-3", "sub1").reason == "MAX_OPEN_POSITIONS_ACCOUNT"
+    store.update_if("positions", "adopted-main", {"state": "CLOSED"}, {})
+    assert entry("mx-4", "main").action == "open"
+
+
+# --- PROCESSING_LAG ----------------------------------------------------------------------------------
+
+
+def test_processing_lag_alert_fires_when_a_group_is_behind(r, settings):
+    import threading
+
+    from chimera.store import open_store
+    from chimera.workers.runtime import ensure_group
+    from chimera.workers.scheduler_role import run_scheduler
+
+    store = open_store(settings.store_url)
+    activate(store, "lag", 1, {"health": {"lag_interval_ms": 200, "lag_alert": {"default": 5, keys.ORD_RESULTS: 50}}})
+    producer = Producer(r, WallClock())
+    for stream in (keys.ORD_COMMANDS, keys.ORD_RESULTS):
+        ensure_group(r, stream, keys.group("s-behind"), "$")
+        for i in range(12):  # nobody reads them: 12 entries behind on both streams
+            producer.publish(stream, Noop(n=i), idempotency_key=f"lag-{stream}-{i}")
+    stop = threading.Event()
+    sched = threading.Thread(target=run_scheduler, args=(r, WallClock(), "sched-lag", stop), daemon=True)
+    sched.start()
+    try:
+        with ThreadWorker(S11, r, settings, "s11-lag", store):
+            doc = wait_until(lambda: store.get("alerts", f"lag:{keys.ORD_COMMANDS}"), timeout=30,
+                             message="PROCESSING_LAG alert stored by S11")
+            [first, *_] = _events(r, keys.ALERTS, "PROCESSING_LAG")
+            # The next lag tick re-arms itself: a group still behind repeats, one alert counting them.
+            wait_until(lambda: store.get("alerts", f"lag:{keys.ORD_COMMANDS}")["count"] >= 2, timeout=30,
+                       message="the alert repeats while the group stays behind")
+    finally:
+        stop.set()
+        sched.join(5)
+    assert doc["code"] == "PROCESSING_LAG" and doc["level"] == "WARN"
+    assert first.payload.context["stream"] == keys.ORD_COMMANDS and int(first.payload.context["lag"]) >= 12
+    assert first.payload.context["threshold"] == "5"
+    # ord:{results} is as far behind but under its own threshold (50): no alert for it.
+    assert not [e for e in _events(r, keys.ALERTS, "PROCESSING_LAG") if e.payload.context["stream"] == keys.ORD_RESULTS]
