@@ -23,6 +23,7 @@ from chimera.gateway.errors import ApiError, api_error_handler, http_error_handl
 from chimera.gateway.rbac import audit_middleware, guard
 from chimera.gateway.routes import ROUTES
 from chimera.gateway.v1 import V1_ROUTES
+from chimera.gateway.v1_ops import OPS_ROUTES
 from chimera.gateway.validation import document_strict_bodies, fix_options_allow, strict_body
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
@@ -36,6 +37,7 @@ class Deps:
     clock: Any
     producer: Producer
     auth: Auth
+    started_at: int = 0  # clock ms when this gateway process built its app (/v1/ops/health uptime)
 
 
 def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig | None = None) -> Litestar:
@@ -49,7 +51,7 @@ def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig
 
     cfg = auth_config or load_auth_config()
     app = Litestar(
-        route_handlers=[*ROUTES, *V1_ROUTES, *ui.UI_ROUTES],
+        route_handlers=[*ROUTES, *V1_ROUTES, *OPS_ROUTES, *ui.UI_ROUTES],
         guards=[guard, strict_body],
         middleware=[audit_middleware],
         exception_handlers={ApiError: ui.error_handler(api_error_handler), ValidationException: validation_handler,
@@ -65,7 +67,8 @@ def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig
     )
     document_strict_bodies(app)
     fix_options_allow(app)
-    app.state.chimera = Deps(settings, r, store, clock, Producer(r, clock), Auth(cfg, r, store, clock))
+    app.state.chimera = Deps(settings, r, store, clock, Producer(r, clock), Auth(cfg, r, store, clock),
+                             started_at=clock.now_ms())
     return app
 
 

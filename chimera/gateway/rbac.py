@@ -31,6 +31,7 @@ _ADMIN = frozenset({"admin"})
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "read": _ALL,  # positions, orders, fills, signals, accounts, alerts, approvals list, research reads
+    "ops.read": _ALL,  # /v1/ops/metrics, /v1/ops/health (read-only figures, no secrets)
     "orders.write": frozenset({"trader", "admin"}),  # POST /orders, /cancel
     "strategy.decide": frozenset({"trader", "admin"}),
     "features.recompute": _OPS,

@@ -68,6 +68,13 @@ def audit_detail(request: Request, **detail) -> None:
     request.scope.setdefault("state", {}).setdefault("audit_detail", {}).update(detail)
 
 
+def one_account(account_id: str | None) -> None:
+    """"all" names the read-only All view, never an account to act on."""
+    if account_id == "all":
+        raise ApiError(422, "ALL_VIEW_READ_ONLY", 'account_id "all" is the read-only All view: name one account',
+                       field="account_id")
+
+
 def dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -140,6 +147,7 @@ def _where(**filters: str | None) -> dict:
 @post(both("/orders"), status_code=HTTP_202_ACCEPTED, **spec("orders.write", unsafe=True))
 def create_order(request: Request, data: JSONBody[OrderBody]) -> dict:
     d = _deps(request)
+    one_account(data.account_id)
     intent_id = data.intent_id or f"gw-{uuid.uuid4().hex[:24]}"
     if data.exec_policy == "LIMIT" and data.price is None:
         raise ApiError(422, "RULE_VIOLATED", "exec_policy LIMIT needs price", field="price")
@@ -184,6 +192,7 @@ def list_orders(request: Request, symbol: FromQuery[str | None] = None, status: 
 @post(both("/cancel"), status_code=HTTP_202_ACCEPTED, **spec("orders.write", unsafe=True))
 def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
     d = _deps(request)
+    one_account(data.account_id)
     mapped = d.r.get(keys.gw_order_account(data.intent_id))
     known = mapped is not None or d.store.get("order_intents", data.intent_id) is not None
     if not known and not data.account_id:
@@ -205,9 +214,31 @@ def cancel_order(request: Request, data: JSONBody[CancelBody]) -> dict:
 @get(both("/positions"), **spec("read", 400))
 def list_positions(request: Request, symbol: FromQuery[str | None] = None,
                    pos_state: Annotated[str | None, QueryParameter(name="state")] = None,
+                   account_id: Annotated[str | None, QueryParameter(
+                       name="account_id", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$",
+                       description='one account, or "all": every account plus the All view (`aggregated`)')] = None,
                    limit: Limit = 100) -> dict:
-    docs = _deps(request).store.query("positions", _where(symbol=symbol, state=pos_state), limit=limit)
-    return {"items": docs, "count": len(docs)}
+    """Positions (S6's documents). With ``account_id=all``: ``aggregated`` sums the open ones per (market,
+    symbol, side) over accounts, each account's share in ``accounts`` (read-only: orders name one account).
+    ``virtual``: the strategies' virtual positions of the accounts shown, once they are built."""
+    from chimera.gateway import ops
+
+    d = _deps(request)
+    one = account_id if account_id not in (None, "all") else None
+    where = _where(symbol=symbol, state=pos_state)
+    docs = d.store.query("positions", where, limit=limit if one is None else None)
+    if one is not None:  # positions written before accounts carry none: they are main's
+        docs = [p for p in docs if (p.get("account_id") or "main") == one][:limit]
+    out: dict[str, Any] = {"items": docs, "count": len(docs), "account_id": account_id or "all"}
+    if account_id == "all":
+        open_docs = d.store.query("positions", {**_where(symbol=symbol), "state": ("in", list(ops.OPEN_STATES))})
+        out["aggregated"] = ops.aggregate_positions(open_docs)
+    names = [one] if one else sorted({a.account_id for a in ops.configured_accounts(d)}
+                                     | {p.get("account_id") or "main" for p in docs})
+    virtual = ops.virtual_rows(d.store, names)
+    if virtual is not None:
+        out["virtual"] = virtual
+    return out
 
 
 @get(both("/signals"), **spec("read", 400))
@@ -217,32 +248,17 @@ def list_signals(request: Request, symbol: FromQuery[str | None] = None, limit: 
 
 
 def accounts_status(d) -> list[dict]:
-    from chimera.venues.accounts import load_accounts
+    from chimera.gateway.ops import accounts_stream_status
 
-    out = []
-    for acc in load_accounts(d.settings.accounts_file or None, d.settings.venue):
-        st = _stream_status(d.r, keys.s1_stream_status(acc.account_id))
-        item = {"account_id": acc.account_id, "enabled": acc.enabled,
-                "ws_status": st.get("ws_status", "DISCONNECTED" if acc.enabled else "DISABLED"),
-                "last_error": st.get("last_error", ""),
-                "last_connected_at": int(st.get("last_connected_at") or 0), "markets": {}}
-        for market in keys.S1_STATUS_MARKETS:  # only the streams S1 runs for this account have a hash
-            ms = _stream_status(d.r, keys.s1_stream_status_market(acc.account_id, market))
-            if ms:
-                item["markets"][market] = {"ws_status": ms.get("ws_status", ""), "last_error": ms.get("last_error", ""),
-                                           "last_connected_at": int(ms.get("last_connected_at") or 0)}
-        out.append(item)
-    return out
+    return accounts_stream_status(d)
 
 
 @get(both("/accounts"), **spec("read"))
 def list_accounts(request: Request) -> dict:
+    """Every account of the accounts file with S1's stream status: ``ws_status`` (CONNECTED, CONNECTING,
+    DISCONNECTED, DISABLED), ``last_error``, ``last_connected_at`` (ms), and the same per market stream."""
     out = accounts_status(_deps(request))
     return {"items": out, "count": len(out)}
-
-
-def _stream_status(r, key: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in (r.hgetall(key) or {}).items()}
 
 
 # --- operations -----------------------------------------------------------------------------------
@@ -275,6 +291,7 @@ def kill_switch(request: Request, data: JSONBody[KillSwitchBody]) -> Response:
 @post(both("/reconcile"), status_code=HTTP_202_ACCEPTED, **spec("reconcile.run", unsafe=True))
 def reconcile(request: Request, data: JSONBody[ReconcileBody]) -> dict:
     d = _deps(request)
+    one_account(data.account_id)
     run_id = f"recon-{uuid.uuid4().hex[:20]}"
     d.producer.publish(keys.RECON_COMMANDS, Reconcile(scope=data.scope, requested_by=principal(request).name),
                        idempotency_key=run_id, account_id=data.account_id)

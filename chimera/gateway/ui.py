@@ -34,7 +34,7 @@ from chimera.gateway.routes import accounts_status, request_transfer, set_or_req
 from chimera.gateway.v1 import dlq_items
 from chimera.risk.state import RedisState
 from chimera.schemas.envelope import decode
-from chimera.schemas.messages import VenueReport
+from chimera.schemas.messages import AccountStreamStatus, VenueReport
 from chimera.store import collections as C
 from chimera.streams import keys
 
@@ -46,7 +46,7 @@ NAV = [("/ui", "Dashboard"), ("/ui/positions", "Positions"), ("/ui/orders", "Ord
        ("/ui/alerts", "Alerts"), ("/ui/dlq", "DLQ"), ("/ui/bundles", "Bundles & rollouts"),
        ("/ui/backtests", "Backtests"), ("/ui/experiments", "Experiments"), ("/ui/autopsy", "Autopsy")]
 TOPICS = {"fills": keys.VENUE_REPORTS, "positions": keys.POS_EVENTS, "signals": keys.SIG_EVENTS,
-          "alerts": keys.ALERTS, "ops": keys.OPS_EVENTS}
+          "alerts": keys.ALERTS, "ops": keys.OPS_EVENTS, "accounts": keys.OPS_EVENTS}
 PLACEHOLDERS = {  # the services exist; their pages do not yet (the API does)
     "bundles": ("Bundles & rollouts", "S10's bundles and rollouts", "GET /v1/bundles, POST /v1/bundles, /v1/promote"),
     "backtests": ("Backtests", "S9's backtest runs", "GET /v1/backtests"),
@@ -276,15 +276,29 @@ def approvals_page(request: Request) -> Template:
         note="Four eyes: a request runs only when another person approves it, before it expires.")
 
 
+ACCOUNT_COLS = ["account", "enabled", "stream", "markets", "last connected", "last error"]
+
+
+def account_row(a: dict) -> dict:
+    return {"_id": f"acct-{a['account_id']}", "account": a["account_id"], "enabled": a["enabled"],
+            "stream": a["ws_status"], "markets": ", ".join(f"{m}: {v['ws_status']}" for m, v in a["markets"].items()),
+            "last connected": _s(a["last_connected_at"] or ""), "last error": a["last_error"]}
+
+
+def account_row_html(a: dict) -> dict:
+    """The accounts page's row for ``a`` (same cells as page.html renders), for a live replacement."""
+    row = account_row(a)
+    cells = "".join(f"<td>{html.escape(_s(row[c]))}</td>" for c in ACCOUNT_COLS)
+    return {"id": f"row-{row['_id']}", "html": f'<tr id="row-{row["_id"]}" class="live">{cells}</tr>'}
+
+
 @get("/ui/accounts", **ui_kw("read"))
 def accounts(request: Request) -> Template:
-    rows = [{"account": a["account_id"], "enabled": a["enabled"], "stream": a["ws_status"],
-             "markets": ", ".join(f"{m}: {v['ws_status']}" for m, v in a["markets"].items()),
-             "last connected": _s(a["last_connected_at"] or ""), "last error": a["last_error"]}
-            for a in accounts_status(_deps(request))]
-    return page(request, "Accounts", tables=[{"id": "accounts", "title": "Accounts and their streams", "rows": rows,
-                                              "columns": ["account", "enabled", "stream", "markets",
-                                                          "last connected", "last error"]}])
+    d = _deps(request)
+    rows = [account_row(a) for a in accounts_status(d)]
+    return page(request, "Accounts", live="accounts", after=last_id(d.r, keys.OPS_EVENTS), tables=[
+        {"id": "accounts", "title": "Accounts and their streams", "rows": rows, "columns": ACCOUNT_COLS}],
+        note="Live: each stream status change S1 reports replaces its account's row.")
 
 
 @get("/ui/alerts", **ui_kw("read"))
@@ -397,13 +411,40 @@ def ui_requeue(request: Request, entry_id: str) -> Response:
 # --- live: Server-Sent Events from the streams ----------------------------------------------------------
 
 
-def render_event(topic: str, fields: dict) -> tuple[str, str] | None:
-    """(event, data) for one stream entry; None when this page has nothing to show for it."""
+STATE_SNAPSHOT = "STATE_SNAPSHOT"  # seed 000: the first event of every live connection
+ACCOUNT_STREAM_STATUS = "ACCOUNT_STREAM_STATUS"  # seed 000: one account stream's status changed
+
+
+def snapshot(d, topic: str) -> str:
+    """``STATE_SNAPSHOT``: every account's stream status now (and, for the accounts page, its rows)."""
+    status = accounts_status(d)
+    body: dict[str, Any] = {"topic": topic, "accounts_status": status}
+    if topic == "accounts":
+        body["rows"] = [account_row_html(a) for a in status]
+    return json.dumps(body)
+
+
+def account_event(d, env) -> str:
+    """``ACCOUNT_STREAM_STATUS``: the change as S1 published it, plus the account as it stands now."""
+    msg = env.payload
+    now = {a["account_id"]: a for a in accounts_status(d)}.get(env.account_id)
+    return json.dumps({"account_id": env.account_id, "market": msg.market, "ws_status": msg.ws_status,
+                       "last_error": msg.last_error, "last_connected_at": msg.last_connected_at,
+                       "at": env.event_time, "account": now, "row": account_row_html(now) if now else None})
+
+
+def render_event(topic: str, fields: dict) -> tuple[str, Any] | None:
+    """(event, data) for one stream entry; None when this page has nothing to show for it. For an
+    account stream status the data is the envelope: ``account_event`` reads Redis to complete it."""
     try:
         env = decode(fields)
     except Exception:  # noqa: BLE001 - an entry this build cannot decode is skipped, never fatal
         return None
     msg = env.payload
+    if isinstance(msg, AccountStreamStatus):
+        return ACCOUNT_STREAM_STATUS, env
+    if topic == "accounts":
+        return None
     if topic == "fills":
         if not isinstance(msg, VenueReport) or msg.exec_type != "TRADE":
             return None
@@ -432,12 +473,16 @@ async def events(request: Request, topic: str, after: str = "$") -> ServerSentEv
     async def gen():
         cursor = start
         yield ServerSentEventMessage(comment="live", retry=1000)
+        # No id: a reconnect resumes after the last stream entry, and gets a fresh snapshot first.
+        yield ServerSentEventMessage(event=STATE_SNAPSHOT, data=await anyio.to_thread.run_sync(snapshot, d, topic))
         while True:
             got = await anyio.to_thread.run_sync(_read_after, d.r, stream, cursor, abandon_on_cancel=True)
             for _, entries in got or []:
                 for eid, fields in entries:
                     cursor = eid.decode() if isinstance(eid, bytes) else eid
                     out = render_event(topic, fields)
+                    if out is not None and out[0] == ACCOUNT_STREAM_STATUS:
+                        out = (out[0], await anyio.to_thread.run_sync(account_event, d, out[1]))
                     if out is not None:
                         yield ServerSentEventMessage(event=out[0], data=out[1], id=cursor)
 

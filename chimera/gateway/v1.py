@@ -18,7 +18,7 @@ from chimera.gateway import approvals
 from chimera.gateway.audit import redact
 from chimera.gateway.errors import ApiError, not_found
 from chimera.gateway.rbac import PUBLIC, SELF, principal
-from chimera.gateway.routes import Id, Limit, Symbol, Text, _deps, audit_detail, spec
+from chimera.gateway.routes import Id, Limit, Symbol, Text, _deps, audit_detail, one_account, spec
 from chimera.schemas.messages import Decide, ManagePositions, RecomputeFeatures, Side
 from chimera.store import collections as C
 from chimera.streams import keys
@@ -115,6 +115,7 @@ def whoami(request: Request) -> dict:
 @post("/v1/decide", status_code=HTTP_202_ACCEPTED, **spec("strategy.decide", unsafe=True))
 def decide(request: Request, data: JSONBody[DecideBody]) -> dict:
     d = _deps(request)
+    one_account(data.account_id)
     signal_id = data.signal_id or f"gw-decide-{uuid.uuid4().hex[:20]}"
     d.producer.publish(keys.STRAT_COMMANDS, Decide(signal_id=signal_id, symbol=data.symbol, side=data.side),
                        idempotency_key=signal_id, account_id=data.account_id)
@@ -137,6 +138,7 @@ def features_recompute(request: Request, data: JSONBody[RecomputeBody]) -> dict:
 @post("/v1/positions/manage", status_code=HTTP_202_ACCEPTED, **spec("positions.manage", unsafe=True))
 def positions_manage(request: Request, data: JSONBody[ManageBody]) -> dict:
     d = _deps(request)
+    one_account(data.account_id)
     job_id = f"manage-{uuid.uuid4().hex[:20]}"
     d.producer.publish(keys.POS_COMMANDS, ManagePositions(symbol=data.symbol, pos_id=data.pos_id),
                        idempotency_key=job_id, account_id=data.account_id)

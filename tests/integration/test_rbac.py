@@ -25,7 +25,8 @@ ANYONE = "anyone"  # no sign-in needed
 EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/v1/orders"): ALL, ("POST", "/v1/orders"): {T, A}, ("GET", "/v1/orders/{intent_id:str}"): ALL,
     ("POST", "/v1/cancel"): {T, A}, ("GET", "/v1/positions"): ALL, ("GET", "/v1/signals"): ALL,
-    ("GET", "/v1/accounts"): ALL, ("POST", "/v1/kill-switch"): OPS, ("POST", "/v1/reconcile"): OPS,
+    ("GET", "/v1/accounts"): ALL, ("GET", "/v1/ops/metrics"): ALL, ("GET", "/v1/ops/health"): ALL,
+    ("POST", "/v1/kill-switch"): OPS, ("POST", "/v1/reconcile"): OPS,
     ("GET", "/v1/reconcile/{run_id:str}"): ALL, ("POST", "/v1/treasury/transfer"): RISK,
     ("POST", "/v1/xchg/treasury/transfer"): RISK, ("GET", "/v1/health"): ANYONE, ("GET", "/v1/ready"): ANYONE,
     ("GET", "/v1/metrics"): ANYONE, ("POST", "/v1/auth/login"): ANYONE, ("POST", "/v1/auth/refresh"): ANYONE,

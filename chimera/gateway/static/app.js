@@ -20,5 +20,22 @@
     document.body.dataset.lastEvent = ev.lastEventId;
     htmx.trigger(document.body, "refresh");
   });
+  // Seed 000: every connection starts with the state (each account's stream status), then each change.
+  function replaceRow(row) {
+    const el = row && document.getElementById(row.id);
+    if (el) el.outerHTML = row.html;
+  }
+  source.addEventListener("STATE_SNAPSHOT", function (ev) {
+    const msg = JSON.parse(ev.data);
+    window.chimeraAccounts = msg.accounts_status;
+    (msg.rows || []).forEach(replaceRow);
+    document.body.dataset.snapshot = String(msg.accounts_status.length);
+  });
+  source.addEventListener("ACCOUNT_STREAM_STATUS", function (ev) {
+    const msg = JSON.parse(ev.data);
+    replaceRow(msg.row);
+    document.body.dataset.lastEvent = ev.lastEventId;
+    document.body.dataset.accountStatus = msg.account_id + ":" + msg.market + ":" + msg.ws_status;
+  });
   source.addEventListener("open", function () { document.body.dataset.live = "open"; });
 })();
