@@ -174,7 +174,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, redis_port: int = 6390) -> int:
+def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, redis_port: int = 6390,
+              venue_args: list[str] | None = None, extra_env: dict | None = None) -> int:
     from chimera.store import open_store
 
     root = Path(data_dir).resolve()
@@ -190,6 +191,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
     env.setdefault("CHIMERA_USER_DATA", "1")  # S1 follows fills and stop triggers at the venue
     # The gateway's JWT key and the first admin's password (if given) live here, mode 0600.
     env.setdefault("CHIMERA_SECRETS_FILE", str(root / "secrets.json"))
+    env.update(extra_env or {})  # a replay of the user's data: event time (chimera/ops/replay_up.py)
     def interrupt(_signum, _frame):
         stack.signalled_at = time.monotonic()
         raise KeyboardInterrupt
@@ -205,7 +207,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         admin_password = _first_admin(env["CHIMERA_STORE_URL"], env) if is_built("s12") else None
         cli = [sys.executable, "-m", "chimera.ops.cli"]
         stack.start("venue", [*cli, "venue", "serve", "--port", str(venue_port), "--speed", str(speed),
-                              "--state", str(root / "venue-state.json")], env)
+                              "--state", str(root / "venue-state.json"), *(venue_args or [])], env)
         _wait_http(f"http://127.0.0.1:{venue_port}/chimera/v1/clock", 60)
         started, missing, metrics = [], [], {}
         for code in ROLE_ORDER:
