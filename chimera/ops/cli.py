@@ -17,6 +17,7 @@ from chimera.errors import FatalError
 from chimera.ops.audit import app as audit_app
 from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
 from chimera.ops.bundles_cli import app as bundles_app
+from chimera.ops.replay_up import replay_backtest_command
 from chimera.ops.settings import load_settings
 from chimera.ops.users import app as users_app
 
@@ -29,6 +30,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bundles_app, name="bundles")
 register_backtest(app)  # chimera backtest, chimera report (chimera/backtest/cli.py)
+app.command("replay-backtest")(replay_backtest_command)  # the same through Redis (backtest/redis_replay.py)
 
 try:  # the local venue ships its own sub-app
     from chimera.venues.local.cli import app as venue_app
@@ -247,18 +249,25 @@ def dlq_requeue(entry_id: str) -> None:
 
 @app.command()
 def up(
-    speed: Annotated[float, typer.Option(help="replay speed of the local venue (x real time)")] = 60.0,
+    speed: Annotated[str, typer.Option(help="replay speed of the local venue: x real time, or 'max' (with --data: "
+                                            "as fast as the pipeline keeps up)")] = "60",
     api_port: Annotated[int, typer.Option(help="gateway port")] = 8000,
     venue_port: Annotated[int, typer.Option(help="local venue port")] = 8765,
     data_dir: Annotated[str, typer.Option(help="where Redis, the store and the venue keep state")] = "var",
     redis_port: Annotated[int, typer.Option(help="port of the redis-server it starts")] = 6390,
+    data: Annotated[list[str] | None, typer.Option("--data", help="replay your own history instead of the sample, "
+                                                   "in event time (as `chimera backtest --data`; repeat per file)")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="with --data: start, UTC 2025-07-01[T12:00] or epoch ms")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="with --data: end (exclusive), same forms")] = None,
 ) -> None:
     """Run the local stack: Redis (unless CHIMERA_REDIS_URL is set), the venue and every built role."""
+    from chimera.ops.replay_up import plan
     from chimera.ops.up import run_stack
 
     try:
-        raise typer.Exit(run_stack(speed=speed, api_port=api_port, venue_port=venue_port, data_dir=data_dir,
-                                   redis_port=redis_port))
+        p = plan(data or [], from_, to, speed, data_dir)  # checked before anything starts
+        raise typer.Exit(run_stack(speed=p.speed, api_port=api_port, venue_port=venue_port, data_dir=data_dir,
+                                   redis_port=redis_port, venue_args=p.venue_args, extra_env=p.env))
     except FatalError as exc:
         _fail(str(exc))
 

@@ -42,6 +42,18 @@ def pipeline_streams(symbols: Iterable[str]) -> list[str]:
             + [keys.ORD_COMMANDS, keys.ROUTER_TIMERS, keys.VENUE_REPORTS, keys.ORD_RESULTS, keys.POS_COMMANDS])
 
 
+def resolve_url(url: str) -> str:
+    """``env``: Chimera's own Redis (``CHIMERA_REDIS_URL``), as ``chimera up`` passes it before knowing it."""
+    if url != "env":
+        return url
+    import os
+
+    found = os.environ.get("CHIMERA_REDIS_URL", "")
+    if not found:
+        raise ValueError("--pace-redis env: CHIMERA_REDIS_URL is not set")
+    return found
+
+
 def _s(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -51,7 +63,7 @@ class DrainGate:
                  timeout_s: float = 30.0) -> None:
         from chimera.streams.redis import connect
 
-        self.r = connect(redis_url)
+        self.r = connect(resolve_url(redis_url))
         self.symbols = sorted(symbols)
         self.streams = pipeline_streams(self.symbols)
         self.groups = groups
@@ -117,7 +129,7 @@ class ClockPublisher:
     def __init__(self, redis_url: str, key: str = keys.REPLAY_CLOCK, every_s: float = 0.02) -> None:
         from chimera.streams.redis import connect
 
-        self.r = connect(redis_url)
+        self.r = connect(resolve_url(redis_url))
         self.key = key
         self.every_s = every_s
         self._last: tuple | None = None
