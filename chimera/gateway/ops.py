@@ -335,31 +335,16 @@ def aggregate_positions(docs: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def virtual_rows(store, accounts: list[str]) -> list[dict] | None:
-    """Engineer B's virtual positions (``chimera.accounts``) when they exist; None before."""
-    import importlib
-
-    fn = None
-    for mod in ("chimera.accounts", "chimera.accounts.virtual", "chimera.accounts.role"):
-        try:
-            fn = getattr(importlib.import_module(mod), "virtual_positions", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            break
-    if fn is None:
-        return None
-    rows: list[dict] = []
-    for acc in accounts:
-        got = fn(store, acc) or []
-        rows += [x if isinstance(x, dict) else _builtins(x) for x in got]
-    return rows
-
-
-def _builtins(x) -> dict:
+def virtual_rows(store, account_id: str | None, symbol: str | None) -> dict[str, list[dict]]:
+    """The strategies' virtual positions (HedgeStack: several strategies share one account) of one
+    account or all, and the quantity no strategy explains (UNASSIGNED, what S5 reports)."""
     import msgspec
 
-    return msgspec.to_builtins(x)
+    from chimera.accounts import views
+
+    rows = views.virtual_positions(store, account_id or views.ALL, symbol=symbol)
+    unassigned = [u for u in views.unassigned(store, account_id or views.ALL) if not symbol or u["symbol"] == symbol]
+    return {"virtual": msgspec.to_builtins(rows), "unassigned": unassigned}
 
 
 # --- health --------------------------------------------------------------------------------------------

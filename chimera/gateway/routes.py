@@ -220,7 +220,8 @@ def list_positions(request: Request, symbol: FromQuery[str | None] = None,
                    limit: Limit = 100) -> dict:
     """Positions (S6's documents). With ``account_id=all``: ``aggregated`` sums the open ones per (market,
     symbol, side) over accounts, each account's share in ``accounts`` (read-only: orders name one account).
-    ``virtual``: the strategies' virtual positions of the accounts shown, once they are built."""
+    ``virtual``: the strategies' virtual positions of the accounts shown (vpos role); ``unassigned``: venue
+    quantity no strategy explains."""
     from chimera.gateway import ops
 
     d = _deps(request)
@@ -233,12 +234,7 @@ def list_positions(request: Request, symbol: FromQuery[str | None] = None,
     if account_id == "all":
         open_docs = d.store.query("positions", {**_where(symbol=symbol), "state": ("in", list(ops.OPEN_STATES))})
         out["aggregated"] = ops.aggregate_positions(open_docs)
-    names = [one] if one else sorted({a.account_id for a in ops.configured_accounts(d)}
-                                     | {p.get("account_id") or "main" for p in docs})
-    virtual = ops.virtual_rows(d.store, names)
-    if virtual is not None:
-        out["virtual"] = virtual
-    return out
+    return out | ops.virtual_rows(d.store, one, symbol)
 
 
 @get(both("/signals"), **spec("read", 400))

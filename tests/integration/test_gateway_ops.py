@@ -159,6 +159,34 @@ def test_positions_all_view_aggregates_open_positions_over_accounts(client, r):
     assert bad.status_code == 400 and bad.json()["field"] == "account_id"
 
 
+def _fill(store, account, trade_id, strategy, side, qty, price):
+    from chimera.accounts import role as vpos
+    from chimera.accounts import virtual as vp
+
+    vpos.change(store, account, "BTCUSDT", lambda b: vp.book_fill(
+        b, trade_id=trade_id, strategy=strategy, side=side, qty=Decimal(qty), price=Decimal(price))[0])
+
+
+def test_positions_carry_the_strategies_virtual_positions(client):
+    """Several strategies share one account (vpos role's books): the All view lists each one's share."""
+    from chimera.store.collections import VIRTUAL_BOOKS
+
+    _fill(client.store, "main", "11", "trend", "BUY", "0.010", "60000")
+    _fill(client.store, "sub1", "12", "trend", "BUY", "0.020", "61000")
+    _fill(client.store, "sub1", "13", "meanrev", "BUY", "0.005", "61200")
+    truth = {(p["account_id"], p["strategy"]): Decimal(p["qty"])
+             for b in client.store.query(VIRTUAL_BOOKS, {}) for p in b["positions"]}
+    assert truth == {("main", "trend"): Decimal("0.010"), ("sub1", "trend"): Decimal("0.020"),
+                     ("sub1", "meanrev"): Decimal("0.005")}
+    got = client.get("/v1/positions", params={"account_id": "all"}).json()
+    assert {(v["account_id"], v["strategy"]): Decimal(v["qty"]) for v in got["virtual"]} == truth
+    assert got["unassigned"] == []
+    sub1 = client.get("/v1/positions", params={"account_id": "sub1"}).json()["virtual"]
+    assert {(v["account_id"], v["strategy"]) for v in sub1} == {("sub1", "trend"), ("sub1", "meanrev")}
+    meanrev = next(v for v in sub1 if v["strategy"] == "meanrev")
+    assert Decimal(meanrev["avg_cost"]) == Decimal("61200")
+
+
 def test_the_all_view_is_read_only(client, r):
     trader = bearer(client, "trader")
     resp = client.post("/v1/orders", json={"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "account_id": "all"},
