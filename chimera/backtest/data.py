@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from chimera.backtest.stream import RowError, StreamFeed, iter_klines, stream_feed
 from chimera.venues.local import loaders
 from chimera.venues.local.engine.rules import ExchangeInfo
 from chimera.venues.local.replay.feed import DataSpec, Feed, build_feed, sample_specs
@@ -39,7 +40,7 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class Dataset:
     specs: tuple[DataSpec, ...]
-    feed: Feed
+    feed: Feed | StreamFeed
     symbols: list[str]
     start_ms: int
     end_ms: int
@@ -102,54 +103,66 @@ def _check_file(spec: DataSpec, text: str, symbols: set[str]) -> None:
         raise DataError(f"--data {text!r}: interval {spec.interval!r}; one of {', '.join(loaders.INTERVAL_MS)}")
 
 
-def _klines(spec: DataSpec, text: str) -> list:
+@dataclass
+class _Span:
+    """What the check of one kline file keeps: its bars inside the period, not the bars themselves."""
+
+    spec: DataSpec
+    text: str
+    first: int | None = None
+    last: int | None = None
+    first_row: int = 0
+    n: int = 0
+
+
+def _check_file_bars(spec: DataSpec, text: str, lo: int | None, hi: int | None) -> _Span:
+    """Read one kline file row by row: bad rows by line, and inside [lo, hi] consecutive bars one interval
+    apart (``check_gaps``' messages)."""
+    span = _Span(spec, text)
+    step = loaders.INTERVAL_MS[spec.interval]
+    prev = None
     try:
-        if spec.kind == "ft_klines":
-            return loaders.load_freqtrade_klines(Path(spec.path))
-        return _vision_klines(Path(spec.path))
+        for row, k in enumerate(iter_klines(spec), 1):
+            t = k[0]
+            if (lo is not None and t < lo) or (hi is not None and t > hi):
+                continue
+            if prev is not None:
+                _consecutive(spec, text, prev, t, step, row)
+            else:
+                span.first, span.first_row = t, row
+            prev = span.last = t
+            span.n += 1
+    except RowError as exc:
+        raise DataError(f"{spec.path}: {exc}") from None
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure becomes a message naming the file
         raise DataError(f"--data {text!r}: {spec.path} could not be read as {spec.kind}: {exc}") from None
+    return span
 
 
-def _vision_klines(path: Path) -> list:
-    """Binance Vision kline CSV (zip or plain), naming the line of a bad row."""
-    out = []
-    with loaders._open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            row = line.strip().split(",")
-            if not row or not row[0].strip().lstrip("-").isdigit():
-                if lineno == 1:
-                    continue  # header
-                raise DataError(f"{path}: line {lineno}: not a kline row: {line.strip()[:80]!r}")
-            try:
-                out.append(loaders.load_vision_klines_row(row))
-            except Exception as exc:  # noqa: BLE001
-                raise DataError(f"{path}: line {lineno}: {exc}: {line.strip()[:80]!r}") from None
-    return out
+def _consecutive(spec: DataSpec, text: str, prev: int, t: int, step: int, row: int) -> None:
+    if t <= prev:
+        raise DataError(f"--data {text!r}: {spec.path}: {spec.symbol} bar {_iso(t)} appears twice "
+                        f"(row {row}); give each period once" if t == prev else
+                        f"--data {text!r}: {spec.path}: {spec.symbol} bar {_iso(t)} (row {row}) comes after "
+                        f"{_iso(prev)}: bars must be in time order, and each period given once")
+    if t != prev + step:
+        where = f"row {row}" if spec.kind == "ft_klines" else f"line {row}"
+        raise DataError(f"--data {text!r}: {spec.path}: gap in {spec.symbol} {spec.interval} bars: "
+                        f"{_iso(prev)} is followed by {_iso(t)} ({(t - prev) // step - 1} bars missing from "
+                        f"{_iso(prev + step)}), at {where}; fill the gap or choose --from/--to around it")
 
 
-def check_gaps(series: list[tuple[int, DataSpec, str, int]], lo: int | None, hi: int | None) -> int:
-    """One symbol's bars ``(open ms, spec, --data text, row)`` from all its files, in time order: inside
-    [lo, hi] consecutive bars must be one interval apart. Returns how many bars are inside."""
-    prev = None
-    n = 0
-    for t, spec, text, row in series:
-        if (lo is not None and t < lo) or (hi is not None and t > hi):
-            continue
-        step = loaders.INTERVAL_MS[spec.interval]
-        if prev is not None and t == prev:
-            raise DataError(f"--data {text!r}: {spec.path}: {spec.symbol} bar {_iso(t)} appears twice "
-                            f"(row {row}); give each period once")
-        if prev is not None and t != prev + step:
-            where = f"row {row}" if spec.kind == "ft_klines" else f"line {row} (one more with a header line)"
-            raise DataError(f"--data {text!r}: {spec.path}: gap in {spec.symbol} {spec.interval} bars: "
-                            f"{_iso(prev)} is followed by {_iso(t)} ({(t - prev) // step - 1} bars missing from "
-                            f"{_iso(prev + step)}), at {where}; fill the gap or choose --from/--to around it")
-        prev = t
-        n += 1
-    return n
+def _check_series(spans: list[_Span]) -> list[_Span]:
+    """One symbol's files in time order, each continuing the previous one; returns them sorted."""
+    spans = sorted((s for s in spans if s.n), key=lambda s: s.first)
+    for a, b in zip(spans, spans[1:], strict=False):
+        if b.first <= a.last:
+            raise DataError(f"--data {b.text!r}: {b.spec.path}: {b.spec.symbol} bar {_iso(b.first)} appears twice "
+                            f"(row {b.first_row}; also in {a.spec.path}, up to {_iso(a.last)}); give each period once")
+        _consecutive(b.spec, b.text, a.last, b.first, loaders.INTERVAL_MS[b.spec.interval], b.first_row)
+    return spans
 
 
 def _iso(t: int) -> str:
@@ -167,7 +180,11 @@ def _digest(specs: list[DataSpec], lo: int | None, hi: int | None) -> str:
     return h.hexdigest()
 
 
-def load(data: list[str], from_text: str | None = None, to_text: str | None = None) -> Dataset:
+def load(data: list[str], from_text: str | None = None, to_text: str | None = None,
+         stream: bool = False) -> Dataset:
+    """Check every --data and the period, then build the replay feed: materialised (the venue's
+    ``build_feed``, ``feed.events``) or, with ``stream``, generated while it is consumed (``StreamFeed``:
+    a year of bars never sits in memory)."""
     lo, to = parse_time(from_text, "--from"), parse_time(to_text, "--to")
     if lo is not None and to is not None and lo >= to:
         raise DataError(f"--from {from_text} is after --to {to_text}" if lo > to else
@@ -177,28 +194,42 @@ def load(data: list[str], from_text: str | None = None, to_text: str | None = No
         raise DataError("no --data given; e.g. --data sample, or --data BTCUSDT-1m-2025-07.zip")
     known = set(ExchangeInfo.load().rules["futures"])
     specs: list[DataSpec] = []
-    series: dict[str, list] = {}
-    loaded: dict[int, list] = {}
+    spans: dict[str, list[_Span]] = {}
     for text in data:
         for spec in parse_spec(text):
             _check_file(spec, text, known)
+            if any(spec.kind == s.kind and spec.symbol == s.symbol and spec.path == s.path for s in specs):
+                raise DataError(f"--data names {spec.path} twice")
             if spec.kind in KLINE_KINDS:
-                bars = loaded[len(specs)] = _klines(spec, text)
-                series.setdefault(spec.symbol, []).extend((k[0], spec, text, i + 1) for i, k in enumerate(bars))
+                spans.setdefault(spec.symbol, []).append(_check_file_bars(spec, text, lo, hi))
             specs.append(spec)
-    n_bars = sum(check_gaps(sorted(s, key=lambda x: x[0]), lo, hi) for s in series.values())
-    symbols = sorted(series)
+    symbols = sorted(spans)
     if not symbols:
         raise DataError("the --data given hold no klines (only funding or trades); add a kline file per symbol")
-    for a, b in zip(specs, specs[1:], strict=False):
-        if a.kind == b.kind and a.symbol == b.symbol and a.path == b.path:
-            raise DataError(f"--data names {a.path} twice")
+    series = {sym: _check_series(s) for sym, s in spans.items()}
+    n_bars = sum(s.n for ss in series.values() for s in ss)
     if not n_bars:
         raise DataError(f"no bars between --from {from_text} and --to {to_text} in the data given")
+    first = min(ss[0].first for ss in series.values() if ss)
+    last_open = max(ss[-1].last for ss in series.values() if ss)
+    # One symbol's kline files replay in time order; everything else in the order given (ties at one ms).
+    in_time = {sym: iter([s.spec for s in ss]) for sym, ss in series.items()}
+    replay = []
+    for spec in specs:
+        if spec.kind in KLINE_KINDS:
+            spec = next(in_time[spec.symbol], None)
+            if spec is None:
+                continue  # a file with no bars in the period
+        replay.append(spec)
     try:
-        feed = build_feed(specs, lo, hi, loaded)
+        if stream:
+            end = hi if hi is not None else last_open + max(loaders.INTERVAL_MS[s.spec.interval]
+                                                            for ss in series.values() for s in ss) - 1
+            feed = stream_feed(replay, first if lo is None else lo, end, 4 * n_bars)
+        else:
+            feed = build_feed(replay, lo, hi)
     except Exception as exc:  # noqa: BLE001 - a loader failure on funding/trade files
         raise DataError(f"--data: could not load: {exc}") from None
-    first, last = feed.events[0].time, feed.events[-1].time
-    return Dataset(specs=tuple(specs), feed=feed, symbols=symbols, start_ms=first, end_ms=last,
+    width = loaders.INTERVAL_MS[series[symbols[0]][0].spec.interval]
+    return Dataset(specs=tuple(specs), feed=feed, symbols=symbols, start_ms=first, end_ms=last_open + width - 1,
                    data_hash=_digest(specs, lo, hi), bars=n_bars)

@@ -144,12 +144,14 @@ def summarize(out: RunOutput) -> Summary:
     curve = [p.wallet + p.unrealized for p in out.equity]
     start = wallet["balance_start"]
     end_equity = curve[-1] if curve else wallet["balance_end"]
-    dd, dd_pct = _max_drawdown(curve)
+    dd, dd_pct = _max_drawdown(curve) if out.curve is None else (out.curve.max_dd, out.curve.max_dd_pct)
+    samples = len(out.equity) if out.curve is None else out.curve.samples
     closed = [t for t in trades if t.status == "CLOSED"]
     wins = [t for t in closed if t.net_pnl > 0]
     gross_win = sum((t.net_pnl for t in wins), ZERO)
     gross_loss = -sum((t.net_pnl for t in closed if t.net_pnl <= 0), ZERO)
-    exposed = sum(1 for p in out.equity if p.exposure > 0)
+    exposed = sum(1 for p in out.equity if p.exposure > 0) if out.curve is None else out.curve.exposed
+    top_exposure = max((p.exposure for p in out.equity), default=ZERO) if out.curve is None else out.curve.max_exposure
     q2 = Decimal("0.01")
     kpis = {
         "start_wallet_usdt": str(start), "end_wallet_usdt": str(wallet["balance_end"]),
@@ -161,8 +163,8 @@ def summarize(out: RunOutput) -> Summary:
         "profit_factor": str((gross_win / gross_loss).quantize(Decimal("0.001"))) if gross_loss else "",
         "realized_pnl_usdt": str(wallet["realized_pnl"]), "fees_usdt": str(wallet["commission"]),
         "funding_usdt": str(wallet["funding"]), "venue_fills": sum(1 for t in ex.engine.trades if t.account == ACCOUNT),
-        "exposure_time_pct": str((Decimal(exposed) / len(out.equity) * 100).quantize(q2)) if out.equity else "0",
-        "max_exposure_usdt": str(max((p.exposure for p in out.equity), default=ZERO).quantize(q2)),
+        "exposure_time_pct": str((Decimal(exposed) / samples * 100).quantize(q2)) if samples else "0",
+        "max_exposure_usdt": str(top_exposure.quantize(q2)),
         "bars": out.bars, "start_ms": out.start_ms, "end_ms": out.end_ms,
         "liquidations": sum(1 for x in ex.engine.liquidations if x["account"] == ACCOUNT),
         "dead_letters": len(out.runtime.dead),

@@ -28,6 +28,7 @@ from chimera.ops.settings import Settings
 from chimera.ports.wiring import memory_ports
 from chimera.schemas.messages import FundingEvent
 from chimera.store import open_store
+from chimera.store.collections import SIGNALS
 from chimera.streams import keys
 from chimera.venues.local.engine.futures import QUOTE
 from chimera.venues.local.engine.model import FUTURES
@@ -39,6 +40,7 @@ from chimera.workers.inprocess import InProcessRuntime
 
 SPECS = (S2, S3, S4, S6)
 ACCOUNT = "main"
+RETENTION_MS = 86_400_000
 
 
 @dataclass
@@ -47,6 +49,56 @@ class EquityPoint:
     wallet: Decimal
     unrealized: Decimal
     exposure: Decimal  # Σ |position notional| at the mark
+
+
+@dataclass
+class Curve:
+    """The equity sampled once a minute of event time, summed up as it goes (max drawdown, exposure), with
+    at most about ``limit`` points kept for the report's curves: each bucket's lowest and highest equity."""
+
+    limit: int
+    samples: int = 0
+    exposed: int = 0
+    peak: Decimal | None = None
+    max_dd: Decimal = Decimal(0)
+    max_dd_pct: Decimal = Decimal(0)
+    max_exposure: Decimal = Decimal(0)
+    bucket: int = 1
+    _open: list[EquityPoint] = field(default_factory=list)
+
+    def add(self, p: EquityPoint, points: list[EquityPoint]) -> None:
+        v = p.wallet + p.unrealized
+        self.samples += 1
+        self.exposed += p.exposure > 0
+        self.max_exposure = max(self.max_exposure, p.exposure)
+        self.peak = v if self.peak is None or v > self.peak else self.peak
+        if self.peak - v > self.max_dd:
+            self.max_dd = self.peak - v
+            self.max_dd_pct = self.max_dd / self.peak if self.peak else Decimal(0)
+        self._open.append(p)
+        if len(self._open) >= self.bucket:
+            self._flush(points)
+            if len(points) > self.limit:  # twice the bucket, half the points: thinned as it goes
+                self.bucket *= 2
+                kept = points[:]
+                points.clear()
+                for i in range(0, len(kept), 4):
+                    self._open = kept[i:i + 4]
+                    self._flush(points)
+
+    def _flush(self, points: list[EquityPoint]) -> None:
+        if not self._open:
+            return
+        lo = min(self._open, key=lambda q: q.wallet + q.unrealized)
+        hi = max(self._open, key=lambda q: q.wallet + q.unrealized)
+        points.extend(sorted({id(lo): lo, id(hi): hi}.values(), key=lambda q: q.t))
+        self._open = []
+
+    def close(self, points: list[EquityPoint]) -> None:
+        last = self._open[-1] if self._open else None
+        self._flush(points)
+        if last is not None and points[-1] is not last:
+            points.append(last)
 
 
 @dataclass
@@ -60,6 +112,7 @@ class RunOutput:
     start_ms: int = 0
     end_ms: int = 0
     last_close_ms: int = 0  # the last replayed bar's close time: where a still open trade is valued
+    curve: Curve | None = None  # with ``curve_limit``: the KPIs' figures over every sample, ``equity`` thinned
 
 
 def _start(rt: InProcessRuntime) -> None:
@@ -70,13 +123,29 @@ def _start(rt: InProcessRuntime) -> None:
             rt._apply(list(spec.on_start(ctx) or ()), parent=None, config_rev=ctx.config.rev)
 
 
+def forget_old(rt: InProcessRuntime, store, now_ms: int, kept: dict[str, set[str]]) -> None:
+    """Once a day of event time: what only a redelivery could need is dropped, so a year's run does not
+    keep a year of it in memory. Idempotency markers older than a day (the Redis runtime's expire too,
+    ``idem_ttl_s``; nothing is redelivered here later than the same instant) and signals decided more than a
+    day ago (S3 reads a signal back only for its redelivery or its ``Decide``; the report never does)."""
+    for role, seen in rt._seen.items():
+        recent = seen - kept.get(role, set())
+        rt._seen[role] = recent
+        kept[role] = recent
+    for doc in store.query(SIGNALS, {"t0": ("<", now_ms - RETENTION_MS)}):
+        store.delete(SIGNALS, doc["_key"])
+
+
 def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: int = 1,
-        progress: Callable[[int, int], None] | None = None, sample_every_ms: int = 60_000) -> RunOutput:
+        progress: Callable[[int, int], None] | None = None, sample_every_ms: int = 60_000,
+        store_url: str = "sqlite://:memory:", curve_limit: int | None = None) -> RunOutput:
+    """``store_url``: the run's own store (a file keeps a long run's documents out of memory);
+    ``curve_limit``: keep about that many equity points (``Curve``) instead of one per minute."""
     first = feed.peek()
     if first is None:
         raise ValueError("no market data in the selected period")
     clock = ManualClock(first.time - 1)
-    store = open_store("sqlite://:memory:")
+    store = open_store(store_url)
     activate(store, bundle_id, rev, bundle)
     ex = InProcessExchange(clock, feed=feed)
     settings = Settings(symbols=tuple(symbols), store_url="sqlite://:memory:", venue="paper")
@@ -102,6 +171,9 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
 
     total = len(feed)
     next_sample = first.time
+    out.curve = Curve(curve_limit) if curve_limit else None
+    kept: dict[str, set[str]] = {}
+    next_forget = first.time + RETENTION_MS
     while (ev := feed.peek()) is not None:
         rt.advance_to(ev.time - 1)
         pump()
@@ -118,12 +190,24 @@ def run(bundle: dict, feed: Feed, symbols: list[str], *, bundle_id: str, rev: in
             pump()
         rt.log.clear()  # the runtime's XRANGE-like record: nothing reads it here (a stream MAXLEN of 0)
         if ev.time >= next_sample:
-            out.equity.append(_equity(ex, acc, ev.time))
+            point = _equity(ex, acc, ev.time)
+            if out.curve is None:
+                out.equity.append(point)
+            else:
+                out.curve.add(point, out.equity)
             next_sample = (ev.time // sample_every_ms + 1) * sample_every_ms
+        if ev.time >= next_forget:
+            forget_old(rt, store, ev.time, kept)
+            next_forget = ev.time + RETENTION_MS
         if progress is not None and feed.cursor % 5000 == 0:
             progress(feed.cursor, total)
     out.end_ms = clock.now_ms()
-    out.equity.append(_equity(ex, acc, out.end_ms))
+    point = _equity(ex, acc, out.end_ms)
+    if out.curve is None:
+        out.equity.append(point)
+    else:
+        out.curve.add(point, out.equity)
+        out.curve.close(out.equity)
     if progress is not None:
         progress(total, total)
     return out

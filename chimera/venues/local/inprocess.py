@@ -20,6 +20,7 @@ idempotency key), in engine order.
 
 from __future__ import annotations
 
+import bisect
 import json
 import typing
 from collections.abc import Callable, Iterable
@@ -118,6 +119,7 @@ class InProcessExchange:
         self.feed = feed if feed is not None else build_feed(specs, start_ms, end_ms) if specs else Feed(events=[])
         self.engine = Engine(self.info, clock.now_ms, load_accounts(accounts_file), fees, fill_model)
         self._clients: dict[str, Venue] = {}
+        self._funding_times: dict[str, list[int]] = {}
 
     # -- the adapter-shaped clients ----------------------------------------------------------------
     def venue(self, account: str = "main") -> Venue:
@@ -150,9 +152,14 @@ class InProcessExchange:
 
     # -- what the protocol functions read from a server: ``engine``, ``info``, ``clock``, ``feed`` and:
     def _funding_info(self, symbol: str, now: int) -> tuple[str, int]:
-        for ev in self.feed.funding.get(symbol) or []:
-            if ev.time > now:
-                return format(ev.rate, "f"), ev.time
+        """The next funding (rate, time) after ``now``: asked on every mark frame, so a binary search."""
+        series = self.feed.funding.get(symbol) or []
+        times = self._funding_times.get(symbol)
+        if times is None or len(times) != len(series):
+            times = self._funding_times[symbol] = [ev.time for ev in series]
+        i = bisect.bisect_right(times, now)
+        if i < len(series):
+            return format(series[i].rate, "f"), series[i].time
         return "0", 0
 
     # -- market data and time ------------------------------------------------------------------------
