@@ -17,6 +17,7 @@ from chimera.errors import FatalError
 from chimera.ops.audit import app as audit_app
 from chimera.ops.bootstrap import clock_from, consumer_name, redis_from, setup_logging, stores_from
 from chimera.ops.bundles_cli import app as bundles_app
+from chimera.ops.experiments_cli import app as experiments_app
 from chimera.ops.replay_up import replay_backtest_command
 from chimera.ops.settings import load_settings
 from chimera.ops.users import app as users_app
@@ -29,6 +30,7 @@ app.add_typer(streams_app, name="streams")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bundles_app, name="bundles")
+app.add_typer(experiments_app, name="experiments")
 register_backtest(app)  # chimera backtest, chimera report (chimera/backtest/cli.py)
 app.command("replay-backtest")(replay_backtest_command)  # the same through Redis (backtest/redis_replay.py)
 
