@@ -30,6 +30,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from loguru import logger
 
+from chimera.errors import FatalError
 from chimera.gateway.errors import ApiError
 from chimera.store.collections import USERS
 from chimera.streams import keys
@@ -37,6 +38,7 @@ from chimera.streams import keys
 ROLES = ("viewer", "trader", "risk", "admin")
 ALGORITHM = "HS256"
 DEFAULT_SECRETS_FILE = "var/secrets.json"
+PLACEHOLDER = "REPLACE_ME"
 _hasher = PasswordHasher()
 
 
@@ -83,6 +85,10 @@ def load_auth_config(env: dict | None = None) -> AuthConfig:
     """Signing key from CHIMERA_JWT_SECRET, else the secrets file (created with a random key if absent)."""
     env = dict(os.environ if env is None else env)
     secret = env.get("CHIMERA_JWT_SECRET") or read_secrets(env).get("jwt_secret")
+    if secret == PLACEHOLDER:  # deploy/k8s ships this in the chimera-secrets Secret until someone sets it
+        raise FatalError("CHIMERA_JWT_SECRET is still the placeholder REPLACE_ME: set one random value shared by "
+                         "every gateway replica (python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+                         "or leave it empty to generate one into CHIMERA_SECRETS_FILE (a single replica)")
     if not secret:
         path = _secrets_path(env)
         data = read_secrets(env)

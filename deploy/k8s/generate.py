@@ -74,6 +74,9 @@ def deployment(role: str) -> dict:
     }
     if role == "s12":
         container["env"].append({"name": "CHIMERA_API_HOST", "value": "0.0.0.0"})
+        # Only written when CHIMERA_JWT_SECRET is empty (one replica generates its own key): the
+        # root filesystem is read-only, /tmp is the pod's emptyDir.
+        container["env"].append({"name": "CHIMERA_SECRETS_FILE", "value": "/tmp/chimera/secrets.json"})
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": f"chimera-{role}", "labels": labels(role), "annotations": {"chimera/role": what}},
@@ -133,7 +136,10 @@ def secrets() -> list[dict]:
              "CHIMERA_STORE_URL": "arangodb://chimera:REPLACE_ME@arangodb:8529/chimera",
              "CHIMERA_OBJECTS_URL": "minio://chimera:REPLACE_ME@minio:9000/chimera",
              "CHIMERA_MAIN_API_KEY": "REPLACE_ME", "CHIMERA_MAIN_API_SECRET": "REPLACE_ME",
-             "CHIMERA_WEBHOOK_SECRET": "REPLACE_ME", "CHIMERA_TELEGRAM_TOKEN": "REPLACE_ME"}},
+             "CHIMERA_WEBHOOK_SECRET": "REPLACE_ME", "CHIMERA_TELEGRAM_TOKEN": "REPLACE_ME",
+             # The gateway's JWT signing key: one value for every s12 replica (a token signed by one
+             # must verify on the other). The gateway refuses to start while it is REPLACE_ME.
+             "CHIMERA_JWT_SECRET": "REPLACE_ME"}},
     ]
 
 

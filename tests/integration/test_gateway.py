@@ -173,6 +173,23 @@ def test_role_entry_point_serves_until_stopped(settings, monkeypatch):
     assert not t.is_alive()
 
 
+def test_the_placeholder_signing_key_is_refused_and_an_empty_one_is_generated_once(tmp_path):
+    import pytest as _pytest
+
+    from chimera.errors import FatalError
+    from chimera.gateway.auth import load_auth_config
+
+    secrets_file = tmp_path / "run" / "secrets.json"
+    with _pytest.raises(FatalError, match="REPLACE_ME"):
+        load_auth_config({"CHIMERA_JWT_SECRET": "REPLACE_ME", "CHIMERA_SECRETS_FILE": str(secrets_file)})
+    assert not secrets_file.exists()
+    # Empty (the paper k8s overlay): generated into the secrets file, 0600, and the same key next time.
+    env = {"CHIMERA_JWT_SECRET": "", "CHIMERA_SECRETS_FILE": str(secrets_file)}
+    first = load_auth_config(env).jwt_secret
+    assert len(first) >= 48 and secrets_file.stat().st_mode & 0o777 == 0o600
+    assert load_auth_config(env).jwt_secret == first
+
+
 def gauge(text: str, name: str) -> float | None:
     """Value of an unlabelled sample in a Prometheus text exposition, None when absent."""
     for line in text.splitlines():

@@ -155,6 +155,15 @@ def test_paper_overlay_shape(paper):
     secrets = by_kind(paper, "Secret")
     assert json.loads(secrets["chimera-accounts"]["stringData"]["accounts.json"])["accounts"][0]["account_id"] == "main"
     assert "REPLACE_ME" not in secrets["chimera-secrets"]["stringData"]["CHIMERA_MAIN_API_KEY"]
+    # The gateway's signing key: paper generates one per pod (so one replica); the base ships the
+    # placeholder the gateway refuses, never a key in git.
+    assert secrets["chimera-secrets"]["stringData"]["CHIMERA_JWT_SECRET"] == ""
+    assert deployments["chimera-s12"]["spec"]["replicas"] == 1
+    s12 = deployments["chimera-s12"]["spec"]["template"]["spec"]["containers"][0]
+    secrets_file = next(e["value"] for e in s12["env"] if e["name"] == "CHIMERA_SECRETS_FILE")
+    assert any(secrets_file.startswith(m["mountPath"] + "/") for m in s12["volumeMounts"] if not m.get("readOnly"))
+    base = by_kind(render(K8S / "base"), "Secret")["chimera-secrets"]["stringData"]
+    assert base["CHIMERA_JWT_SECRET"] == "REPLACE_ME"
 
 
 def test_monitoring_resources(paper):
