@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 ruff check chimera tests
-exec python -m pytest -q -p no:cacheprovider "$@"
+# Three test processes on two cores: most tests wait on sockets (Redis, the venue, subprocess workers),
+# so a third process fills the idle time. Files stay whole on one process (their module fixtures,
+# e.g. one venue, are set up once); each process starts its own redis-server and 6-node cluster.
+exec python -m pytest -q -p no:cacheprovider -n "${CHIMERA_TEST_PROCS:-3}" --dist loadfile "$@"

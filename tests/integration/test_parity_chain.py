@@ -180,10 +180,16 @@ def next_due(r) -> int | None:
 
 
 class RedisChain:
-    """S2, S3, S4, S6 and the scheduler as workers on one ManualClock; the venue server; S1 user data."""
+    """S2, S3, S4, S6 as workers on one ManualClock, the scheduler on its own; the venue server; S1 user data.
 
-    def __init__(self, r, settings, store, venue, clock) -> None:
+    Moving to ``t``: the workers' clock first, then the venue, then the scheduler's clock. A fill the
+    venue's move causes is an event of minute ``t`` and S6 may book it while the venue is still moving
+    (S1 pushes it at once), so the workers must already read ``t`` (the in-process runtime handles it
+    after both moved); a timer due at ``t`` must act on the venue as it is at ``t``, so it fires last."""
+
+    def __init__(self, r, settings, store, venue, clock, sched_clock) -> None:
         self.r, self.settings, self.store, self.venue, self.clock = r, settings, store, venue, clock
+        self.sched_clock = sched_clock
         self.reports_sent = 0
         self.workers: list = []
         hub = venue.server.hub
@@ -237,8 +243,9 @@ class RedisChain:
         self._at(t)
 
     def _at(self, t: int) -> None:
-        self.venue.advance(to_ms=t)
         self.clock.set(t)
+        self.venue.advance(to_ms=t)
+        self.sched_clock.set(t)
         self.settle()
 
     def publish(self, batch) -> None:
@@ -259,6 +266,7 @@ def run_on_redis(r, settings, tmp_path, bundle: dict) -> dict:
 
     mins = minutes()
     clock = ManualClock(mins[0][0] - 60_000)
+    sched_clock = ManualClock(clock.now_ms())
     with running_venue(tmp_path, data=data_specs(), speed=0.0, orders_per_10s=10_000,
                        orders_per_minute=100_000) as venue:
         s = dataclasses.replace(settings, symbols=SYMS, venue_url=venue.base_url)
@@ -266,9 +274,9 @@ def run_on_redis(r, settings, tmp_path, bundle: dict) -> dict:
         activate(store, bundle["bundle_id"], 1, bundle)
         venue.advance(to_ms=clock.now_ms())
         stop = threading.Event()
-        sched = threading.Thread(target=run_scheduler, args=(r, clock, "sched", stop), daemon=True)
+        sched = threading.Thread(target=run_scheduler, args=(r, sched_clock, "sched", stop), daemon=True)
         sched.start()
-        chain = RedisChain(r, s, store, venue, clock)
+        chain = RedisChain(r, s, store, venue, clock, sched_clock)
         try:
             with user_data(r, venue, s.store_url), ThreadWorker(S2, r, s, "s2", clock=clock) as w2, \
                     ThreadWorker(S3, r, s, "s3", clock=clock) as w3, ThreadWorker(S4, r, s, "s4", clock=clock) as w4, \
