@@ -121,7 +121,9 @@ def parse_clock_spec(spec: str) -> tuple[str, str]:
 
 def follow_redis(r, key: str, wait_s: float = 30.0) -> FollowClock:
     """A clock on the venue's replay time; waits up to ``wait_s`` for the venue's first publication."""
-    clock = FollowClock(redis_fetch(r, key))
+    # Read on every call: a paced venue moves only once the pipeline is idle, so a value read now is
+    # exact; a cached one could be a step behind for the next entry (a maker window would run 1 step long).
+    clock = FollowClock(redis_fetch(r, key), resync_s=0.0)
     deadline = time.monotonic() + wait_s
     while True:
         try:

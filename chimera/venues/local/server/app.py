@@ -116,7 +116,7 @@ class VenueServer:
 
             self.gate = DrainGate(cfg.pace_redis_url, self.info.rules[FUTURES], timeout_s=cfg.pace_timeout_s)
         self.clock_pub = None
-        self._step_timer = False  # the current paced step ends at a timer's due time
+        self._step_due: int | None = None  # the current paced step ends at this timer's due time
         if cfg.clock_redis_url or cfg.pace_redis_url:
             from ..pacing import ClockPublisher
 
@@ -238,8 +238,8 @@ class VenueServer:
             return True
         if self._wait_since is None:
             self._wait_since = time.monotonic()
-            if self._step_timer:  # the market reaches the timer's due time before the next event
-                self.clock.time_ms = max(self.clock.time_ms, self._step_end)
+            if self._step_due is not None:  # the market reaches the timer's due time before the next event
+                self.clock.time_ms = max(self.clock.time_ms, self._step_due)
             self.publish_clock(force=True)
         waited = time.monotonic() - self._wait_since
         drained = self.hub.backlog() == 0 and await asyncio.to_thread(self._drained, set(self._step_closed))
@@ -263,11 +263,16 @@ class VenueServer:
         step = max(self.pace["step_ms"], 1)
         end = (next_ms // step + 1) * step
         due = self.gate.next_due()
-        self._step_timer = due is not None and due < end
-        return max(due, next_ms) if self._step_timer else end
+        self._step_due = due if due is not None and due < end else None
+        # A timer due before the next event: no event in this step (end = next_ms), only the timer.
+        return end if self._step_due is None else max(self._step_due, next_ms)
 
     def _drained(self, closed: set[str]) -> bool:
-        return self.gate.timers_fired(self.clock.time_ms) and self.gate.drained(self._step_end, closed)
+        # The due-queue is read on both sides of the groups: a handler can arm a timer that is due at
+        # once (a maker check that found the window not over yet) and ack its entry in between.
+        now = self.clock.time_ms
+        return (self.gate.timers_fired(now) and self.gate.drained(self._step_end, closed)
+                and self.gate.timers_fired(now))
 
     async def _wait(self, timeout: float) -> None:
         try:
