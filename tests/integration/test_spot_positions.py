@@ -122,3 +122,26 @@ def test_stop_loss_limit_protection_fill_closes_the_position_at_a_loss(r, env, v
     held, pnl, fees = trade_math(venue_trades(venue, client_order_id("spos-3", "e")), venue_trades(venue, sl_id))
     assert pos.close_reason == "STOP_LOSS" and pos.realized_pnl == pnl < 0 and pos.fees == fees
     assert pos.fills_out == {sl_id: held} and spot(venue).open_orders("BTCUSDT") == []
+
+
+def test_unprotected_spot_entry_gets_its_oco_from_s6_and_the_stop_leg_closes_it(r, env, venue):  # noqa: F811
+    s, store = env
+    intent, tp, sl = protected_entry(venue, "spos-4", policy="MARKET")  # a plain MARKET buy with tp/sl
+    otp, osl = client_order_id("spos-4:prot", "otp"), client_order_id("spos-4:prot", "osl")
+    with spot_user_data(r, venue, s.store_url), ThreadWorker(S4, r, s, "s4-a", store), \
+            ThreadWorker(S6, r, s, "s6-a", store):
+        submit(r, intent)
+        pos = wait_until(lambda: (p := position(store, "spos-4")) and p.protection == "OCO" and p, timeout=30,
+                         message="S6 protected the spot position with an OCO")
+        held, _, _ = trade_math(venue_trades(venue, client_order_id("spos-4", "mkt")), [])
+        assert pos.state == "ACTIVE" and pos.qty == held and set(pos.protection_orders) == {otp, osl}
+        open_ = {o.client_order_id: o for o in spot(venue).open_orders("BTCUSDT")}
+        assert set(open_) == {otp, osl} and open_[osl].stop_price == sl and open_[otp].price == tp
+        assert {o.qty for o in open_.values()} == {held} and open_[otp].list_id == open_[osl].list_id != ""
+        market_at(venue, "trade", sl - Decimal("1"))  # through the stop: it triggers, the list's TP expires
+        pos = wait_until(lambda: (p := position(store, "spos-4")) and p.state == "CLOSED" and p, timeout=30,
+                         message="position closed by the OCO's stop leg")
+    held, pnl, fees = trade_math(venue_trades(venue, client_order_id("spos-4", "mkt")), venue_trades(venue, osl))
+    assert pos.close_reason == "STOP_LOSS" and pos.exit_intent_id == "spos-4:prot"
+    assert pos.realized_pnl == pnl < 0 and pos.fees == fees and pos.fills_out == {osl: held}
+    assert spot(venue).query("BTCUSDT", otp).status == "EXPIRED" and spot(venue).open_orders("BTCUSDT") == []

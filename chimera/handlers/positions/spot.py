@@ -34,7 +34,7 @@ from chimera.handlers.positions import lifecycle
 from chimera.handlers.positions.common import PE, ZERO, Out, create, event, load, moved
 from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.envelope import Envelope
-from chimera.schemas.messages import CancelOrder, OrderResult, VenueReport
+from chimera.schemas.messages import CancelOrder, OrderIntent, OrderResult, SubmitOrder, VenueReport
 from chimera.schemas.states import PositionStatus as P
 from chimera.store.collections import GUARD_STOPS, ORDER_INTENTS, ORDERS
 from chimera.streams import keys
@@ -128,10 +128,19 @@ def compute(ctx: Context, pos: Position, *, source: str, known: dict[str, str] |
         pos, out = _entry(ctx, client, pos, intent, legs)
         if pos.state == P.PENDING_ENTRY:
             return pos, out
-    pos, more = _protection(ctx, pos, intent, legs)
+    guarding = legs + ctx.store.query(ORDERS, {"intent_id": protect_intent_id(pos)})
+    pos, more = _protection(ctx, pos, guarding)
     out += more
-    new, more = _exits(ctx, client, pos, legs, source, known or {})
+    if not pos.protection and pos.sl_price is not None and intent.get("exec_policy") not in ("OCO", "GUARD"):
+        pos, more = _ask_protection(client, pos)
+        out += more
+    new, more = _exits(ctx, client, pos, guarding, source, known or {})
     return new, out + more
+
+
+def protect_intent_id(pos: Position) -> str:
+    """The protection S6 asks S4 for when the entry came without any (a plain MARKET spot entry)."""
+    return f"{pos.pos_id}:prot"
 
 
 def _buys(legs: list[dict]) -> list[dict]:
@@ -171,10 +180,21 @@ def _entry(ctx: Context, client, pos: Position, intent: dict, legs: list[dict]) 
     return pos, [event(pos, "OPENED")]
 
 
-def _protection(ctx: Context, pos: Position, intent: dict, legs: list[dict]) -> tuple[Position, Out]:
+def _ask_protection(client, pos: Position) -> tuple[Position, Out]:
+    """S4's spot protection for what is held: OCO with the take-profit, else a stop-loss-limit, else its
+    guard stop (``router/spot.py``, SELL mode). Asked once: ``protection`` says REQUESTED until legs exist."""
+    qty = client.filters(pos.symbol).qty(pos.qty)
+    intent = OrderIntent(intent_id=protect_intent_id(pos), market="SPOT", symbol=pos.symbol, side="SELL", qty=qty,
+                         exec_policy="OCO", purpose="STOP", sl_price=pos.sl_price, tp_price=pos.tp_price,
+                         pos_id=pos.pos_id, parent_intent_id=pos.entry_intent_id)
+    pos = replace(pos, protection="REQUESTED")
+    return pos, [Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent.intent_id, account_id=pos.account_id)]
+
+
+def _protection(ctx: Context, pos: Position, legs: list[dict]) -> tuple[Position, Out]:
     placed = {d["leg"]: d for d in legs if d.get("leg") in PROTECTION_LEGS
               and d.get("status") not in ("INITIALIZED", "REJECTED")}
-    guard = ctx.store.get(GUARD_STOPS, pos.entry_intent_id)
+    guard = ctx.store.get(GUARD_STOPS, pos.entry_intent_id) or ctx.store.get(GUARD_STOPS, protect_intent_id(pos))
     if {"otp", "osl"} <= set(placed):
         kind = "OCO"
     elif "sl" in placed:
@@ -199,7 +219,7 @@ def _exit_legs(ctx: Context, pos: Position, legs: list[dict]) -> list[dict]:
     exits.discard(pos.entry_intent_id)
     for iid in sorted(exits):
         out += [d for d in ctx.store.query(ORDERS, {"intent_id": iid}) if d.get("side") == "SELL"]
-    return out
+    return list({d["client_order_id"]: d for d in out}.values())  # a protection intent is found both ways
 
 
 def _exits(ctx: Context, client, pos: Position, legs: list[dict], source: str,
@@ -234,8 +254,7 @@ def _exits(ctx: Context, client, pos: Position, legs: list[dict], source: str,
         return pos, [event(pos, "REDUCED", tag=f"{leg['client_order_id']}:{total}", exit_price=price,
                            realized_pnl=pnl)]
     exit_price = proceeds / total
-    reason = PROTECTION_LEGS.get(leg.get("leg", "")) if leg["intent_id"] == pos.entry_intent_id else \
-        EXIT_REASON.get(leg.get("purpose", ""), "EXIT")
+    reason = PROTECTION_LEGS.get(leg.get("leg", "")) or EXIT_REASON.get(leg.get("purpose", ""), "EXIT")
     pos = moved(pos, PE.POSITION_CLOSED, qty=ZERO, exit_price=exit_price, exit_intent_id=leg["intent_id"],
                 closed_by=source, close_reason=reason or "EXIT", closed_at=ctx.now_ms())
     return pos, [*_cancel_protection(pos, legs, leg), event(pos, "EXIT", exit_price=exit_price, realized_pnl=pnl)]

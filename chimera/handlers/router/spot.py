@@ -11,6 +11,8 @@
 * The stop refused too (conditional orders unsupported), or ``exec_policy=GUARD``: the take-profit still goes
   to the venue as a plain LIMIT_MAKER and the stop is a local guard, ``guard_stops/<intent_id>``
   (``GuardStop``, inserted once: a redelivery never re-arms a fired guard).
+* A SELL intent with purpose STOP/TAKE_PROFIT protects what is already held (S6, for a spot position whose
+  entry came without protection): no entry leg, the same three steps for ``qty``.
 
 The watch is the ``guard_check`` timer (``router.guard_poll_ms``, default 500), returned to the runtime
 and re-armed by each look, so it survives restarts. When the venue's top-of-book mid (bookTicker) reaches
@@ -47,15 +49,21 @@ from chimera.workers.handler import Context
 
 S = tk.S
 WATCH = tk.GUARD_CHECK
+PROTECT_PURPOSES = ("STOP", "TAKE_PROFIT")
 
 
 def run(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
-    if intent.side != "BUY":
-        raise PermanentError("SPOT OCO/GUARD entries are long-only (spot cannot short)")
+    holding = intent.side == "SELL" and intent.purpose in PROTECT_PURPOSES
+    if intent.side != "BUY" and not holding:
+        raise PermanentError("SPOT OCO/GUARD entries are long-only (spot cannot short); a SELL only protects a "
+                             f"holding (purpose {'/'.join(PROTECT_PURPOSES)})")
     if intent.sl_price is None:
         raise PermanentError(f"intent {intent.intent_id}: OCO/GUARD needs sl_price")
     client = tk.client(ctx, intent)
     f = client.filters(intent.symbol)
+    if intent.phase == "NEW" and holding:
+        # Protection for what a position already holds (S6 asks for it after an unprotected entry): no entry leg.
+        intent = tk.set_phase(ctx, intent, "PROTECT", held_qty=f.qty(intent.qty))
     if intent.phase == "NEW":
         intent = tk.set_phase(ctx, intent, "ENTRY")
     out: tk.Out = []
