@@ -42,6 +42,13 @@ from chimera.workers.handler import Context, HandlerSpec, Route
 DEFAULT_RECONCILE_MS = 60_000
 FUNDING_SLACK_MS = 24 * 3600 * 1000  # funding rows re-read behind the cursor (ids de-duplicate them)
 CAS_TRIES = 8
+BOOKED_EXECS = ("TRADE", "CALCULATED")  # CALCULATED: Binance's liquidation / ADL execution
+
+
+def is_forced_close(rep: VenueReport) -> bool:
+    """The venue's own closing order: liquidation (``autoclose-<t>``) or ADL (``adl_autoclose``)."""
+    cid = rep.client_order_id or ""
+    return rep.order_type == "LIQUIDATION" or rep.exec_type == "CALCULATED" or cid.startswith(("autoclose-", "adl_"))
 
 
 def _d(x) -> Decimal:
@@ -98,14 +105,14 @@ def share_funding(store, book: vp.VirtualBook, until_ms: int | None = None) -> v
 
 def _report_lock(env: Envelope) -> str | None:
     rep: VenueReport = env.payload
-    if rep.exec_type != "TRADE" or rep.market != "FUT":
+    if rep.exec_type not in BOOKED_EXECS or rep.market != "FUT":
         return None  # nothing to book: no lock round trip
     return keys.lock_vpos(env.account_id or "main", rep.market, rep.symbol)
 
 
 def on_report(env: Envelope, ctx: Context) -> list[Emit]:
     rep: VenueReport = env.payload
-    if rep.exec_type != "TRADE" or rep.market != "FUT" or not rep.last_qty or not rep.trade_id:
+    if rep.exec_type not in BOOKED_EXECS or rep.market != "FUT" or not rep.last_qty or not rep.trade_id:
         return []
     if rep.position_side not in vp.POSITION_SIDES or rep.side not in ("BUY", "SELL") or rep.last_qty < 0:
         raise PermanentError(f"venue report {rep.trade_id} of {rep.client_order_id!r}: position_side "
@@ -119,18 +126,23 @@ def on_report(env: Envelope, ctx: Context) -> list[Emit]:
         logger.warning("fill {} of {} reported on account {} but sent for {}", rep.trade_id,
                        rep.client_order_id, account, att.account_id)
 
+    forced = is_forced_close(rep)
+    fill = dict(trade_id=str(rep.trade_id), side=rep.side, qty=rep.last_qty, price=rep.last_price, fee=rep.commission,
+                fee_asset=rep.commission_asset or "USDT", position_side=rep.position_side, ts=rep.ts)
+
     def step(book: vp.VirtualBook) -> vp.VirtualBook | None:
         book = share_funding(ctx.store, book, until_ms=rep.ts)
-        book, booked = vp.book_fill(book, trade_id=str(rep.trade_id), strategy=att.strategy, side=rep.side,
-                                    qty=rep.last_qty, price=rep.last_price, fee=rep.commission,
-                                    fee_asset=rep.commission_asset or "USDT", position_side=rep.position_side,
-                                    ts=rep.ts)
+        if forced:  # the venue closed the account's position: every holder loses its share
+            book, booked = vp.book_forced_close(book, **fill)
+        else:
+            book, booked = vp.book_fill(book, strategy=att.strategy, **fill)
         return book if booked else None
 
     got = change(ctx.store, account, rep.symbol, step)
     if got is None:
         return []
-    return _unassigned_news(ctx, *got, cause=f"fill {rep.trade_id} of {rep.client_order_id or '-'} ({att.why})")
+    why = "venue's forced close, shared pro rata" if forced else att.why
+    return _unassigned_news(ctx, *got, cause=f"fill {rep.trade_id} of {rep.client_order_id or '-'} ({why})")
 
 
 # --- reconcile ----------------------------------------------------------------------------------------

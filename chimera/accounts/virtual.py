@@ -209,11 +209,60 @@ def book_fill(book: VirtualBook, *, trade_id: str, strategy: str, side: str, qty
         book = msgspec.structs.replace(book, positions=_put(book, apply_fill(
             pos, side=side, qty=qty, price=price, fee=fee, fee_asset=fee_asset, ts=ts)))
         if covered:
-            un = apply_fill(book.position(position_side, UNASSIGNED), side="SELL" if side == "BUY" else "BUY",
-                            qty=qty, price=price, ts=ts, adjustment=True)
-            book = msgspec.structs.replace(book, positions=_put(book, un))
+            book = _uncover(book, side, qty, price, position_side, ts)
+    return _booked(book, trade_id, ts), True
+
+
+def _uncover(book: VirtualBook, side: str, qty: Decimal, price: Decimal, position_side: str, ts: int) -> VirtualBook:
+    """Take back from UNASSIGNED what a reconcile put there for a trade now booked to its owners."""
+    un = apply_fill(book.position(position_side, UNASSIGNED), side="SELL" if side == "BUY" else "BUY",
+                    qty=qty, price=price, ts=ts, adjustment=True)
+    return msgspec.structs.replace(book, positions=_put(book, un))
+
+
+def _booked(book: VirtualBook, trade_id: str, ts: int) -> VirtualBook:
     return msgspec.structs.replace(book, booked=_window(book.booked, trade_id, BOOKED_WINDOW),
-                                   last_fill_ts=max(book.last_fill_ts, ts)), True
+                                   last_fill_ts=max(book.last_fill_ts, ts))
+
+
+def forced_shares(positions: Iterable[VirtualPosition], side: str, qty: Decimal) -> dict[tuple[str, str], Decimal]:
+    """A venue-initiated close (liquidation, ADL) of ``qty`` on ``side`` split over the positions it
+    reduces, pro rata to their size, each share to 1e-8 (remainder on the largest) and at most the
+    position; what no position covers is left out (the caller books it to UNASSIGNED)."""
+    reducible = {p.key: abs(p.qty) for p in positions if p.qty and (p.qty > 0) == (side == "SELL")}
+    total = sum(reducible.values(), ZERO)
+    if not total:
+        return {}
+    take = min(qty, total)
+    shares = {k: min(w, (take * w / total).quantize(CENT8)) for k, w in reducible.items()}
+    largest = max(shares, key=lambda k: (reducible[k], k))
+    shares[largest] = min(reducible[largest], shares[largest] + take - sum(shares.values(), ZERO))
+    return {k: v for k, v in shares.items() if v}
+
+
+def book_forced_close(book: VirtualBook, *, trade_id: str, side: str, qty: Decimal, price: Decimal,
+                      fee: Decimal = ZERO, fee_asset: str = "USDT", position_side: str = "BOTH",
+                      ts: int = 0) -> tuple[VirtualBook, bool]:
+    """Book the venue's own closing trade (liquidation ``autoclose-...``, ADL ``adl_autoclose``): it
+    closes the account's position, so every strategy holding it loses its share at that price, pro
+    rata, instead of UNASSIGNED taking the whole opposite quantity."""
+    check_side(position_side)
+    if trade_id in book.booked:
+        return book, False
+    covered = 0 < trade_number(trade_id) <= book.venue_seen_trade
+    if covered:  # the reconcile moved it to UNASSIGNED: back first, so the holders are as before it
+        book = _uncover(book, side, qty, price, position_side, ts)
+    holders = [p for p in book.positions if p.position_side == position_side]
+    shares = forced_shares(holders, side, qty)
+    rest = qty - sum(shares.values(), ZERO)
+    if rest:
+        shares[(position_side, UNASSIGNED)] = shares.get((position_side, UNASSIGNED), ZERO) + rest
+    biggest = max(shares, key=lambda k: (shares[k], k))
+    for (pside, strategy), part in sorted(shares.items()):
+        pos = apply_fill(book.position(pside, strategy), side=side, qty=part, price=price,
+                         fee=fee if (pside, strategy) == biggest else ZERO, fee_asset=fee_asset, ts=ts)
+        book = msgspec.structs.replace(book, positions=_put(book, pos))
+    return _booked(book, trade_id, ts), True
 
 
 def funding_shares(positions: Iterable[VirtualPosition], amount: Decimal) -> dict[tuple[str, str], Decimal]:

@@ -134,7 +134,8 @@ def test_two_strategies_one_account_sum_to_the_venue_and_a_manual_order_is_unass
 def test_reports_missed_then_caught_up_move_out_of_unassigned_and_funding_is_shared_pro_rata(r, env, venue):  # noqa: F811
     """No user data while two strategies trade: the reconcile can only call it UNASSIGNED. When S1's
     catch-up delivers the missed trades, each moves to its strategy (by trade id) and the sum never
-    leaves the venue's. A funding settlement is then shared 2:1 as the positions are."""
+    leaves the venue's. An ADL by the venue takes 2:1 from both, and a funding settlement is shared 2:1
+    as the positions are."""
     s, store = env
     with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store):
         for iid, strategy, qty in (("vp-c1", "alpha", "0.010"), ("vp-c2", "beta", "0.005")):
@@ -156,6 +157,15 @@ def test_reports_missed_then_caught_up_move_out_of_unassigned_and_funding_is_sha
                 venue, client_order_id("vp-c1", "mkt"))) / D("0.010")
             assert book(store).position("BOTH", vp.UNASSIGNED).trading_pnl == 0  # moved there and back: no PnL
 
+            # the venue auto-deleverages 0.006 of the 0.015: both strategies give their share, 2:1
+            adl = venue.control("/chimera/v1/adl", {"account": "main", "symbol": SYM, "qty": "0.006"})
+            wait_until(lambda: {p.strategy: p.qty for p in views.virtual_positions(store, "main")}
+                       == {"alpha": D("0.006"), "beta": D("0.003")}, timeout=20, message="ADL shared pro rata")
+            assert venue_amt(venue) == D("0.009") and invariant_holds(store, venue)
+            assert views.unassigned(store, "main") == []
+            rows = {p.strategy: p for p in views.virtual_positions(store, "main")}
+            assert rows["alpha"].trading_pnl == (D(adl["price"]) - rows["alpha"].avg_cost) * D("0.004")
+
             mark = fut(venue).book(SYM).mid
             venue.control("/chimera/v1/market", {"events": [
                 {"market": "futures", "symbol": SYM, "kind": "mark", "price": str(mark)},
@@ -171,4 +181,4 @@ def test_reports_missed_then_caught_up_move_out_of_unassigned_and_funding_is_sha
     alpha, beta = rows["alpha"].funding, rows["beta"].funding
     assert alpha + beta == paid  # to the last 1e-8
     assert abs(alpha - paid * 2 / 3) <= D("1e-8") and abs(beta - paid / 3) <= D("1e-8")
-    assert rows["alpha"].realized_pnl == -rows["alpha"].fees + alpha
+    assert rows["alpha"].realized_pnl == rows["alpha"].trading_pnl - rows["alpha"].fees + alpha  # net

@@ -243,3 +243,43 @@ def test_book_document_round_trip():
     b, _ = vp.reconcile(b, {"BOTH": (D("0.004"), D("30000"))}, 1, now_ms=9)
     again = vp.from_doc(vp.to_doc(b))
     assert again == b and isinstance(again.positions[0].qty, Decimal) and again.key == "sub1:FUT:BTCUSDT"
+
+
+def test_a_forced_close_is_shared_by_the_holders_pro_rata():
+    b = vp.new_book("main", "BTCUSDT")
+    for tid, strategy, qty in (("1", "alpha", "0.010"), ("2", "beta", "0.005"), ("3", vp.UNASSIGNED, "0.003")):
+        b, _ = vp.book_fill(b, trade_id=tid, strategy=strategy, side="BUY", qty=D(qty), price=D("30000"))
+    # ADL of 0.009 of the 0.018 held: each holder gives half (0.005, 0.0025, 0.0015), realized at 29000
+    b, _ = vp.book_forced_close(b, trade_id="4", side="SELL", qty=D("0.009"), price=D("29000"))
+    got = {p.strategy: (p.qty, p.trading_pnl) for p in b.positions}
+    assert got == {"alpha": (D("0.005"), D("-5")), "beta": (D("0.0025"), D("-2.5")),
+                   vp.UNASSIGNED: (D("0.0015"), D("-1.5"))}  # (29000 - 30000) * share
+    # a reconcile that saw the liquidation before its report: the report puts it where it belongs
+    venue = {"BOTH": (D("0"), D("0"))}
+    b, moved = vp.reconcile(b, venue, last_trade_id=5)
+    assert moved == {"BOTH": D("-0.009")} and b.total("BOTH") == 0
+    b, _ = vp.book_forced_close(b, trade_id="5", side="SELL", qty=D("0.009"), price=D("28000"))
+    assert {p.strategy: p.qty for p in b.positions} == {"alpha": 0, "beta": 0, vp.UNASSIGNED: 0}
+    assert b.position("BOTH", "alpha").trading_pnl == D("-15")  # -5 + (28000 - 30000) * 0.005
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(STRATS), st.sampled_from(("BUY", "SELL")), qtys), min_size=1, max_size=8),
+       st.integers(1, 100))
+def test_forced_close_keeps_the_sum_and_never_takes_more_than_held(fills, pct):
+    b = vp.new_book("main", "BTCUSDT")
+    for i, (strategy, side, qty) in enumerate(fills):
+        b, _ = vp.book_fill(b, trade_id=str(i), strategy=strategy, side=side, qty=qty, price=D("100"))
+    net = b.total("BOTH")
+    if not net:
+        return
+    side, qty = ("SELL" if net > 0 else "BUY"), (abs(net) * pct / 100).quantize(D("0.001"))
+    if not qty:
+        return
+    before = {p.strategy: p.qty for p in b.positions}
+    b, _ = vp.book_forced_close(b, trade_id="x", side=side, qty=qty, price=D("90"))
+    assert b.total("BOTH") == net + (qty if side == "BUY" else -qty)
+    for p in b.positions:
+        was = before.get(p.strategy, D(0))
+        assert abs(p.qty) <= abs(was) or p.strategy == vp.UNASSIGNED  # only reduced, never flipped
+        assert (p.qty == 0) or (p.qty > 0) == (was > 0) or p.strategy == vp.UNASSIGNED
