@@ -196,22 +196,52 @@ def run_experiment(bundle_path: str, vary: Sequence[str], data: Sequence[str], f
                    to: str | None = None, *, windows: Windows = Windows(), family: str | None = None,
                    alpha: float = 0.05, min_dsr: float = 0.95, reps: int = 300, processes: int = 1,
                    progress: Callable[[str], None] | None = None) -> dict:
-    """Check every input, run the variants, walk forward; returns the ``experiments`` document (not stored)."""
+    """``chimera experiments run``: check every input, run the variants, walk forward; returns the
+    ``experiments`` document (not stored)."""
     from chimera.backtest.bundle import load_bundle
-    from chimera.backtest.data import load
 
     bundle = load_bundle(bundle_path)
-    varies = parse_vary(vary)
-    variants: dict[str, dict] = {"base": bundle.body}
+    return run_variants(Base(bundle.body, bundle.bundle_id, bundle.rev, bundle.sha256), parse_vary(vary), data,
+                        from_, to, windows=windows, family=family, alpha=alpha, min_dsr=min_dsr, reps=reps,
+                        processes=processes, progress=progress)
+
+
+@dataclass(frozen=True)
+class Base:
+    """The incumbent bundle the variants are made from."""
+
+    body: dict
+    bundle_id: str
+    rev: int
+    sha256: str
+
+    @classmethod
+    def of(cls, body: dict) -> Base:
+        if not isinstance(body, dict) or not isinstance(body.get("strategy"), dict):
+            raise ExperimentError("a bundle hypothesis needs 'bundle': a bundle object with a 'strategy' section")
+        _check(body, "the base bundle")
+        text = json.dumps(body, sort_keys=True)
+        return cls(body, str(body.get("bundle_id") or "bundle"), int(body.get("rev", 1)),
+                   hashlib.sha256(text.encode()).hexdigest())
+
+
+def run_variants(base: Base, varies: Sequence[Vary], data: Sequence[str], from_: str | None, to: str | None, *,
+                 windows: Windows, family: str | None = None, alpha: float = 0.05, min_dsr: float = 0.95,
+                 reps: int = 300, processes: int = 1, progress: Callable[[str], None] | None = None,
+                 experiment_id: str | None = None, hypothesis_ids: Sequence[str] | None = None) -> dict:
+    """The experiment over ``base`` and one hypothesis per ``Vary`` (the CLI's path and the s9 worker's)."""
+    from chimera.backtest.data import load
+
+    variants: dict[str, dict] = {"base": base.body}
     for v in varies:
         for value in v.values:
-            body = with_value(bundle.body, v.key, value)
+            body = with_value(base.body, v.key, value)
             _check(body, f"--vary {v.key}={json.dumps(value)}")
             variants[_vid(v.key, value)] = body
-    ds = load(list(data), from_, to)
-    step = windows.period_min * 60_000
     if windows.period_min <= 0 or min(windows.train_h, windows.test_h) <= 0 or windows.horizon_h < 0:
         raise ExperimentError("--period-min, --train-h and --test-h must be > 0 and --horizon-h >= 0")
+    ds = load(list(data), from_, to)
+    step = windows.period_min * 60_000
     try:
         folds = walk_forward(ds.start_ms, ds.end_ms + 60_000, train_ms=int(windows.train_h * HOUR),
                              test_ms=int(windows.test_h * HOUR), horizon_ms=int(windows.horizon_h * HOUR))
@@ -220,16 +250,17 @@ def run_experiment(bundle_path: str, vary: Sequence[str], data: Sequence[str], f
     if not folds:
         raise ExperimentError(f"the data ({(ds.end_ms - ds.start_ms) / HOUR:.1f} h) give no walk-forward fold of "
                               f"train {windows.train_h} h + test {windows.test_h} h; shorten them or add data")
-    ident = json.dumps([bundle.sha256, [[v.key, list(v.values)] for v in varies], ds.data_hash,
+    ident = json.dumps([base.sha256, [[v.key, list(v.values)] for v in varies], ds.data_hash,
                         dataclasses.asdict(windows), alpha, min_dsr, reps], sort_keys=True)
-    experiment_id = "exp-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
-    family = family or f"{bundle.bundle_id}:{experiment_id}"
+    experiment_id = experiment_id or "exp-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+    family = family or f"{base.bundle_id}:{experiment_id}"
+    ids = list(hypothesis_ids) if hypothesis_ids is not None else [f"{family}:{v.key}" for v in varies]
 
     # Identical bodies (a value equal to the base's) run once.
     by_body: dict[str, list[str]] = {}
     for vid, body in variants.items():
         by_body.setdefault(json.dumps(body, sort_keys=True), []).append(vid)
-    jobs = [(vids[0], variants[vids[0]], _variant_id(bundle.bundle_id, body_text), bundle.rev, list(data), from_, to,
+    jobs = [(vids[0], variants[vids[0]], _variant_id(base.bundle_id, body_text), base.rev, list(data), from_, to,
              step, ds if processes <= 1 else None)
             for body_text, vids in by_body.items()]
     if progress:
@@ -248,7 +279,7 @@ def run_experiment(bundle_path: str, vary: Sequence[str], data: Sequence[str], f
     times = series["base"].times
     by_vid = {vid: r.returns for vid, r in series.items()}
 
-    hyps = [Hypothesis(f"{family}:{v.key}", family, {v.key: list(v.values)}) for v in varies]
+    hyps = [Hypothesis(hid, family, {v.key: list(v.values)}) for hid, v in zip(ids, varies, strict=True)]
     periods = 365 * 1440 // windows.period_min
     incumbent = VariantSeries(times, by_vid, incumbent=True)
     results = run_family(hyps, VariantSeries(times, by_vid), incumbent, folds, periods=periods, alpha=alpha,
@@ -256,7 +287,7 @@ def run_experiment(bundle_path: str, vary: Sequence[str], data: Sequence[str], f
     base_oos = np.concatenate([incumbent({}, f.test_start, f.test_end) for f in folds])
     return _clean({
         "experiment_id": experiment_id, "family": family, "kind": "bundle", "status": "DONE",
-        "bundle_id": bundle.bundle_id, "bundle_rev": bundle.rev, "bundle_sha256": bundle.sha256,
+        "bundle_id": base.bundle_id, "bundle_rev": base.rev, "bundle_sha256": base.sha256,
         "data_spec": list(data), "data_hash": ds.data_hash, "symbols": ds.symbols, "from": from_ or "", "to": to or "",
         "start_ms": ds.start_ms, "end_ms": ds.end_ms, "windows": dataclasses.asdict(windows),
         "alpha": alpha, "min_dsr": min_dsr, "folds": [f.__dict__ for f in folds],

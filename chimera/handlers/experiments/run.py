@@ -1,9 +1,10 @@
 """S9: run one hypothesis family (``RunExperiment``) and record the verdicts.
 
-``hypotheses/<hypothesis_id>``: ``family``, ``kind`` (a bar rule of ``chimera.research.strategies``:
-``momentum`` | ``random``), ``grid`` (parameter → values), ``cost`` (per unit of turnover), ``metric``,
+``hypotheses/<hypothesis_id>``: ``family``, ``kind`` (``bundle``: a strategy bundle variant run through the
+in-process backtest, ``bundles.py``; or a bar rule of ``chimera.research.strategies``: ``momentum`` |
+``random``), ``grid`` (parameter → values), ``cost`` (per unit of turnover), ``metric``,
 ``direction``, ``status`` PENDING → CONFIRMED | REJECTED (compare-and-set, so a replay never flips a
-verdict twice). The incumbent is flat (no position). Bars come from the venue's klines port, resampled
+verdict twice). For bar rules the incumbent is flat (no position); for bundles, the unchanged base bundle. Bars come from the venue's klines port, resampled
 to ``period_min`` closes. Writes ``experiments/<experiment_id>``, the verdicts, ``OpsEvent``
 EXPERIMENT_DONE on ``ops:events`` and ``bt:{last_run_ts}``.
 
@@ -85,6 +86,8 @@ def on_run(env: Envelope, ctx: Context) -> list[Emit]:
             if h.get("status", "PENDING") == "PENDING"]
     if not hyps:
         raise PermanentError(f"family {p.family!r} has no PENDING hypotheses")
+    if any(h.get("kind") == "bundle" for h in hyps):
+        return _run_bundles(ctx, p, hyps)
     ev, flat, folds = _setup(ctx, p, hyps)
     if p.distribute:
         ctx.store.upsert(EXPERIMENTS, p.experiment_id, {
@@ -97,6 +100,48 @@ def on_run(env: Envelope, ctx: Context) -> list[Emit]:
     results = run_family([_hypothesis(h, p.family) for h in hyps], ev, flat, folds, periods=_periods(p),
                          processes=processes)
     return _record(ctx, p, folds, results)
+
+
+def _run_bundles(ctx: Context, p: RunExperiment, hyps: list[dict]) -> list[Emit]:
+    """Bundle variants (``bundles.py``): each hypothesis ``{"kind": "bundle", "bundle": {...}, "grid": {key:
+    [values]}, "data": [spec, ...]}``, all of a family on one base bundle and one data set (files the worker
+    can read), over [start_ms, end_ms). Run in this worker whatever ``distribute`` says (a trial is a whole
+    backtest; ``experiments.processes`` runs the variants in parallel processes)."""
+    import json
+
+    from chimera.backtest.data import DataError
+    from chimera.handlers.experiments import bundles
+
+    if {h.get("kind") for h in hyps} != {"bundle"}:
+        raise PermanentError(f"family {p.family!r}: bundle hypotheses cannot share a family with bar rules")
+    if len({json.dumps(h.get("bundle"), sort_keys=True) for h in hyps}) != 1 or \
+            len({tuple(h.get("data") or ()) for h in hyps}) != 1 or not hyps[0].get("data"):
+        raise PermanentError(f"family {p.family!r}: every bundle hypothesis needs the same 'bundle' and 'data'")
+    varies = []
+    for h in hyps:
+        grid = h.get("grid") or {}
+        if len(grid) != 1 or not isinstance(next(iter(grid.values())), list):
+            raise PermanentError(f"hypothesis {h['hypothesis_id']}: 'grid' must be one {{key: [values]}}")
+        (key, values), = grid.items()
+        varies.append(bundles.Vary(key, tuple(values)))
+    processes = ctx.config.param("experiments", "processes", 1) if ctx.config is not None else 1
+    windows = bundles.Windows(train_h=p.train_days * 24, test_h=p.test_days * 24, horizon_h=p.horizon_h,
+                              period_min=p.period_min)
+    try:
+        doc = bundles.run_variants(bundles.Base.of(hyps[0]["bundle"]), varies, list(hyps[0]["data"]),
+                                   str(p.start_ms), str(p.end_ms), windows=windows, family=p.family,
+                                   processes=processes, experiment_id=p.experiment_id,
+                                   hypothesis_ids=[h["hypothesis_id"] for h in hyps])
+    except (bundles.ExperimentError, DataError) as exc:
+        raise PermanentError(f"experiment {p.experiment_id}: {exc}") from exc
+    now = ctx.now_ms()
+    doc = {**doc, "symbol": p.symbol, "horizon_h": p.horizon_h, "distributed": False, "finished_at": now}
+    ctx.store.upsert(EXPERIMENTS, p.experiment_id, doc)
+    for r in doc["results"]:
+        ctx.store.update_if(HYPOTHESES, r["hypothesis_id"], {"status": r["verdict"], "q": r["q"],
+                                                             "experiment_id": p.experiment_id}, {"status": "PENDING"})
+    ctx.bt_marks.set_max(f"bt:{p.family}", now)
+    return [_event(p, doc)]
 
 
 def _msg(p) -> dict:
