@@ -1,9 +1,10 @@
 """Trade lists to compare engines (issue 12 items 3 and 6): the in-process backtest's round trips as
 plain tuples, and the same in backtesting.py's terms (entry bar, exit bar, side).
 
-Conventions (``docs/backtest.md``): S1 publishes a 1m kline once it is closed, so S3 decides on bar i at the
-start of bar i+1 and a MARKET entry fills at bar i+1's open (± the synthetic half spread): backtesting.py's
-next-bar-open fill. A trade still open at the end is valued at the last bar's close (``finalize_trades``).
+Conventions (``docs/backtest.md``): S3 decides on bar i at its signal time, bar i+1's open, before bar i+1's
+first trade, so a MARKET order fills at bar i's close (± the synthetic half spread) stamped in bar i+1:
+the bar backtesting.py fills it in (at bar i+1's open). A trade still open at the end is valued at the last
+bar's close (``finalize_trades``).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@
   money is booked on a closed position too (it is not a state transition).
 * **Funding.** S1 turns each ``FUNDING_FEE`` income row into a settled ``FundingEvent`` on
   ``pos:{commands}`` (the backtest runner does the same from the engine's income rows). The amount goes to
-  the positions of that account and symbol that were open at the settlement: pro rata by quantity when
-  several were (the last takes the remainder, so the parts add up exactly), else the newest one that closed
-  at or after it.
+  the positions of that account and symbol that held something at the settlement (by their fills' venue
+  times): pro rata by quantity when several did (the last takes the remainder, so the parts add up
+  exactly).
 
 Liquidation and ADL trades are the venue's own orders: ``positions.forced`` books them when it claims the
 force order. Each trade / income row is counted once per position (``booked_trades`` / ``booked_funding``),
@@ -28,11 +28,12 @@ from chimera.handlers.positions.lifecycle import write
 from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import FundingEvent, VenueReport
-from chimera.store.collections import POSITIONS
+from chimera.store.collections import FILLS, POSITIONS
 from chimera.workers.handler import Context
 
 ZERO = Decimal(0)
 QUOTE_ASSETS = ("USDT", "")  # a fee in another asset (BNB) does not move the USDT wallet
+RECENT_CLOSED = 20  # closed positions looked at for a settlement (it is booked within moments of happening)
 
 
 def trade_key(rep: VenueReport) -> str:
@@ -52,16 +53,27 @@ def book_trade(pos: Position, rep: VenueReport) -> Position:
 
 
 def open_at(ctx: Context, account_id: str, symbol: str, t: int) -> list[Position]:
-    """The account's futures positions on ``symbol`` holding something at ``t``, oldest first; when none is
-    open now, the newest one that closed at or after ``t`` (it was open when the venue settled)."""
-    rows = [from_doc(d) for d in ctx.store.query(POSITIONS, {"symbol": symbol}, order_by="created_at")]
-    mine = [p for p in rows if p.market == "FUT" and (p.account_id or "main") == account_id
-            and p.created_at <= t]
-    live = [p for p in mine if p.state.value in OPEN_STATES and p.qty > 0]
-    if live:
-        return live
-    ended = [p for p in mine if p.closed_at >= t and p.state.value == "CLOSED"]
-    return ended[-1:]
+    """The account's futures positions on ``symbol`` that held something at venue time ``t``, oldest first.
+
+    Held = its first fill at or before ``t`` and, once closed, its last fill at or after it: the fills'
+    times are the venue's, like the settlement's (a worker's clock may be another one, e.g. in a paper
+    replay). A position without fills yet counts from its creation. When none qualifies, the ones open now.
+    """
+    live = [from_doc(d) for d in ctx.store.query(POSITIONS, {"symbol": symbol, "state": ("in", OPEN_STATES)},
+                                                   order_by="created_at")]
+    ended = [from_doc(d) for d in ctx.store.query(POSITIONS, {"symbol": symbol, "state": "CLOSED"},
+                                                    order_by="closed_at", desc=True, limit=RECENT_CLOSED)]
+    mine = [p for p in (*reversed(ended), *live) if p.market == "FUT" and (p.account_id or "main") == account_id]
+    held = [p for p in mine if _held(ctx, p, t)]
+    return held or [p for p in live if p in mine and p.qty > 0]
+
+
+def _held(ctx: Context, pos: Position, t: int) -> bool:
+    times = sorted(int(f.get("ts") or 0) for f in ctx.store.query(FILLS, {"pos_id": pos.pos_id}))
+    first = times[0] if times else pos.created_at
+    if first > t:
+        return False
+    return pos.is_open or (bool(times) and times[-1] >= t)
 
 
 def split(amount: Decimal, positions: list[Position]) -> list[Decimal]:
