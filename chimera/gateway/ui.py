@@ -27,7 +27,7 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage,
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from chimera.gateway import approvals
+from chimera.gateway import approvals, ops
 from chimera.gateway.errors import ApiError
 from chimera.gateway.rbac import PUBLIC, SELF, principal
 from chimera.gateway.routes import accounts_status, request_transfer, set_or_request_lift
@@ -42,7 +42,7 @@ HERE = Path(__file__).parent
 COOKIE = "chimera_session"
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 NAV = [("/ui", "Dashboard"), ("/ui/positions", "Positions"), ("/ui/orders", "Orders & fills"),
-       ("/ui/signals", "Signals"), ("/ui/approvals", "Approvals"), ("/ui/accounts", "Accounts"),
+       ("/ui/signals", "Signals"), ("/ui/approvals", "Approvals"), ("/ui/accounts", "Accounts"), ("/ui/ops", "Ops"),
        ("/ui/alerts", "Alerts"), ("/ui/dlq", "DLQ"), ("/ui/bundles", "Bundles & rollouts"),
        ("/ui/backtests", "Backtests"), ("/ui/experiments", "Experiments"), ("/ui/autopsy", "Autopsy")]
 TOPICS = {"fills": keys.VENUE_REPORTS, "positions": keys.POS_EVENTS, "signals": keys.SIG_EVENTS,
@@ -205,8 +205,19 @@ def positions(request: Request) -> Template:
                      "state": p.get("state")})
     cols = ["position", "account", "symbol", "side", "qty", "entry", "mark", "stop", "take-profit", "liquidation",
             "to liquidation", "state"]
-    return page(request, "Open positions", tables=[{"id": "positions", "title": "Open", "columns": cols, "rows": rows}],
-                live="positions", after=last_id(d.r, keys.POS_EVENTS))
+    agg = [{"_id": f"all-{a['market']}-{a['symbol']}-{a['side']}", "market": a["market"], "symbol": a["symbol"],
+            "side": a["side"], "qty": a["qty"], "entry (weighted)": _s(a["entry_price"]), "positions": a["positions"],
+            "by account": ", ".join(f"{k}: {v}" for k, v in sorted(a["accounts"].items()))}
+           for a in ops.aggregate_positions(d.store.query(C.POSITIONS, {"state": ("in", list(ops.OPEN_STATES))}))]
+    vrows = [{"account": v["account_id"], "symbol": v["symbol"], "side": v["position_side"], "strategy": v["strategy"],
+              "qty": _s(v["qty"]), "avg cost": _s(v["avg_cost"]), "realized PnL": _s(v["realized_pnl"]),
+              "fills": v["fills"]} for v in ops.virtual_rows(d.store, None, None)["virtual"]]
+    return page(request, "Open positions", live="positions", after=last_id(d.r, keys.POS_EVENTS), tables=[
+        {"id": "positions", "title": "Open", "columns": cols, "rows": rows},
+        {"id": "all-view", "title": "All accounts (read-only)", "rows": agg,
+         "columns": ["market", "symbol", "side", "qty", "entry (weighted)", "positions", "by account"]},
+        {"id": "virtual", "title": "Virtual positions per strategy", "rows": vrows,
+         "columns": ["account", "symbol", "side", "strategy", "qty", "avg cost", "realized PnL", "fills"]}])
 
 
 FILL_COLS = ["time", "account", "symbol", "side", "qty", "price", "order"]
@@ -299,6 +310,37 @@ def accounts(request: Request) -> Template:
     return page(request, "Accounts", live="accounts", after=last_id(d.r, keys.OPS_EVENTS), tables=[
         {"id": "accounts", "title": "Accounts and their streams", "rows": rows, "columns": ACCOUNT_COLS}],
         note="Live: each stream status change S1 reports replaces its account's row.")
+
+
+@get("/ui/ops", **ui_kw("ops.read"))
+def ops_page(request: Request) -> Template:
+    """/v1/ops/health and /v1/ops/metrics (last hour) as a page; it refreshes on every ops event."""
+    d = _deps(request)
+    health = ops.ops_health(d)
+    m = ops.ops_metrics(d, None, 3600)
+    css = {"OK": "GREEN", "DEGRADED": "ORANGE", "FAIL": "RED"}
+    cards = [{"id": "ops-status", "label": "System", "value": health["status"], "css": css[health["status"]]},
+             {"id": "ops-uptime", "label": "Gateway uptime (s)", "value": health["uptime_sec"]},
+             {"id": "ops-alerts", "label": "Ops alerts (last hour)", "value": len(m["alerts"])}]
+
+    def dist(x, key):
+        return _s((x or {}).get(key)) if x else ""
+
+    accounts_rows = [{"_id": f"ops-{acc}", "account": acc, "stream": x["ws_status"], "orders": x["orders"],
+                      "rejects": x["rejects"], "fills": x["fills"], "notional": x["notional_usdt"],
+                      "slippage p95 (bps)": dist(x["slippage_bps"], "p95"),
+                      "latency p95 (ms)": dist(x["latency_ms"], "p95"), "backlog": x["stream_lag"]}
+                     for acc, x in m["by_account"].items()]
+    checks = [{"_id": f"check-{c['name'].replace(':', '-').replace('{', '').replace('}', '')}", "check": c["name"],
+               "status": c["status"], "detail": c["detail"]} for c in health["checks"]]
+    alerts_rows = [{"account": a["account_id"] or "", "code": a["code"], "message": a["message"]} for a in m["alerts"]]
+    return page(request, "Operations", cards=cards, live="ops", after=last_id(d.r, keys.OPS_EVENTS), tables=[
+        {"id": "ops-accounts", "title": "Per account, last hour", "rows": accounts_rows,
+         "columns": ["account", "stream", "orders", "rejects", "fills", "notional", "slippage p95 (bps)",
+                     "latency p95 (ms)", "backlog"]},
+        {"id": "ops-alerts", "title": "Alerts", "rows": alerts_rows, "columns": ["account", "code", "message"]},
+        {"id": "ops-checks", "title": "Health checks", "rows": checks, "columns": ["check", "status", "detail"]}],
+        note="The same figures as GET /v1/ops/health and GET /v1/ops/metrics?window_sec=3600.")
 
 
 @get("/ui/alerts", **ui_kw("read"))
@@ -493,5 +535,5 @@ STATIC = create_static_files_router(path="/ui/static", directories=[HERE / "stat
                                     include_in_schema=False)
 
 UI_ROUTES: list[Any] = [root, login_page, login_submit, logout, dashboard, positions, orders, signals, approvals_page,
-                        accounts, alerts, dlq, *(_placeholder(s) for s in PLACEHOLDERS), ui_kill_switch, ui_transfer,
+                        accounts, ops_page, alerts, dlq, *(_placeholder(s) for s in PLACEHOLDERS), ui_kill_switch, ui_transfer,
                         ui_approve, ui_reject, ui_requeue, events, STATIC]

@@ -48,7 +48,7 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/"): ANYONE, ("GET", "/ui/login"): ANYONE, ("POST", "/ui/login"): ANYONE,
     ("GET", "/ui/static/{file_path:path}"): ANYONE, ("POST", "/ui/logout"): ALL, ("GET", "/ui"): ALL,
     ("GET", "/ui/positions"): ALL, ("GET", "/ui/orders"): ALL, ("GET", "/ui/signals"): ALL,
-    ("GET", "/ui/approvals"): ALL, ("GET", "/ui/accounts"): ALL, ("GET", "/ui/alerts"): ALL,
+    ("GET", "/ui/approvals"): ALL, ("GET", "/ui/accounts"): ALL, ("GET", "/ui/ops"): ALL, ("GET", "/ui/alerts"): ALL,
     ("GET", "/ui/dlq"): RISK, ("GET", "/ui/bundles"): ALL, ("GET", "/ui/backtests"): ALL,
     ("GET", "/ui/experiments"): ALL, ("GET", "/ui/autopsy"): ALL, ("GET", "/ui/events"): ALL,
     ("POST", "/ui/kill-switch"): OPS, ("POST", "/ui/transfer"): RISK,
