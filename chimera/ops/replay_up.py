@@ -87,7 +87,8 @@ def plan(data: list[str], from_text: str | None, to_text: str | None, speed_text
     root.mkdir(parents=True, exist_ok=True)
     stored.write_text(json.dumps(marker, indent=1))
     args = [arg for text in marker["data"] for arg in ("--data", text)]
-    args += ["--start-ms", str(start), "--end-ms", str(end), "--pace-redis", "env"]
+    # Paced on the pipeline; the first step waits for S1 (the workers start after the venue).
+    args += ["--start-ms", str(start), "--end-ms", str(end), "--pace-redis", "env", "--pace-start-wait-s", "120"]
     env = {"CHIMERA_CLOCK": "follow", "CHIMERA_SYMBOLS": ",".join(ds.symbols)}
     return ReplayPlan(speed=speed, venue_args=args, env=env, symbols=list(ds.symbols))
 

@@ -44,6 +44,10 @@ def serve(
                                    "pipeline's streams are drained (event-time paper replay)."),
     pace_step_ms: int = typer.Option(60_000, help="With --pace-redis: market time replayed per step."),
     pace_timeout_s: float = typer.Option(30.0, help="With --pace-redis: go on after waiting this long."),
+    pace_start_wait_s: float = typer.Option(0.0, help="With --pace-redis: wait up to this long for a subscriber "
+                                            "to the data's 1m klines (S1) before the first step."),
+    clock_redis: str = typer.Option("", help="Publish the replay time on this Redis (replay:{clock}) for "
+                                    "workers with CHIMERA_CLOCK=follow (implied by --pace-redis)."),
 ) -> None:
     specs = [DataSpec.parse(d) for d in data] if data else sample_specs()
     cfg = VenueConfig(
@@ -55,7 +59,8 @@ def serve(
         faults=FaultConfig(latency_ms=latency_ms, error_5xx_share=error_5xx, error_429_share=error_429,
                            lost_reply_share=lost_reply, ws_drop_every_s=ws_drop_every_s, seed=seed,
                            reply_delay_ms=reply_delay_ms),
-        pace_redis_url=pace_redis, pace_step_ms=pace_step_ms, pace_timeout_s=pace_timeout_s)
+        pace_redis_url=pace_redis, pace_step_ms=pace_step_ms, pace_timeout_s=pace_timeout_s,
+        pace_start_wait_s=pace_start_wait_s, clock_redis_url=clock_redis)
     srv = VenueServer(cfg)
     for name, acc in srv.engine.accounts.items():
         typer.echo(f"account {name}: api_key={acc.api_key}")

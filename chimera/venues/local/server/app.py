@@ -82,6 +82,9 @@ class VenueConfig:
     # Publish the replay time on this Redis (replay:{clock}) for workers with CHIMERA_CLOCK=follow;
     # implied by pace_redis_url.
     clock_redis_url: str = ""
+    # Paced: before the first step, wait up to this long for S1 to subscribe to the data's klines
+    # (``chimera up`` starts the venue before the workers); 0 = start at once.
+    pace_start_wait_s: float = 0.0
 
 
 class VenueServer:
@@ -117,6 +120,7 @@ class VenueServer:
             self.gate = DrainGate(cfg.pace_redis_url, self.info.rules[FUTURES], timeout_s=cfg.pace_timeout_s)
         self.clock_pub = None
         self._step_due: int | None = None  # the current paced step ends at this timer's due time
+        self._listened = cfg.pace_start_wait_s <= 0  # paced: S1 listens to the data's klines (may start)
         if cfg.clock_redis_url or cfg.pace_redis_url:
             from ..pacing import ClockPublisher
 
@@ -232,6 +236,8 @@ class VenueServer:
     async def _paced(self, next_ms: int) -> bool:
         """May the driver replay the event at ``next_ms``? Inside the current step: yes. At the next
         step: once the frames are out and the pipeline drained (or the wait timed out)."""
+        if not self._listened and not self._listening():
+            return False
         if self._step_end is None:
             self._step_end = await asyncio.to_thread(self._next_step_end, next_ms)
         if next_ms < self._step_end:
@@ -254,6 +260,22 @@ class VenueServer:
         self._wait_since = None
         self._step_closed.clear()
         self._step_end = await asyncio.to_thread(self._next_step_end, next_ms)
+        return True
+
+    def _listening(self) -> bool:
+        """Before the first step: has S1 subscribed to every replayed symbol's 1m klines? A replay
+        started before the pipeline listens would lose its first bars (bounded: after
+        ``pace_start_wait_s`` it starts anyway, with a warning)."""
+        if self._wait_since is None:
+            self._wait_since = time.monotonic()
+        wanted = {f"{sym.lower()}@kline_1m" for market, sym, _iv in self.feed.klines if market == FUTURES}
+        waited = time.monotonic() - self._wait_since
+        limit = self.cfg.pace_start_wait_s
+        if not wanted <= self.hub.subscribed_streams(FUTURES) and waited < limit:
+            return False
+        if waited >= limit:
+            logger.warning("pace: nobody subscribed to {} within {:.0f}s; replaying anyway", sorted(wanted), waited)
+        self._listened, self._wait_since = True, None
         return True
 
     def _next_step_end(self, next_ms: int) -> int:
