@@ -41,10 +41,18 @@ def load_bundle(path: str) -> Bundle:
         rev = int(body.get("rev", 1))
     except (TypeError, ValueError):
         raise BundleError(f"--bundle {path}: field 'rev' must be an integer, not {body.get('rev')!r}") from None
+    from chimera.handlers.config.lint import lint
+    from chimera.handlers.strategy import reverse
     from chimera.handlers.strategy.bundle import parse
 
+    report = lint(body, raw.decode("utf-8", errors="replace"))
+    if not report.ok:  # S10's lint: every error with its JSON path and, where it can tell, line and column
+        raise BundleError(f"--bundle {path}: fails lint: " + "; ".join(
+            f"{e.path}" + (f" (line {e.line} column {e.column})" if e.line else "") + f": {e.message}"
+            for e in report.errors))
     try:
         parse(body["strategy"], bundle_id, rev, features=body.get("features"))
+        reverse.options(body["strategy"])
     except PermanentError as exc:
         raise BundleError(f"--bundle {path}: {exc}") from None
     return Bundle(path=str(p), bundle_id=bundle_id, rev=rev, body=body, sha256=hashlib.sha256(raw).hexdigest())

@@ -135,7 +135,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, case):
         body["strategy"]["entry"]["long_when"] = "rv_15 >> 3"
         bundle = str(tmp_path / "b.json")
         Path(bundle).write_text(json.dumps(body))
-        expect = ["b.json", "is invalid"]
+        expect = ["b.json", "fails lint", "strategy.entry.long_when (line 1 column", "'>>' is not allowed"]
     else:
         extra, expect = ["--from", "2030-01-01"], ["no bars between --from 2030-01-01"]
     out = chimera(tmp_path, "backtest", "--bundle", bundle, *sum((["--data", d] for d in data), []), *extra)
