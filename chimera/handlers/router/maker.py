@@ -66,6 +66,14 @@ def plan(ctx: Context, intent: IntentDoc, book: dict) -> tuple[int, Decimal]:
     wait, share = router_params(curves or None, spread_bp=spread_bp, size_to_depth=to_depth,
                                 vol_bp=_vol_bp(ctx, intent), regime=regime,
                                 default_wait_ms=tk.param(ctx, "maker_wait_ms", 3000))
+    wait_mult, share_floor = health_factors(ctx)
+    share = min(max(share, share_floor), 1.0)
+    return int(wait * wait_mult), Decimal(str(round(share, 6)))
+
+
+def health_factors(ctx: Context) -> tuple[float, float]:
+    """(wait multiplier, taker share floor) of the current health grade (``router.health_mult``, B9)."""
+    risk = ctx.risk
     grade = ((risk.health() if risk else None) or "GREEN").upper()
     row = {str(k).upper(): v for k, v in tk.param(ctx, "health_mult", DEFAULT_HEALTH).items()}.get(grade) or {}
     try:
@@ -74,8 +82,7 @@ def plan(ctx: Context, intent: IntentDoc, book: dict) -> tuple[int, Decimal]:
         raise PermanentError(f"bundle router.health_mult.{grade}={row!r}: expected {{wait, taker_share}} numbers") from exc
     if wait_mult <= 0 or not 0 <= share_floor <= 1:
         raise PermanentError(f"bundle router.health_mult.{grade}: wait must be > 0 and taker_share in [0, 1]")
-    share = min(max(share, share_floor), 1.0)
-    return int(wait * wait_mult), Decimal(str(round(share, 6)))
+    return wait_mult, share_floor
 
 
 def run(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:

@@ -1,4 +1,5 @@
-"""TWAP: ``router.twap_slices`` (4) MARKET slices, ``router.twap_interval_ms`` (1000) apart.
+"""TWAP: ``router.twap_slices`` (4) MARKET slices, ``router.twap_interval_ms`` (1000) apart, times the health
+grade's wait multiplier (``router.health_mult``, B9: a degraded system spreads its taker flow out more).
 
 The plan (slice sizes and due times) is fixed once in the intent document (``twap_plan``); each slice is
 a ``twap_slice`` timer the runtime arms with the command's ack, and its own idempotent leg ``tw<i>``, so
@@ -10,6 +11,7 @@ timer keys: it replaces, never doubles). The intent ends when every slice's leg 
 from __future__ import annotations
 
 from chimera.handlers.router import toolkit as tk
+from chimera.handlers.router.maker import health_factors
 from chimera.schemas.documents.orders import IntentDoc, TwapSlice
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import TimerFired
@@ -23,7 +25,7 @@ def run(env: Envelope, ctx: Context, intent: IntentDoc) -> tk.Out:
     if intent.phase == "NEW":
         f = tk.client(ctx, intent).filters(intent.symbol)
         n = max(1, tk.param(ctx, "twap_slices", 4))
-        interval = tk.param(ctx, "twap_interval_ms", 1000)
+        interval = int(tk.param(ctx, "twap_interval_ms", 1000) * health_factors(ctx)[0])
         total = f.qty(intent.qty)
         base = f.qty(total / n)
         sizes = [base] * (n - 1) + [total - base * (n - 1)]
