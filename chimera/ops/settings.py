@@ -35,6 +35,7 @@ class Settings:
     metrics_port: int | None = None
     # "wall", or "follow[:key]": time from the replaying local venue (workers/clock.py, CHIMERA_CLOCK).
     clock: str = "wall"
+    exec_trace_ttl_s: int = 2 * 24 * 3600  # execution traces kept (workers/traces.py); 0: none recorded
     extra: dict = field(default_factory=dict)
 
 
@@ -109,5 +110,7 @@ def load_settings(env: dict | None = None) -> Settings:
         metrics_port=_int(env, "CHIMERA_METRICS_PORT", 0, lo=0, hi=65535, example="9400 (0: any free port)",
                           rule="must be between 0 (any free port) and 65535"),
         clock=_clock(env),
+        exec_trace_ttl_s=_int(env, "CHIMERA_EXEC_TRACE_TTL_S", Settings.exec_trace_ttl_s, lo=0,
+                              rule="must be >= 0 seconds (0: no execution traces)"),
         extra={"user_data": True} if env.get("CHIMERA_USER_DATA", "") in ("1", "true", "yes") else {},
     )

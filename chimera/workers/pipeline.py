@@ -91,8 +91,9 @@ class EntryPipeline:
         self.context = context  # fence -> Context
         self.seen: set[str] = set()  # done-markers of this batch (prefetched, then added as entries finish)
         self.processed = 0
-        # Execution traces (workers/traces.py), queued on the batch's flush; settings.exec_traces=False turns them off.
-        self.traces = commit.traces = Traces(group, consumer) if getattr(settings, "exec_traces", True) else None
+        # Execution traces (workers/traces.py), queued on the batch's flush; CHIMERA_EXEC_TRACE_TTL_S=0 turns them off.
+        ttl_s = getattr(settings, "exec_trace_ttl_s", 2 * 24 * 3600)
+        self.traces = commit.traces = Traces(group, consumer, ttl_s * 1000) if ttl_s else None
         self.current: tuple = (None, 0)  # (envelope, handler start ms) of the entry in hand, for its ERROR trace
         self._m_dup = METRICS.processed.labels(role=spec.role, outcome=Outcome.DUPLICATE)
         self._m_retry = METRICS.processed.labels(role=spec.role, outcome=Outcome.RETRY)
