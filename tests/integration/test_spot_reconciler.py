@@ -189,3 +189,26 @@ def test_spot_balances_reconcile_store_vs_venue_with_a_clear_report(r, env, venu
     assert sorted(codes) == [("RECONCILE_SPOT_BALANCE", "BTC"), ("RECONCILE_SPOT_BALANCE", "ETH")]
     assert all(a.level == "ERROR" and a.context["account_id"] == "main" for a in alerts(r)
                if a.code == "RECONCILE_SPOT_BALANCE")
+
+
+def test_spot_entry_s6_never_booked_is_opened_by_s5(r, env, venue):  # noqa: F811
+    s, store = env
+    activate(store, "spot-settle", 1, {"reconciler": {"settle_ms": 200}})
+    intent, tp, sl = protected_entry(venue, "orph-1")
+    with ThreadWorker(S4, r, s, "s4-a", store):  # S6 is down: nobody books the entry
+        submit(r, intent)
+        wait_until(lambda: (d := store.get("order_intents", "orph-1")) and d["phase"] == "DONE", timeout=30,
+                   message="entry filled and its OCO placed by S4")
+    assert position(store, "orph-1") is None
+    wait_until(lambda: int(store.get("orders", "orph-1:osl")["updated_at"]) < WallClock().now_ms() - 400,
+               timeout=10, message="legs settled")
+    with ThreadWorker(S5_ON_DEMAND, r, s, "s5-a", store):
+        rep = reconcile(r, store, "run-orph")
+    pos = position(store, "orph-1")
+    held, _, fees = trade_math(venue_trades(venue, client_order_id("orph-1", "e")), [])
+    assert pos.state == "ACTIVE" and pos.market == "SPOT" and pos.qty == held and pos.fees == fees
+    assert pos.protection == "OCO" and set(pos.protection_orders) == {client_order_id("orph-1", "otp"),
+                                                                       client_order_id("orph-1", "osl")}
+    [adopted] = [a for a in rep["adopted"] if a["type"] == "spot_position"]
+    assert adopted["ref"] == "orph-1" and adopted["now"] == "ACTIVE"
+    assert store.get("strategy_events", "RECONCILE_ADOPTED:run-orph:orph-1")

@@ -32,11 +32,11 @@ from loguru import logger
 from chimera.handlers.common import dec, venue
 from chimera.handlers.positions import lifecycle
 from chimera.handlers.positions.common import PE, ZERO, Out, create, event, load, moved
-from chimera.schemas.documents.positions import Position, replace
+from chimera.schemas.documents.positions import Position, from_doc, replace
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import CancelOrder, OrderIntent, OrderResult, SubmitOrder, VenueReport
 from chimera.schemas.states import PositionStatus as P
-from chimera.store.collections import GUARD_STOPS, ORDER_INTENTS, ORDERS
+from chimera.store.collections import GUARD_STOPS, ORDER_INTENTS, ORDERS, POSITIONS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
 from chimera.workers.handler import Context
@@ -299,9 +299,6 @@ def assets(client, symbol: str) -> tuple[str, str]:
 
 def open_spot_positions(ctx: Context, account_id: str) -> list[Position]:
     """The account's live SPOT positions (PENDING_ENTRY included: its base asset may already be held)."""
-    from chimera.schemas.documents.positions import from_doc
-    from chimera.store.collections import POSITIONS
-
     states = [P.PENDING_ENTRY.value, P.ACTIVE.value, P.PENDING_CLOSING.value]
     docs = ctx.store.query(POSITIONS, {"state": ("in", states)}, order_by="created_at")
     return [p for p in map(from_doc, docs) if p.market == "SPOT" and p.account_id == account_id]
