@@ -358,24 +358,22 @@ def _check(name: str, status: str, detail: str, **extra) -> dict[str, Any]:
     return {"name": name, "status": status, "detail": detail, **extra}
 
 
-def role_groups(settings) -> dict[str, list[tuple[str, str]]]:
-    """role code -> its (stream, group) pairs, for every built consumer role (S1: its treasury worker)."""
-    from chimera.errors import NotYetImplemented
-    from chimera.workers.handler import HandlerSpec
-    from chimera.workers.registry import ROLES, load_spec
+def role_groups(r) -> dict[str, list[tuple[str, str]]]:
+    """role code -> the (stream, group) pairs Redis holds for it: groups are ``cg:<role>`` (S1's treasury
+    worker ``cg:s1-treasury``). Read from Redis, not from the role modules: importing every role (S9's
+    statistics stack) would cost the gateway seconds and memory for a health check."""
+    from chimera.ops.streams_admin import _scan_streams
+    from chimera.workers.registry import ROLES
 
-    out: dict[str, list[tuple[str, str]]] = {}
-    for role in ROLES:
-        if role.code in NOT_CONSUMERS:
-            continue
-        try:
-            spec = load_spec(role.code)
-        except (NotYetImplemented, ImportError):
-            continue
-        if role.code == "s1":
-            from chimera.handlers.treasury.transfer import SPEC as spec
-        if isinstance(spec, HandlerSpec):
-            out[role.code] = [(s, keys.group(spec.role)) for s in spec.streams(settings)]
+    codes = [x.code for x in ROLES if x.code not in NOT_CONSUMERS]
+    out: dict[str, list[tuple[str, str]]] = {c: [] for c in codes}
+    for stream in _scan_streams(r):
+        for g in r.xinfo_groups(stream):
+            name = _s(g["name"])
+            role = name[len("cg:"):] if name.startswith("cg:") else ""
+            code = role if role in out else next((c for c in codes if role.startswith(c + "-")), None)
+            if code:
+                out[code].append((stream, name))
     return out
 
 
@@ -398,7 +396,7 @@ def _freshest_idle_ms(r, pairs: list[tuple[str, str]]) -> int | None:
 def _heartbeats(d, limits: dict[str, float]) -> list[dict[str, Any]]:
     stale_ms = int(limits["heartbeat_stale_s"] * 1000)
     out = []
-    for role, pairs in sorted(role_groups(d.settings).items()):
+    for role, pairs in sorted(role_groups(d.r).items()):
         idle = _freshest_idle_ms(d.r, pairs)
         if idle is None:
             out.append(_check(f"heartbeat:{role}", DEGRADED, f"{role} has no consumer in Redis: never started",

@@ -67,3 +67,14 @@ def test_ops_page_shows_health_checks_and_per_account_figures(open_as, ui_server
     expect(page.locator("#row-check-redis")).to_contain_text("OK")
     expect(page.locator("#row-check-heartbeat-s4")).to_contain_text("DEGRADED")
     expect(page.locator("#ops-checks")).to_contain_text("account_streams:main")
+
+
+def test_ops_page_refreshes_when_an_account_stream_changes(open_as, ui_server):
+    board = StatusBoard(ui_server.r, WallClock())
+    board.set("sub1", "CONNECTED", market="user_fut")
+    page = open_as("viewer", "/ui/ops")
+    page.wait_for_function("document.body.dataset.live === 'open'")
+    sub1 = page.locator("#row-ops-sub1 td").nth(1)
+    expect(sub1).to_have_text("CONNECTED")
+    board.set("sub1", "DISCONNECTED", "socket closed", market="user_fut")
+    expect(sub1).to_have_text("DISCONNECTED", timeout=3000)

@@ -24,6 +24,7 @@
   function replaceRow(row) {
     const el = row && document.getElementById(row.id);
     if (el) el.outerHTML = row.html;
+    return Boolean(el);
   }
   source.addEventListener("STATE_SNAPSHOT", function (ev) {
     const msg = JSON.parse(ev.data);
@@ -33,7 +34,8 @@
   });
   source.addEventListener("ACCOUNT_STREAM_STATUS", function (ev) {
     const msg = JSON.parse(ev.data);
-    replaceRow(msg.row);
+    // The accounts page swaps the row; other live pages (dashboard, ops) re-fetch their content.
+    if (!replaceRow(msg.row)) htmx.trigger(document.body, "refresh");
     document.body.dataset.lastEvent = ev.lastEventId;
     document.body.dataset.accountStatus = msg.account_id + ":" + msg.market + ":" + msg.ws_status;
   });
