@@ -81,4 +81,30 @@ def query(store, account_id: str | None = None, trade_date_: str | None = None, 
     return store.query(ACCOUNT_SNAPSHOTS, where, order_by="ts", limit=limit)
 
 
-__all__ = ["day_start", "open_positions", "opening", "query", "read_account", "record"]
+
+
+def breaker_states(store, account_id: str | None = None) -> list[dict]:
+    """The breaker of every account (or one): level, trade_date, opening equity, drawdown, flattened."""
+    from chimera.store.collections import ACCOUNT_RISK
+
+    if account_id:
+        doc = store.get(ACCOUNT_RISK, account_id)
+        return [doc] if doc else []
+    return store.query(ACCOUNT_RISK, None, order_by="account_id")
+
+
+def breaker_events(store, account_id: str | None = None, trade_date_: str | None = None,
+                   limit: int = 200) -> list[dict]:
+    """The breaker's audit (TRIPPED_SOFT / TRIPPED_HARD / RESET), newest first."""
+    from chimera.store.collections import ACCOUNT_RISK_EVENTS
+
+    where: dict = {}
+    if account_id:
+        where["account_id"] = account_id
+    if trade_date_:
+        where["trade_date"] = trade_date_
+    return store.query(ACCOUNT_RISK_EVENTS, where or None, order_by="at", desc=True, limit=limit)
+
+
+__all__ = ["breaker_events", "breaker_states", "day_start", "open_positions", "opening", "query", "read_account",
+           "record"]

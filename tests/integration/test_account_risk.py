@@ -13,7 +13,7 @@ from chimera.handlers.health.role import SPEC as S11
 from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
 from chimera.handlers.strategy.engine import Signal, decide
-from chimera.risk import breaker
+from chimera.risk import breaker, snapshots
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import Noop, OrderIntent, TimerFired
 from chimera.streams import keys
@@ -159,6 +159,10 @@ def test_breaker_trips_soft_then_hard_flattens_at_the_venue_and_resets_next_utc_
     assert reset["previous"] == "HARD" and reset["level"] == "OK"
     assert [e.payload.detail["previous"] for e in _events(r, keys.OPS_EVENTS, "BREAKER_RESET")] == ["HARD"]
     assert store.get("account_snapshots", f"main:{next_day}:open")["positions"] == []
+    # The ops queries (for the gateway): the audit newest first, a trading day's snapshots.
+    assert [e["kind"] for e in snapshots.breaker_events(store, "main")] == ["RESET", "TRIPPED_HARD", "TRIPPED_SOFT"]
+    assert {d["kind"] for d in snapshots.query(store, "main", day)} == {"OPEN", "CLOSE", "INTERVAL"}
+    assert [b["level"] for b in snapshots.breaker_states(store, "main")] == ["OK"]
 
 
 # --- priority replace on the venue -----------------------------------------------------------------
