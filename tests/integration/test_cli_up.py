@@ -40,7 +40,7 @@ def test_up_prints_worker_addresses_and_stops_in_order_within_5s(tmp_path):
         wait_until(lambda: up.poll() is not None or any("Ctrl-C stops everything" in line for line in out),
                    timeout=240, interval=0.1, message="chimera up started")
         assert up.poll() is None, "".join(out)
-        addresses = dict(re.findall(r"^  (s\d+|scheduler|notifier)\s+(http://127\.0\.0\.1:\d+)/metrics",
+        addresses = dict(re.findall(r"^  (s\d+|scheduler|notifier|vpos)\s+(http://127\.0\.0\.1:\d+)/metrics",
                                     "".join(out), re.M))
         # Every built role runs (the gateway answers on the API port instead of a metrics line).
         assert set(addresses) == {c for c in ROLE_ORDER if is_built(c)} - {"s12"}, "".join(out)
@@ -54,6 +54,17 @@ def test_up_prints_worker_addresses_and_stops_in_order_within_5s(tmp_path):
                                          {"username": "admin", "password": password.group(1)}),
                            timeout=60, message="gateway login")
         assert login.status_code == 200 and login.json()["must_change"] is True, login.text
+        # Every started role shows a heartbeat in /v1/ops/health (its consumers reading in Redis), the
+        # scheduler holds its lease and S1 reports main's streams connected.
+        token = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+        def healthy():
+            resp = _get_json(f"http://127.0.0.1:{api}/v1/ops/health", token)
+            checks = {c["name"]: c["status"] for c in (resp or {}).get("checks", [])}
+            want = [f"heartbeat:{c}" for c in addresses] + ["account_streams:main"]
+            return all(checks.get(n) == "OK" for n in want) and checks
+        checks = wait_until(healthy, timeout=120, interval=0.5, message="every role's heartbeat in /v1/ops/health")
+        assert checks["redis"] == "OK" and checks["store"] == "OK"
         # Shown once on the terminal, never written to a log.
         assert not [p.name for p in Path(tmp_path, "logs").glob("*.log") if password.group(1) in p.read_text()]
         secrets_file = Path(tmp_path, "secrets.json")
@@ -101,6 +112,14 @@ def _post(url: str, body: dict):
         return httpx.post(url, json=body, timeout=5)
     except httpx.TransportError:
         return None
+
+
+def _get_json(url: str, headers: dict):
+    try:
+        resp = httpx.get(url, headers=headers, timeout=5)
+    except httpx.TransportError:
+        return None
+    return resp.json() if resp.status_code == 200 else None
 
 
 def _ready(url: str) -> bool:
