@@ -107,11 +107,12 @@ def replay_backtest_command(
     from chimera.backtest.data import DataError
     from chimera.backtest.redis_replay import replay_backtest
     from chimera.backtest.service import save
-    from chimera.ops.bootstrap import stores_from
+    from chimera.ops.bootstrap import setup_logging, stores_from
     from chimera.ops.settings import load_settings
 
     try:
         settings = load_settings()
+        setup_logging(settings.log_level)  # the workers run in this process
         store, objects = stores_from(settings)
         result = replay_backtest(bundle, data, from_, to, settings=settings, progress=_progress())
     except (BundleError, DataError, FatalError) as exc:

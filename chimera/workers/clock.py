@@ -82,8 +82,8 @@ class FollowClock:
                 self._synced_at = wall
         with self._lock:
             ahead = 0.0
-            if self._speed > 0:
-                ahead = min(wall - self._base_wall, self._resync_s) * 1000 * self._speed
+            if self._speed > 0:  # (a sync in this call is later than ``wall``: never extrapolate backwards)
+                ahead = min(max(wall - self._base_wall, 0.0), self._resync_s) * 1000 * self._speed
             self._last = max(self._last, int(self._base_remote + ahead))
             return self._last
 
