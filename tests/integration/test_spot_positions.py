@@ -17,7 +17,15 @@ from chimera.handlers.positions.role import SPEC as S6
 from chimera.handlers.router.role import SPEC as S4
 from chimera.venues.binance.adapter import client_order_id
 from tests.integration.test_router_b1 import env  # noqa: F401 - fixture
-from tests.integration.test_router_b2 import market_at, protected_entry, spot, spot_sdk, submit, venue  # noqa: F401
+from tests.integration.test_router_b2 import (  # noqa: F401 - venue is a fixture
+    NO_CONDITIONAL,
+    market_at,
+    protected_entry,
+    spot,
+    spot_sdk,
+    submit,
+    venue,
+)
 from tests.support.polling import wait_until
 from tests.support.positions import pos_events, position
 from tests.support.workers import ThreadWorker
@@ -145,3 +153,24 @@ def test_unprotected_spot_entry_gets_its_oco_from_s6_and_the_stop_leg_closes_it(
     assert pos.close_reason == "STOP_LOSS" and pos.exit_intent_id == "spos-4:prot"
     assert pos.realized_pnl == pnl < 0 and pos.fees == fees and pos.fills_out == {osl: held}
     assert spot(venue).query("BTCUSDT", otp).status == "EXPIRED" and spot(venue).open_orders("BTCUSDT") == []
+
+
+@pytest.mark.parametrize("venue", [{"spot_disabled_order_types": NO_CONDITIONAL}], indirect=True)
+def test_guard_stop_exit_closes_the_spot_position(r, env, venue):  # noqa: F811
+    s, store = env
+    intent, tp, sl = protected_entry(venue, "spos-5")
+    exit_cid = client_order_id("spos-5:guard", "mkt")
+    with spot_user_data(r, venue, s.store_url), ThreadWorker(S4, r, s, "s4-a", store), \
+            ThreadWorker(S6, r, s, "s6-a", store):
+        submit(r, intent)
+        pos = wait_until(lambda: (p := position(store, "spos-5")) and p.protection and p, timeout=30,
+                         message="spot position ACTIVE with its guard stop")
+        assert pos.protection == "GUARD" and pos.protection_orders == (client_order_id("spos-5", "tp"),)
+        market_at(venue, "book", sl - Decimal("5"))  # mid below the stop: S4's guard sells at market
+        pos = wait_until(lambda: (p := position(store, "spos-5")) and p.state == "CLOSED" and p, timeout=30,
+                         message="position closed by the guard's exit")
+    held, pnl, fees = trade_math(venue_trades(venue, client_order_id("spos-5", "e")), venue_trades(venue, exit_cid))
+    assert pos.close_reason == "STOP_LOSS" and pos.exit_intent_id == "spos-5:guard"
+    assert pos.realized_pnl == pnl and pos.fees == fees and pos.fills_out == {exit_cid: held}
+    assert spot(venue).query("BTCUSDT", client_order_id("spos-5", "tp")).status == "CANCELED"
+    assert spot(venue).open_orders("BTCUSDT") == []
