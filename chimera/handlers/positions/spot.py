@@ -73,13 +73,10 @@ def or_futures_report(futures):
 
 def on_spot_result(ctx: Context, res: OrderResult, intent: dict) -> Out:
     pos = position_of(ctx, intent)
-    if res.purpose == "ENTRY" and intent.get("side", "BUY") == "BUY" and not intent.get("parent_intent_id"):
-        if pos is None:
-            pos = lifecycle.pending(ctx, res, intent)
-        return settle(ctx, pos, source="result")
-    if pos is None:
-        return []
-    return settle(ctx, pos, source="result")
+    if pos is None and res.purpose == "ENTRY" and intent.get("side", "BUY") == "BUY" \
+            and not intent.get("parent_intent_id"):  # an adopted order (parent "recon") is no entry of ours
+        pos = lifecycle.pending(ctx, res, intent)
+    return [] if pos is None else settle(ctx, pos, source="result")
 
 
 def on_spot_report(ctx: Context, rep: VenueReport) -> Out:
