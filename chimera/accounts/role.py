@@ -228,12 +228,22 @@ def reconcile_book(ctx: Context, account_id: str, symbol: str, fut) -> list[Emit
 
 def on_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
     account = env.account_id or "main"
-    out = next_reconcile(ctx, account) if env.payload.requested_by == "vpos:periodic" else []
-    fut = ctx.venues.get(account).fut
-    held = {s for s, sides in _sides(fut.position_risk()).items() if any(v[0] for v in sides.values())}
-    books = {d["symbol"] for d in ctx.store.query(VIRTUAL_BOOKS, {"account_id": account, "market": "FUT"})}
-    for symbol in sorted(held | books):
-        out += reconcile_book(ctx, account, symbol, fut)
+    periodic = env.payload.requested_by == "vpos:periodic"
+    out = next_reconcile(ctx, account) if periodic else []
+    try:
+        fut = ctx.venues.get(account).fut
+        held = {s for s, sides in _sides(fut.position_risk()).items() if any(v[0] for v in sides.values())}
+        books = {d["symbol"] for d in ctx.store.query(VIRTUAL_BOOKS, {"account_id": account, "market": "FUT"})}
+        for symbol in sorted(held | books):
+            out += reconcile_book(ctx, account, symbol, fut)
+    except RetryableError as exc:
+        if not periodic:
+            raise  # on demand: the runtime retries it
+        # The chain of periodic runs must not hang on one failed run: say so, the next one retries.
+        logger.warning("vpos reconcile {} failed: {}; next run in {} ms", account, exc, interval_ms(ctx))
+        out.append(Emit(keys.ALERTS, Alert(level="WARN", code="VIRTUAL_RECONCILE_FAILED",
+                                           message=f"virtual positions of {account} not reconciled: {exc}",
+                                           context={"account_id": account}), f"{env.idempotency_key}:failed", account))
     return out
 
 

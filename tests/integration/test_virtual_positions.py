@@ -7,18 +7,27 @@ written out by hand."""
 
 from __future__ import annotations
 
+import socket
 from decimal import Decimal
+from types import MappingProxyType
 
-from chimera.accounts import views
+import pytest
+
+from chimera.accounts import role, views
 from chimera.accounts import virtual as vp
 from chimera.accounts.role import SPEC as VPOS
+from chimera.errors import RetryableError
 from chimera.handlers.router.role import SPEC as S4
-from chimera.schemas.envelope import decode
+from chimera.ports.venues import Venues
+from chimera.schemas.envelope import Envelope, decode
 from chimera.schemas.messages import OrderIntent, Reconcile
+from chimera.store import open_store
 from chimera.streams import keys
 from chimera.streams.producer import Producer
-from chimera.venues.binance.adapter import client_order_id
-from chimera.workers.clock import WallClock
+from chimera.venues.binance.adapter import FuturesTrading, SpotTrading, Venue, client_order_id
+from chimera.workers.clock import ManualClock, WallClock
+from chimera.workers.config import ActiveConfig
+from chimera.workers.handler import Context
 from tests.integration.test_router_b1 import done, env, fut, submit, venue  # noqa: F401 - fixtures
 from tests.support.polling import wait_until
 from tests.support.positions import user_data
@@ -182,3 +191,26 @@ def test_reports_missed_then_caught_up_move_out_of_unassigned_and_funding_is_sha
     assert alpha + beta == paid  # to the last 1e-8
     assert abs(alpha - paid * 2 / 3) <= D("1e-8") and abs(beta - paid / 3) <= D("1e-8")
     assert rows["alpha"].realized_pnl == rows["alpha"].trading_pnl - rows["alpha"].fees + alpha  # net
+
+
+def test_a_periodic_reconcile_that_cannot_reach_the_venue_keeps_its_timer_and_alerts(tmp_path):
+    """Nothing listens at the venue's address: the run alerts and arms the next one (the chain of
+    periodic runs never hangs on a failed run); an on-demand run raises for the runtime to retry."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed when the block ends: connection refused
+    clients = {"main": Venue(FuturesTrading(dead, "k", "s", timeout_ms=500), SpotTrading(dead, "k", "s"))}
+    c = Context(clock=ManualClock(1_000), store=open_store(f"sqlite:///{tmp_path}/s.sqlite"),
+                config=ActiveConfig(bundle=MappingProxyType({"virtual.reconcile_ms": 30_000})),
+                venues=Venues(clients=clients))
+    periodic = Envelope(type="reconcile", idempotency_key="vpos:reconcile:main:31000", account_id="main",
+                        payload=Reconcile(scope="POSITIONS", requested_by="vpos:periodic"))
+    out = role.SPEC.handle(periodic, c)
+    [timer] = [e for e in out if e.is_timer]
+    assert timer.due_ms == 31_000 and timer.timer_key == keys.vpos_reconcile_timer("main")
+    [alert] = [e.payload for e in out if e.stream == keys.ALERTS]
+    assert alert.code == "VIRTUAL_RECONCILE_FAILED" and alert.context == {"account_id": "main"}
+    on_demand = Envelope(type="reconcile", idempotency_key="x", account_id="main",
+                         payload=Reconcile(scope="POSITIONS", requested_by="test"))
+    with pytest.raises(RetryableError):
+        role.SPEC.handle(on_demand, c)
