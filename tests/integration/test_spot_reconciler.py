@@ -14,7 +14,7 @@ from chimera.schemas.envelope import decode
 from chimera.schemas.messages import Reconcile
 from chimera.streams import keys
 from chimera.streams.producer import Producer
-from chimera.venues.binance.adapter import client_order_id
+from chimera.venues.binance.adapter import SpotTrading, client_order_id
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from chimera.workers.handler import HandlerSpec
@@ -212,3 +212,27 @@ def test_spot_entry_s6_never_booked_is_opened_by_s5(r, env, venue):  # noqa: F81
     [adopted] = [a for a in rep["adopted"] if a["type"] == "spot_position"]
     assert adopted["ref"] == "orph-1" and adopted["now"] == "ACTIVE"
     assert store.get("strategy_events", "RECONCILE_ADOPTED:run-orph:orph-1")
+
+
+def test_reconciling_sub1_never_touches_main_spot_orders(r, env, venue):  # noqa: F811
+    s, store = env
+    lst, tp_id, sl_id = foreign_oco(venue, "main-hand")  # main's unknown OCO
+    key, secret = venue.keys["sub1"]
+    sub1 = SpotTrading(venue.base_url, key, secret)
+    mid = sub1.book("BTCUSDT").mid
+    sub1.new_order(symbol="BTCUSDT", side="BUY", type="LIMIT", qty=D("0.00100"),
+                   price=(mid * D("0.9")).quantize(D("0.01")), tif="GTC", client_id="sub1-hand")
+    with ThreadWorker(S5_ON_DEMAND, r, s, "s5-a", store), ThreadWorker(S4, r, s, "s4-a", store):
+        Producer(r, WallClock()).publish(keys.RECON_COMMANDS, Reconcile(scope="ALL", requested_by="test"),
+                                         idempotency_key="run-sub1", account_id="sub1")
+        rep = wait_until(lambda: store.get("strategy_events", "RECONCILE_RUN:run-sub1"), timeout=30,
+                         message="sub1 reconcile run")
+        wait_until(lambda: sub1.open_orders("BTCUSDT") == [], timeout=30, message="sub1's foreign order cancelled")
+    # main's OCO is untouched at the venue; only sub1's own order was found and cancelled.
+    assert {o.client_order_id for o in spot(venue).open_orders("BTCUSDT")} == {tp_id, sl_id}
+    assert rep["summary"]["account_id"] == "sub1" and [c["ref"] for c in rep["closed"]] == ["sub1-hand"]
+    assert sub1.query("BTCUSDT", "sub1-hand").status == "CANCELED"
+    assert store.get("spot_baselines", "sub1")["account_id"] == "sub1" and store.get("spot_baselines", "main") is None
+    assert {a.context["account_id"] for a in alerts(r) if a.code.startswith("RECONCILE_")} == {"sub1"}
+    cmds = [decode(f) for _, f in r.xrange(keys.ORD_COMMANDS)]
+    assert [(e.account_id, e.payload.intent_id) for e in cmds] == [("sub1", "recon:sub1:sub1-hand")]
