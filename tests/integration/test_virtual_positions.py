@@ -64,7 +64,9 @@ def ops_events(r, kind: str) -> list:
 
 def test_two_strategies_one_account_sum_to_the_venue_and_a_manual_order_is_unassigned(r, env, venue):  # noqa: F811
     s, store = env
-    with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store):
+    # two vpos replicas share the group: the per-book lock and the compare-and-set keep one booking per trade
+    with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store), \
+            ThreadWorker(VPOS, r, s, "vpos-b"):
         with user_data(r, venue, s.store_url):
             for iid, strategy, side, qty in PLAN:
                 submit(r, OrderIntent(intent_id=iid, market="FUT", symbol=SYM, side=side, qty=D(qty), bundle_id=strategy))
