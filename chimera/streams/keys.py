@@ -277,10 +277,7 @@ def vpos_reconcile_timer(account_id: str) -> str:
     return f"vpos:reconcile:{account_id}"
 
 
-# --- account risk (issue #16 item 5): breaker + snapshots role, execution traces ---------------------
-RISK_TIMERS = "risk:{timers}"  # the account-risk role's equity sampling ticks (one timer per account)
-
-
+# --- account risk (issue #16 item 5): breaker samples (on S11's timers), execution traces -------------
 def risk_sample_timer(account_id: str) -> str:
     """Due-queue key of one account's next equity sample (re-arming replaces it: one pending per account)."""
     return f"risk:sample:{account_id}"

@@ -302,3 +302,26 @@ def test_processing_lag_alert_fires_when_a_group_is_behind(r, settings):
     assert first.payload.context["threshold"] == "5"
     # ord:{results} is as far behind but under its own threshold (50): no alert for it.
     assert not [e for e in _events(r, keys.ALERTS, "PROCESSING_LAG") if e.payload.context["stream"] == keys.ORD_RESULTS]
+
+
+def test_a_sample_the_venue_cannot_answer_alerts_and_keeps_the_breaker_sampling(settings):
+    """The venue is down (nothing listens on its port): the sample raises an alert and re-arms itself
+    instead of dead-lettering (which would end the sampling loop)."""
+    import dataclasses
+
+    from chimera.handlers.risk import sample
+    from chimera.schemas.envelope import Envelope
+    from chimera.store import open_store
+    from chimera.venues.local.testing import free_port
+
+    s = dataclasses.replace(settings, venue="paper", venue_url=f"http://127.0.0.1:{free_port()}")
+    now = WallClock().now_ms()
+    ctx = Context(clock=ManualClock(now), store=open_store(s.store_url), settings=s,
+                  config=ActiveConfig("down", 1, MappingProxyType({"account_risk": RISK})))
+    tick = Envelope(type="timer", idempotency_key="t1", payload=TimerFired(name=sample.TIMER,
+                                                                           data={"account_id": "main"}))
+    rearm, alert = sample.on_sample(tick, ctx)
+    assert rearm.due_ms == now + sample.SAMPLE_INTERVAL_MS and rearm.timer_key == keys.risk_sample_timer("main")
+    assert alert.stream == keys.ALERTS and alert.payload.code == "ACCOUNT_SAMPLE_FAILED"
+    assert alert.payload.level == "WARN" and "reading equity from the venue failed" in alert.payload.message
+    assert ctx.store.get("account_risk", "main") is None  # nothing decided blind

@@ -13,7 +13,7 @@ from decimal import Decimal
 from loguru import logger
 from msgspec.structs import replace
 
-from chimera.errors import PermanentError
+from chimera.errors import PermanentError, RetryableError
 from chimera.risk import breaker, snapshots
 from chimera.schemas.documents.account_risk import BreakerDoc, BreakerEvent, from_doc, to_doc
 from chimera.schemas.envelope import Envelope
@@ -82,9 +82,19 @@ def on_sample(env: Envelope, ctx: Context) -> list[Emit]:
     now = ctx.now_ms()
     if account not in accounts(ctx):  # the bundle no longer samples it: let the timer lapse
         return []
-    out = [arm(account, now + _param(ctx, account, "sample_interval_ms", SAMPLE_INTERVAL_MS))]
-    out += sample(ctx, account, now)
-    return out
+    try:
+        interval = _param(ctx, account, "sample_interval_ms", SAMPLE_INTERVAL_MS)
+        return [arm(account, now + interval), *sample(ctx, account, now)]
+    except (RetryableError, PermanentError) as exc:
+        # A blind breaker is a risk of its own: say so, and keep sampling (the timer must not lapse
+        # because the venue blinked or the bundle has a bad value; a dead letter would end the loop).
+        logger.error("account {} not sampled: {}", account, exc)
+        level = "WARN" if isinstance(exc, RetryableError) else "ERROR"
+        alert = Alert(level=level, code="ACCOUNT_SAMPLE_FAILED", message=f"account {account}: the breaker could "
+                      f"not sample equity: {exc}"[:500], context={"dedup_key": f"breaker-sample:{account}",
+                                                                  "account_id": account})
+        return [arm(account, now + SAMPLE_INTERVAL_MS),
+                Emit(keys.ALERTS, alert, f"breaker-sample:{account}:{now}", account_id=account)]
 
 
 def sample(ctx: Context, account: str, now: int) -> list[Emit]:
