@@ -14,7 +14,7 @@ their fills, and stream entries whose id (Redis time) falls in the window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -79,18 +79,17 @@ def configured_accounts(d) -> list:
 
 @dataclass
 class _Acc:
+    """One account's figures over the window (money in Decimal, samples kept for the percentiles)."""
+
     orders: int = 0
     rejects: int = 0
     fills: int = 0
     qty: Decimal = Decimal(0)
     notional: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
-    slippage: list[float] | None = None
-    latency: list[float] | None = None
+    slippage: list[float] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
     lag: int = 0
-
-    def __post_init__(self) -> None:
-        self.slippage, self.latency = [], []
 
     def out(self) -> dict[str, Any]:
         return {"orders": self.orders, "rejects": self.rejects,
