@@ -384,3 +384,30 @@ def test_ops_health_fails_when_redis_is_unreachable(r, settings):
     body = ops_health(app.state.chimera)
     assert body["status"] == "FAIL"
     assert _checks(body)["redis"]["status"] == "FAIL" and _checks(body)["store"]["status"] == "OK"
+
+
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
+def test_ops_metrics_window_and_thresholds_from_the_active_bundle(r, settings):
+    from chimera.workers.config import activate
+
+    clock = ManualClock(10_000_000_000)
+    c = _client(settings, r, clock=clock)
+    try:
+        now = clock.now_ms()
+        for iid, acc, age_s, status in (("w-old", "sub1", 7200, "REJECTED"), ("w-new", "sub1", 60, "REJECTED"),
+                                        ("w-ok", "sub1", 30, "FILLED")):
+            c.store.upsert("order_intents", iid, {"intent_id": iid, "account_id": acc, "created_at": now - age_s * 1000})
+            c.store.upsert("orders", f"{iid}:mkt", {"intent_id": iid, "leg": "mkt", "status": status,
+                                                    "created_at": now - age_s * 1000})
+        hour = c.get("/v1/ops/metrics", params={"account_id": "sub1", "window_sec": 3600}).json()
+        assert (hour["by_account"]["sub1"]["orders"], hour["by_account"]["sub1"]["rejects"]) == (2, 1)
+        day = c.get("/v1/ops/metrics", params={"account_id": "sub1", "window_sec": 86400}).json()
+        assert (day["by_account"]["sub1"]["orders"], day["by_account"]["sub1"]["rejects"]) == (3, 2)
+        assert not [a for a in hour["alerts"] if a["code"] == "REJECT_RATE_HIGH"]  # 2 legs < min_orders 5
+        activate(c.store, "ops-test", 1, {"ops_alerts": {"min_orders": 2, "reject_rate": 0.4}})
+        hour = c.get("/v1/ops/metrics", params={"account_id": "sub1", "window_sec": 3600}).json()
+        assert hour["thresholds"]["reject_rate"] == 0.4
+        [alert] = [a for a in hour["alerts"] if a["code"] == "REJECT_RATE_HIGH"]
+        assert (alert["account_id"], alert["value"], alert["threshold"]) == ("sub1", 0.5, 0.4)
+    finally:
+        c.__exit__(None, None, None)
