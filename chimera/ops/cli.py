@@ -280,6 +280,7 @@ def up(
 @app.command()
 def drill(
     intents: Annotated[int, typer.Option(help="intents pushed through S3 -> S4 -> S6")] = 300,
+    accounts: Annotated[int, typer.Option(help="1: main; 2: main and sub1 at once (0 cross-account orders)")] = 1,
     kill_every_ms: Annotated[int, typer.Option(help="SIGKILL a random worker this often (0: never)")] = 300,
     rate: Annotated[float, typer.Option(help="intents pushed per second")] = 20.0,
     redis_url: Annotated[str | None, typer.Option(help="use this (dedicated) Redis instead of starting one")] = None,
@@ -301,7 +302,7 @@ def drill(
         _fail("--intents and --rate must be positive, --kill-every-ms >= 0")
     if not (0 <= error_5xx < 1 and 0 <= lost_reply < 1):
         _fail("--error-5xx and --lost-reply are shares in [0, 1), e.g. 0.1")
-    cfg = DrillConfig(intents=intents, kill_every_ms=kill_every_ms, rate_per_s=rate, redis_url=redis_url, flush=flush,
+    cfg = DrillConfig(intents=intents, accounts=accounts, kill_every_ms=kill_every_ms, rate_per_s=rate, redis_url=redis_url, flush=flush,
                       data_dir=data_dir, error_5xx=error_5xx, lost_reply=lost_reply, ws_drop_every_s=ws_drop_every_s,
                       speed=speed, seed=seed, progress=None if as_json else (lambda m: typer.echo(m, err=True)))
     try:

@@ -123,6 +123,7 @@ class Decide(Message, frozen=True, tag="decide"):
     signal_id: str
     symbol: str
     side: Side | None = None
+    account_id: str = ""  # the account to decide for ("": the bundle's strategy.account_id, else main)
 
 
 class Decision(Message, frozen=True, tag="decision"):

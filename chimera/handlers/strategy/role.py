@@ -28,7 +28,14 @@ def on_decide(env: Envelope, ctx: Context) -> list[Emit]:
     msg: Decide = env.payload
     doc = ctx.store.get(SIGNALS, msg.signal_id) or {}
     return decide(Signal(msg.signal_id, msg.symbol, int(doc.get("t0") or ctx.now_ms()),
-                         dict(doc.get("features") or {}), side=msg.side, prev=dict(doc.get("prev") or {})), ctx)
+                         dict(doc.get("features") or {}), side=msg.side, prev=dict(doc.get("prev") or {}),
+                         account_id=msg.account_id or _tagged(env)), ctx)
+
+
+def _tagged(env: Envelope) -> str:
+    # A Decide names its account in the payload or its envelope; a plain main envelope leaves it to
+    # the bundle (strategy.account_id), since main is every envelope's default.
+    return "" if (env.account_id or "main") == "main" else env.account_id
 
 
 def on_result(env: Envelope, ctx: Context) -> list[Emit]:

@@ -16,6 +16,12 @@
 4. Chaos over: faults off, wait until every intent is resolved and the streams are drained, then
    ask S5 for runs until one reports zero differences ("time to consistent").
 5. Asserts (``drill_checks``) and reports the figures; ``DrillReport.ok`` is the verdict.
+
+``accounts=2`` (``--accounts 2``) runs it on main and sub1 at once: the intents alternate between the
+two accounts (both trade both symbols, the same direction each), S5 reconciles each account, and the
+verdict adds 0 cross-account orders (every order the venue holds under one of Chimera's client ids is
+at the account its leg names, read from the venue's books) and, per account, open store positions
+equal to the venue's position per symbol and side; protection and consistency are checked per account.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from chimera.workers.clock import WallClock
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "drill_high_limits.json"  # chimera/bundles/
 SIDES = (("BTCUSDT", "BUY"), ("ETHUSDT", "SELL"))  # one direction per symbol: the venue nets one-way
+ACCOUNTS = ("main", "sub1")  # the local venue's (and paper mode's) default accounts
 DRAINED = ((keys.STRAT_COMMANDS, "s3"), (keys.ORD_RESULTS, "s3"), (keys.ORD_COMMANDS, "s4"),
            (keys.ROUTER_TIMERS, "s4"), (keys.ORD_RESULTS, "s6"), (keys.VENUE_REPORTS, "s6"))
 
@@ -53,6 +60,7 @@ DRAINED = ((keys.STRAT_COMMANDS, "s3"), (keys.ORD_RESULTS, "s3"), (keys.ORD_COMM
 @dataclass
 class DrillConfig:
     intents: int = 300
+    accounts: int = 1  # 1: main; 2: main and sub1 at once
     kill_every_ms: int = 300
     rate_per_s: float = 20.0
     redis_url: str | None = None  # None: start a redis-server of our own
@@ -87,6 +95,11 @@ class DrillReport:
     dead_letters: int
     data_dir: str
     failures: list[str] = field(default_factory=list)
+    accounts: tuple[str, ...] = ("main",)
+    final_runs: dict = field(default_factory=dict)  # account -> its last S5 run
+    cross_account: list[str] = field(default_factory=list)
+    quantity_mismatches: list[str] = field(default_factory=list)
+    filled_by_account: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +116,8 @@ class DrillReport:
             "time_to_consistent_s": None if self.time_to_consistent_s is None else round(self.time_to_consistent_s, 1),
             "final_reconcile": (self.final_run or {}).get("summary"), "dead_letters": self.dead_letters,
             "elapsed_s": round(self.elapsed_s, 1), "ok": self.ok, "failures": self.failures,
-            "data_dir": self.data_dir,
+            "data_dir": self.data_dir, "accounts": list(self.accounts), "filled_by_account": self.filled_by_account,
+            "cross_account_orders": len(self.cross_account), "quantity_mismatches": self.quantity_mismatches,
         }
 
     def text(self) -> str:
@@ -122,6 +136,10 @@ class DrillReport:
             f"  time to consistent {f['time_to_consistent_s']} s (first S5 run with zero differences)",
             f"  dead letters       {f['dead_letters']}",
         ]
+        if len(self.accounts) > 1:
+            lines.insert(2, f"  accounts           {', '.join(f'{a} filled {self.filled_by_account.get(a, 0)}' for a in self.accounts)}"
+                            f"; cross-account orders {f['cross_account_orders']}, "
+                            f"quantity mismatches {len(self.quantity_mismatches)}")
         for reason, n in sorted({**f["rejected"], **{f"skip {k}": v for k, v in f["skipped"].items()}}.items()):
             lines.append(f"    {n:4d} x {reason}")
         lines += [f"  FAILED: {x}" for x in self.failures[:20]]
@@ -200,7 +218,8 @@ def worker_env(redis_url: str, root: Path, venue_url: str) -> dict:
     return env
 
 
-def write_signals(store, venue, n: int, tag: str) -> list[tuple[str, str, str]]:
+def write_signals(store, venue, n: int, tag: str, accounts: tuple[str, ...] = ("main",)) -> list[tuple[str, ...]]:
+    """``(signal_id, symbol, side, account)`` per intent: symbols alternate, and accounts within each symbol."""
     from chimera.venues.local.engine.model import FUTURES
 
     prices = venue.call(lambda: {s: venue.server.engine.markets[FUTURES][s].mark_or_last for s, _ in SIDES})
@@ -208,15 +227,16 @@ def write_signals(store, venue, n: int, tag: str) -> list[tuple[str, str, str]]:
     out = []
     for i in range(n):
         symbol, side = SIDES[i % len(SIDES)]
+        account = accounts[(i // len(SIDES)) % len(accounts)]
         sid = f"drill-{tag}-{i:04d}"
         mid = float(prices[symbol])
         store.upsert(C.SIGNALS, sid, {"signal_id": sid, "symbol": symbol, "t0": now,
                                       "features": {"mid": mid, "atr": mid * 0.03}})
-        out.append((sid, symbol, side))
+        out.append((sid, symbol, side, account))
     return out
 
 
-def _chaos(cfg: DrillConfig, r, store, fleet: Fleet, signals: list[tuple[str, str, str]], say) -> None:
+def _chaos(cfg: DrillConfig, r, store, fleet: Fleet, signals: list[tuple[str, ...]], say) -> None:
     """Push the intents and kill workers until every intent is resolved (the work happens under fire)."""
     producer = Producer(r, WallClock())
     rng = random.Random(cfg.seed)
@@ -224,14 +244,14 @@ def _chaos(cfg: DrillConfig, r, store, fleet: Fleet, signals: list[tuple[str, st
     kill_every = cfg.kill_every_ms / 1000
     next_kill = start + kill_every
     pushed, pushed_all_at, midrun, resolved, checked = 0, None, None, False, start
-    ids = [sid for sid, _, _ in signals]
+    ids = [sig[0] for sig in signals]
     while True:
         now = time.monotonic()
         due = min(len(signals), int((now - start) * cfg.rate_per_s) + 1)
         while pushed < due:
-            sid, symbol, side = signals[pushed]
-            producer.publish(keys.STRAT_COMMANDS, Decide(signal_id=sid, symbol=symbol, side=side),
-                             idempotency_key=f"decide:{sid}")
+            sid, symbol, side, account = signals[pushed]
+            producer.publish(keys.STRAT_COMMANDS, Decide(signal_id=sid, symbol=symbol, side=side, account_id=account),
+                             idempotency_key=f"decide:{sid}", account_id=account)
             pushed += 1
         if pushed == len(signals) and pushed_all_at is None:
             pushed_all_at = now
@@ -270,13 +290,15 @@ def _drained(r) -> bool:
     return True
 
 
-def _reconcile_until_clean(r, store, fleet: Fleet, deadline: float, settle_s: float, tag: str) -> dict | None:
+def _reconcile_until_clean(r, store, fleet: Fleet, deadline: float, settle_s: float, tag: str,
+                           account: str = "main") -> dict | None:
     producer = Producer(r, WallClock())
     last = None
     attempt = 0
     while time.monotonic() < deadline:
-        run_id = f"drill:{tag}:final:{attempt}"
-        producer.publish(keys.RECON_COMMANDS, Reconcile(scope="ALL", requested_by="drill"), idempotency_key=run_id)
+        run_id = f"drill:{tag}:final:{account}:{attempt}"
+        producer.publish(keys.RECON_COMMANDS, Reconcile(scope="ALL", requested_by="drill"), idempotency_key=run_id,
+                         account_id=account)
         try:
             last = _until(lambda rid=run_id: store.get(C.STRATEGY_EVENTS, f"RECONCILE_RUN:{rid}"),
                           max(1.0, deadline - time.monotonic()), "reconcile run", fleet.revive)
@@ -299,6 +321,10 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
     from chimera.workers.config import activate
 
     say = cfg.progress or (lambda _msg: None)
+    if not 1 <= cfg.accounts <= len(ACCOUNTS):
+        raise FatalError(f"--accounts {cfg.accounts}: the drill runs on 1 or {len(ACCOUNTS)} accounts "
+                         f"({', '.join(ACCOUNTS)}: the local venue's accounts)")
+    accounts = ACCOUNTS[:cfg.accounts]
     root = Path(cfg.data_dir or tempfile.mkdtemp(prefix="chimera-drill-")).resolve()
     (root / "logs").mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
@@ -317,10 +343,11 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
         settings = load_settings(env)
         store = open_store(settings.store_url)
         bundle = json.loads(BUNDLE.read_text())
-        bundle["reconciler"] = {**bundle.get("reconciler", {}), "interval_ms": cfg.reconcile_interval_ms}
+        bundle["reconciler"] = {**bundle.get("reconciler", {}), "interval_ms": cfg.reconcile_interval_ms,
+                                "accounts": list(accounts)}
         activate(store, bundle["bundle_id"], 1, bundle)
         init_groups(r, settings)
-        signals = write_signals(store, venue, cfg.intents, tag)
+        signals = write_signals(store, venue, cfg.intents, tag, accounts)
         fleet = Fleet(env, root / "logs", [role for _, role in roles(cfg.s4_replicas)])
         for name, role in roles(cfg.s4_replicas):
             fleet.spawn(name, role)
@@ -338,21 +365,26 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
         quiet_at = time.monotonic()
         deadline = quiet_at + cfg.settle_timeout_s
         say(f"chaos over after {sum(fleet.kills.values())} kills; waiting for every intent to resolve")
-        ids = [sid for sid, _, _ in signals]
+        ids = [sig[0] for sig in signals]
         try:
             _until(lambda: checks.resolution(store, ids).done and _drained(r), deadline - time.monotonic(),
                    "intents resolved", fleet.revive)
         except TimeoutError:
             pass  # reported below with what is missing
         settle_s = bundle["reconciler"].get("settle_ms", 3000) / 1000
-        final = _reconcile_until_clean(r, store, fleet, deadline, settle_s, tag)
-        ttc = time.monotonic() - quiet_at if final and final["consistent"] and not final["deferred"] else None
+        finals = {a: _reconcile_until_clean(r, store, fleet, deadline, settle_s, tag, a) for a in accounts}
+        clean = all(f and f["consistent"] and not f["deferred"] for f in finals.values())
+        ttc = time.monotonic() - quiet_at if clean else None
         res = checks.resolution(store, ids)
         report = DrillReport(
             intents=len(ids), resolution=res, orders=checks.entry_orders(venue, res),
-            protection=checks.protection(venue, store), kills=fleet.kills, crashes=fleet.crashes, faults=faults,
-            final_run=final, time_to_consistent_s=ttc, elapsed_s=time.monotonic() - started,
-            dead_letters=r.xlen(keys.DEAD_LETTER) if r.exists(keys.DEAD_LETTER) else 0, data_dir=str(root))
+            protection=_protection(venue, store, accounts), kills=fleet.kills, crashes=fleet.crashes, faults=faults,
+            final_run=finals[accounts[0]], time_to_consistent_s=ttc, elapsed_s=time.monotonic() - started,
+            dead_letters=r.xlen(keys.DEAD_LETTER) if r.exists(keys.DEAD_LETTER) else 0, data_dir=str(root),
+            accounts=accounts, final_runs=finals, cross_account=checks.cross_account(venue, store),
+            quantity_mismatches=[m for a in accounts for m in checks.quantity_mismatches(venue, store, a)],
+            filled_by_account=dict(Counter((store.get(C.ORDER_INTENTS, i) or {}).get("account_id", "main")
+                                           for i in res.filled)))
         report.failures = _failures(report)
         return report
     finally:
@@ -365,6 +397,17 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
             redis_proc.wait(10)
 
 
+def _protection(venue, store, accounts: tuple[str, ...]) -> checks.Protection:
+    """Protection per account; with one account exactly ``checks.protection``'s figures."""
+    parts = {a: checks.protection(venue, store, a) for a in accounts}
+    if len(parts) == 1:
+        return parts[accounts[0]]
+    return checks.Protection(positions={f"{a}:{s}": v for a, p in parts.items() for s, v in p.positions.items()},
+                             uncovered=[f"{a}: {x}" for a, p in parts.items() for x in p.uncovered],
+                             store_open=sum(p.store_open for p in parts.values()),
+                             extra_stops=sum(p.extra_stops for p in parts.values()))
+
+
 def _failures(rep: DrillReport) -> list[str]:
     out = [f"lost: {x}" for x in rep.resolution.lost]
     if rep.orders.duplicates:
@@ -372,8 +415,12 @@ def _failures(rep: DrillReport) -> list[str]:
     out += [f"intent {x} FILLED in the store, no entry order at the venue" for x in rep.orders.missing]
     out += [f"intent {x} REJECTED in the store, yet its entry order is at the venue" for x in rep.orders.phantom]
     out += [f"unprotected: {x}" for x in rep.protection.uncovered]
+    out += [f"cross-account order: {x}" for x in rep.cross_account]
+    out += [f"quantity mismatch: {x}" for x in rep.quantity_mismatches]
     if rep.time_to_consistent_s is None:
-        out.append(f"no S5 run with zero differences; last: {(rep.final_run or {}).get('summary')}")
+        out += [f"no S5 run with zero differences for {a}; last: {(f or {}).get('summary')}"
+                for a, f in (rep.final_runs or {"main": rep.final_run}).items()
+                if not (f and f["consistent"] and not f["deferred"])]
     if not rep.resolution.filled:
         out.append("no intent filled: the drill exercised nothing")
     return out

@@ -6,6 +6,9 @@
   from Chimera's store; an intent the store calls rejected must have no order at the venue;
 * protection — every venue position is covered by open reduce-only stops at the venue, and every
   open store position has a stop of its own open at the venue (or an armed guard in ``guard_stops``, spot);
+* accounts — every order the venue holds under one of Chimera's client ids sits at the account its
+  leg names (``cross_account``: 0 expected), and per account the open store positions add up to the
+  venue's position per symbol and side (``quantity_mismatches``); protection is checked per account;
 * consistency — an S5 run with zero differences (``chimera.ops.tools.drill`` drives that part).
 """
 
@@ -113,8 +116,8 @@ def _guarded(store, pos: dict) -> bool:
     return bool(guard) and guard.get("state") == "ARMED"
 
 
-def protection(venue, store) -> Protection:
-    positions, stops = _venue_book(venue)
+def protection(venue, store, account: str = "main") -> Protection:
+    positions, stops = _venue_book(venue, account)
     out = Protection(positions={s: str(a) for s, a in positions.items()})
     for symbol, amt in positions.items():
         close_side = "SELL" if amt > 0 else "BUY"
@@ -123,6 +126,8 @@ def protection(venue, store) -> Protection:
             out.uncovered.append(f"venue {symbol} {amt}: stops cover {covered}")
     open_stop_ids = {cid for cid, *_ in stops}
     for pos in store.query(C.POSITIONS, {"state": ("in", ["ACTIVE", "PENDING_CLOSING"])}):
+        if pos.get("account_id", "main") != account:
+            continue
         out.store_open += 1
         own = [d["client_order_id"] for d in store.query(C.ORDERS, {"pos_id": pos["_key"], "purpose": "STOP"})
                if d["client_order_id"] in open_stop_ids]
@@ -131,3 +136,29 @@ def protection(venue, store) -> Protection:
                                  "no stop of its own open at the venue")
         out.extra_stops += max(0, len(own) - 1)
     return out
+
+
+def cross_account(venue, store) -> list[str]:
+    """Chimera's orders held at an account other than the one their leg names (the venue's books)."""
+    held = venue.call(lambda: {o.client_id: o.account for o in venue.server.engine.orders.values()})
+    out = []
+    for leg in store.query(C.ORDERS, {}):
+        at = held.get(leg["client_order_id"])
+        if at is not None and at != leg.get("account_id", "main"):
+            out.append(f"{leg['client_order_id']} ({leg['intent_id']}) is at {at}, its leg names "
+                       f"{leg.get('account_id', 'main')}")
+    return out
+
+
+def quantity_mismatches(venue, store, account: str) -> list[str]:
+    """Per symbol and side: the account's open store positions vs its position at the venue."""
+    positions, _ = _venue_book(venue, account)
+    venue_qty = {(s, "BUY" if a > 0 else "SELL"): abs(a) for s, a in positions.items()}
+    store_qty: dict[tuple[str, str], Decimal] = {}
+    for pos in store.query(C.POSITIONS, {"state": ("in", ["ACTIVE", "PENDING_CLOSING"])}):
+        if pos.get("account_id", "main") == account and pos.get("market", "FUT") == "FUT":
+            k = (pos["symbol"], pos["side"])
+            store_qty[k] = store_qty.get(k, Decimal(0)) + Decimal(str(pos["qty"]))
+    return [f"{account} {s} {side}: store {store_qty.get((s, side), 0)}, venue {venue_qty.get((s, side), 0)}"
+            for s, side in sorted(set(venue_qty) | set(store_qty))
+            if store_qty.get((s, side), Decimal(0)) != venue_qty.get((s, side), Decimal(0))]
