@@ -10,7 +10,8 @@ strategy tag is squeezed into the 36 characters and no existing id changes.
 The strategy of an intent is its bundle (``bundle_id``, set by S3 on entries); an intent S6
 derived from a position (stop, take-profit, add, FLATTEN: ``<pos_id>:...``) takes the bundle of
 its position, else of its parent intent. An order Chimera sent with no bundle behind it (an
-operator's order through the gateway) is ``manual``. A client id with no leg document (an order
+operator's order through the gateway) is ``manual``; S5's close of a venue position nothing explains
+(``recon-close-...``) reduces ``UNASSIGNED``, where that quantity sits. A client id with no leg document (an order
 placed at the venue by hand, a liquidation's ``autoclose-...``) is ``UNASSIGNED``; so is one
 matching two different legs, which a hash collision would mean (reported, never guessed).
 """
@@ -55,7 +56,13 @@ def attribute(store, client_order_id: str, memo: dict | None = None) -> Attribut
     return got
 
 
+# S5 closing a venue position nothing explains (``reconciler/positions.py``): it reduces UNASSIGNED.
+RECON_CLOSE_PREFIX = "recon-close-"
+
+
 def _bundle(store, intent: dict, leg: dict) -> tuple[str, str]:
+    if str(intent.get("intent_id") or leg.get("intent_id") or "").startswith(RECON_CLOSE_PREFIX):
+        return UNASSIGNED, "reconciler close of an unknown position"
     if intent.get("bundle_id"):
         return str(intent["bundle_id"]), "intent"
     pos_id = intent.get("pos_id") or leg.get("pos_id")

@@ -17,6 +17,7 @@ from chimera.accounts import role, views
 from chimera.accounts import virtual as vp
 from chimera.accounts.role import SPEC as VPOS
 from chimera.errors import RetryableError
+from chimera.handlers.reconciler.role import SPEC as S5
 from chimera.handlers.router.role import SPEC as S4
 from chimera.ports.venues import Venues
 from chimera.schemas.envelope import Envelope, decode
@@ -27,7 +28,7 @@ from chimera.streams.producer import Producer
 from chimera.venues.binance.adapter import FuturesTrading, SpotTrading, Venue, client_order_id
 from chimera.workers.clock import ManualClock, WallClock
 from chimera.workers.config import ActiveConfig
-from chimera.workers.handler import Context
+from chimera.workers.handler import Context, HandlerSpec
 from tests.integration.test_router_b1 import done, env, fut, submit, venue  # noqa: F401 - fixtures
 from tests.support.polling import wait_until
 from tests.support.positions import user_data
@@ -216,3 +217,26 @@ def test_a_periodic_reconcile_that_cannot_reach_the_venue_keeps_its_timer_and_al
                          payload=Reconcile(scope="POSITIONS", requested_by="test"))
     with pytest.raises(RetryableError):
         role.SPEC.handle(on_demand, c)
+
+
+def test_s5_reports_the_unassigned_quantity_and_its_close_takes_it_out_of_unassigned(r, env, venue):  # noqa: F811
+    """A manual position at the venue: vpos books it UNASSIGNED, S5's run lists it in its report
+    (``virtual_unassigned``) and closes it (``recon-close-...``); vpos books that close to UNASSIGNED,
+    which ends flat, the strategies untouched, the sum equal to the venue's."""
+    s, store = env
+    s5 = HandlerSpec(role=S5.role, streams=S5.streams, routes=S5.routes)  # on demand only: no start-up run
+    with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store), \
+            ThreadWorker(s5, r, s, "s5-a", store), user_data(r, venue, s.store_url):
+        fut(venue).new_order(symbol=SYM, side="BUY", type="MARKET", qty=D("0.010"), client_id="manual-vp-5")
+        wait_until(lambda: [u["qty"] for u in views.unassigned(store, "main")] == ["0.010"], timeout=20,
+                   message="manual fill UNASSIGNED")
+        Producer(r, WallClock()).publish(keys.RECON_COMMANDS, Reconcile(scope="ALL", requested_by="test"), "run-vp5")
+        report = wait_until(lambda: store.get("strategy_events", "RECONCILE_RUN:run-vp5"), timeout=20,
+                            message="S5 run")
+        assert [(u["symbol"], u["qty"]) for u in report["virtual_unassigned"]] == [(SYM, "0.010")]
+        assert [c["action"] for c in report["closed"]] == ["CLOSE_UNKNOWN"]
+        wait_until(lambda: venue_amt(venue) == 0, timeout=20, message="S5's close at the venue")
+        wait_until(lambda: book(store) and not vp.unassigned(book(store)) and invariant_holds(store, venue),
+                   timeout=20, message="the close booked to UNASSIGNED")
+    rows = views.virtual_positions(store, "main", include_flat=True)
+    assert [(p.strategy, p.qty) for p in rows] == [(vp.UNASSIGNED, D(0))] and rows[0].fills >= 2

@@ -68,7 +68,7 @@ def test_derived_intents_take_their_positions_bundle_and_unknown_ids_are_unassig
     store = open_store("memory://")
     store.upsert(POSITIONS, "p1", {"pos_id": "p1", "bundle_id": "breakout"})
     for iid, extra in (("p1:sl1", {"pos_id": "p1"}), ("op-1", {}), ("p9:tp1", {"parent_intent_id": "p9"}),
-                       ("p9", {"bundle_id": "meanrev"})):
+                       ("p9", {"bundle_id": "meanrev"}), ("recon-close-r1-BTCUSDT-BUY", {"purpose": "FLATTEN"})):
         oi = OrderIntent(intent_id=iid, market="FUT", symbol="BTCUSDT", side="SELL", qty=Decimal("1"), **extra)
         store.upsert(ORDER_INTENTS, iid, to_doc(IntentDoc.new(oi, 0)))
         ensure_leg(store, new_leg(store.get(ORDER_INTENTS, iid), "sl", order_type="STOP_MARKET", side="SELL",
@@ -76,6 +76,8 @@ def test_derived_intents_take_their_positions_bundle_and_unknown_ids_are_unassig
     assert attribute(store, client_order_id("p1:sl1", "sl")).strategy == "breakout"  # via the position
     assert attribute(store, client_order_id("p9:tp1", "sl")).strategy == "meanrev"  # via the parent intent
     assert attribute(store, client_order_id("op-1", "sl")).strategy == vp.MANUAL  # an operator's order
+    # S5 flattening a venue position nothing explained: it takes back from UNASSIGNED, where that sat
+    assert attribute(store, client_order_id("recon-close-r1-BTCUSDT-BUY", "sl")).strategy == vp.UNASSIGNED
     for cid in ("manual-1", "autoclose-1751760000000", "adl_autoclose", ""):
         got = attribute(store, cid)
         assert got.strategy == vp.UNASSIGNED and got.why == "unknown client order id"

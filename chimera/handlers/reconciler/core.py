@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+from chimera.accounts import views as virtual_views
 from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.common import dec, strategy_event, venue
 from chimera.handlers.positions.common import risk
@@ -199,6 +200,8 @@ class Run:
         return {"run_id": self.run_id, "summary": summary, "fixed": self.fixed, "adopted": self.adopted,
                 "closed": self.closed, "unresolved": self.unresolved, "deferred": self.deferred[:100],
                 "consistency": consistency,
+                # venue quantity no strategy's virtual position explains (the vpos role's books)
+                "virtual_unassigned": virtual_views.unassigned(self.ctx.store, self.account_id),
                 "consistent": consistency["all"] == 1.0 and self.differences() == 0,
                 "finished_at": self.ctx.now_ms()}
 
