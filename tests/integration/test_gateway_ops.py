@@ -387,6 +387,24 @@ def test_ops_health_fails_when_redis_is_unreachable(r, settings):
 
 
 @pytest.mark.parametrize("redis_url", ["single"], indirect=True)
+def test_ops_health_fails_when_the_store_is_unreachable(r, settings, tmp_path):
+    from chimera.gateway.ops import ops_health
+    from chimera.store import open_store
+
+    app, _store = gateway_app(settings, r)
+    path = tmp_path / "gone.sqlite"
+    app.state.chimera.store = open_store(f"sqlite:///{path}")
+    path.write_bytes(b"not a database " * 100)  # a worker thread's connection now fails to open
+    got: list[dict] = []
+    t = threading.Thread(target=lambda: got.append(ops_health(app.state.chimera)))
+    t.start()
+    t.join(30)
+    [body] = got
+    assert body["status"] == "FAIL" and _checks(body)["store"]["status"] == "FAIL"
+    assert _checks(body)["redis"]["status"] == "OK"
+
+
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
 def test_ops_metrics_window_and_thresholds_from_the_active_bundle(r, settings):
     from chimera.workers.config import activate
 
