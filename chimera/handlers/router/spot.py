@@ -271,5 +271,5 @@ def _exit(ctx: Context, client, intent: IntentDoc, guard: GuardStop, tp: OrderLe
         return []
     exit_intent = OrderIntent(intent_id=exit_id, market="SPOT", symbol=intent.symbol, side=guard.side, qty=qty,
                               exec_policy="MARKET", purpose="STOP", reduce_only=True, pos_id=guard.pos_id,
-                              parent_intent_id=intent.intent_id)
-    return [Emit(keys.ORD_COMMANDS, SubmitOrder(intent=exit_intent), exit_id)]
+                              parent_intent_id=intent.intent_id, account_id=intent.account_id)
+    return [Emit(keys.ORD_COMMANDS, SubmitOrder(intent=exit_intent), exit_id, intent.account_id)]
