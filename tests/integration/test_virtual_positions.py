@@ -69,14 +69,15 @@ def test_two_strategies_one_account_sum_to_the_venue_and_a_manual_order_is_unass
     with ThreadWorker(S4, r, s, "s4-a", store), ThreadWorker(VPOS, r, s, "vpos-a", store), \
             ThreadWorker(VPOS, r, s, "vpos-b"):
         with user_data(r, venue, s.store_url):
-            for iid, strategy, side, qty in PLAN:
+            trades: dict[str, list[dict]] = {}
+            for iid, strategy, side, qty in PLAN:  # one order at a time: the invariant after each one's fills
                 submit(r, OrderIntent(intent_id=iid, market="FUT", symbol=SYM, side=side, qty=D(qty), bundle_id=strategy))
-            for iid, *_ in PLAN:
                 wait_until(lambda iid=iid: done(store, iid), timeout=30, message=f"{iid} done")
-            trades = {iid: venue_trades(venue, client_order_id(iid, "mkt")) for iid, *_ in PLAN}
-            n_trades = sum(len(t) for t in trades.values())
-            wait_until(lambda: (b := book(store)) and len(b.booked) == n_trades, timeout=30,
-                       message=f"{n_trades} venue trades booked")
+                trades[iid] = venue_trades(venue, client_order_id(iid, "mkt"))
+                n_trades = sum(len(t) for t in trades.values())
+                wait_until(lambda n=n_trades: (b := book(store)) and len(b.booked) == n, timeout=30,
+                           message=f"{n_trades} venue trades booked")
+                assert invariant_holds(store, venue), iid
             assert venue_amt(venue) == D("0.009") and invariant_holds(store, venue)
             rows = {p.strategy: p for p in views.virtual_positions(store, "main")}
             assert set(rows) == {"alpha", "beta"}  # nothing UNASSIGNED: every trade was Chimera's
