@@ -52,9 +52,13 @@ def attribute(store, client_order_id: str, memo: dict | None = None) -> Attribut
     got = Attribution(strategy, why, leg["intent_id"], leg.get("leg", ""),
                       str(intent.get("account_id") or leg.get("account_id") or ""))
     if memo is not None:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()  # a cache, not state: re-reading two documents is cheap
         memo[client_order_id] = got  # the documents behind it never change their bundle
     return got
 
+
+MEMO_SIZE = 50_000  # client ids remembered per worker
 
 # S5 closing a venue position nothing explains (``reconciler/positions.py``): it reduces UNASSIGNED.
 RECON_CLOSE_PREFIX = "recon-close-"
