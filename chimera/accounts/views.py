@@ -43,3 +43,15 @@ def unassigned(store, account_id: str | None = None) -> list[dict]:
     return [{"account_id": b.account_id, "symbol": b.symbol, "position_side": side, "qty": str(q),
              "venue_qty": str(b.venue_qty.get(side, "")), "reconciled_at": b.reconciled_at}
             for b in books(store, account_id) for side, q in sorted(vp.unassigned(b).items())]
+
+
+def gaps(store, account_id: str, position_risk: list[dict]) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """Where the invariant does not hold for one account: ``(symbol, position side) -> (Σ virtual, venue)``,
+    given the venue's ``positionRisk`` rows (drills and tests check it is empty once reports are in)."""
+    venue: dict[tuple[str, str], Decimal] = {}
+    for row in position_risk:
+        key = (str(row["symbol"]), str(row.get("positionSide") or "BOTH"))
+        venue[key] = venue.get(key, Decimal(0)) + Decimal(str(row.get("positionAmt") or 0))
+    virtual = {(sym, side): q for (_, sym, side), q in totals(store, account_id).items()}
+    return {k: (virtual.get(k, Decimal(0)), venue.get(k, Decimal(0))) for k in sorted(set(venue) | set(virtual))
+            if virtual.get(k, Decimal(0)) != venue.get(k, Decimal(0))}

@@ -131,11 +131,12 @@ def test_two_strategies_one_account_sum_to_the_venue_and_a_manual_order_is_unass
         # user data is off now: a second manual order reaches vpos only through the reconcile
         fut(venue).new_order(symbol=SYM, side="BUY", type="MARKET", qty=D("0.001"), client_id="manual-vp-2")
         assert venue_amt(venue) == D("0.012") and not invariant_holds(store, venue)
+        assert views.gaps(store, "main", fut(venue).position_risk()) == {(SYM, "BOTH"): (D("0.011"), D("0.012"))}
         Producer(r, WallClock()).publish(keys.VPOS_COMMANDS, Reconcile(scope="POSITIONS", requested_by="test"),
                                          "vp-recon-2", "main")
         wait_until(lambda: [u["qty"] for u in views.unassigned(store, "main")] == ["0.003"], timeout=20,
                    message="UNASSIGNED 0.003 after the reconcile")
-        assert invariant_holds(store, venue)
+        assert invariant_holds(store, venue) and views.gaps(store, "main", fut(venue).position_risk()) == {}
         assert {p.strategy: p.qty for p in views.virtual_positions(store, "all")} == {
             "alpha": D("0.007"), "beta": D("0.002"), vp.UNASSIGNED: D("0.003")}
         events = ops_events(r, "VIRTUAL_UNASSIGNED")
