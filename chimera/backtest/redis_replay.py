@@ -64,6 +64,8 @@ class _Chain:
         self.r, self.settings, self.specs, self.clock, self.venue = r, settings, specs, clock, venue
         self.timeout_s = timeout_s
         self.reports_sent = 0
+        self.funding_published = 0  # settled FundingEvents S1 put on pos:{commands} so far
+        self.funding_cursor = ""
         self.workers: list = []
         self.streams = sorted({(s, keys.group(spec.role)) for spec in specs for s in spec.streams(settings)})
         hub = venue.server.hub
@@ -85,9 +87,32 @@ class _Chain:
                 return not int(g.get("pending") or 0) and not int(g.get("lag") or 0)
         return False
 
+    def _funding_owed(self) -> bool:
+        """S1 answers the venue's FUNDING_FEE push by reading the income rows and publishing one settled
+        FundingEvent per row on pos:{commands}: owed while fewer are there than the venue booked."""
+        from chimera.schemas.envelope import decode
+        from chimera.schemas.messages import FundingEvent
+
+        engine = self.venue.server.engine
+        booked = self.venue.call(lambda: sum(1 for i in engine.income
+                                             if i.account == "main" and i.income_type == "FUNDING_FEE"))
+        if booked <= self.funding_published:
+            return False
+        start = f"({self.funding_cursor}" if self.funding_cursor else "-"
+        for eid, fields in self.r.xrange(keys.POS_COMMANDS, start, "+"):
+            self.funding_cursor = eid.decode() if isinstance(eid, bytes) else eid
+            try:
+                if isinstance(decode(fields).payload, FundingEvent):
+                    self.funding_published += 1
+            except Exception:  # noqa: BLE001 - not a message of ours: S6 dead-letters it
+                continue
+        return booked > self.funding_published
+
     def fingerprint(self) -> tuple | None:
         queue = self.r.zrange(keys.SCHED_DUE, 0, -1, withscores=True)
         if (queue and queue[0][1] <= self.clock.now_ms()) or self.r.xlen(keys.VENUE_REPORTS) < self.reports_sent:
+            return None
+        if self._funding_owed():
             return None
         lengths = []
         for stream, group in self.streams:
