@@ -69,11 +69,13 @@ def exit_opposite(sig, ctx) -> list[Emit] | None:
     out = [_exit(d, sig) for d in held]
     if again:
         return out + [_decide_timer(sig.signal_id, sig.symbol, side, ctx.now_ms() + RETRY_MS)]
-    ctx.store.insert_if_absent(SIGNALS, sig.signal_id, {
-        "signal_id": sig.signal_id, "symbol": sig.symbol, "t0": sig.as_of, "features": sig.features,
+    # Recorded as engine.decide records a decision: a redelivered signal finds it and re-sends nothing new.
+    ctx.store.insert_if_absent(SIGNALS, sig.signal_id, {"signal_id": sig.signal_id, "symbol": sig.symbol,
+                                                        "t0": sig.as_of, "features": sig.features})
+    ctx.store.update_if(SIGNALS, sig.signal_id, {
         "decision": {"action": "skip", "side": side, "reason": "EXIT_OPPOSITE", "as_of": sig.as_of,
                      "config_rev": cfg.rev, "bundle_id": cfg.bundle_id,
-                     "exits": [f"{d['_key']}:opp" for d in held]}})
+                     "exits": [f"{d['_key']}:opp" for d in held]}, "intent": None, "config_rev": cfg.rev}, {})
     out.insert(0, Emit(keys.SIG_EVENTS, Decision(signal_id=sig.signal_id, symbol=sig.symbol, action="skip", side=side,
                                                  reason="EXIT_OPPOSITE"), f"decision:{sig.signal_id}",
                        event_time=sig.as_of))
