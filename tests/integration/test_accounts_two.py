@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,9 +32,9 @@ from chimera.venues.local.server.app import default_keys
 from chimera.workers.clock import WallClock
 from chimera.workers.config import activate
 from chimera.workers.handler import HandlerSpec
-from chimera.workers.scheduler_role import run_scheduler
 from tests.support.futures_venue import btc_futures_venue
 from tests.support.polling import wait_until
+from tests.support.scheduler import scheduler_thread
 from tests.support.workers import ThreadWorker
 
 SYM = "BTCUSDT"
@@ -59,13 +58,8 @@ def env(r, settings, venue, tmp_path):
     (tmp_path / "accounts.json").write_text(json.dumps({"accounts": accounts}))
     s = dataclasses.replace(settings, venue="paper", venue_url=venue.base_url,
                             accounts_file=str(tmp_path / "accounts.json"))
-    store = open_store(s.store_url)
-    stop = threading.Event()
-    sched = threading.Thread(target=run_scheduler, args=(r, WallClock(), "sched-test", stop), daemon=True)
-    sched.start()
-    yield s, store
-    stop.set()
-    sched.join(5)
+    with scheduler_thread(r):
+        yield s, open_store(s.store_url)
 
 
 def client(venue, account: str) -> FuturesTrading:
