@@ -22,6 +22,7 @@ from chimera.streams.producer import Producer
 from chimera.workers.clock import ManualClock, WallClock
 from chimera.workers.inprocess import InProcessRuntime
 from tests.support.polling import wait_until
+from tests.support.positions import drained
 from tests.support.workers import ThreadWorker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,3 +82,26 @@ def test_a_family_on_two_base_bundles_is_a_dead_letter_naming_it():
     rt.run()
     assert rt.dead and "needs the same 'bundle' and 'data'" in rt.dead[-1][2]
     assert store.get(EXPERIMENTS, "em") is None and store.get(HYPOTHESES, "m1")["status"] == "PENDING"
+
+
+def test_two_s9_replicas_share_a_distributed_bundle_family(r, settings, reference):
+    from chimera.store.collections import EXPERIMENT_TRIALS
+
+    store = open_store(settings.store_url)
+    hypothesis(store, "dh1", "dfam")
+    workers = [ThreadWorker(SPEC, r, settings, f"s9-{i}", store=store) for i in range(2)]
+    with workers[0], workers[1]:
+        msg = RunExperiment(**{**{f: getattr(command("ed1", "dfam"), f) for f in RunExperiment.__struct_fields__},
+                               "distribute": True})
+        Producer(r, WallClock()).publish(*request_run(msg)[:2], idempotency_key="exp:ed1")
+        exp = wait_until(lambda: (d := store.get(EXPERIMENTS, "ed1")) and d.get("status") == "DONE" and d, 300,
+                         message="distributed bundle experiment done on Redis")
+        # A trial longer than claim_idle_ms on a loaded machine may be reclaimed and run twice (same result):
+        # let the replicas finish before stopping them.
+        wait_until(lambda: all(drained(r, s, keys.group("s9")) for s in (keys.EXP_COMMANDS, keys.EXP_TRIALS)), 300,
+                   message="s9 streams drained")
+    trials = store.query(EXPERIMENT_TRIALS, {"experiment_id": "ed1"})
+    assert sorted(t["hypothesis_id"] for t in trials) == sorted(v["variant"] for v in reference["variants"])
+    assert exp["distributed"] is True and stats(exp) == stats(reference)
+    assert [v["backtest_kpis"] for v in exp["variants"]] == [v["backtest_kpis"] for v in reference["variants"]]
+    assert store.get(HYPOTHESES, "dh1")["status"] == exp["results"][0]["verdict"]

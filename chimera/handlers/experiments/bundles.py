@@ -225,11 +225,41 @@ class Base:
                    hashlib.sha256(text.encode()).hexdigest())
 
 
-def run_variants(base: Base, varies: Sequence[Vary], data: Sequence[str], from_: str | None, to: str | None, *,
-                 windows: Windows, family: str | None = None, alpha: float = 0.05, min_dsr: float = 0.95,
-                 reps: int = 300, processes: int = 1, progress: Callable[[str], None] | None = None,
-                 experiment_id: str | None = None, hypothesis_ids: Sequence[str] | None = None) -> dict:
-    """The experiment over ``base`` and one hypothesis per ``Vary`` (the CLI's path and the s9 worker's)."""
+@dataclass
+class Plan:
+    """What an experiment will run, fixed from its inputs (rebuilt identically by any s9 replica)."""
+
+    experiment_id: str
+    family: str
+    base: Base
+    varies: list[Vary]
+    ids: list[str]  # hypothesis ids, one per Vary
+    data: list[str]
+    from_: str | None
+    to: str | None
+    windows: Windows
+    alpha: float
+    min_dsr: float
+    reps: int
+    variants: dict[str, dict]  # vid -> body
+    groups: dict[str, list[str]]  # body JSON -> the vids with that body (run once, under the first)
+    folds: list
+    data_hash: str
+    symbols: list[str]
+    start_ms: int
+    end_ms: int
+
+    def jobs(self, ds=None) -> list[tuple]:
+        """One backtest per distinct body: the ``_run_variant`` arguments (``ds``: reuse a loaded dataset)."""
+        step = self.windows.period_min * 60_000
+        return [(vids[0], self.variants[vids[0]], _variant_id(self.base.bundle_id, text), self.base.rev, self.data,
+                 self.from_, self.to, step, ds) for text, vids in self.groups.items()]
+
+
+def plan(base: Base, varies: Sequence[Vary], data: Sequence[str], from_: str | None, to: str | None, *,
+         windows: Windows, family: str | None = None, alpha: float = 0.05, min_dsr: float = 0.95, reps: int = 300,
+         experiment_id: str | None = None, hypothesis_ids: Sequence[str] | None = None):
+    """Check every input and fix the experiment: (Plan, the loaded Dataset)."""
     from chimera.backtest.data import load
 
     variants: dict[str, dict] = {"base": base.body}
@@ -241,7 +271,6 @@ def run_variants(base: Base, varies: Sequence[Vary], data: Sequence[str], from_:
     if windows.period_min <= 0 or min(windows.train_h, windows.test_h) <= 0 or windows.horizon_h < 0:
         raise ExperimentError("--period-min, --train-h and --test-h must be > 0 and --horizon-h >= 0")
     ds = load(list(data), from_, to)
-    step = windows.period_min * 60_000
     try:
         folds = walk_forward(ds.start_ms, ds.end_ms + 60_000, train_ms=int(windows.train_h * HOUR),
                              test_ms=int(windows.test_h * HOUR), horizon_ms=int(windows.horizon_h * HOUR))
@@ -255,50 +284,75 @@ def run_variants(base: Base, varies: Sequence[Vary], data: Sequence[str], from_:
     experiment_id = experiment_id or "exp-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
     family = family or f"{base.bundle_id}:{experiment_id}"
     ids = list(hypothesis_ids) if hypothesis_ids is not None else [f"{family}:{v.key}" for v in varies]
-
-    # Identical bodies (a value equal to the base's) run once.
-    by_body: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {}  # identical bodies (a value equal to the base's) run once
     for vid, body in variants.items():
-        by_body.setdefault(json.dumps(body, sort_keys=True), []).append(vid)
-    jobs = [(vids[0], variants[vids[0]], _variant_id(base.bundle_id, body_text), base.rev, list(data), from_, to,
-             step, ds if processes <= 1 else None)
-            for body_text, vids in by_body.items()]
+        groups.setdefault(json.dumps(body, sort_keys=True), []).append(vid)
+    return Plan(experiment_id, family, base, list(varies), ids, list(data), from_, to, windows, alpha, min_dsr, reps,
+                variants, groups, folds, ds.data_hash, ds.symbols, ds.start_ms, ds.end_ms), ds
+
+
+def run_variants(base: Base, varies: Sequence[Vary], data: Sequence[str], from_: str | None, to: str | None, *,
+                 windows: Windows, family: str | None = None, alpha: float = 0.05, min_dsr: float = 0.95,
+                 reps: int = 300, processes: int = 1, progress: Callable[[str], None] | None = None,
+                 experiment_id: str | None = None, hypothesis_ids: Sequence[str] | None = None) -> dict:
+    """The experiment over ``base`` and one hypothesis per ``Vary``, every backtest here (the CLI's path and
+    the s9 worker's without ``distribute``)."""
+    pl, ds = plan(base, varies, data, from_, to, windows=windows, family=family, alpha=alpha, min_dsr=min_dsr,
+                  reps=reps, experiment_id=experiment_id, hypothesis_ids=hypothesis_ids)
+    jobs = pl.jobs(ds if processes <= 1 else None)
     if progress:
-        progress(f"{len(jobs)} backtests ({len(variants)} variants) over {len(ds.symbols)} symbol(s), "
-                 f"{len(folds)} folds")
+        progress(f"{len(jobs)} backtests ({len(pl.variants)} variants) over {len(pl.symbols)} symbol(s), "
+                 f"{len(pl.folds)} folds")
     if processes > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(processes) as pool:
             runs = list(pool.map(_run_variant, jobs))
     else:
         runs = [_run_variant(j) for j in jobs]
+    return finish(pl, runs)
+
+
+def finish(pl: Plan, runs: Sequence[VariantRun]) -> dict:
+    """Walk forward over the variants' returns and judge the family: the ``experiments`` document."""
     first = {r.vid: r for r in runs}
-    series: dict[str, VariantRun] = {}
-    for vids in by_body.values():
-        for vid in vids:
-            series[vid] = first[vids[0]]
+    series: dict[str, VariantRun] = {vid: first[vids[0]] for vids in pl.groups.values() for vid in vids}
     times = series["base"].times
     by_vid = {vid: r.returns for vid, r in series.items()}
-
-    hyps = [Hypothesis(hid, family, {v.key: list(v.values)}) for hid, v in zip(ids, varies, strict=True)]
-    periods = 365 * 1440 // windows.period_min
+    family = pl.family
+    hyps = [Hypothesis(hid, family, {v.key: list(v.values)}) for hid, v in zip(pl.ids, pl.varies, strict=True)]
+    periods = 365 * 1440 // pl.windows.period_min
     incumbent = VariantSeries(times, by_vid, incumbent=True)
-    results = run_family(hyps, VariantSeries(times, by_vid), incumbent, folds, periods=periods, alpha=alpha,
-                         reps=reps, min_dsr=min_dsr)
-    base_oos = np.concatenate([incumbent({}, f.test_start, f.test_end) for f in folds])
+    results = run_family(hyps, VariantSeries(times, by_vid), incumbent, pl.folds, periods=periods, alpha=pl.alpha,
+                         reps=pl.reps, min_dsr=pl.min_dsr)
+    base_oos = np.concatenate([incumbent({}, f.test_start, f.test_end) for f in pl.folds])
     return _clean({
-        "experiment_id": experiment_id, "family": family, "kind": "bundle", "status": "DONE",
-        "bundle_id": base.bundle_id, "bundle_rev": base.rev, "bundle_sha256": base.sha256,
-        "data_spec": list(data), "data_hash": ds.data_hash, "symbols": ds.symbols, "from": from_ or "", "to": to or "",
-        "start_ms": ds.start_ms, "end_ms": ds.end_ms, "windows": dataclasses.asdict(windows),
-        "alpha": alpha, "min_dsr": min_dsr, "folds": [f.__dict__ for f in folds],
+        "experiment_id": pl.experiment_id, "family": family, "kind": "bundle", "status": "DONE",
+        "bundle_id": pl.base.bundle_id, "bundle_rev": pl.base.rev, "bundle_sha256": pl.base.sha256,
+        "data_spec": pl.data, "data_hash": pl.data_hash, "symbols": pl.symbols, "from": pl.from_ or "",
+        "to": pl.to or "", "start_ms": pl.start_ms, "end_ms": pl.end_ms, "windows": dataclasses.asdict(pl.windows),
+        "alpha": pl.alpha, "min_dsr": pl.min_dsr, "folds": [f.__dict__ for f in pl.folds],
         "trials": sum(r.trials for r in results), "hypotheses": [r.hypothesis_id for r in results],
-        "vary": [{"key": v.key, "values": list(v.values)} for v in varies],
+        "vary": [{"key": v.key, "values": list(v.values)} for v in pl.varies],
         "incumbent": {"kpis": kpis(base_oos, periods)},
         "variants": [{"variant": vid, "backtest_kpis": series[vid].kpis, "period_returns": series[vid].returns.tolist()}
-                     for vid in variants],
+                     for vid in pl.variants],
         "period_starts": times.tolist(),
         "results": [_result(r) for r in results],
     })
+
+
+def run_job(job: tuple) -> VariantRun:
+    """One variant's backtest (an s9 trial)."""
+    return _run_variant(job)
+
+
+def trial_doc(experiment_id: str, run: VariantRun) -> dict:
+    return {"experiment_id": experiment_id, "hypothesis_id": run.vid, "kind": "bundle_variant",
+            "times": run.times.tolist(), "returns": run.returns.tolist(), "kpis": run.kpis}
+
+
+def from_trial_doc(doc: dict) -> VariantRun:
+    return VariantRun(doc["hypothesis_id"], np.asarray(doc["times"], dtype=np.int64),
+                      np.asarray(doc["returns"], dtype=float), doc["kpis"])
 
 
 def _result(r: HypothesisResult) -> dict:

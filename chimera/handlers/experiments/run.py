@@ -102,11 +102,10 @@ def on_run(env: Envelope, ctx: Context) -> list[Emit]:
     return _record(ctx, p, folds, results)
 
 
-def _run_bundles(ctx: Context, p: RunExperiment, hyps: list[dict]) -> list[Emit]:
-    """Bundle variants (``bundles.py``): each hypothesis ``{"kind": "bundle", "bundle": {...}, "grid": {key:
-    [values]}, "data": [spec, ...]}``, all of a family on one base bundle and one data set (files the worker
-    can read), over [start_ms, end_ms). Run in this worker whatever ``distribute`` says (a trial is a whole
-    backtest; ``experiments.processes`` runs the variants in parallel processes)."""
+def _bundle_plan(ctx: Context, p: RunExperiment, hyps: list[dict]):
+    """The family's ``bundles.Plan`` (and the loaded data) from its hypotheses: each ``{"kind": "bundle",
+    "bundle": {...}, "grid": {key: [values]}, "data": [spec, ...]}``, all on one base bundle and one data set
+    (files the worker can read), over [start_ms, end_ms)."""
     import json
 
     from chimera.backtest.data import DataError
@@ -124,18 +123,77 @@ def _run_bundles(ctx: Context, p: RunExperiment, hyps: list[dict]) -> list[Emit]
             raise PermanentError(f"hypothesis {h['hypothesis_id']}: 'grid' must be one {{key: [values]}}")
         (key, values), = grid.items()
         varies.append(bundles.Vary(key, tuple(values)))
-    processes = ctx.config.param("experiments", "processes", 1) if ctx.config is not None else 1
     windows = bundles.Windows(train_h=p.train_days * 24, test_h=p.test_days * 24, horizon_h=p.horizon_h,
                               period_min=p.period_min)
     try:
-        doc = bundles.run_variants(bundles.Base.of(hyps[0]["bundle"]), varies, list(hyps[0]["data"]),
-                                   str(p.start_ms), str(p.end_ms), windows=windows, family=p.family,
-                                   processes=processes, experiment_id=p.experiment_id,
-                                   hypothesis_ids=[h["hypothesis_id"] for h in hyps])
+        return bundles.plan(bundles.Base.of(hyps[0]["bundle"]), varies, list(hyps[0]["data"]), str(p.start_ms),
+                            str(p.end_ms), windows=windows, family=p.family, experiment_id=p.experiment_id,
+                            hypothesis_ids=[h["hypothesis_id"] for h in hyps])
     except (bundles.ExperimentError, DataError) as exc:
         raise PermanentError(f"experiment {p.experiment_id}: {exc}") from exc
+
+
+def _run_bundles(ctx: Context, p: RunExperiment, hyps: list[dict]) -> list[Emit]:
+    """Bundle variants (``bundles.py``). In this worker (``experiments.processes`` backtests in parallel
+    processes), or with ``distribute`` one ``RunTrial`` per distinct variant (one backtest each) that any s9
+    replica takes; the last stored emits ``FinalizeExperiment``."""
+    from chimera.handlers.experiments import bundles
+
+    plan, ds = _bundle_plan(ctx, p, hyps)
+    if p.distribute:
+        ctx.store.upsert(EXPERIMENTS, p.experiment_id, {
+            "experiment_id": p.experiment_id, "family": p.family, "kind": "bundle", "status": "RUNNING",
+            "request": _clean(_msg(p)), "hypotheses": [h["hypothesis_id"] for h in hyps],
+            "trials_expected": len(plan.groups), "folds": [f.__dict__ for f in plan.folds]})
+        return [Emit(keys.EXP_TRIALS, RunTrial(experiment_id=p.experiment_id, hypothesis_id=job[0]),
+                     f"trial:{p.experiment_id}:{job[0]}") for job in plan.jobs()]
+    processes = ctx.config.param("experiments", "processes", 1) if ctx.config is not None else 1
+    jobs = plan.jobs(ds if processes <= 1 else None)
+    if processes > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes) as pool:
+            runs = list(pool.map(bundles.run_job, jobs))
+    else:
+        runs = [bundles.run_job(j) for j in jobs]
+    return _record_bundles(ctx, p, bundles.finish(plan, runs))
+
+
+def _bundle_hyps(ctx: Context, doc: dict) -> list[dict]:
+    return [h for h in (ctx.store.get(HYPOTHESES, hid) for hid in doc["hypotheses"]) if h is not None]
+
+
+def _bundle_trial(ctx: Context, doc: dict, p: RunExperiment, vid: str) -> list[Emit]:
+    from chimera.handlers.experiments import bundles
+
+    plan, ds = _bundle_plan(ctx, p, _bundle_hyps(ctx, doc))
+    job = next((j for j in plan.jobs(ds) if j[0] == vid), None)
+    if job is None:
+        raise PermanentError(f"experiment {p.experiment_id} has no variant {vid!r}")
+    ctx.store.upsert(EXPERIMENT_TRIALS, f"{p.experiment_id}:{vid}",
+                     bundles.trial_doc(p.experiment_id, bundles.run_job(job)))
+    if ctx.store.count(EXPERIMENT_TRIALS, {"experiment_id": p.experiment_id}) < doc["trials_expected"]:
+        return []
+    return [Emit(keys.EXP_TRIALS, FinalizeExperiment(experiment_id=p.experiment_id), f"finalize:{p.experiment_id}")]
+
+
+def _bundle_finalize(ctx: Context, doc: dict, p: RunExperiment) -> list[Emit]:
+    from chimera.handlers.experiments import bundles
+
+    plan, _ds = _bundle_plan(ctx, p, _bundle_hyps(ctx, doc))
+    stored = {d["hypothesis_id"]: d for d in ctx.store.query(EXPERIMENT_TRIALS, {"experiment_id": p.experiment_id})}
+    missing = [j[0] for j in plan.jobs() if j[0] not in stored]
+    if missing:
+        raise PermanentError(f"experiment {p.experiment_id}: trials missing for {missing}")
+    runs = [bundles.from_trial_doc(stored[j[0]]) for j in plan.jobs()]
+    return _record_bundles(ctx, p, {**bundles.finish(plan, runs), "distributed": True})
+
+
+def _record_bundles(ctx: Context, p: RunExperiment, doc: dict) -> list[Emit]:
     now = ctx.now_ms()
-    doc = {**doc, "symbol": p.symbol, "horizon_h": p.horizon_h, "distributed": False, "finished_at": now}
+    doc = {"distributed": False, **doc, "symbol": p.symbol, "horizon_h": p.horizon_h, "finished_at": now}
+    if doc["distributed"]:
+        doc["request"] = _clean(_msg(p))
     ctx.store.upsert(EXPERIMENTS, p.experiment_id, doc)
     for r in doc["results"]:
         ctx.store.update_if(HYPOTHESES, r["hypothesis_id"], {"status": r["verdict"], "q": r["q"],
@@ -163,6 +221,8 @@ def _request(ctx: Context, experiment_id: str) -> tuple[dict, RunExperiment]:
 def on_trial(env: Envelope, ctx: Context) -> list[Emit]:
     t: RunTrial = env.payload
     doc, p = _request(ctx, t.experiment_id)
+    if doc.get("kind") == "bundle":
+        return _bundle_trial(ctx, doc, p, t.hypothesis_id)
     h = ctx.store.get(HYPOTHESES, t.hypothesis_id)
     if h is None:
         raise PermanentError(f"no hypothesis {t.hypothesis_id!r}")
@@ -184,6 +244,8 @@ def on_finalize(env: Envelope, ctx: Context) -> list[Emit]:
     doc, p = _request(ctx, env.payload.experiment_id)
     if doc.get("status") == "DONE":
         return [_event(p, doc)]
+    if doc.get("kind") == "bundle":
+        return _bundle_finalize(ctx, doc, p)
     trials = {d["hypothesis_id"]: d for d in ctx.store.query(EXPERIMENT_TRIALS, {"experiment_id": p.experiment_id})}
     missing = [h for h in doc["hypotheses"] if h not in trials]
     if missing:
