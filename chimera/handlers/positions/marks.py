@@ -37,7 +37,7 @@ def view(ctx: Context, pos: Position, tick: ManagePositions) -> dict:
     if tick.mark_price is not None:
         return {"mark": tick.mark_price, "mark_ts": tick.mark_ts, "mark_source": "event"}
     try:
-        rows = venue(ctx).fut.position_risk(pos.symbol)
+        rows = venue(ctx, pos.account_id).fut.position_risk(pos.symbol)  # the position's own account
     except VenueError as exc:
         logger.warning("position {}: no mark from the venue ({}); managing the stop only", pos.pos_id, exc)
         return {}
