@@ -426,3 +426,22 @@ class PromotionCommand(Message, frozen=True, tag="promotion_command"):
 
 
 register(PromoteBundle, PromotionCommand)
+
+
+class SimulateBundle(Message, frozen=True, tag="simulate_bundle"):
+    """Simulate a candidate against the active bundle (S10, on ``cfg:{commands}``): the result, or the
+    reason it failed, becomes ``simulations/<simulation_id>``. The candidate is a stored
+    ``bundle_id``/``rev`` or an inline ``bundle`` body (created with lint + dry-run first)."""
+
+    simulation_id: str
+    bundle_id: str = ""
+    rev: int = 0
+    bundle: dict | None = None
+    data: tuple[str, ...] = ("sample",)  # as ``chimera backtest --data``
+    from_text: str = ""
+    to_text: str = ""
+    eps: float = 0.05
+    requested_by: str = ""
+
+
+register(SimulateBundle)
