@@ -126,6 +126,11 @@ def test_two_accounts_trade_one_symbol_at_once_and_each_venue_account_holds_only
         sub_pos = wait_until(lambda: armed(store, venue, "two-sub1", "sub1"), timeout=30, interval=0.1, message="sub1 protected")
         wait_until(lambda: len(store.query("fills", {"intent_id": ("in", ["two-main", "two-sub1"])})) >= 2,
                    timeout=10, message="fills booked")
+        # S6's scheduled pass (every 5 s) reads each position's row at the venue from its own account.
+        managed = wait_until(lambda: all((store.get("positions", p) or {}).get("venue_amt") not in (None, "")
+                                         for p in ("two-main", "two-sub1")) and
+                             {p: Decimal(store.get("positions", p)["venue_amt"]) for p in ("two-main", "two-sub1")},
+                             timeout=30, interval=0.2, message="a management pass of both positions")
     # The venue's own books: each account holds exactly its own entry and its own stop.
     books = venue_books(venue)
     mine = {"main": {client_order_id("two-main", "mkt"), client_order_id("two-main:sl1", "sl")},
@@ -140,6 +145,7 @@ def test_two_accounts_trade_one_symbol_at_once_and_each_venue_account_holds_only
                                                                     Decimal("0.010"))]
     assert [(o.client_order_id, o.qty) for o in stops["sub1"]] == [(client_order_id("two-sub1:sl1", "sl"),
                                                                     Decimal("0.020"))]
+    assert managed == {"two-main": Decimal("0.010"), "two-sub1": Decimal("0.020")}
     # Chimera's records carry the account all the way.
     assert (main_pos["account_id"], sub_pos["account_id"]) == ("main", "sub1")
     for iid, account in (("two-main", "main"), ("two-sub1", "sub1"), ("two-sub1:sl1", "sub1")):
