@@ -24,6 +24,7 @@ from chimera.gateway.rbac import audit_middleware, guard
 from chimera.gateway.routes import ROUTES
 from chimera.gateway.v1 import V1_ROUTES
 from chimera.gateway.v1_ops import OPS_ROUTES
+from chimera.gateway.v1_research import RESEARCH_ROUTES
 from chimera.gateway.validation import document_strict_bodies, fix_options_allow, strict_body
 from chimera.streams.producer import Producer
 from chimera.workers.clock import WallClock
@@ -51,7 +52,7 @@ def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig
 
     cfg = auth_config or load_auth_config()
     app = Litestar(
-        route_handlers=[*ROUTES, *V1_ROUTES, *OPS_ROUTES, *ui.UI_ROUTES],
+        route_handlers=[*ROUTES, *V1_ROUTES, *OPS_ROUTES, *RESEARCH_ROUTES, *ui.UI_ROUTES],
         guards=[guard, strict_body],
         middleware=[audit_middleware],
         exception_handlers={ApiError: ui.error_handler(api_error_handler), ValidationException: validation_handler,

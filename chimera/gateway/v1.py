@@ -294,12 +294,6 @@ def promote(request: Request, data: JSONBody[PromoteBody]) -> dict:
     return {"promotion_id": pid, "status": "PENDING_APPROVAL", "approval_id": doc["approval_id"]}
 
 
-@post("/v1/simulate", **nospec("config.write", 501))
-def simulate(request: Request) -> Response:
-    raise ApiError(501, "NOT_IMPLEMENTED", "simulation through the gateway is not wired yet: S10's simulate runs "
-                   "for tens of seconds and needs a job runner here; nothing was done")
-
-
 # --- reads -----------------------------------------------------------------------------------------
 
 
@@ -463,6 +457,6 @@ def requeue_dlq(request: Request, entry_id: FromPath[str]) -> Response:
 
 
 V1_ROUTES = [login, refresh, logout, change_password, whoami, decide, features_recompute, positions_manage, auto_transfer_trigger,
-             labels_backfill, autopsy_run, autopsy_get, experiments_run, experiment_get, bundles_create, simulate, promote, *READS, list_labels,
+             labels_backfill, autopsy_run, autopsy_get, experiments_run, experiment_get, bundles_create, promote, *READS, list_labels,
              list_alerts, ack_alert, resolve_alert, active_config, config, list_approvals, get_approval, approve, reject, list_dlq,
              requeue_dlq]

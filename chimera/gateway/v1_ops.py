@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get
-from litestar.params import QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from chimera.gateway import ops
 from chimera.gateway.errors import ApiError
@@ -100,4 +100,20 @@ def ops_health(request: Request) -> OpsHealth:
     return msgspec.convert(ops.ops_health(_deps(request)), OpsHealth)
 
 
-OPS_ROUTES = [ops_metrics, ops_health]
+@get("/v1/ops/traces/{key:str}", **spec("ops.read", 400, 404))
+def ops_traces(request: Request, key: FromPath[str],
+               hours: Annotated[int, QueryParameter(name="hours", ge=1, le=48, description=(
+                   "look back this many clock hours, 1..48 (traces live two days)"))] = 48) -> dict:
+    """Execution traces of one idempotency key (a command's id: intent_id, simulation_id, ...): START then
+    DONE (``ms``, ``outputs``) or ERROR (``outcome`` retry|dead, ``reason``) per consumer group, oldest
+    first. 404 when no worker handled that key in the window."""
+    from chimera.workers import traces
+
+    d = _deps(request)
+    steps = traces.query(d.r, key, now_ms=d.clock.now_ms(), hours=hours)
+    if not steps:
+        raise ApiError(404, "NOT_FOUND", f"no execution trace of key {key!r} in the last {hours} h", field="key")
+    return {"key": key, "hours": hours, "items": steps, "count": len(steps)}
+
+
+OPS_ROUTES = [ops_metrics, ops_health, ops_traces]

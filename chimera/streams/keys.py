@@ -220,6 +220,11 @@ def gw_order_account(intent_id: str) -> str:
     return f"gw:{{orders}}:account:{intent_id}"
 
 
+def gw_simulation_queued(simulation_id: str) -> str:
+    """POST /v1/simulate accepted it, S10 has not started it yet (GET answers QUEUED; TTL one day)."""
+    return f"gw:{{sims}}:queued:{simulation_id}"
+
+
 def recon_periodic_timer(account_id: str) -> str:
     """Due-queue key of S5's next periodic run for one account (one pending run per account)."""
     return f"s5:reconcile:periodic:{account_id}"

@@ -44,6 +44,9 @@ EXPECTED: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/approvals/{approval_id:str}/approve"): RISK,
     ("POST", "/v1/approvals/{approval_id:str}/reject"): RISK, ("GET", "/v1/dlq"): RISK,
     ("POST", "/v1/dlq/{entry_id:str}/requeue"): {A},
+    ("GET", "/v1/simulations/{simulation_id:str}"): ALL, ("GET", "/v1/backtests/{run_id:str}"): ALL,
+    ("GET", "/v1/backtests/{run_id:str}/trades"): ALL, ("GET", "/v1/ops/traces/{key:str}"): ALL,
+    ("GET", "/v1/account-snapshots"): ALL, ("GET", "/v1/breakers"): ALL,
     # web UI
     ("GET", "/"): ANYONE, ("GET", "/ui/login"): ANYONE, ("POST", "/ui/login"): ANYONE,
     ("GET", "/ui/static/{file_path:path}"): ANYONE, ("POST", "/ui/logout"): ALL, ("GET", "/ui"): ALL,

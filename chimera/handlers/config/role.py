@@ -5,9 +5,9 @@ are service functions (``service.py``, ``simulate.py``, ``curves.py``) the CLI a
 
 from __future__ import annotations
 
-from chimera.handlers.config import curves, promote
+from chimera.handlers.config import curves, promote, simulate_cmd
 from chimera.schemas.envelope import Envelope
-from chimera.schemas.messages import PromoteBundle, PromotionCommand, TimerFired
+from chimera.schemas.messages import PromoteBundle, PromotionCommand, SimulateBundle, TimerFired
 from chimera.streams import keys
 from chimera.workers.handler import Context, HandlerSpec, Route
 
@@ -34,6 +34,7 @@ SPEC = HandlerSpec(
     routes={
         PromoteBundle: Route(promote.on_promote, lock=promote.lock_scope),
         PromotionCommand: Route(promote.on_command, lock=promote.lock_scope),
+        SimulateBundle: Route(simulate_cmd.on_simulate),  # no lock: idempotent by simulation_id, runs long
         TimerFired: Route(on_timer, lock=_timer_lock),
     },
     on_start=curves.on_start,
