@@ -22,5 +22,6 @@ def test_intents_and_positions_carry_the_deciding_bundle_and_rev():
     assert positions and entries and len(opens) == len(entries)
     assert {(p["bundle_id"], p["config_rev"]) for p in positions} == {("attrib-test", 7)}
     assert {(d["bundle_id"], d["config_rev"]) for d in entries} == {("attrib-test", 7)}
-    # the intents S6 derives for a position (stops, exits) are not decisions; the entry's are
     assert {p["entry_intent_id"] for p in positions} == {d["intent_id"] for d in entries}
+    stops = [d for d in out.store.query(ORDER_INTENTS, {}) if d["purpose"] == "STOP"]
+    assert stops and {(d["bundle_id"], d["config_rev"]) for d in stops} == {("attrib-test", 7)}  # S6's stops too

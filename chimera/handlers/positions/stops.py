@@ -45,7 +45,8 @@ def cancel(pos: Position, intent_id: str, why: str) -> Emit:
 def _intent(pos: Position, step: StopStep) -> OrderIntent:
     return OrderIntent(intent_id=step.intent_id, market="FUT", symbol=pos.symbol, side=pos.close_side, qty=step.qty,
                        exec_policy="STOP", purpose="STOP", stop_price=step.price, reduce_only=True, pos_id=pos.pos_id,
-                       parent_intent_id=pos.entry_intent_id, account_id=pos.account_id)
+                       parent_intent_id=pos.entry_intent_id, account_id=pos.account_id,
+                       bundle_id=pos.bundle_id, config_rev=pos.config_rev)  # the entry's bundle protects it
 
 
 def _with(pos: Position, **stop) -> Position:
