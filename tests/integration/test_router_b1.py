@@ -197,8 +197,8 @@ def test_router_metrics_after_a_filled_and_a_timed_out_maker(r, env, venue):
     with TestClient(create_app(s, r=r, store=store)) as client:
         text = client.get("/metrics").text
     assert gauge(text, "chimera_maker_fill_ratio") == 0.5
-    assert gauge(text, "chimera_maker_timeout_count") == 1.0
-    assert gauge(text, "chimera_router_p95_ms") > 0
+    assert gauge(text, "chimera_maker_timeouts_total") == 1.0
+    assert gauge(text, "chimera_router_ack_p95_seconds") > 0
 
 
 def test_lost_replies_and_5xx_leave_exactly_one_order_per_leg(r, env, venue):

@@ -195,6 +195,11 @@ def test_same_direction_and_priority_replace_and_cooldown():
     replace_ctx.risk.release(a["pos_id"], "BTCUSDT")
     d = decide(Signal("c", "BTCUSDT", T0, {**FEATS, "priority": 2}), replace_ctx)[0].payload
     assert d.action == "open"
+    # Stacking: a second position on the same symbol and side opens beside the live one.
+    stack_ctx = make_ctx(risk={"fut_margin_budget_usdt": "500", "max_per_symbol": 5, "max_open_positions": 5},
+                         protections={"stack_same_direction": True})
+    s6_books(stack_ctx, run(stack_ctx, "a")[2], "ACTIVE", qty=Decimal("0.008"), account_id="main", signal_id="a")
+    assert run(stack_ctx, "b")[0].action == "open"
 
 
 class SlowModel:

@@ -69,6 +69,7 @@ class StrategyConfig:
     cooldown_bars: int
     bar_ms: int
     priority_replace: bool
+    stack_same_direction: bool  # several positions may hold one symbol and side (each its own stop)
     sizing: Sizing
     model: ModelSpec | None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
@@ -168,6 +169,7 @@ def _parse(raw: Mapping[str, Any], bundle_id: str, rev: int, fields: Mapping[str
         cooldown_bars=int(prot.get("cooldown_bars_after_sl", 0)),
         bar_ms=int(prot.get("bar_ms", 60_000)),
         priority_replace=bool(prot.get("priority_replace", False)),
+        stack_same_direction=bool(prot.get("stack_same_direction", False)),
         sizing=sizing,
         model=_model(raw.get("model")),
         raw=raw,

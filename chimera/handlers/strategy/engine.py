@@ -131,7 +131,7 @@ def _evaluate(sig: Signal, ctx) -> tuple[DecisionRecord, OrderIntent | None]:
 
     pos_id, intent_id = ids_for(sig.signal_id)
     blocked = guards.cooldown(cfg, last_stop_loss(ctx.store, sig.symbol), sig.as_of)
-    replaces = same_direction(ctx.store, sig.symbol, side, pos_id, sig.account_id)
+    replaces = "" if cfg.stack_same_direction else same_direction(ctx.store, sig.symbol, side, pos_id, sig.account_id)
     if not blocked and replaces and not cfg.priority_replace:
         blocked = "SAME_DIRECTION_OPEN"
     elif not blocked and replaces:  # a higher priority closes the older position first (lifecycle.replace_gate)
