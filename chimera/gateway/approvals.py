@@ -107,8 +107,8 @@ def execute(d, doc: dict, approver: str) -> str:
     if doc["kind"] == "KILL_SWITCH_LIFT":
         clear_kill_switch(RedisState(d.r), cleared_by=approver,
                           reason=f"{req['reason']} (requested by {doc['requested_by']}, approved by {approver})",
-                          now_ms=d.clock.now_ms(), producer=d.producer)
-        return "kill switch cleared"
+                          now_ms=d.clock.now_ms(), producer=d.producer, account_id=req.get("account_id"))
+        return f"kill switch of account {req['account_id']} cleared" if req.get("account_id") else "kill switch cleared"
     if doc["kind"] == "PROMOTE":
         msg = PromoteBundle(promotion_id=req["promotion_id"], bundle_id=req["bundle_id"], rev=int(req["rev"]),
                             requested_by=doc["requested_by"], approved_by=approver)

@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from chimera.gateway import approvals
 from chimera.gateway.errors import ApiError, error_responses, not_found
+from chimera.gateway.ops import configured_accounts
 from chimera.gateway.rbac import PUBLIC, principal
 from chimera.handlers.strategy.killswitch import set_kill_switch
 from chimera.risk.state import RedisState
@@ -113,6 +114,7 @@ class KillSwitchBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     ttl_s: Annotated[int, msgspec.Meta(gt=0, le=7 * 24 * 3600)] = 3600
     set_by: Text = ""  # ignored: the signed-in caller is who sets it (kept so old clients still validate)
+    account_id: Id | None = None  # None: the global switch (every account); an id: that account's own switch
 
 
 class ReconcileBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -260,26 +262,31 @@ def list_accounts(request: Request) -> dict:
 # --- operations -----------------------------------------------------------------------------------
 
 
-def set_or_request_lift(d, who, mode: str, reason: str, ttl_s: int) -> dict:
-    """Setting the switch acts at once; lifting it (OFF) is stored for a second person's approval."""
+def set_or_request_lift(d, who, mode: str, reason: str, ttl_s: int, account_id: str | None = None) -> dict:
+    """Setting the switch acts at once; lifting it (OFF) is stored for a second person's approval.
+    ``account_id`` None is the global switch; an account's switch binds that account only."""
+    one_account(account_id)
+    if account_id is not None and not any(a.account_id == account_id for a in configured_accounts(d)):
+        raise ApiError(422, "UNKNOWN_ACCOUNT", f"account {account_id!r} is not in the accounts file", field="account_id")
+    scope = {"account_id": account_id} if account_id is not None else {}
     if mode == "OFF":
         if who.role not in ("risk", "admin"):
             raise ApiError(403, "FORBIDDEN", f"role {who.role!r} may not killswitch.lift (allowed: admin, risk)")
-        doc = approvals.create(d, "KILL_SWITCH_LIFT", {"reason": reason}, who.name)
-        return {"mode": "OFF", "status": "PENDING_APPROVAL", "approval_id": doc["approval_id"]}
+        doc = approvals.create(d, "KILL_SWITCH_LIFT", {"reason": reason, **scope}, who.name)
+        return {"mode": "OFF", "status": "PENDING_APPROVAL", "approval_id": doc["approval_id"], **scope}
     now = d.clock.now_ms()
     try:
         set_kill_switch(RedisState(d.r), mode, set_by=who.name, reason=reason, ttl_ms=ttl_s * 1000, now_ms=now,
-                        producer=d.producer)
+                        producer=d.producer, account_id=account_id)
     except ValueError as exc:
         raise ApiError(422, "RULE_VIOLATED", str(exc), field="mode") from None
-    return {"mode": mode, "ttl_s": ttl_s, "set_at": now, "set_by": who.name}
+    return {"mode": mode, "ttl_s": ttl_s, "set_at": now, "set_by": who.name, **scope}
 
 
 @post(both("/kill-switch"), **(spec("killswitch.set", unsafe=True) | {"responses": error_responses(400, 401, 403, 422, 429) | {
     202: ResponseSpec(data_container=dict[str, str], description="mode OFF: the lift is stored for a second person's approval")}}))
 def kill_switch(request: Request, data: JSONBody[KillSwitchBody]) -> Response:
-    out = set_or_request_lift(_deps(request), principal(request), data.mode, data.reason, data.ttl_s)
+    out = set_or_request_lift(_deps(request), principal(request), data.mode, data.reason, data.ttl_s, data.account_id)
     audit_detail(request, mode=data.mode, reason=data.reason, approval_id=out.get("approval_id", ""))
     return Response(out, status_code=202 if out.get("approval_id") else 201)
 

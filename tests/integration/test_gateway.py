@@ -110,6 +110,22 @@ def test_kill_switch_is_set_with_ttl_and_audited(client, r):
         ("KILL_SWITCH_CLEARED", "risk")]
 
 
+def test_an_account_kill_switch_binds_that_account_only(client, r):
+    resp = client.post("/v1/kill-switch", json={"mode": "HALT_NEW", "reason": "sub1 incident", "account_id": "sub1"})
+    assert resp.status_code == 201 and resp.json()["account_id"] == "sub1", resp.text
+    assert decode_kill_switch(r.get(keys.kill_switch_account("sub1"))).mode == "HALT_NEW"
+    assert r.get(keys.KILL_SWITCH) is None and r.get(keys.kill_switch_account("main")) is None
+    bad = client.post("/v1/kill-switch", json={"mode": "HALT_NEW", "reason": "x", "account_id": "ghost"})
+    assert bad.status_code == 422 and bad.json()["field"] == "account_id"
+    assert client.post("/v1/kill-switch", json={"mode": "HALT_NEW", "reason": "x", "account_id": "all"}
+                       ).json()["field"] == "account_id"
+    lift = client.post("/v1/kill-switch", json={"mode": "OFF", "reason": "resolved", "account_id": "sub1"})
+    assert lift.status_code == 202 and r.get(keys.kill_switch_account("sub1")) is not None
+    done = client.post(f"/v1/approvals/{lift.json()['approval_id']}/approve", headers=bearer(client, "risk"))
+    assert done.status_code == 200 and done.json()["status"] == "EXECUTED", done.text
+    assert r.get(keys.kill_switch_account("sub1")) is None
+
+
 def test_reconcile_and_transfer_are_published(client, r):
     resp = client.post("/reconcile", json={"scope": "POSITIONS"})
     assert resp.status_code == 202
