@@ -22,9 +22,10 @@ from chimera.streams import keys
 
 QUEUED_TTL_S = 24 * 3600
 MAX_DATA = 16
-DataText = Annotated[str, msgspec.Meta(min_length=1, max_length=500, description=(
+# Item constraints of a list do not reach the OpenAPI document: the length is checked in the route (422).
+DataText = Annotated[str, msgspec.Meta(description=(
     'as `chimera backtest --data`: "sample", a Binance Vision / freqtrade file path on the server, or '
-    "kind:futures:SYMBOL:path[:interval]"))]
+    "kind:futures:SYMBOL:path[:interval]; at most 500 characters"))]
 When = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9][0-9T:-]*$",
                                    description="2025-07-01, 2025-07-01T12:30 (UTC) or epoch ms")]
 
@@ -86,6 +87,8 @@ def _check_window_and_data(data: SimulateBody) -> None:
     if None not in bounds and bounds[0] >= bounds[1]:
         raise _rule("to", f"to {data.to} must be after from {data.from_} (to is exclusive)")
     for i, text in enumerate(data.data):
+        if not 0 < len(text) <= 500:
+            raise _rule(f"data[{i}]", "a data spec is 1..500 characters, e.g. sample")
         try:
             specs = parse_spec(text)
         except DataError as exc:
