@@ -75,3 +75,10 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
 
 def not_found(what: str, key: str) -> ApiError:
     return ApiError(404, "NOT_FOUND", f"{what} {key!r} is unknown")
+
+
+def found(doc, what: str, key: str):
+    """The stored document a GET answers, or 404 naming what is unknown."""
+    if doc is None:
+        raise not_found(what, key)
+    return doc

@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from chimera.gateway import approvals
 from chimera.gateway.audit import redact
-from chimera.gateway.errors import ApiError, not_found
+from chimera.gateway.errors import ApiError, found, not_found
 from chimera.gateway.rbac import PUBLIC, SELF, principal
 from chimera.gateway.routes import Id, Limit, Symbol, Text, _deps, audit_detail, one_account, spec
 from chimera.schemas.messages import Decide, ManagePositions, RecomputeFeatures, Side
@@ -202,10 +202,7 @@ def autopsy_run(request: Request, trade_id: FromPath[str]) -> dict:
 
 @get("/v1/autopsy/{trade_id:str}", **spec("read", 404))
 def autopsy_get(request: Request, trade_id: FromPath[str]) -> dict:
-    doc = _deps(request).store.get(C.AUTOPSY_REPORTS, trade_id)
-    if doc is None:
-        raise not_found("autopsy report", trade_id)
-    return doc
+    return found(_deps(request).store.get(C.AUTOPSY_REPORTS, trade_id), "autopsy report", trade_id)
 
 
 class ExperimentBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -239,10 +236,7 @@ def experiments_run(request: Request, data: JSONBody[ExperimentBody]) -> dict:
 
 @get("/v1/experiments/{experiment_id:str}", **spec("read", 404))
 def experiment_get(request: Request, experiment_id: FromPath[str]) -> dict:
-    doc = _deps(request).store.get(C.EXPERIMENTS, experiment_id)
-    if doc is None:
-        raise not_found("experiment", experiment_id)
-    return doc
+    return found(_deps(request).store.get(C.EXPERIMENTS, experiment_id), "experiment", experiment_id)
 
 
 def _async(kw: dict) -> dict:

@@ -14,7 +14,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from chimera.gateway.errors import ApiError, not_found
+from chimera.gateway.errors import ApiError, found
 from chimera.gateway.rbac import principal
 from chimera.gateway.routes import Id, Limit, _deps, audit_detail, spec
 from chimera.store import collections as C
@@ -144,10 +144,7 @@ def _status(d, sid: str) -> dict | None:
 def simulation_get(request: Request, simulation_id: FromPath[str]) -> dict:
     """``status`` QUEUED (accepted, S10 has not started), RUNNING, DONE (``kpis``: rows ``{kpi, active,
     candidate}``, ``sensitivity``, ``robustness``) or FAILED (``error``)."""
-    doc = _status(_deps(request), simulation_id)
-    if doc is None:
-        raise not_found("simulation", simulation_id)
-    return doc
+    return found(_status(_deps(request), simulation_id), "simulation", simulation_id)
 
 
 # --- backtests (issue #12) ---------------------------------------------------------------------------
@@ -156,10 +153,7 @@ def simulation_get(request: Request, simulation_id: FromPath[str]) -> dict:
 @get("/v1/backtests/{run_id:str}", **spec("read", 404))
 def backtest_get(request: Request, run_id: FromPath[str]) -> dict:
     """One ``chimera backtest`` run: bundle, data spec and hash, fill and fee model, KPIs, checks."""
-    doc = _deps(request).store.get(C.BACKTEST_RUNS, run_id)
-    if doc is None:
-        raise not_found("backtest run", run_id)
-    return doc
+    return found(_deps(request).store.get(C.BACKTEST_RUNS, run_id), "backtest run", run_id)
 
 
 @get("/v1/backtests/{run_id:str}/trades", **spec("read", 400, 404))
@@ -168,8 +162,7 @@ def backtest_trades(request: Request, run_id: FromPath[str], limit: Limit = 500,
                         "page on: the last trade number (n) already read"))] = 0) -> dict:
     """The run's round trips in order (``n`` from 1); ``next_after`` pages on when more are left."""
     d = _deps(request)
-    if d.store.get(C.BACKTEST_RUNS, run_id) is None:
-        raise not_found("backtest run", run_id)
+    found(d.store.get(C.BACKTEST_RUNS, run_id), "backtest run", run_id)
     docs = d.store.query(C.BACKTEST_TRADES, {"run_id": run_id, "n": (">", after)}, order_by="n", limit=limit + 1)
     more = len(docs) > limit
     docs = docs[:limit]

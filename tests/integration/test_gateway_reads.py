@@ -20,17 +20,10 @@ from chimera.risk import breaker, snapshots
 from chimera.schemas.documents.account_risk import AccountSnapshot, to_doc
 from chimera.store import open_objects
 from chimera.store.collections import ACCOUNT_RISK, ACCOUNT_RISK_EVENTS, BACKTEST_RUNS, BACKTEST_TRADES
+from tests.integration.test_config_s10_simulate import _bundle as bundle  # S10's own test bundle
 from tests.support.gateway import bearer, gateway_app
 
 WINDOW = ("2025-07-07T00:00", "2025-07-07T01:30")
-
-
-def bundle(bundle_id: str, threshold: float) -> dict:
-    return {"bundle_id": bundle_id, "strategy": {
-        "symbols": ["BTCUSDT", "ETHUSDT"], "entry": {"long_when": f"atr_pct > {threshold}"},
-        "rules": [{"id": "calm", "when": "rv_15 < 0.0004", "then": {"size_mult": 0.5}}],
-        "risk": {"fut_margin_budget_usdt": "1000", "max_per_symbol": 1, "max_open_positions": 4},
-        "sizing": {"market": "FUT", "leverage": 20, "margin_usdt": "20", "exec_policy": "MARKET"}}}
 
 
 @pytest.fixture(scope="module")
