@@ -15,7 +15,8 @@ from chimera.backtest.results import Trade
 
 BAR_MS = 60_000
 # backtesting.py's SmaCross as a bundle: S2's sma_20/sma_60, S3's crossings, reverse on the opposite signal,
-# one MARKET entry at a time; stops 1000 ATR away (only the crossovers move positions, as in SmaCross).
+# one MARKET entry at a time; stop and take-profit 200 ATR away (only the crossovers move positions, as in
+# SmaCross, and both stay positive prices), no regime block (SmaCross trades in every regime).
 SMA_CROSS_BUNDLE = {
     "bundle_id": "sma_cross_20_60",
     "features": {"sma_windows": [20, 60]},
@@ -26,10 +27,11 @@ SMA_CROSS_BUNDLE = {
         "reverse": True,
         "trading_windows": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "24:00"}],
         "funding": {"no_entry_minutes_before": 0},
+        "regime": {"block": []},
         "risk": {"fut_margin_budget_usdt": "1000", "max_per_symbol": 1, "max_open_positions": 1},
         "protections": {"cooldown_bars_after_sl": 0, "bar_ms": 60000},
         "sizing": {"market": "FUT", "leverage": 5, "margin_type": "ISOLATED", "margin_usdt": "100",
-                   "exec_policy": "MARKET", "tp_atr": 1000.0, "sl_atr": 1000.0},
+                   "exec_policy": "MARKET", "tp_atr": 200.0, "sl_atr": 200.0},
     },
 }
 

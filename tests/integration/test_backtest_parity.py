@@ -21,7 +21,7 @@ from tests.support.market_data import market_data
 
 backtesting = pytest.importorskip("backtesting")
 
-PERIOD = ("2025-07-06", "2025-07-08")  # two days: 2,880 bars, ~58 round trips
+PERIOD = ("2025-07-06", "2025-07-14")  # all of the shipped file: 10,718 bars, 202 round trips in SmaCross
 TAKER = 0.0005  # the venue's futures taker fee (docs/fill_model.md): every fill here is a MARKET order
 
 
@@ -61,7 +61,7 @@ def test_sma_crossover_trades_like_backtesting_py(tmp_path):
 
     assert result.run["fees"]["futures_taker"] == str(TAKER)  # the same commission on both sides
     ours = as_bars(result.summary.trades, first_open)
-    assert len(theirs) >= 20
+    assert len(theirs) >= 150
     assert ours == theirs, next((i, a, b) for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b) \
         if len(ours) == len(theirs) else (len(ours), len(theirs))
     # Every round trip but the last closed on the opposite signal; the last is valued at the end.
