@@ -23,6 +23,8 @@ from chimera.schemas.envelope import decode
 from chimera.store import open_objects
 from chimera.store.collections import BACKTEST_TRADES, CONFIG_BUNDLES
 from chimera.streams import keys
+from chimera.streams.producer import Producer
+from chimera.workers.clock import WallClock
 from tests.integration.test_gateway_reads import WINDOW, bundle
 from tests.support.gateway import bearer, gateway_app
 from tests.support.polling import wait_until
@@ -97,6 +99,13 @@ def test_simulate_queued_then_s10_runs_it_side_by_side(gw, r, settings, alone):
     with ThreadWorker(S10, r, settings, "s10-sim"):
         doc = poll(gw, "sim-gw-1", {"DONE", "FAILED"}, timeout=600)
         failed = poll(gw, bad_id, {"DONE", "FAILED"}, timeout=120)
+        # The same command delivered again under another key (past the runtime's done-marker): S10 finds
+        # the simulation DONE and neither runs it again nor creates the inline bundle a second time.
+        Producer(r, WallClock()).publish(keys.CFG_COMMANDS, cmd.payload, idempotency_key="sim-gw-1:again")
+        wait_until(lambda: gw.get("/v1/ops/traces/sim-gw-1:again").status_code == 200, timeout=60,
+                   interval=0.2, message="the repeated command handled")
+    assert gw.get("/v1/simulations/sim-gw-1").json() == doc
+    assert len(store.query(CONFIG_BUNDLES, {"bundle_id": "cand"})) == 1
     assert doc["status"] == "DONE", doc.get("error")
     assert failed["status"] == "FAILED" and "no bars" in failed["error"], failed
 
@@ -136,7 +145,7 @@ def test_simulate_queued_then_s10_runs_it_side_by_side(gw, r, settings, alone):
     # Re-sending the same id queues nothing and answers where it stands.
     again = gw.post("/v1/simulate", json={"bundle": CAND, "simulation_id": "sim-gw-1"})
     assert again.status_code == 202 and again.json()["status"] == "DONE", again.text
-    assert len(commands(r)) == 2
+    assert len(commands(r)) == 3  # the two POSTs and the test's own repeat
 
 
 @pytest.mark.parametrize("redis_url", ["single"], indirect=True)
