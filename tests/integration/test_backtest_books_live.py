@@ -74,3 +74,28 @@ def test_positions_carry_the_venues_fees_pnl_and_funding_and_the_books_balance(r
     assert closed.funding == wallet["funding"] < 0
     # Store fills = venue trades, one to one.
     assert sorted(d["_key"] for d in store.query(FILLS, {})) == sorted(f"FUT:{t.symbol}:{t.trade_id}" for t in trades)
+
+
+def test_a_report_or_settlement_delivered_again_under_another_key_is_booked_once():
+    """S6's own de-duplication (``booked_trades``/``booked_funding``), not the runtime's idempotency key: S1
+    may publish the same trade again after a reconnect's catch-up with another key."""
+    from chimera.schemas.messages import FundingEvent
+    from chimera.streams import keys
+    from tests.unit.test_positions_inprocess import Chain
+
+    c = Chain({})
+    c.market("50000")
+    c.open_long("dup", sl="49500")
+    pos = c.position("dup")
+    reports = [e.payload for e in c.rt.entries(keys.VENUE_REPORTS) if e.payload.exec_type == "TRADE"]
+    assert pos.fees == sum((r.commission for r in reports), Decimal(0)) > 0 and len(pos.booked_trades) == len(reports)
+    for i, rep in enumerate(reports):  # the same trades again, under new keys
+        c.rt.publish(keys.VENUE_REPORTS, rep, f"again-{i}", account_id="main", event_time=c.clock.now_ms())
+    settle = FundingEvent(symbol=SYM, funding_time=c.clock.now_ms(), rate=Decimal("0.0001"), settled=True,
+                          amount_usdt=Decimal("-0.05000001"), tran_id="77")
+    for i in range(2):
+        c.rt.publish(keys.POS_COMMANDS, settle, f"funding-{i}", account_id="main", event_time=c.clock.now_ms())
+    c.deliver()
+    again = c.position("dup")
+    assert (again.fees, again.realized_pnl) == (pos.fees, pos.realized_pnl)
+    assert again.funding == Decimal("-0.05000001") and again.booked_funding == ("main:77",)
