@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chimera.backtest.stream import RowError, StreamFeed, iter_klines, stream_feed
+from chimera.backtest.stream import RowError, StreamFeed, numbered_klines, stream_feed
 from chimera.venues.local import loaders
 from chimera.venues.local.engine.rules import ExchangeInfo
 from chimera.venues.local.replay.feed import DataSpec, Feed, build_feed, sample_specs
@@ -122,10 +122,8 @@ def _check_file_bars(spec: DataSpec, text: str, lo: int | None, hi: int | None) 
     step = loaders.INTERVAL_MS[spec.interval]
     prev = None
     try:
-        for row, k in enumerate(iter_klines(spec), 1):
+        for row, k in numbered_klines(spec, lo, hi):
             t = k[0]
-            if (lo is not None and t < lo) or (hi is not None and t > hi):
-                continue
             if prev is not None:
                 _consecutive(spec, text, prev, t, step, row)
             else:

@@ -36,11 +36,19 @@ class RowError(ValueError):
         self.line = line
 
 
-def iter_klines(spec: DataSpec) -> Iterator[Kline]:
-    """The spec's bars in file order, one at a time."""
+def iter_klines(spec: DataSpec, lo: int | None = None, hi: int | None = None) -> Iterator[Kline]:
+    """The spec's bars in file order, one at a time; with ``lo``/``hi``, only bars opening in [lo, hi] (the
+    others are skipped before their prices are converted: a week out of a year costs a week)."""
+    return (k for _, k in numbered_klines(spec, lo, hi))
+
+
+def numbered_klines(spec: DataSpec, lo: int | None = None, hi: int | None = None) -> Iterator[tuple[int, Kline]]:
+    """``iter_klines`` with each bar's line (CSV, header included) or row (freqtrade) number."""
     path = Path(spec.path)
+    lo = -(1 << 62) if lo is None else lo
+    hi = 1 << 62 if hi is None else hi
     if spec.kind == "vision_klines":
-        yield from _vision(path)
+        yield from _vision(path, lo, hi)
     elif path.suffix == ".feather":
         import pandas as pd
 
@@ -49,18 +57,22 @@ def iter_klines(spec: DataSpec) -> Iterator[Kline]:
         cols = [df[c].to_numpy() for c in ("open", "high", "low", "close", "volume")]
         del df
         for i in range(len(ts)):
-            yield (int(ts[i]), *(Decimal(repr(float(c[i]))) for c in cols))  # as loaders.load_freqtrade_klines
+            t = int(ts[i])
+            if lo <= t <= hi:
+                yield i + 1, (t, *(Decimal(repr(float(c[i]))) for c in cols))  # as load_freqtrade_klines
     else:
         with loaders._open_text(path) as fh:
             rows = json.load(fh)
         for n, r in enumerate(rows, 1):
             try:
-                yield (loaders.to_ms(r[0]), *(Decimal(str(x)) for x in r[1:6]))
+                t = loaders.to_ms(r[0])
+                if lo <= t <= hi:
+                    yield n, (t, *(Decimal(str(x)) for x in r[1:6]))
             except Exception as exc:  # noqa: BLE001 - names the row
                 raise RowError(n, f"row {n}: {exc}: {str(r)[:80]!r}") from None
 
 
-def _vision(path: Path) -> Iterator[Kline]:
+def _vision(path: Path, lo: int, hi: int) -> Iterator[tuple[int, Kline]]:
     with loaders._open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             row = line.strip().split(",")
@@ -69,7 +81,9 @@ def _vision(path: Path) -> Iterator[Kline]:
                     continue  # header
                 raise RowError(lineno, f"line {lineno}: not a kline row: {line.strip()[:80]!r}")
             try:
-                yield loaders.load_vision_klines_row(row)
+                if not lo <= loaders.to_ms(row[0]) <= hi:
+                    continue
+                yield lineno, loaders.load_vision_klines_row(row)
             except Exception as exc:  # noqa: BLE001
                 raise RowError(lineno, f"line {lineno}: {exc}: {line.strip()[:80]!r}") from None
 
@@ -92,7 +106,7 @@ def _kline_source(specs: list[DataSpec], lo: int, hi: int) -> Callable[[], Itera
     def events() -> Iterator[MarketEvent]:
         for spec in specs:
             width = loaders.INTERVAL_MS.get(spec.interval, 60_000)
-            inside = (k for k in iter_klines(spec) if k[0] + width > lo and k[0] <= hi)
+            inside = iter_klines(spec, lo - width + 1, hi)  # every bar overlapping [lo, hi]
             yield from _window(loaders.kline_events(inside, spec.market, spec.symbol, spec.interval), lo, hi)
     return events
 
