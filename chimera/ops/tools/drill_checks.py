@@ -162,3 +162,13 @@ def quantity_mismatches(venue, store, account: str) -> list[str]:
     return [f"{account} {s} {side}: store {store_qty.get((s, side), 0)}, venue {venue_qty.get((s, side), 0)}"
             for s, side in sorted(set(venue_qty) | set(store_qty))
             if store_qty.get((s, side), Decimal(0)) != venue_qty.get((s, side), Decimal(0))]
+
+
+def virtual_gaps(venue, store, account: str) -> list[str]:
+    """The virtual-position invariant (docs/accounts.md): per symbol and side, the sum of the account's
+    virtual positions (strategies and UNASSIGNED) equals its position at the venue."""
+    from chimera.accounts.views import gaps
+
+    positions, _ = _venue_book(venue, account)
+    rows = [{"symbol": s, "positionSide": "BOTH", "positionAmt": str(a)} for s, a in positions.items()]
+    return [f"{account} {sym} {side}: virtual {v}, venue {q}" for (sym, side), (v, q) in gaps(store, account, rows).items()]
