@@ -237,9 +237,10 @@ def on_reconcile(env: Envelope, ctx: Context) -> list[Emit]:
         for symbol in sorted(held | books):
             out += reconcile_book(ctx, account, symbol, fut)
     except RetryableError as exc:
-        if not periodic:
-            raise  # on demand: the runtime retries it
-        # The chain of periodic runs must not hang on one failed run: say so, the next one retries.
+        if not env.payload.requested_by.startswith("vpos:"):
+            raise  # asked for by someone else: the runtime retries it, then dead-letters with the reason
+        # Our own runs (periodic, at start-up) are followed by the next periodic one: a failed run says so
+        # and leaves the retry to it, instead of retrying into a dead letter while the venue is failing.
         logger.warning("vpos reconcile {} failed: {}; next run in {} ms", account, exc, interval_ms(ctx))
         out.append(Emit(keys.ALERTS, Alert(level="WARN", code="VIRTUAL_RECONCILE_FAILED",
                                            message=f"virtual positions of {account} not reconciled: {exc}",
