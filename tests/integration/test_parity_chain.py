@@ -96,7 +96,10 @@ WALL = {"_rev", "_id", "received_at", "recv_ms", "updated_wall", "published_at",
 VENUE_NUMBERS = {"venue_order_id", "order_id", "orderId", "trade_id", "algo_id", "algoId"}
 # Which of two messages carrying the same fact reached S6 first (the venue's fill report from S1 or
 # S4's result): an arrival order on Redis, not a decision. Printed when it differs, not compared.
-ARRIVAL = {"closed_by"}
+# ``version`` counts S6's writes: the fill report and the result booked in one write or in two.
+ARRIVAL = {"closed_by", "version"}
+# Lists of venue numbers (the trades and funding settlements a position booked): compared by count.
+VENUE_NUMBER_LISTS = {"booked_trades", "booked_funding"}
 NUMBER = re.compile(r"-?\d+\.\d+")
 
 
@@ -104,7 +107,8 @@ def normalised(value):
     """Drop wall stamps, venue numbering and arrival-order fields; numbers as values ('108021.00' from
     the venue's REST equals 108021 from the engine)."""
     if isinstance(value, dict):
-        return {k: ("<venue>" if k in VENUE_NUMBERS and value[k] not in (None, "") else normalised(value[k]))
+        return {k: ("<venue>" if k in VENUE_NUMBERS and value[k] not in (None, "")
+                    else len(value[k] or ()) if k in VENUE_NUMBER_LISTS else normalised(value[k]))
                 for k in sorted(value) if k not in WALL and k not in ARRIVAL}
     if isinstance(value, list | tuple):
         return [normalised(v) for v in value]

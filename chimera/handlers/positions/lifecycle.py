@@ -128,13 +128,14 @@ def reduce(ctx: Context, pos: Position, client_order_id: str, cum_qty: Decimal, 
     if delta <= 0 or not pos.is_open:
         return pos, []
     fills_out = {**pos.fills_out, client_order_id: cum_qty}
-    # The event carries S6's estimate; the document's realized PnL is the venue's, booked per trade from its
-    # reports (positions.money), so the books match the venue to 1e-8 USDT.
-    pnl = pos.realized_pnl
+    # The events carry S6's estimate, from S6's own fills: known when the fill is, whichever of the venue's
+    # report and S4's result comes first. The document's realized PnL is the venue's, booked per trade from
+    # its reports (positions.money), so the books match the venue to 1e-8 USDT.
+    pnl = pos.est_realized_pnl
     if price is not None and pos.entry_price is not None:
         pnl += (price - pos.entry_price) * min(delta, pos.qty) * pos.direction
     left = pos.qty - delta
-    pos = replace(pos, fills_out=fills_out)
+    pos = replace(pos, fills_out=fills_out, est_realized_pnl=pnl)
     if left <= 0:
         return close(ctx, pos, exit_price=price, exit_intent_id=exit_intent_id, reason=EXIT_REASON.get(purpose, "EXIT"),
                      source=source)
@@ -143,11 +144,15 @@ def reduce(ctx: Context, pos: Position, client_order_id: str, cum_qty: Decimal, 
 
 
 def close(ctx: Context, pos: Position, *, exit_price: Decimal | None, exit_intent_id: str, reason: str,
-          source: str = "result") -> tuple[Position, Out]:
+          source: str = "result", venue_pnl: Decimal = ZERO, venue_fee: Decimal = ZERO) -> tuple[Position, Out]:
     """Flat: POSITION_FSM → CLOSED, every stop still live cancelled except the one that filled, EXIT.
-    The caller writes it, then ``after_close`` gives S3's reservation back."""
+    ``venue_pnl``/``venue_fee``: the venue's figures of a closing trade no report books (a liquidation
+    S5 or S6 found, from the force order). The caller writes it, then ``after_close`` gives S3's
+    reservation back."""
     pos = moved(pos, PE.POSITION_CLOSED, qty=ZERO, exit_intent_id=exit_intent_id, closed_by=source,
-                exit_price=exit_price, close_reason=reason, closed_at=ctx.now_ms())
+                exit_price=exit_price, close_reason=reason, closed_at=ctx.now_ms(),
+                realized_pnl=pos.realized_pnl + venue_pnl, est_realized_pnl=pos.est_realized_pnl + venue_pnl,
+                fees=pos.fees + venue_fee)
     return pos, close_tail(pos)
 
 
@@ -157,7 +162,7 @@ def close_tail(pos: Position) -> Out:
     out: Out = [stops.cancel(pos, iid, "position closed") for iid in pos.stop.live_intents()
                 if iid != pos.exit_intent_id]
     out += protection.cancel_take_profit(pos, "position closed")
-    return out + [event(pos, "EXIT", exit_price=pos.exit_price, realized_pnl=pos.realized_pnl)]
+    return out + [event(pos, "EXIT", exit_price=pos.exit_price, realized_pnl=pos.est_realized_pnl)]
 
 
 def after_write(ctx: Context, before: Position, after: Position) -> None:
@@ -212,8 +217,7 @@ def gone_at_venue(ctx: Context, pos: Position, why: str) -> tuple[Position, Out]
         what = "flat at the venue, no force order explains it"
     else:
         after, out = close(ctx, pos, exit_price=got.avg_price, exit_intent_id="", reason=got.kind,
-                           source=f"venue:{got.client_order_id}")
-        after = replace(after, realized_pnl=after.realized_pnl + got.realized_pnl, fees=after.fees + got.fee)
+                           source=f"venue:{got.client_order_id}", venue_pnl=got.realized_pnl, venue_fee=got.fee)
         what = f"{got.kind} at {got.avg_price} (force order {got.order_id}, realized {got.realized_pnl})"
     return after, [*out, protection.alert(after, "POSITION_GONE_AT_VENUE", f"position {pos.pos_id} ({pos.qty} "
                                                    f"{pos.symbol}): {why}; {what}", after.close_reason)]
@@ -252,9 +256,8 @@ def close_reconciled(ctx: Context, pos: Position, action: str, *, exit_price: De
     if not pos.is_open:
         return None, []
     after, out = close(ctx, pos, exit_price=exit_price, exit_intent_id=exit_intent_id, reason=reason,
-                       source="reconciler")
-    after = replace(after, reconcile=action, fees=after.fees + fee,
-                    realized_pnl=after.realized_pnl + (realized_pnl or ZERO))
+                       source="reconciler", venue_pnl=realized_pnl or ZERO, venue_fee=fee)
+    after = replace(after, reconcile=action)
     try:
         return write(ctx, pos, after), out
     except Conflict:

@@ -154,7 +154,8 @@ class Position(_Doc, frozen=True):
     flat_since: int = 0  # since when |ROE| has stayed inside the stagnation band (0: it is outside)
     stagnated_at: int = 0  # when STAGNATED was published (once per position)
     # money
-    realized_pnl: Decimal = ZERO
+    realized_pnl: Decimal = ZERO  # the venue's, booked per trade (positions.money)
+    est_realized_pnl: Decimal = ZERO  # S6's own estimate from its fills (on REDUCED/EXIT: known at once)
     fees: Decimal = ZERO
     funding: Decimal = ZERO
     # venue trades (``<symbol>:<trade id>``) and funding settlements (``<account>:<tranId>``) whose figures are
