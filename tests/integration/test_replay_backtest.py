@@ -1,6 +1,6 @@
 """The Redis replay backtest trades exactly like the in-process backtest (issue 12 item 3).
 
-The same bundle over the same real data (the shipped BTC/ETH 1m klines and 8h funding, 90 minutes
+The same bundle over the same real data (the shipped BTC/ETH 1m klines and 8h funding, 45 minutes
 across a funding settlement) runs twice:
 ``chimera backtest`` in-process (``chimera/backtest/service.py``) and the full-chain replay on Redis
 (``chimera/backtest/redis_replay.py``: S2, S3, S4, S6 and the scheduler as real workers, the venue
@@ -26,7 +26,7 @@ DATA = ([f"ft_klines:futures:{s}:{SAMPLE_DIR / f'{s[:-4]}_USDT_USDT-1m-futures.f
         + [f"ft_funding:futures:{s}:{SAMPLE_DIR / f'{s[:-4]}_USDT_USDT-8h-funding_rate.feather'}" for s in SYMS])
 # Across the 08:00 funding settlement (settled by the venue on both sides; this bundle's short-lived
 # positions happen not to hold through it, so each trade's funding compares as 0).
-FROM, TO = "2025-07-06T07:00", "2025-07-06T08:30"
+FROM, TO = "2025-07-06T07:30", "2025-07-06T08:15"
 
 
 def trade_rows(result) -> list[tuple]:
