@@ -75,7 +75,11 @@ class StrategyConfig:
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
 
-_CACHE: dict[tuple[str, int], StrategyConfig | None] = {}
+# (bundle_id, rev) -> (the bundle it was compiled from, the compiled strategy). A bundle id and rev name
+# one content in production, but backtests, simulations and experiments compile edited copies under the
+# same id and rev in one process: the content is checked (identity first, equality when the object
+# differs), so an edited copy is never served the original's rules.
+_CACHE: dict[tuple[str, int], tuple[Any, StrategyConfig | None]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -86,14 +90,15 @@ def strategy_config(config) -> StrategyConfig | None:
     """The compiled strategy for an ActiveConfig, or None when the bundle has no strategy."""
     key = (config.bundle_id, config.rev)
     with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+        hit = _CACHE.get(key)
+    if hit is not None and (hit[0] is config.bundle or hit[0] == config.bundle):
+        return hit[1]
     raw = config.get("strategy")
     compiled = None if raw is None else parse(raw, config.bundle_id, config.rev, features=config.get("features"))
     with _CACHE_LOCK:
         if len(_CACHE) > 64:  # old revs are never asked for again once the fleet moved on
             _CACHE.clear()
-        _CACHE[key] = compiled
+        _CACHE[key] = (config.bundle, compiled)
     return compiled
 
 
