@@ -22,6 +22,9 @@ class HealthInputs(Protocol):
     def stream_lag(self) -> dict[str, int]:
         """stream -> the largest backlog (undelivered + pending) of any group on it."""
 
+    def group_backlog(self, stream: str, group: str) -> int:
+        """One group's backlog on one stream (undelivered + pending; 0 when the group does not exist)."""
+
 
 class RedisHealthInputs:
     def __init__(self, r, streams: tuple[str, ...] = CORE_STREAMS) -> None:
@@ -43,13 +46,31 @@ class RedisHealthInputs:
             out[stream] = worst
         return out
 
+    def group_backlog(self, stream: str, group: str) -> int:
+        try:
+            groups = self.r.xinfo_groups(stream)
+        except Exception as exc:  # noqa: BLE001 - no stream: nothing behind
+            if "no such key" in str(exc).lower():
+                return 0
+            raise
+        for g in groups:
+            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+            if name == group:
+                return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+        return 0
+
 
 @dataclass
 class MemoryHealthInputs:
     lags: dict[str, int] = field(default_factory=dict)
 
+    groups: dict[tuple[str, str], int] = field(default_factory=dict)
+
     def stream_lag(self) -> dict[str, int]:
         return dict(self.lags)
+
+    def group_backlog(self, stream: str, group: str) -> int:
+        return self.groups.get((stream, group), 0)
 
 
 def inputs_for(ctx) -> HealthInputs:

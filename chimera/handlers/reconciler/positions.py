@@ -7,7 +7,10 @@ PENDING_CLOSING in ``positions``), O = orphans — filled entry legs whose posit
 1. A live position whose closing leg (stop, exit, flatten, TP) is FILLED is closed first: an
    exchange-side stop that fired while nobody listened, or S6 lagging behind.
 2. A symbol with a leg in flight (or a resting limit order, which can fill any moment) is deferred:
-   its quantities are moving, so no difference is counted and nothing is touched.
+   its quantities are moving, so no difference is counted and nothing is touched. So is a difference
+   while S6 has results or venue reports not handled yet (its group's backlog): the fills it is about
+   to book are no orphans (a stalled S6, e.g. during a Redis failover, would otherwise see its
+   positions adopted by S5 and trading degraded).
 3. V == L: consistent.
 4. Orphans that fit (L + O <= V) are adopted through S6 (``positions.lifecycle.adopt``): ACTIVE in
    ``positions`` and protected with S6's own stop intent ``<pos_id>:sl1`` (S4 de-duplicates by
@@ -72,13 +75,14 @@ def reconcile(run, fut) -> None:
     live = _live(run)
     orphans = _orphans(run)
     busy = _busy_symbols(run)
+    s6_behind = _s6_behind(run)
     store_ids, venue_ids = set(), set()
     for k in sorted(set(venue) | set(live) | set(orphans)):
         symbol = k.split(":")[0]
         v_qty, raw = venue.get(k, (ZERO, {}))
         docs = live.get(k, [])
         l_qty = sum((d.qty for d in docs), ZERO)
-        if symbol in busy:
+        if symbol in busy or (s6_behind and v_qty != l_qty and (docs or orphans.get(k))):
             if v_qty != l_qty:
                 run.deferred.append({"type": "position", "ref": k, "venue": str(v_qty), "store": str(l_qty)})
             continue
@@ -106,6 +110,12 @@ def reconcile(run, fut) -> None:
 
 
 # --- reading -----------------------------------------------------------------------------------
+
+
+def _s6_behind(run) -> bool:
+    """S6 has results or venue reports it has not handled: the store's positions are about to move."""
+    port = run.ctx.health_inputs
+    return any(port.group_backlog(stream, keys.group("s6")) > 0 for stream in (keys.ORD_RESULTS, keys.VENUE_REPORTS))
 
 
 def _live(run) -> dict[str, list[Position]]:
