@@ -30,8 +30,6 @@ published everything of this event" is known. Nothing else is stood in for.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tempfile
 import threading
 import time
@@ -40,7 +38,7 @@ from pathlib import Path
 
 from chimera.backtest.bundle import load_bundle
 from chimera.backtest.data import DataError, load
-from chimera.backtest.service import REPORT_KEY, Result, _models
+from chimera.backtest.service import Result, result, run_id_for
 from chimera.errors import FatalError
 from chimera.streams import keys
 
@@ -174,25 +172,12 @@ def replay_backtest(bundle_path: str, data: list[str], from_text: str | None, to
     ds = load(data, from_text, to_text)
     r = redis_from(settings)
     check_redis_empty(r)
-    fill, fees = _models()
-    ident = json.dumps([bundle.sha256, ds.data_hash, fill, fees], sort_keys=True)
-    # The in-process run's id for the same inputs, marked as the Redis replay of them.
-    run_id = "rr-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+    run_id = run_id_for("rr-", bundle, ds)  # the in-process run's id, marked as the Redis replay
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         out = _run(r, settings, bundle, ds, Path(tmp), progress, settle_timeout_s)
-    from chimera.backtest.report import render
     from chimera.backtest.results import summarize
 
-    summary = summarize(out)
-    doc = {"run_id": run_id, "bundle_id": bundle.bundle_id, "bundle_rev": bundle.rev,
-           "bundle_sha256": bundle.sha256, "data_spec": list(data),
-           "data": [{"kind": s.kind, "symbol": s.symbol, "interval": s.interval, "path": s.path} for s in ds.specs],
-           "data_hash": ds.data_hash, "from": from_text or "", "to": to_text or "", "symbols": ds.symbols,
-           "fill_model": fill, "fees": fees, "kpis": summary.kpis,
-           "checks": [{**c, "ok": bool(c["ok"])} for c in summary.checks],
-           "report_key": REPORT_KEY.format(run_id=run_id), "runtime": "redis"}
-    html = render({**doc, "fill_model": ", ".join(f"{k}={v}" for k, v in fill.items())}, summary, out.equity)
-    return Result(run=doc, summary=summary, html=html)
+    return result(run_id, "redis", bundle, ds, data, from_text, to_text, summarize(out), out.equity)
 
 
 def _run(r, settings, bundle, ds, tmp: Path, progress, settle_timeout_s: float):

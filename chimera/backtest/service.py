@@ -37,15 +37,36 @@ def _models() -> tuple[dict, dict]:
     return ({k: str(v) for k, v in asdict(FillModel()).items()}, {k: str(v) for k, v in asdict(Fees()).items()})
 
 
+def run_id_for(prefix: str, bundle, ds: Dataset) -> str:
+    """Same inputs, same id (``bt-`` in-process, ``rr-`` the Redis replay of them)."""
+    fill, fees = _models()
+    ident = json.dumps([bundle.sha256, ds.data_hash, fill, fees], sort_keys=True)
+    return prefix + hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def result(run_id: str, runtime: str, bundle, ds: Dataset, data: list[str], from_text: str | None,
+           to_text: str | None, summary: Summary, equity) -> Result:
+    """The run document and its HTML report, whichever runtime produced the summary."""
+    from chimera.backtest.report import render
+
+    fill, fees = _models()
+    doc = {"run_id": run_id, "bundle_id": bundle.bundle_id, "bundle_rev": bundle.rev,
+           "bundle_sha256": bundle.sha256, "data_spec": list(data),
+           "data": [{"kind": s.kind, "symbol": s.symbol, "interval": s.interval, "path": s.path} for s in ds.specs],
+           "data_hash": ds.data_hash, "from": from_text or "", "to": to_text or "", "symbols": ds.symbols,
+           "fill_model": fill, "fees": fees, "kpis": summary.kpis,
+           "checks": [{**c, "ok": bool(c["ok"])} for c in summary.checks],
+           "report_key": REPORT_KEY.format(run_id=run_id), "runtime": runtime}
+    html = render({**doc, "fill_model": ", ".join(f"{k}={v}" for k, v in fill.items())}, summary, equity)
+    return Result(run=doc, summary=summary, html=html)
+
+
 def backtest(bundle_path: str, data: list[str], from_text: str | None = None, to_text: str | None = None,
              progress: Callable[[int, int], None] | None = None) -> Result:
     bundle = load_bundle(bundle_path)
     ds: Dataset = load(data, from_text, to_text, stream=True)  # generated while replayed: a year fits
-    fill, fees = _models()
-    ident = json.dumps([bundle.sha256, ds.data_hash, fill, fees], sort_keys=True)
-    run_id = "bt-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
-    from chimera.backtest.report import render  # the handlers load only once the inputs are known good
-    from chimera.backtest.results import summarize
+    run_id = run_id_for("bt-", bundle, ds)
+    from chimera.backtest.results import summarize  # the handlers load only once the inputs are known good
     from chimera.backtest.runner import run
 
     with tempfile.TemporaryDirectory(prefix="chimera-bt-") as tmp:  # the run's own store, on disk: a year fits
@@ -53,15 +74,7 @@ def backtest(bundle_path: str, data: list[str], from_text: str | None = None, to
                   store_url=f"sqlite:///{tmp}/run.sqlite", curve_limit=CURVE_POINTS)
         summary = summarize(out)
         out.store.close()
-    doc = {"run_id": run_id, "bundle_id": bundle.bundle_id, "bundle_rev": bundle.rev,
-           "bundle_sha256": bundle.sha256, "data_spec": list(data),
-           "data": [{"kind": s.kind, "symbol": s.symbol, "interval": s.interval, "path": s.path} for s in ds.specs],
-           "data_hash": ds.data_hash, "from": from_text or "", "to": to_text or "", "symbols": ds.symbols,
-           "fill_model": fill, "fees": fees, "kpis": summary.kpis,
-           "checks": [{**c, "ok": bool(c["ok"])} for c in summary.checks],
-           "report_key": REPORT_KEY.format(run_id=run_id), "runtime": "in-process"}
-    html = render({**doc, "fill_model": ", ".join(f"{k}={v}" for k, v in fill.items())}, summary, out.equity)
-    return Result(run=doc, summary=summary, html=html)
+    return result(run_id, "in-process", bundle, ds, data, from_text, to_text, summary, out.equity)
 
 
 def save(result: Result, store, objects, report_path: str | None = None) -> None:
