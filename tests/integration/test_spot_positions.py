@@ -8,7 +8,6 @@ records: PnL = quote received - quote fees on the sell - quote paid for the buy.
 
 from __future__ import annotations
 
-import contextlib
 from decimal import Decimal
 
 import pytest
@@ -27,29 +26,13 @@ from tests.integration.test_router_b2 import (  # noqa: F401 - venue is a fixtur
     venue,
 )
 from tests.support.polling import wait_until
-from tests.support.positions import pos_events, position
+from tests.support.positions import pos_events, position, user_data
 from tests.support.workers import ThreadWorker
 
 
-@contextlib.contextmanager
 def spot_user_data(r, v, store_url: str, account: str = "main"):
     """S1's SPOT user-data connector (executionReport -> venue:{reports}) for the block's duration."""
-    from chimera.feeds.user_data import UserDataConnector
-    from chimera.store import open_store
-    from chimera.venues.binance.market_data import spot_rest
-    from chimera.workers.clock import WallClock
-
-    key, secret = v.keys[account]
-    ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(store_url), ws_url=v.spot_ws_url,
-                           rest=spot_rest(v.base_url, key, secret), account_id=account, market="SPOT",
-                           symbols=["BTCUSDT"])
-    ud.start()
-    try:
-        wait_until(lambda: any(ud.listen_key in c.subs for c in v.server.hub.conns), timeout=20,
-                   message="spot user data subscribed")
-        yield ud
-    finally:
-        ud.stop()
+    return user_data(r, v, store_url, market="SPOT", account=account)
 
 
 def venue_trades(v, cid: str) -> list[dict]:

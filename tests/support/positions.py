@@ -100,15 +100,21 @@ class CoverageWatcher:
 
 
 @contextlib.contextmanager
-def user_data(r, venue, store_url: str):
-    """S1's user-data connector for the venue's main account, subscribed, for the block's duration."""
+def user_data(r, venue, store_url: str, *, market: str = "FUT", account: str = "main"):
+    """S1's user-data connector (futures, or SPOT executionReports) for one of the venue's accounts,
+    subscribed, for the block's duration."""
     from chimera.feeds.user_data import UserDataConnector
     from chimera.store import open_store
-    from chimera.venues.binance.market_data import futures_rest
+    from chimera.venues.binance.market_data import futures_rest, spot_rest
 
-    key, secret = venue.keys["main"]
-    ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(store_url), ws_url=venue.ws_url,
-                           rest=futures_rest(venue.base_url, key, secret), account_id="main")
+    key, secret = venue.keys[account]
+    if market == "SPOT":
+        ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(store_url), ws_url=venue.spot_ws_url,
+                               rest=spot_rest(venue.base_url, key, secret), account_id=account, market="SPOT",
+                               symbols=["BTCUSDT"])
+    else:
+        ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(store_url), ws_url=venue.ws_url,
+                               rest=futures_rest(venue.base_url, key, secret), account_id=account)
     ud.start()
     try:
         wait_until(lambda: any(ud.listen_key in c.subs for c in venue.server.hub.conns), timeout=20,
