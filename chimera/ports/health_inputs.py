@@ -30,33 +30,32 @@ class RedisHealthInputs:
     def __init__(self, r, streams: tuple[str, ...] = CORE_STREAMS) -> None:
         self.r, self.streams = r, streams
 
+    def _groups(self, stream: str) -> list[dict] | None:
+        """The stream's groups; None when nobody wrote the stream yet (no backlog either)."""
+        try:
+            return self.r.xinfo_groups(stream)
+        except Exception as exc:  # noqa: BLE001 - told apart by its message below
+            if "no such key" in str(exc).lower():
+                return None
+            raise
+
+    @staticmethod
+    def _backlog(g: dict) -> int:
+        return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+
     def stream_lag(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for stream in self.streams:
-            try:
-                groups = self.r.xinfo_groups(stream)
-            except Exception as exc:  # noqa: BLE001 - a stream nobody wrote yet has no backlog
-                if "no such key" in str(exc).lower():
-                    continue
-                raise
-            worst = 0
-            for g in groups:
-                lag = g.get("lag") if isinstance(g, dict) else None
-                worst = max(worst, int(lag or 0) + int(g.get("pending") or 0))
-            out[stream] = worst
+            groups = self._groups(stream)
+            if groups is not None:
+                out[stream] = max((self._backlog(g) for g in groups), default=0)
         return out
 
     def group_backlog(self, stream: str, group: str) -> int:
-        try:
-            groups = self.r.xinfo_groups(stream)
-        except Exception as exc:  # noqa: BLE001 - no stream: nothing behind
-            if "no such key" in str(exc).lower():
-                return 0
-            raise
-        for g in groups:
+        for g in self._groups(stream) or ():
             name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
             if name == group:
-                return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+                return self._backlog(g)
         return 0
 
 
@@ -71,8 +70,3 @@ class MemoryHealthInputs:
 
     def group_backlog(self, stream: str, group: str) -> int:
         return self.groups.get((stream, group), 0)
-
-
-def inputs_for(ctx) -> HealthInputs:
-    """The port the runtime built for this worker."""
-    return ctx.health_inputs
