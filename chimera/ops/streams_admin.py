@@ -8,17 +8,13 @@ from chimera.streams import keys
 
 
 def init_groups(r, settings) -> list[tuple[str, str]]:
-    from chimera.errors import NotYetImplemented
     from chimera.workers.handler import HandlerSpec
     from chimera.workers.registry import ROLES, load_spec
     from chimera.workers.runtime import ensure_group
 
     done = []
     for role in ROLES:
-        try:
-            spec = load_spec(role.code)
-        except NotYetImplemented:
-            continue
+        spec = load_spec(role.code)
         if not isinstance(spec, HandlerSpec):
             continue
         for stream in spec.streams(settings):

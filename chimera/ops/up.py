@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from chimera.errors import FatalError
-from chimera.workers.registry import ROLES, is_built
+from chimera.workers.registry import ROLES
 
 # Start order: producers last, so consumers have their groups before the data flows (S11 and the
 # notifier watch everything, the research roles S7-S10 consume what S3/S6 publish).
@@ -204,36 +204,29 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         if "CHIMERA_REDIS_URL" not in os.environ:
             env["CHIMERA_REDIS_URL"] = _start_redis(stack, redis_port)
         _ensure_active_bundle(env["CHIMERA_STORE_URL"])
-        admin_password = _first_admin(env["CHIMERA_STORE_URL"], env) if is_built("s12") else None
+        admin_password = _first_admin(env["CHIMERA_STORE_URL"], env)
         cli = [sys.executable, "-m", "chimera.ops.cli"]
         stack.start("venue", [*cli, "venue", "serve", "--port", str(venue_port), "--speed", str(speed),
                               "--state", str(root / "venue-state.json"), *(venue_args or [])], env)
         _wait_http(f"http://127.0.0.1:{venue_port}/chimera/v1/clock", 60)
-        started, missing, metrics = [], [], {}
+        metrics = {}
         for code in ROLE_ORDER:
-            if is_built(code):
-                # Each worker serves /metrics, /health, /ready on its own port (the gateway on the API port).
-                port = metrics[code] = _free_port() if code != "s12" else api_port
-                stack.start(code, [*cli, "worker", "--role", code], {**env, "CHIMERA_METRICS_PORT": str(port)})
-                started.append(code)
-            else:
-                missing.append(code)
+            # Each worker serves /metrics, /health, /ready on its own port (the gateway on the API port).
+            port = metrics[code] = _free_port() if code != "s12" else api_port
+            stack.start(code, [*cli, "worker", "--role", code], {**env, "CHIMERA_METRICS_PORT": str(port)})
         names = {r.code: r.name for r in ROLES}
         print(f"Chimera is up (data in {root}, logs in {stack.logs})")
         print(f"  redis   {env['CHIMERA_REDIS_URL']}")
         print(f"  venue   http://127.0.0.1:{venue_port}  (Binance REST/WS on loopback, replay x{speed:g})")
-        print(f"  roles   {', '.join(f'{c} {names[c]}' for c in started)}")
-        if "s12" in started:
-            print(f"  UI      http://127.0.0.1:{api_port}/ui")
-            print(f"  API     http://127.0.0.1:{api_port}  (OpenAPI: http://127.0.0.1:{api_port}/schema)")
-            if admin_password:
-                print(f"  first sign-in: user admin, one-time password {admin_password} (shown once; replace "
-                      "it: POST /v1/auth/password)")
-        for code in started:
+        print(f"  roles   {', '.join(f'{c} {names[c]}' for c in ROLE_ORDER)}")
+        print(f"  UI      http://127.0.0.1:{api_port}/ui")
+        print(f"  API     http://127.0.0.1:{api_port}  (OpenAPI: http://127.0.0.1:{api_port}/schema)")
+        if admin_password:
+            print(f"  first sign-in: user admin, one-time password {admin_password} (shown once; replace "
+                  "it: POST /v1/auth/password)")
+        for code in ROLE_ORDER:
             if code != "s12":
                 print(f"  {code:<7} http://127.0.0.1:{metrics[code]}/metrics  (/health, /ready)")
-        if missing:
-            print(f"  not yet {', '.join(f'{c} {names[c]}' for c in missing)} (see the README's roadmap)")
         print("Ctrl-C stops everything; running `chimera up` again resumes from the stored state.")
         store = open_store(env["CHIMERA_STORE_URL"])
         while True:
