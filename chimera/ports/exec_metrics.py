@@ -96,8 +96,3 @@ class MemoryExecMetrics:
     def ack_samples(self) -> list[int]:
         with self._lock:
             return list(self._acks)
-
-
-def exec_metrics_for(ctx) -> ExecMetrics:
-    """The port the runtime built for this worker (one per worker, shared by its deliveries)."""
-    return ctx.exec_metrics

@@ -55,8 +55,3 @@ class MemoryMarks:
 
     def get(self, field: str) -> int | None:
         return self._d.get(field)
-
-
-def marks_for(ctx) -> Marks:
-    """S7's marks: the port the runtime built for this worker."""
-    return ctx.marks

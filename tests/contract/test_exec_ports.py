@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chimera.ports.exec_metrics import ACK_SAMPLES, MemoryExecMetrics, RedisExecMetrics, exec_metrics_for
+from chimera.ports.exec_metrics import ACK_SAMPLES, MemoryExecMetrics, RedisExecMetrics
 from chimera.store import open_store
 from chimera.streams import keys
 from chimera.streams.redis import connect
@@ -76,9 +76,7 @@ def test_redis_keeps_the_keys_the_gateway_reads(backend):
 def test_context_gets_the_runtime_s_port(backend):
     port, r = backend
     ctx = Context(clock=ManualClock(0), store=open_store("memory://"), config=ActiveConfig(), redis=r)
-    got = exec_metrics_for(ctx)
-    assert got is exec_metrics_for(ctx)  # one per worker, not one per entry
-    assert isinstance(got, RedisExecMetrics if r is not None else MemoryExecMetrics)
+    assert isinstance(ctx.exec_metrics, RedisExecMetrics if r is not None else MemoryExecMetrics)
     injected = Context(clock=ManualClock(0), store=open_store("memory://"), config=ActiveConfig(),
                        exec_metrics=port)
-    assert exec_metrics_for(injected) is port
+    assert injected.exec_metrics is port

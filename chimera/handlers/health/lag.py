@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from chimera.errors import PermanentError
-from chimera.ports.health_inputs import inputs_for
 from chimera.schemas.messages import Alert, TimerFired
 from chimera.streams import keys
 from chimera.streams.producer import Emit
@@ -43,7 +42,7 @@ def threshold(ctx: Context, stream: str) -> int:
 def check(ctx: Context, now_ms: int) -> list[Emit]:
     """One ``PROCESSING_LAG`` alert per core stream whose worst group is past its threshold."""
     out = []
-    for stream, lag in sorted(inputs_for(ctx).stream_lag().items()):
+    for stream, lag in sorted(ctx.health_inputs.stream_lag().items()):
         limit = threshold(ctx, stream)
         if lag <= limit:
             continue

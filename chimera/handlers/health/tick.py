@@ -21,8 +21,6 @@ from prometheus_client import Gauge
 
 from chimera.errors import PermanentError
 from chimera.handlers.health import daily, grading, series
-from chimera.ports.exec_metrics import exec_metrics_for
-from chimera.ports.health_inputs import inputs_for
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import Alert, OpsEvent, TimerFired
 from chimera.streams import keys
@@ -101,11 +99,11 @@ def on_start(ctx: Context) -> list[Emit]:
 def measure(ctx: Context, today: dict[str, dict]) -> dict[str, float | None]:
     cfg = ctx.config
     min_samples = cfg.param("health", "min_samples", 20) if cfg is not None else 20
-    em = exec_metrics_for(ctx)  # S4's own port: the figures it counts once per intent
+    em = ctx.exec_metrics  # S4's own port: the figures it counts once per intent
     counts, acks = em.counters(), sorted(em.ack_samples())
     sent, filled, rejected = (counts.get(k, 0) for k in ("maker_sent_count", "maker_filled_count", "maker_reject_count"))
     now = ctx.now_ms()
-    lags = inputs_for(ctx).stream_lag()
+    lags = ctx.health_inputs.stream_lag()
     ks = risk_port(ctx).kill_switch()
     equity = cfg.param("health", "equity_usdt", Decimal(0)) if cfg is not None else Decimal(0)
     realized = daily.realized_today(today)

@@ -15,7 +15,6 @@ from decimal import Decimal
 
 from chimera.errors import PermanentError
 from chimera.handlers.labels import compute
-from chimera.ports.research_marks import marks_for
 from chimera.schemas.documents.research import HORIZONS, LABEL_COLLECTIONS, Label, label_key, to_doc
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import BackfillLabels, LabelsReady, TimerFired
@@ -107,7 +106,7 @@ def backfill(ctx: Context, h: int) -> list[Emit]:
     span = h * compute.HOUR_MS
     cutoff = now - span
     coll = LABEL_COLLECTIONS[h]
-    marks = marks_for(ctx)
+    marks = ctx.marks
     mark = marks.get(f"h{h}")
     # Signals at or before the watermark are labelled unless a bar was missing; look back one horizon.
     lo = -1 if mark is None else mark - span

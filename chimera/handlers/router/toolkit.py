@@ -30,7 +30,6 @@ from loguru import logger
 
 from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.common import dec, strategy_event, venue
-from chimera.ports.exec_metrics import exec_metrics_for
 from chimera.schemas.documents.orders import (
     BookLevels,
     FillDoc,
@@ -173,7 +172,7 @@ def command_ms(env: Envelope, intent: IntentDoc) -> int:
 
 def count(ctx: Context, name: str, intent_id: str | None = None) -> None:
     """``name`` += 1; with ``intent_id`` at most once per intent whatever the redeliveries."""
-    exec_metrics_for(ctx).count(name, intent_id)
+    ctx.exec_metrics.count(name, intent_id)
 
 
 # --- legs: documents ------------------------------------------------------------------------------------
@@ -339,7 +338,7 @@ def place_leg(env: Envelope, ctx: Context, client, intent: IntentDoc, doc: Order
     before = doc.status
     doc = place(ctx, client, doc)
     if before in UNACKED and doc.status not in UNACKED:
-        exec_metrics_for(ctx).sample_ack_ms(ctx.now_ms() - command_ms(env, intent))
+        ctx.exec_metrics.sample_ack_ms(ctx.now_ms() - command_ms(env, intent))
     return doc
 
 
