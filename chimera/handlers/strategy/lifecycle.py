@@ -150,9 +150,8 @@ def replace_pending(ctx, sig, decision) -> list[Emit] | None:
     close from S4's result. The retry is a ``Decide`` timer for the same signal: the decision is only
     recorded once the older position is CLOSED (it opens) or the wait timed out. None: not a wait.
     """
-    from decimal import Decimal
 
-    from chimera.schemas.messages import Decide, OrderIntent, SubmitOrder
+    from chimera.schemas.messages import Decide
     from chimera.streams import keys
 
     reason = decision.reason or ""
@@ -165,14 +164,30 @@ def replace_pending(ctx, sig, decision) -> list[Emit] | None:
     qty = old.get("qty")
     if old.get("state") == "ACTIVE" and qty and float(qty) > 0:
         exit_id = f"{old_id}:replace"
-        intent = OrderIntent(intent_id=exit_id, market=old.get("market") or "FUT", symbol=old["symbol"],
-                             side="SELL" if old.get("side") == "BUY" else "BUY", qty=Decimal(str(qty)), exec_policy="MARKET",
-                             purpose="EXIT", reduce_only=(old.get("market") or "FUT") == "FUT", pos_id=old_id,
-                             leverage=int(old.get("leverage") or 20))
-        out.append(Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), exit_id, old.get("account_id") or "main"))
+        out.append(exit_command({**old, "_key": old_id}, "replace", signal_id=signal_id))
         record(ctx.store, "REPLACE_REQUESTED", f"{signal_id}:{old_id}", {
             "signal_id": signal_id, "replaces": old_id, "exit_intent_id": exit_id, "symbol": symbol}, now_ms=now_ms)
     due = now_ms + int(account_param(ctx, account_id, "replace_retry_ms", REPLACE_RETRY_MS))
     out.append(Emit(keys.STRAT_COMMANDS, Decide(signal_id=signal_id, symbol=symbol, side=side),
                     f"replace-retry:{signal_id}:{due}", account_id, due_ms=due, timer_key=f"s3:replace:{signal_id}"))
     return out
+
+
+def exit_command(doc: dict, suffix: str, *, signal_id: str = "", event_time: int | None = None) -> Emit:
+    """S3 closing one of its positions (priority replace, exit on the opposite signal): a MARKET ``EXIT``
+    intent ``<pos_id>:<suffix>`` for its whole quantity (reduce-only on futures), on the position's
+    account. The same id however often the decision is repeated, so S4 sends it once; S6 books it as any
+    exit."""
+    from decimal import Decimal
+
+    from chimera.schemas.messages import OrderIntent, SubmitOrder
+    from chimera.streams import keys
+
+    pos_id, market = doc["_key"], doc.get("market") or "FUT"
+    intent = OrderIntent(intent_id=f"{pos_id}:{suffix}", market=market, symbol=doc["symbol"],
+                         side="SELL" if doc.get("side") == "BUY" else "BUY", qty=Decimal(str(doc["qty"])),
+                         exec_policy="MARKET", purpose="EXIT", reduce_only=market == "FUT", pos_id=pos_id,
+                         parent_intent_id=doc.get("entry_intent_id", ""), signal_id=signal_id,
+                         leverage=int(doc.get("leverage") or 20), account_id=doc.get("account_id") or "")
+    return Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent.intent_id, doc.get("account_id") or "main",
+                event_time=event_time)

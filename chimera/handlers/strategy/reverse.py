@@ -17,14 +17,13 @@ This is backtesting.py's ``position.close(); self.buy()`` on a crossover (``docs
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from chimera.errors import PermanentError
 from chimera.handlers.strategy.bundle import strategy_config
 from chimera.handlers.strategy.dsl import time_fields
 from chimera.handlers.strategy.dsl_expr import PREV
+from chimera.handlers.strategy.lifecycle import exit_command
 from chimera.risk.state import state_for
-from chimera.schemas.messages import Decide, Decision, OrderIntent, SubmitOrder
+from chimera.schemas.messages import Decide, Decision
 from chimera.store.collections import POSITIONS, SIGNALS
 from chimera.streams import keys
 from chimera.streams.producer import Emit
@@ -66,7 +65,7 @@ def exit_opposite(sig, ctx) -> list[Emit] | None:
     again = sig.signal_id.endswith(REV_SUFFIX)
     if again and ctx.now_ms() - sig.as_of > REVERSE_WAIT_MS:
         return None  # the old side never went: decide the entry anyway (the budget says no)
-    out = [_exit(d, sig) for d in held]
+    out = [exit_command(d, "opp", signal_id=sig.signal_id, event_time=sig.as_of) for d in held]
     if again:
         return out + [_decide_timer(sig.signal_id, sig.symbol, side, ctx.now_ms() + RETRY_MS)]
     # Recorded as engine.decide records a decision: a redelivered signal finds it and re-sends nothing new.
@@ -97,16 +96,6 @@ def _side(cfg, sig, ctx) -> str | None:
         if rule is not None and rule.evaluate(context).fired:
             return side
     return None
-
-
-def _exit(doc: dict, sig) -> Emit:
-    pos_id = doc["_key"]
-    intent = OrderIntent(intent_id=f"{pos_id}:opp", market="FUT", symbol=doc["symbol"], side=_OPPOSITE[doc["side"]],
-                         qty=Decimal(str(doc["qty"])), exec_policy="MARKET", purpose="EXIT", reduce_only=True,
-                         pos_id=pos_id, parent_intent_id=doc.get("entry_intent_id", ""), signal_id=sig.signal_id,
-                         account_id=doc.get("account_id") or "")
-    return Emit(keys.ORD_COMMANDS, SubmitOrder(intent=intent), intent.intent_id, account_id=doc.get("account_id"),
-                event_time=sig.as_of)
 
 
 def _decide_timer(signal_id: str, symbol: str, side: str, due_ms: int) -> Emit:
