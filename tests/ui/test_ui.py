@@ -78,6 +78,18 @@ def test_rbac_refusal_viewer_cannot_pull_the_kill_switch(open_as, ui_server):
     assert ui_server.r.get(keys.KILL_SWITCH) is None
 
 
+def test_a_live_refresh_keeps_what_the_user_typed_into_a_form(open_as, ui_server):
+    risk = open_as("risk")
+    risk.select_option("#form-killswitch select[name=mode]", "OFF")
+    risk.fill("#form-killswitch input[name=reason]", "half typed")
+    risk.evaluate("""() => new Promise(done => {
+        document.body.addEventListener("htmx:afterSettle", () => done(), {once: true});
+        htmx.trigger(document.body, "refresh");
+    })""")
+    expect(risk.locator("#form-killswitch input[name=reason]")).to_have_value("half typed")
+    expect(risk.locator("#form-killswitch select[name=mode]")).to_have_value("OFF")
+
+
 def test_flip_the_kill_switch_then_lift_it_with_a_second_person(open_as, ui_server):
     r = ui_server.r
     r.delete(keys.KILL_SWITCH)
