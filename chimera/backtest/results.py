@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from chimera.backtest.identity import EPS, ZERO, money_row, one_to_one_row, positions_net
 from chimera.backtest.runner import ACCOUNT, RunOutput
 from chimera.store.collections import FILLS, ORDERS, POSITIONS
 from chimera.venues.local.engine.model import FUTURES
-
-ZERO = Decimal(0)
-EPS = Decimal("0.00000001")
 
 
 @dataclass
@@ -179,20 +177,14 @@ def checks(out: RunOutput, wallet: dict) -> list[dict]:
     funding = sum((i.income for i in eng.income if i.account == ACCOUNT and i.income_type == "FUNDING_FEE"), ZERO)
     venue_sum = sum((t.realized_pnl - t.commission for t in mine), ZERO) + funding
     change = wallet["wallet_change"] - wallet["transfers"]
-    res = [{"id": "venue_identity", "check": "venue wallet change = Σ realized − Σ fees + Σ funding (venue trades and income)",
-            "expected": str(change), "actual": str(venue_sum), "ok": abs(change - venue_sum) <= EPS}]
+    res = [money_row("venue_identity", "venue wallet change = Σ realized − Σ fees + Σ funding (venue trades and income)",
+                     change, venue_sum)]
     fills = out.store.query(FILLS, {})
     if fills or mine:
-        venue_ids = sorted(f"FUT:{t.symbol}:{t.trade_id}" for t in mine)
-        store_ids = sorted(d["_key"] for d in fills)
-        res.append({"id": "fills_one_to_one", "check": "store fills = venue trades, one to one (by trade id)",
-                    "expected": str(len(venue_ids)), "actual": str(len(store_ids)),
-                    "ok": venue_ids == store_ids,
-                    "detail": ", ".join(sorted(set(venue_ids) ^ set(store_ids))[:10])})
+        res.append(one_to_one_row("fills_one_to_one", "store fills = venue trades, one to one (by trade id)",
+                                  (f"FUT:{t.symbol}:{t.trade_id}" for t in mine), (d["_key"] for d in fills)))
     positions = out.store.query(POSITIONS, {})
     if positions and all("realized_pnl" in p for p in positions):
-        store_sum = sum((Decimal(str(p.get("realized_pnl") or 0)) - Decimal(str(p.get("fees") or 0))
-                         + Decimal(str(p.get("funding") or 0)) for p in positions), ZERO)
-        res.append({"id": "store_identity", "check": "venue wallet change = Σ over the store's positions (realized − fees + funding)",
-                    "expected": str(change), "actual": str(store_sum), "ok": abs(change - store_sum) <= EPS})
+        res.append(money_row("store_identity", "venue wallet change = Σ over the store's positions (realized − fees + funding)",
+                             change, positions_net(positions)))
     return res

@@ -274,6 +274,30 @@ def up(
         _fail(str(exc))
 
 
+# --- books ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def books(
+    account: Annotated[str, typer.Option(help="the account (accounts file; paper: main, sub1)")] = "main",
+    since: Annotated[int | None, typer.Option(help="epoch ms (venue time); default: a week before the first fill")] = None,
+) -> None:
+    """The books' identity: venue wallet change = Σ realized − fees + funding over the store's positions; fills = trades."""
+    from chimera.ops import books as live
+
+    settings = _settings()
+    try:
+        store, _objects = stores_from(settings)
+        checks = live.live_books(settings, store, account, since)
+    except FatalError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the store failing mid-read: say so, no traceback
+        _fail(f"cannot read the store {settings.store_url}: {exc}")
+    for line in live.lines(account, checks):
+        typer.echo(line)
+    raise typer.Exit(0 if live.ok(checks) else 1)
+
+
 # --- drill ----------------------------------------------------------------------------------------
 
 

@@ -358,6 +358,22 @@ class FuturesTrading(_Base):
         with _translated():
             return [_dict(t) for t in self.api.account_trade_list(symbol=symbol, order_id=int(venue_order_id)).data()]
 
+    def trades_between(self, symbol: str, start_ms: int, end_ms: int, limit: int = 1000) -> list[dict]:
+        """``GET /fapi/v1/userTrades`` of ``symbol`` in [start, end] (Binance: at most 7 days), oldest first."""
+        with _translated():
+            return [_dict(t) for t in self.api.account_trade_list(symbol=symbol, start_time=start_ms, end_time=end_ms,
+                                                                  limit=limit).data()]
+
+    def income(self, start_ms: int, end_ms: int, limit: int = 1000) -> list[dict]:
+        """``GET /fapi/v1/income``: every wallet movement (REALIZED_PNL, COMMISSION, FUNDING_FEE, TRANSFER...)."""
+        with _translated():
+            return [_dict(i) for i in self.api.get_income_history(start_time=start_ms, end_time=end_ms,
+                                                                  limit=limit).data()]
+
+    def server_time(self) -> int:
+        with _translated():
+            return int(_dict(self.api.check_server_time().data())["serverTime"])
+
     def available_balance(self, asset: str = "USDT") -> Decimal:
         """Free futures margin of ``asset`` (``availableBalance`` of /fapi/v3/balance); 0 if absent."""
         with _translated():
