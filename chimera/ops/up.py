@@ -10,7 +10,8 @@ address.
 
 Ctrl-C stops in dependency order: the workers first (SIGTERM: each finishes the entry in hand and
 acks it while Redis is still there), then the venue, then Redis (which writes its AOF on the way
-down), within ``STOP_BUDGET_S`` in all.
+down), within ``STOP_BUDGET_S`` in all. Between the workers and the venue it prints each account's
+books' identity (``chimera books``, chimera/ops/books.py), bounded by ``BOOKS_BUDGET_S``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from chimera.errors import FatalError
@@ -36,6 +38,7 @@ ROLE_ORDER = ("scheduler", "s11", "notifier", "s10", "s9", "s8", "s7", "s6", "vp
 INFRA = ("venue", "redis")
 STOP_BUDGET_S = 4.0  # all of it (the process exit follows); what outlives its share is killed
 STOP_RESERVE_S = {"workers": 1.0, "venue": 0.4, "redis": 0.0}  # kept back for the groups after it
+BOOKS_BUDGET_S = 1.0  # the books' identity between the workers and the venue; said so when it cannot finish
 
 
 class Stack:
@@ -55,11 +58,12 @@ class Stack:
     def check(self) -> list[str]:
         return [name for name, p in self.procs if p.poll() is not None]
 
-    def stop(self) -> None:
+    def stop(self, after_workers: Callable[[float], None] | None = None) -> None:
         """Workers (all at once), then the venue, then Redis; whatever outlives its share is killed.
 
         Each group may use what is left of ``STOP_BUDGET_S`` minus what the groups after it need,
         so a quick group leaves more time to the next one (the venue writes its state file).
+        ``after_workers(budget_s)`` runs once the workers are down, while the venue still answers.
         """
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the ordered stop short
             signal.signal(sig, signal.SIG_IGN)
@@ -72,6 +76,8 @@ class Stack:
             killed = self._stop_group(procs, budget)
             note = f" (killed after {budget:.1f}s: {', '.join(killed)})" if killed else ""
             print(f"stopped {group} at {time.monotonic() - started:.1f}s{note}", flush=True)
+            if group == "workers" and after_workers is not None:
+                after_workers(max(0.2, min(BOOKS_BUDGET_S, end - time.monotonic() - STOP_RESERVE_S["workers"])))
 
     @staticmethod
     def _stop_group(procs: list[tuple[str, subprocess.Popen]], budget_s: float) -> list[str]:
@@ -168,6 +174,30 @@ def _first_admin(store_url: str, env: dict) -> str | None:
         store.close()
 
 
+def _books_at_stop(env: dict) -> Callable[[float], None]:
+    """Prepared while the stack runs (settings, accounts, the SDK imported), so the shutdown only reads."""
+    from chimera.ops import books
+    from chimera.ops.settings import load_settings
+    from chimera.venues.accounts import load_accounts
+    from chimera.venues.binance.adapter import venue_from_settings
+
+    try:
+        settings = load_settings(env)
+        accounts = [a.account_id for a in load_accounts(settings.accounts_file or None, settings.venue) if a.enabled]
+        venue_from_settings(settings, accounts[0])  # imports the SDK now, not on the shutdown's clock
+    except FatalError as exc:
+        why = str(exc)  # ``exc`` is unbound once the except block ends
+        return lambda _budget_s: print(f"books: not checked ({why})", flush=True)
+
+    def run(budget_s: float) -> None:
+        good, lines = books.bounded(settings, env["CHIMERA_STORE_URL"], accounts, budget_s)
+        print("books: venue wallet change = Σ realized − fees + funding over the store's positions; fills = trades"
+              + ("" if good is not False else " (a trade in flight at the stop is booked by the next run)"), flush=True)
+        for line in lines:
+            print(f"  {line}", flush=True)
+    return run
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -200,6 +230,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
     # ignored by default): the same ordered stop.
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+    books_at_stop = None
     try:
         if "CHIMERA_REDIS_URL" not in os.environ:
             env["CHIMERA_REDIS_URL"] = _start_redis(stack, redis_port)
@@ -209,6 +240,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         stack.start("venue", [*cli, "venue", "serve", "--port", str(venue_port), "--speed", str(speed),
                               "--state", str(root / "venue-state.json"), *(venue_args or [])], env)
         _wait_http(f"http://127.0.0.1:{venue_port}/chimera/v1/clock", 60)
+        books_at_stop = _books_at_stop(env)
         metrics = {}
         for code in ROLE_ORDER:
             # Each worker serves /metrics, /health, /ready on its own port (the gateway on the API port).
@@ -245,4 +277,4 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         print(f"\nstopping... ({time.monotonic() - stack.signalled_at:.1f}s after the signal)", flush=True)
         return 0
     finally:
-        stack.stop()
+        stack.stop(books_at_stop)

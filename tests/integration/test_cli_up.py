@@ -88,6 +88,14 @@ def test_up_prints_worker_addresses_and_stops_in_order_within_5s(tmp_path):
     text = "".join(out)
     stages = re.findall(r"^stopped (workers|venue|redis) at", text, re.M)
     assert stages == ["workers", "venue", "redis"], text
+    # The books' identity of each account, read from the venue once the workers are down and before it stops.
+    shutdown = text[text.index("stopped workers at"):text.index("stopped venue at")]
+    books = re.findall(r"^  ([✓✗]) (main|sub1) (venue_identity|fills_one_to_one|store_identity): .*"
+                       r"expected (-?[\d.E-]+), actual (-?[\d.E-]+)$", shutdown, re.M)
+    assert {(acc, cid) for _, acc, cid, *_ in books} == {(a, c) for a in ("main", "sub1") for c in (
+        "venue_identity", "fills_one_to_one", "store_identity")}, text
+    # sub1 never traded: nothing at the venue, nothing in the store.
+    assert all(mark == "✓" and e == a for mark, acc, _, e, a in books if acc == "sub1"), text
     killed = re.search(r"^stopped workers at .*killed after [\d.]+s: ([\w, ]+)\)", text, re.M)
     killed = set(killed.group(1).split(", ")) if killed else set()
     for role in ("s2", "s3", "s4", "s5", "s6"):
