@@ -76,7 +76,7 @@ def _store_side(store, account_id: str) -> tuple[dict[str, dict], list[dict]]:
 def live_books(settings, store, account_id: str = "main", since_ms: int | None = None, *,
                timeout_ms: int = 5000, venue=None) -> list[dict]:
     """The identity rows (``results.checks``' shape) of one account; venue errors -> ``FatalError`` with why."""
-    from chimera.venues.binance.adapter import VenueError, venue_from_settings
+    from chimera.venues.binance.adapter import VenueError, VenueUnknown, venue_from_settings
 
     fills, positions = _store_side(store, account_id)
     where = f"the venue ({settings.venue}, {settings.venue_url if settings.venue == 'paper' else 'Binance'})"
@@ -90,6 +90,10 @@ def live_books(settings, store, account_id: str = "main", since_ms: int | None =
                         lambda i: (i.get("incomeType"), i.get("tranId"), i.get("tradeId"), i.get("symbol"), i.get("time")))
         trades = [t for s in symbols for t in _paged(lambda a, b, s=s: fut.trades_between(s, a, b, PAGE), start, end,
                                                      lambda t: t["id"])]
+    except VenueUnknown as exc:  # a read: "outcome unknown" (the adapter's word for writes) means no answer
+        hint = " (is it running? CHIMERA_VENUE_URL)" if settings.venue == "paper" else ""
+        raise FatalError(f"cannot read {account_id}'s books at {where}: no answer{hint}: "
+                         f"{str(exc).removeprefix('outcome unknown: ')}") from None
     except VenueError as exc:
         raise FatalError(f"cannot read {account_id}'s books at {where}: {exc}") from None
     except FatalError as exc:

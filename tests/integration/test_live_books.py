@@ -86,4 +86,5 @@ def test_books_cli_says_why_when_the_venue_cannot_be_reached(settings):
     out = _cli(s)
     assert out.exit_code == 2, out.output
     assert "cannot read main's books at the venue (paper, http://127.0.0.1:" in out.output
+    assert "no answer (is it running? CHIMERA_VENUE_URL)" in out.output
     assert "Traceback" not in out.output
