@@ -15,7 +15,8 @@
    same consumer name; a crashed worker is restarted too. ``midrun`` (tests) runs once half way.
 4. Chaos over: faults off, wait until every intent is resolved and the streams are drained, then
    ask S5 for runs until one reports zero differences ("time to consistent").
-5. Asserts (``drill_checks``) and reports the figures; ``DrillReport.ok`` is the verdict.
+5. Asserts (``drill_checks``) and reports the figures, the books' identity per account among them (read
+   once S6 and vpos are drained); ``DrillReport.ok`` is the verdict.
 
 ``accounts=2`` (``--accounts 2``) runs it on main and sub1 at once: the intents alternate between the
 two accounts (both trade both symbols, the same direction each), S5 reconciles each account, and the
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chimera.errors import FatalError
+from chimera.ops.books import lines as book_lines
 from chimera.ops.tools import drill_checks as checks
 from chimera.ops.tools.fleet import Fleet
 from chimera.schemas.messages import Decide, Reconcile
@@ -56,6 +58,7 @@ ACCOUNTS = ("main", "sub1")  # the local venue's (and paper mode's) default acco
 DRAINED = ((keys.STRAT_COMMANDS, "s3"), (keys.ORD_RESULTS, "s3"), (keys.ORD_COMMANDS, "s4"),
            (keys.ROUTER_TIMERS, "s4"), (keys.ORD_RESULTS, "s6"), (keys.VENUE_REPORTS, "s6"),
            (keys.VENUE_REPORTS, "vpos"))
+BOOKS_SETTLE_S = 15.0  # S1's catch-up books a missed trade within seconds; a longer gap is a failure, not lag
 
 
 @dataclass
@@ -102,6 +105,7 @@ class DrillReport:
     quantity_mismatches: list[str] = field(default_factory=list)
     virtual_gaps: list[str] = field(default_factory=list)  # Σ virtual positions != the venue's, per account
     filled_by_account: dict = field(default_factory=dict)
+    books: dict = field(default_factory=dict)  # account -> the books' identity rows (chimera/ops/books.py)
 
     @property
     def ok(self) -> bool:
@@ -121,6 +125,8 @@ class DrillReport:
             "data_dir": self.data_dir, "accounts": list(self.accounts), "filled_by_account": self.filled_by_account,
             "cross_account_orders": len(self.cross_account), "quantity_mismatches": self.quantity_mismatches,
             "virtual_gaps": self.virtual_gaps,
+            "books": {a: {c["id"]: {k: c[k] for k in ("expected", "actual", "ok")} for c in rows}
+                      for a, rows in self.books.items()},
         }
 
     def text(self) -> str:
@@ -146,6 +152,9 @@ class DrillReport:
                             f"quantity mismatches {len(self.quantity_mismatches)}")
         for reason, n in sorted({**f["rejected"], **{f"skip {k}": v for k, v in f["skipped"].items()}}.items()):
             lines.append(f"    {n:4d} x {reason}")
+        lines.append("  books              venue wallet change = Σ realized − fees + funding over the store's "
+                     "positions; fills = trades")
+        lines += [f"    {line}" for a, rows in self.books.items() for line in book_lines(a, rows)]
         lines += [f"  FAILED: {x}" for x in self.failures[:20]]
         return "\n".join(lines)
 
@@ -385,6 +394,21 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
                    max(5.0, deadline - time.monotonic()), "virtual positions equal the venue", fleet.revive)
         except TimeoutError:
             pass  # reported below
+        books: dict = {}
+
+        def books_hold() -> bool:  # S1 may still be catching up on a dropped stream's last trades
+            if not _drained(r):
+                return False
+            books.update({a: checks.books(settings, store, a) for a in accounts})
+            if all(c["ok"] for rows in books.values() for c in rows):
+                return True
+            time.sleep(0.5)
+            return False
+        try:
+            _until(books_hold, max(5.0, min(BOOKS_SETTLE_S, deadline - time.monotonic())), "the books' identity holds",
+                   fleet.revive)
+        except TimeoutError:
+            pass  # reported below
         report = DrillReport(
             intents=len(ids), resolution=res, orders=checks.entry_orders(venue, res),
             protection=_protection(venue, store, accounts), kills=fleet.kills, crashes=fleet.crashes, faults=faults,
@@ -394,7 +418,7 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
             quantity_mismatches=[m for a in accounts for m in checks.quantity_mismatches(venue, store, a)],
             virtual_gaps=[g for a in accounts for g in checks.virtual_gaps(venue, store, a)],
             filled_by_account=dict(Counter((store.get(C.ORDER_INTENTS, i) or {}).get("account_id", "main")
-                                           for i in res.filled)))
+                                           for i in res.filled)), books=books)
         report.failures = _failures(report)
         return report
     finally:
@@ -428,6 +452,10 @@ def _failures(rep: DrillReport) -> list[str]:
     out += [f"cross-account order: {x}" for x in rep.cross_account]
     out += [f"quantity mismatch: {x}" for x in rep.quantity_mismatches]
     out += [f"virtual positions: {x}" for x in rep.virtual_gaps]
+    out += [f"books: {a} {c['id']}: expected {c['expected']}, actual {c['actual']}"
+            + (f" ({c['detail']})" if c.get("detail") else "")
+            for a, rows in rep.books.items() for c in rows if not c["ok"]]
+    out += [f"books: {a} not read (the streams did not drain)" for a in rep.accounts if a not in rep.books]
     if rep.time_to_consistent_s is None:
         out += [f"no S5 run with zero differences for {a}; last: {(f or {}).get('summary')}"
                 for a, f in (rep.final_runs or {"main": rep.final_run}).items()

@@ -9,7 +9,10 @@
 * accounts — every order the venue holds under one of Chimera's client ids sits at the account its
   leg names (``cross_account``: 0 expected), and per account the open store positions add up to the
   venue's position per symbol and side (``quantity_mismatches``); protection is checked per account;
-* consistency — an S5 run with zero differences (``chimera.ops.tools.drill`` drives that part).
+* consistency — an S5 run with zero differences (``chimera.ops.tools.drill`` drives that part);
+* books — per account, the venue's wallet change (its income, read through the SDK) equals Σ realized PnL
+  − fees + funding over the store's positions to 1e-8 USDT, and the store's fills are the venue's trades one
+  to one (``chimera books``, chimera/ops/books.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from chimera.errors import FatalError
+from chimera.ops.books import live_books
 from chimera.store import collections as C
 from chimera.venues.binance.adapter import client_order_id
 from chimera.venues.local.engine.model import FUTURES
@@ -172,3 +177,13 @@ def virtual_gaps(venue, store, account: str) -> list[str]:
     positions, _ = _venue_book(venue, account)
     rows = [{"symbol": s, "positionSide": "BOTH", "positionAmt": str(a)} for s, a in positions.items()]
     return [f"{account} {sym} {side}: virtual {v}, venue {q}" for (sym, side), (v, q) in gaps(store, account, rows).items()]
+
+
+def books(settings, store, account: str) -> list[dict]:
+    """The books' identity rows of one account, as ``chimera books`` reads them; an unreadable venue is a row
+    that fails (the drill reports it, it does not crash on it)."""
+    try:
+        return live_books(settings, store, account)
+    except FatalError as exc:
+        return [{"id": "books_read", "check": "the venue's books can be read", "expected": "readable",
+                 "actual": str(exc), "ok": False}]
