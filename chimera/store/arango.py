@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlparse
 import msgspec
 
 from chimera.store.base import Where, check_where
+from chimera.store.collections import INDEXES
 
 _AQL_OPS = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "in": "IN"}
 
@@ -40,6 +41,8 @@ class ArangoDocumentStore:
             if not coll.replace("_", "").isalnum():
                 raise ValueError(f"invalid collection name {coll!r}")
             c = self.db.collection(coll) if self.db.has_collection(coll) else self.db.create_collection(coll)
+            for fields in INDEXES.get(coll, ()):
+                c.add_persistent_index(fields=list(fields))  # idempotent: an existing index is returned
             self._colls[coll] = c
         return c
 

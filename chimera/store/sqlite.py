@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from chimera.store.base import Where, check_where, matches
+from chimera.store.collections import INDEXES
 
 _enc = msgspec.json.Encoder(decimal_format="string")
 _dec = msgspec.json.Decoder()
@@ -57,6 +58,8 @@ class SQLiteDocumentStore:
                     f"CREATE TABLE IF NOT EXISTS {table} (k TEXT PRIMARY KEY, doc TEXT NOT NULL, fence INTEGER NOT NULL DEFAULT 0)"
                 )
                 self._known.add(coll)
+                for fields in INDEXES.get(coll, ()):
+                    self.ensure_index(coll, list(fields))
         return table
 
     @staticmethod
