@@ -136,6 +136,10 @@ class UserDataConnector:
                 raise
             stream.on("message", lambda m: self.q.put(("frame", m)))
             conn.on_connection("reconnect", lambda *_: self.q.put(("catch_up", "user-data socket reconnected")))
+            # The SDK reconnects only on its own schedule or a serverShutdown event: a socket the venue
+            # or the network closes stays closed, and every report after it would be lost. The
+            # publisher opens a new one (and catches up) unless this one was already replaced.
+            conn.on_connection("close", lambda *_: self.q.put(("closed", conn)))
             return conn
 
         old, self._client = self._client, self._loop.run(go())
@@ -173,6 +177,9 @@ class UserDataConnector:
                     self.process(ud.frame_to_dict(item))
                 elif kind == "renew":
                     self.renew(item)
+                elif kind == "closed":
+                    if item is self._client and not self._stop.is_set():
+                        self.renew("user-data socket closed", reopen=True)
                 else:
                     self.catch_up(item)
             except Exception as exc:  # Redis/REST trouble: log, keep the loop alive
@@ -217,15 +224,18 @@ class UserDataConnector:
 
     # --- expiry and catch-up -----------------------------------------------------------------------------
 
-    def renew(self, reason: str) -> None:
-        """A new listenKey (the old one expired or its keep-alive failed), a new connection, the catch-up."""
+    def renew(self, reason: str, reopen: bool = False) -> None:
+        """A new listenKey (the old one expired or its keep-alive failed), a new connection, the catch-up.
+
+        ``reopen``: the socket closed under us; a new connection even if the venue hands back the same key.
+        """
         self.renewals += 1
         self.on_status("CONNECTING", reason)
         backoff = Backoff()
         while not self._stop.is_set():
             try:
                 key = self.api.create_key()
-                if key != self.listen_key or self._client is None:
+                if reopen or key != self.listen_key or self._client is None:
                     self._open(key)
                 self.listen_key = key
                 break

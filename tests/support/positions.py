@@ -114,7 +114,8 @@ def user_data(r, venue, store_url: str, *, market: str = "FUT", account: str = "
                                symbols=["BTCUSDT"])
     else:
         ud = UserDataConnector(r=r, clock=WallClock(), store=open_store(store_url), ws_url=venue.ws_url,
-                               rest=futures_rest(venue.base_url, key, secret), account_id=account)
+                               rest=futures_rest(venue.base_url, key, secret), account_id=account,
+                               symbols=["BTCUSDT"])
     ud.start()
     try:
         wait_until(lambda: any(ud.listen_key in c.subs for c in venue.server.hub.conns), timeout=20,
