@@ -55,7 +55,7 @@ def on_book_fills(env: Envelope, ctx: Context, t: TimerFired) -> tk.Out:
     """The ``book_fills`` timer: the leg's trades from the venue into ``fills`` (see ``toolkit.book_fills_later``)."""
     intent, doc = tk.load_intent(ctx, t.ref), tk.load_leg(ctx, t.ref, t.data.get("part", ""))
     if intent is not None and doc is not None:
-        tk.record_fills(ctx, tk.client(ctx, intent), intent, doc)
+        tk.record_fills(ctx, tk.client(ctx, intent), intent, doc, retry=True)
     return []
 
 

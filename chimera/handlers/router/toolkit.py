@@ -437,13 +437,20 @@ def fill_doc(intent: IntentDoc | None, doc: OrderLeg, *, trade_id, price: Decima
                    account_id=doc.account_id)
 
 
-def record_fills(ctx: Context, client, intent: IntentDoc, doc: OrderLeg) -> None:
-    """One ``fills`` document per venue trade of the leg (key: market:symbol:trade id)."""
+def record_fills(ctx: Context, client, intent: IntentDoc, doc: OrderLeg, *, retry: bool = False) -> None:
+    """One ``fills`` document per venue trade of the leg (key: market:symbol:trade id).
+
+    ``retry``: a read that may succeed later (5xx, timeout, rate limit) raises, so the runtime hands the
+    step back (the ``book_fills`` timer): the trades are the books' source, and S1's report of the same
+    trade may be lost too (a WebSocket gap). Inline callers keep the order's outcome and log instead.
+    """
     if not doc.venue_order_id or not doc.filled_qty or doc.algo:
         return
     try:
         trades = client.trades(doc.symbol, doc.venue_order_id)
-    except VenueError as exc:  # fills can be backfilled by the reconciler; the order state is what matters
+    except VenueError as exc:
+        if retry and isinstance(exc, RetryableError):
+            raise
         logger.warning("trades of {} unavailable: {}", doc.client_order_id, exc)
         return
     for t in trades:
