@@ -18,7 +18,8 @@ stream → VenueReport / funding_records, with keep-alive, expiry handling and a
 * Expiry: a ``listenKeyExpired`` event, or a failed keep-alive, renews the stream: a new key (retried
   with the backoff of ``backoff.py``), a new SDK connection subscribed to it (the old one closed), then the catch-up. An SDK
   reconnect (the socket dropped and came back) runs the catch-up alone.
-* Catch-up (REST): open orders → their NEW report; fills since the last event seen (minus a margin) of
+* Catch-up (REST), at start (a restart after a crash) and after every renewal or reopened socket, retried
+  until it gets through: open orders → their NEW report; fills since the last event seen (minus a margin) of
   the configured symbols, the symbols seen on the stream and those of open orders → the TRADE report
   the stream would have sent (order read back for its client id, type and status). De-duplicated like
   the stream, so nothing is published twice and no fill is lost while disconnected. Cancels and
@@ -106,6 +107,9 @@ class UserDataConnector:
             self.q.put(("renew", f"connect at start failed: {exc}"))
         else:
             self.on_status("CONNECTED", "")
+            # What happened while no S1 was listening (a restart after a crash): the seen-window in Redis
+            # keeps this from publishing anything twice.
+            self.q.put(("catch_up", "start"))
         self._loop.spawn(self._publisher, f"s1-ud-publish-{self.market}-{self.account_id}")
         self._loop.spawn(self._keepalive, f"s1-ud-keepalive-{self.market}-{self.account_id}")
 
@@ -184,6 +188,8 @@ class UserDataConnector:
                     self.catch_up(item)
             except Exception as exc:  # Redis/REST trouble: log, keep the loop alive
                 logger.exception("s1 user data {} {}: {}", self.market, self.account_id, exc)
+                if kind == "catch_up":  # a 5xx mid-way: the fills it did not read are still missing
+                    self.q.put((kind, item))
                 self._stop.wait(0.2)
 
     # --- one frame -------------------------------------------------------------------------------------
@@ -248,7 +254,12 @@ class UserDataConnector:
                 self._stop.wait(delay)
         else:
             return
-        n = self.catch_up(reason)
+        try:
+            n = self.catch_up(reason)
+        except Exception as exc:  # noqa: BLE001 - the stream is back; the reads are retried on their own
+            logger.warning("s1 user data {} {}: catch-up failed ({}); retrying", self.market, self.account_id, exc)
+            self.q.put(("catch_up", reason))
+            n = 0
         self.producer.publish(keys.OPS_EVENTS, OpsEvent(kind="USER_STREAM_RENEWED", actor="s1", detail={
             "market": self.market, "reason": reason, "reports_caught_up": str(n)}),
             f"USER_STREAM_RENEWED:{self.market}:{self.account_id}:{self.renewals}", self.account_id)
