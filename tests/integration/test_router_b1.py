@@ -220,6 +220,12 @@ def test_lost_replies_and_5xx_leave_exactly_one_order_per_leg(r, env, venue):
             submit(r, OrderIntent(intent_id=iid, market="FUT", symbol="BTCUSDT", side="BUY" if i % 2 else "SELL",
                                   qty=Decimal("0.003")))
         wait_until(lambda: all(done(store, i) for i in ids), timeout=60, message="all 20 intents resolved")
+        # Every venue trade booked in ``fills`` by S4's book_fills step (no S1 here to fill gaps): a
+        # userTrades read that got a 5xx is retried, not given up.
+        trades = venue.call(lambda: [t for t in venue.server.engine.trades if t.account == "main"])
+        want = sorted(f"FUT:{t.symbol}:{t.trade_id}" for t in trades)
+        wait_until(lambda: sorted(d["_key"] for d in store.query("fills", {})) == want, timeout=60,
+                   message="every venue trade booked once")
     venue.control("/chimera/v1/faults", {"lost_reply_share": 0.0, "error_5xx_share": 0.0})
     counts = venue_orders(venue, "cmkt-")
     assert {counts[client_order_id(i, "mkt")] for i in ids} == {1}
