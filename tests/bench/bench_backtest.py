@@ -3,6 +3,7 @@
 Run as a script (not collected by pytest)::
 
     python tests/bench/bench_backtest.py [--copies 10] [--sample-days 1] [--profile]
+    python tests/bench/bench_backtest.py --year [--days 365]
 
 Prints, in one run: bars/s of the in-process backtest (the real S2 → S3 → S4 → S6 handlers against
 the venue engine) for the SMA(20/60) crossover bundle over the shipped BTCUSDT 1m data repeated
@@ -10,6 +11,12 @@ the venue engine) for the SMA(20/60) crossover bundle over the shipped BTCUSDT 1
 backtesting.py's SmaCross on the same bars, their ratio, whether the trade lists agree (entry/exit bar
 and side; both fill a crossover at the next bar's open), the sample bundle's bars/s and the peak RSS. ``--profile`` prints the
 top of a cProfile of the SMA run.
+
+``--year`` measures item 7's memory bound instead, in a process of its own so nothing else counts:
+the sample bundle over a year of 1m bars of BTCUSDT and ETHUSDT (two feather files of 525,600 bars
+each, plus 8h funding), built from the shipped week of real bars played forward, then backward
+(time-reversed), then forward again…, so the series stays continuous and within the week's range.
+Prints bars, bars per CPU s and the peak RSS against the 500 MB budget.
 """
 
 from __future__ import annotations
@@ -44,6 +51,55 @@ def write_data(tmp: Path, copies: int) -> tuple[Path, list]:
     path = tmp / "BTC_USDT_USDT-1m-futures.json"
     path.write_text(json.dumps(rows))
     return path, rows
+
+
+def write_year(tmp: Path, days: int) -> list[str]:
+    """Two symbols' 1m bars and 8h funding over ``days`` days (see the module docstring)."""
+    import pandas as pd
+
+    specs = []
+    for coin in ("BTC", "ETH"):
+        df = pd.read_feather(SAMPLE / f"{coin}_USDT_USDT-1m-futures.feather")
+        week = df[["open", "high", "low", "close", "volume"]].to_numpy()
+        back = week[::-1][:, [3, 1, 2, 0, 4]]  # time-reversed: a bar's close becomes its open
+        n = days * 1440
+        blocks, have, k = [], 0, 0
+        while have < n:
+            blocks.append(week if k % 2 == 0 else back)
+            have += len(week)
+            k += 1
+        import numpy as np
+
+        bars = np.concatenate(blocks)[:n]
+        start = int(df["date"].iloc[0].timestamp() * 1000)
+        frame = pd.DataFrame(bars, columns=["open", "high", "low", "close", "volume"])
+        frame.insert(0, "date", pd.to_datetime(start + np.arange(n, dtype="int64") * 60_000, unit="ms", utc=True).astype("datetime64[ns, UTC]"))
+        kl = tmp / f"{coin}_USDT_USDT-1m-futures.feather"
+        frame.to_feather(kl)
+        rates = pd.read_feather(SAMPLE / f"{coin}_USDT_USDT-8h-funding_rate.feather")["open"].to_numpy()
+        m = days * 3
+        fund = pd.DataFrame({"open": np.resize(rates, m)})
+        fund.insert(0, "date", pd.to_datetime(start + np.arange(m, dtype="int64") * 8 * 3_600_000, unit="ms", utc=True).astype("datetime64[ns, UTC]"))
+        for c in ("high", "low", "close", "volume"):
+            fund[c] = fund["open"] if c != "volume" else 0.0
+        fr = tmp / f"{coin}_USDT_USDT-8h-funding_rate.feather"
+        fund.to_feather(fr)
+        specs += [str(kl), str(fr)]
+    return specs
+
+
+def main_year(days: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp_s:
+        data = write_year(Path(tmp_s), days)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result, wall, cpu = run_chimera(REPO / "chimera" / "bundles" / "sample_vol_breakout.json", data)
+    k = result.run["kpis"]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"chimera backtest, sample bundle, {days} days of BTCUSDT+ETHUSDT 1m: {k['bars']} bars in {wall:.0f} s = "
+          f"{k['bars'] / cpu:,.0f} bars per CPU s ({k['trades']} trades, dead letters {k['dead_letters']}, "
+          f"funding {k['funding_usdt']} USDT)")
+    print(f"peak RSS: {rss:,.0f} MB (before the run, data written: {rss0:,.0f} MB); budget 500 MB: "
+          f"{'within' if rss <= 500 else 'EXCEEDED'}")
 
 
 def run_chimera(bundle_path: Path, data: list[str], frm: str | None = None, to: str | None = None,
@@ -100,7 +156,11 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--sample-days", type=int, default=1, help="days of the sample bundle run (2 symbols)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--year", action="store_true", help="only the memory run over a year of two symbols")
+    ap.add_argument("--days", type=int, default=365, help="with --year: how many days")
     args = ap.parse_args()
+    if args.year:
+        return main_year(args.days)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         data, rows = write_data(tmp, args.copies)
