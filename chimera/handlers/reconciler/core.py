@@ -215,8 +215,11 @@ def _degrade_or_lift(ctx: Context, run: Run, report: dict) -> list[Emit]:
     every = periodic.interval_ms(ctx)
     ttl = param(ctx, "degrade_ttl_ms", max(3 * every, 60_000))
     s = report["summary"]
+    # The first differences by name: an operator (and the drill's report) sees what disagreed, not only how much.
+    first = [f"{k} {d.get('type', '')} {d.get('ref', '')}".strip()
+             for k in ("adopted", "fixed", "closed", "unresolved") for d in report[k][:2]]
     why = (f"consistency {report['consistency']['all']}, fixed {s['fixed']}, adopted {s['adopted']}, "
-           f"closed {s['closed']}, unresolved {s['unresolved']}")
+           f"closed {s['closed']}, unresolved {s['unresolved']}" + (f" ({'; '.join(first)})" if first else ""))
     return degrade.degrade(risk(ctx), run_id=run.run_id, account_id=run.account_id, now_ms=now, ttl_ms=ttl, why=why)
 
 

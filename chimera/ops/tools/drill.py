@@ -45,6 +45,7 @@ from chimera.errors import FatalError
 from chimera.ops.books import lines as book_lines
 from chimera.ops.tools import drill_checks as checks
 from chimera.ops.tools.fleet import Fleet
+from chimera.schemas.envelope import decode
 from chimera.schemas.messages import Decide, Reconcile
 from chimera.store import collections as C
 from chimera.streams import keys
@@ -106,6 +107,7 @@ class DrillReport:
     virtual_gaps: list[str] = field(default_factory=list)  # Σ virtual positions != the venue's, per account
     filled_by_account: dict = field(default_factory=dict)
     books: dict = field(default_factory=dict)  # account -> the books' identity rows (chimera/ops/books.py)
+    degraded: list[str] = field(default_factory=list)  # why S5 set REDUCE_ONLY (its RECONCILE_DEGRADED alerts)
 
     @property
     def ok(self) -> bool:
@@ -124,7 +126,7 @@ class DrillReport:
             "elapsed_s": round(self.elapsed_s, 1), "ok": self.ok, "failures": self.failures,
             "data_dir": self.data_dir, "accounts": list(self.accounts), "filled_by_account": self.filled_by_account,
             "cross_account_orders": len(self.cross_account), "quantity_mismatches": self.quantity_mismatches,
-            "virtual_gaps": self.virtual_gaps,
+            "virtual_gaps": self.virtual_gaps, "degraded": self.degraded,
             "books": {a: {c["id"]: {k: c[k] for k in ("expected", "actual", "ok")} for c in rows}
                       for a, rows in self.books.items()},
         }
@@ -152,6 +154,8 @@ class DrillReport:
                             f"quantity mismatches {len(self.quantity_mismatches)}")
         for reason, n in sorted({**f["rejected"], **{f"skip {k}": v for k, v in f["skipped"].items()}}.items()):
             lines.append(f"    {n:4d} x {reason}")
+        # Entries refused by REDUCE_ONLY come from S5 finding the store and the venue apart: say where.
+        lines += [f"  S5 degraded        {why}" for why in self.degraded[:10]]
         lines.append("  books              venue wallet change = Σ realized − fees + funding over the store's "
                      "positions; fills = trades")
         lines += [f"    {line}" for a, rows in self.books.items() for line in book_lines(a, rows)]
@@ -291,6 +295,16 @@ def _chaos(cfg: DrillConfig, r, store, fleet: Fleet, signals: list[tuple[str, ..
         time.sleep(0.005)
 
 
+def _degraded(r) -> list[str]:
+    """S5's RECONCILE_DEGRADED alerts: each says which differences made it set REDUCE_ONLY."""
+    out = []
+    for _id, fields in r.xrange(keys.ALERTS) if r.exists(keys.ALERTS) else []:
+        alert = decode(fields).payload
+        if getattr(alert, "code", "") == "RECONCILE_DEGRADED":
+            out.append(f"{alert.context.get('account_id', '')}: {alert.message}")
+    return out
+
+
 def _drained(r) -> bool:
     for stream, role in DRAINED:
         try:
@@ -418,7 +432,7 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
             quantity_mismatches=[m for a in accounts for m in checks.quantity_mismatches(venue, store, a)],
             virtual_gaps=[g for a in accounts for g in checks.virtual_gaps(venue, store, a)],
             filled_by_account=dict(Counter((store.get(C.ORDER_INTENTS, i) or {}).get("account_id", "main")
-                                           for i in res.filled)), books=books)
+                                           for i in res.filled)), books=books, degraded=_degraded(r))
         report.failures = _failures(report)
         return report
     finally:
