@@ -108,6 +108,7 @@ class DrillReport:
     filled_by_account: dict = field(default_factory=dict)
     books: dict = field(default_factory=dict)  # account -> the books' identity rows (chimera/ops/books.py)
     degraded: list[str] = field(default_factory=list)  # why S5 set REDUCE_ONLY (its RECONCILE_DEGRADED alerts)
+    lost_results: list[str] = field(default_factory=list)  # filled intents whose OrderResult Redis lost
 
     @property
     def ok(self) -> bool:
@@ -126,7 +127,7 @@ class DrillReport:
             "elapsed_s": round(self.elapsed_s, 1), "ok": self.ok, "failures": self.failures,
             "data_dir": self.data_dir, "accounts": list(self.accounts), "filled_by_account": self.filled_by_account,
             "cross_account_orders": len(self.cross_account), "quantity_mismatches": self.quantity_mismatches,
-            "virtual_gaps": self.virtual_gaps, "degraded": self.degraded,
+            "virtual_gaps": self.virtual_gaps, "degraded": self.degraded, "lost_results": self.lost_results,
             "books": {a: {c["id"]: {k: c[k] for k in ("expected", "actual", "ok")} for c in rows}
                       for a, rows in self.books.items()},
         }
@@ -156,6 +157,9 @@ class DrillReport:
             lines.append(f"    {n:4d} x {reason}")
         # Entries refused by REDUCE_ONLY come from S5 finding the store and the venue apart: say where.
         lines += [f"  S5 degraded        {why}" for why in self.degraded[:10]]
+        if self.lost_results:
+            lines.append(f"  results lost       {len(self.lost_results)} filled intent(s) whose OrderResult is gone from "
+                         f"ord:{{results}} (a failover lost the write): {', '.join(self.lost_results[:5])}")
         lines.append("  books              venue wallet change = Σ realized − fees + funding over the store's "
                      "positions; fills = trades")
         lines += [f"    {line}" for a, rows in self.books.items() for line in book_lines(a, rows)]
@@ -432,7 +436,8 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
             quantity_mismatches=[m for a in accounts for m in checks.quantity_mismatches(venue, store, a)],
             virtual_gaps=[g for a in accounts for g in checks.virtual_gaps(venue, store, a)],
             filled_by_account=dict(Counter((store.get(C.ORDER_INTENTS, i) or {}).get("account_id", "main")
-                                           for i in res.filled)), books=books, degraded=_degraded(r))
+                                           for i in res.filled)), books=books, degraded=_degraded(r),
+            lost_results=checks.lost_results(r, res.filled))
         report.failures = _failures(report)
         return report
     finally:

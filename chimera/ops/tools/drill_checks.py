@@ -23,7 +23,9 @@ from decimal import Decimal
 
 from chimera.errors import FatalError
 from chimera.ops.books import live_books
+from chimera.schemas.envelope import decode
 from chimera.store import collections as C
+from chimera.streams import keys
 from chimera.venues.binance.adapter import client_order_id
 from chimera.venues.local.engine.model import FUTURES
 
@@ -73,6 +75,18 @@ class VenueOrders:
     duplicates: int = 0  # extra entry orders at the venue beyond one per intent
     missing: list[str] = field(default_factory=list)  # filled in the store, no order at the venue
     phantom: list[str] = field(default_factory=list)  # rejected in the store, yet an order at the venue
+
+
+def lost_results(r, filled: list[str]) -> list[str]:
+    """Filled intents whose FILLED ``OrderResult`` is not on ``ord:{results}``: S4 published it (the intent
+    is DONE in the store), Redis acknowledged it, and a failover lost it before the replica had it
+    (Redis Cluster replicates asynchronously). S6 then never opens the position and S5 adopts it."""
+    seen = set()
+    for _id, fields in r.xrange(keys.ORD_RESULTS):
+        res = decode(fields).payload
+        if getattr(res, "status", "") == "FILLED":
+            seen.add(res.intent_id)
+    return [i for i in filled if i not in seen]
 
 
 def venue_client_ids(venue, prefix: str = "") -> Counter:
