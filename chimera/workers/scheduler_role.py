@@ -18,12 +18,20 @@ def run_scheduler(r, clock, owner: str, stop: threading.Event, ttl_ms: int = 500
     was_active = False
     try:
         while not stop.is_set():
-            active = lease.tick()
-            if active != was_active:
-                logger.info("scheduler {} is {}", owner, "active" if active else "standby")
-                was_active = active
-            if active:
-                scheduler.fire_due(r, clock.now_ms())
+            try:
+                active = lease.tick()
+                if active != was_active:
+                    logger.info("scheduler {} is {}", owner, "active" if active else "standby")
+                    was_active = active
+                if active:
+                    scheduler.fire_due(r, clock.now_ms())
+            except Exception as exc:  # noqa: BLE001 - one bad tick must not end every timer of the system
+                # e.g. redis-py's cluster client between a connection error and its slot-map refresh has
+                # no default node (AttributeError, not a ConnectionError): the next tick tries again. A
+                # thread that died here stopped every timer for good (a rollout stalled in CI).
+                logger.warning("scheduler {}: tick failed ({!r}); retrying", owner, exc)
+                stop.wait(0.2)
+                continue
             stop.wait(tick_s if active else ttl_ms / 3000)
     finally:
         lease.release()
