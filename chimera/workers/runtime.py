@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from chimera.ports.wiring import redis_ports
 from chimera.streams import keys
-from chimera.streams.redis import TRANSIENT, is_cluster, keyslot, retry_redis
+from chimera.streams.redis import TRANSIENT, is_cluster, is_transient, keyslot, retry_redis
 from chimera.workers.config import ConfigHolder
 from chimera.workers.crashguard import CrashGuard
 from chimera.workers.flush import Commit
@@ -193,8 +193,8 @@ class Worker:
             for s in streams:  # stream deleted or flushed under us: recreate and go on
                 ensure_group(self.r, s, self.group)
             return []
-        if isinstance(exc, TRANSIENT):
-            logger.warning("redis unavailable ({}); retrying", exc)
+        if is_transient(exc):
+            logger.warning("redis unavailable ({!r}); retrying", exc)
             self.stop_event.wait(0.2)
             return []
         raise exc
@@ -205,8 +205,10 @@ class Worker:
                 resp = self._reader.execute_command(*self._read_command(streams, block))
             else:
                 resp = self.r.xreadgroup(self.group, self.consumer, streams, count=self.count, block=block)
-        except (ResponseError, *TRANSIENT) as exc:
-            return self._read_failed(exc, streams)
+        except Exception as exc:
+            if isinstance(exc, ResponseError) or is_transient(exc):
+                return self._read_failed(exc, streams)
+            raise
         return self._parse_read(resp)
 
     def _parse_read(self, resp) -> list[tuple[str, str, dict | list]]:
