@@ -62,7 +62,7 @@ class Fleet:
     def __init__(self, r, store, outcome) -> None:
         self.prod = Producer(r, WallClock())
         self.store = store
-        self.outcome = outcome  # (bundle_id, rev) -> ("FILLED" | "REJECTED", slippage_bps | None)
+        self.outcome = outcome  # (bundle_id, rev) -> ("FILLED" | "REJECTED" | None, slippage_bps | None)
         self.stop = threading.Event()
         self.done: set[str] = set()
         self.n = 0
@@ -83,6 +83,8 @@ class Fleet:
                     continue
                 self.done.add(doc["_key"])
                 status, slip = self.outcome((d["bundle_id"], d["config_rev"]))
+                if status is None:  # S4 never got to it: no order document at all
+                    continue
                 iid = d["intent_id"]
                 self.store.upsert(ORDER_INTENTS, iid, {"intent_id": iid, "signal_id": doc["_key"], "created_at": now})
                 self.store.upsert(ORDERS, f"{iid}:entry", {"intent_id": iid, "leg": "entry", "purpose": "ENTRY",
@@ -128,6 +130,10 @@ def stack(r, settings, outcome):
     sched.start()
     fleet = Fleet(r, store, outcome)
     with ExitStack() as es:
+        # Stopped however the test ends: a scheduler left running would hold the singleton lease and
+        # fire the next test's timers on this test's clock (CI run 11: two later cluster tests stalled).
+        es.callback(sched.join, 5)
+        es.callback(stop.set)
         workers = [es.enter_context(ThreadWorker(S10, r, settings, "s10-a", store=store)),
                    es.enter_context(ThreadWorker(S3, r, settings, "s3-a")),
                    es.enter_context(ThreadWorker(S3, r, settings, "s3-b"))]
@@ -141,8 +147,6 @@ def stack(r, settings, outcome):
             watch.stop.set()
             fleet.thread.join(5)
             watch.thread.join(5)
-    stop.set()
-    sched.join(5)
 
 
 def _promote(r, pid: str, cand) -> None:
@@ -155,8 +159,13 @@ def _state(store, pid: str) -> str | None:
     return (store.get(PROMOTIONS, pid) or {}).get("state")
 
 
+def _verdicts(doc: dict) -> list[dict]:
+    """The steps that moved the rollout (a stage short of orders is EXTENDED by an interval, state kept)."""
+    return [s for s in doc["steps"] if s["event"] != "EXTENDED"]
+
+
 def _steps(store, pid: str) -> list[tuple[str, str, str]]:
-    return [(s["from_state"], s["event"], s["to_state"]) for s in store.get(PROMOTIONS, pid)["steps"]]
+    return [(s["from_state"], s["event"], s["to_state"]) for s in _verdicts(store.get(PROMOTIONS, pid))]
 
 
 def _no_mixed_revs(r, store) -> int:
@@ -195,11 +204,11 @@ def test_rollout_promotes_hot_reloads_every_worker_within_1s(r, settings):
         ("PENDING", "GUARDS_PASSED", "SHADOW"), ("SHADOW", "Successful", "CANARY"),
         ("CANARY", "Successful", "RAMP_10"), ("RAMP_10", "Successful", "RAMP_50"),
         ("RAMP_50", "Successful", "RAMP_100"), ("RAMP_100", "Successful", "PROMOTED")]
-    actives = [s["active"] for s in doc["steps"]]
+    actives = [s["active"] for s in _verdicts(doc)]
     assert actives == ["inc:1", "cand:2", "cand:3", "cand:4", "cand:1", "cand:1"]
     margins = [service.get_bundle(store, "cand", rev)["body"]["strategy"]["sizing"]["margin_usdt"] for rev in (2, 3, 4, 1)]
     assert margins == ["50", "10", "50", "100"]  # canary 50 %, ramp 10 %, 50 %, the candidate itself
-    live = doc["steps"][2]["metrics"]
+    live = _verdicts(doc)[2]["metrics"]
     assert live["orders"] >= 1 and live["reject_rate"] == 0.0 and live["slippage_bps"] == 1.5
     assert service.active(store) == {"bundle_id": "cand", "rev": 1}
     assert service.get_bundle(store, "cand", 1)["status"] == "ACTIVE"
@@ -225,14 +234,36 @@ def test_failing_analysis_rolls_back_within_one_interval(r, settings):
     doc = store.get(PROMOTIONS, "pr-bad")
     assert _steps(store, "pr-bad") == [("PENDING", "GUARDS_PASSED", "SHADOW"), ("SHADOW", "Successful", "CANARY"),
                                        ("CANARY", "Failed", "ROLLED_BACK")]
-    canary, failed = doc["steps"][1], doc["steps"][2]
+    failed = _verdicts(doc)[2]
     assert failed["metrics"]["reject_rate"] == 1.0 and "reject_rate 1.000 > 0.2" in failed["reasons"][0]
     assert failed["active"] == "inc:1" and service.active(store) == {"bundle_id": "inc", "rev": 1}
-    # One analysis interval after the canary went live (plus the scheduler's and the worker's latency).
-    assert INTERVAL_MS <= failed["at_ms"] - canary["at_ms"] < INTERVAL_MS + 1000
+    # One analysis interval after the canary went live, or after the last interval it was extended by for
+    # want of orders (plus the scheduler's and the worker's latency).
+    before = doc["steps"][-2]
+    assert before["to_state"] == "CANARY" and all(s["event"] == "EXTENDED" for s in doc["steps"][2:-1])
+    assert INTERVAL_MS <= failed["at_ms"] - before["at_ms"] < INTERVAL_MS + 1000
     assert max(lag for _p, lag in watch.lags) < 1.0, watch.lags
     assert service.get_bundle(store, "cand", 1)["status"] == "REJECTED"
     _no_mixed_revs(r, store)
+
+
+def test_a_stage_short_of_orders_runs_more_intervals_then_pauses(r, settings):
+    # The candidate's decisions never become orders: no verdict is possible. The canary is extended by
+    # governance.max_extensions (3) intervals, each recorded, and only then paused as Inconclusive.
+    with stack(r, settings, lambda key: (None, None) if key[0] == "cand" else ("FILLED", 1.0)) as (store, cand, _w):
+        wait_until(lambda: store.count(SIGNALS) >= 3, 10, message="S3 deciding")
+        _promote(r, "pr-quiet", cand)
+        wait_until(lambda: _state(store, "pr-quiet") == "PAUSED", 20, interval=0.05, message="PAUSED")
+    doc = store.get(PROMOTIONS, "pr-quiet")
+    events = [(s["from_state"], s["event"], s["to_state"]) for s in doc["steps"]]
+    assert events == [("PENDING", "GUARDS_PASSED", "SHADOW"), ("SHADOW", "Successful", "CANARY"),
+                      *[("CANARY", "EXTENDED", "CANARY")] * 3, ("CANARY", "Inconclusive", "PAUSED")]
+    ext = doc["steps"][2:5]
+    assert [s["reasons"][-1] for s in ext] == [f"extension {i} of 3" for i in (1, 2, 3)]
+    assert all("< min_orders 1" in s["reasons"][0] and s["metrics"]["orders"] == 0 for s in ext)
+    gaps = [b["at_ms"] - a["at_ms"] for a, b in zip(doc["steps"][1:], doc["steps"][2:], strict=False)]
+    assert all(g >= INTERVAL_MS for g in gaps), gaps  # one interval each, never sooner
+    assert doc["paused_state"] == "CANARY" and service.active(store) == {"bundle_id": "cand", "rev": 2}
 
 
 def test_nan_pauses_and_never_promotes(r, settings):

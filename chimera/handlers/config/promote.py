@@ -102,7 +102,28 @@ def on_timer(env: Envelope, ctx) -> list:
                                 until_ms=now + 1, incumbent=(doc.previous_bundle_id, doc.previous_rev),
                                 equity_usdt=gov.equity_usdt)
         verdict, reasons = rollout.analyze_live(gov, metrics)
+    if verdict == rollout.INCONCLUSIVE and doc.extensions < gov.max_extensions \
+            and rollout.short_of_samples(gov, doc.state, metrics):
+        return _extend(ctx, doc, gov, reasons, jsonable(metrics))
     return _step(ctx, doc, verdict, verdict=verdict, reasons=reasons, metrics=jsonable(metrics))
+
+
+def _extend(ctx, doc: PromotionDoc, gov: rollout.Governance, reasons: list[str], metrics: dict) -> list:
+    """Too few samples for a verdict: the stage runs one more interval (recorded as a step, state kept)."""
+    now = ctx.now_ms()
+    active = service.active(ctx.store) or {"bundle_id": "", "rev": 0}
+    step = PromotionStep(at_ms=now, from_state=doc.state, event="EXTENDED", to_state=doc.state,
+                         active=service.key(active["bundle_id"], active["rev"]), verdict=rollout.INCONCLUSIVE,
+                         metrics=metrics,
+                         reasons=[*reasons, f"extension {doc.extensions + 1} of {gov.max_extensions}"])
+    patch = {"extensions": doc.extensions + 1, "updated_at": now,
+             "steps": [*msgspec.to_builtins(doc.steps), msgspec.to_builtins(step)]}
+    if not ctx.store.update_if(PROMOTIONS, doc.promotion_id, patch, {"state": doc.state,
+                                                                     "updated_at": doc.updated_at}):
+        return []  # another delivery extended or moved it first
+    due = now + gov.analysis_interval_ms
+    return [Emit(keys.CFG_COMMANDS, TimerFired(name=TIMER, ref=doc.promotion_id, due_ms=due, data={"state": doc.state}),
+                 f"{timer_key(doc.promotion_id)}:{doc.state}:{due}", due_ms=due, timer_key=timer_key(doc.promotion_id))]
 
 
 def on_command(env: Envelope, ctx) -> list:
@@ -146,7 +167,7 @@ def _step(ctx, doc: PromotionDoc, event: str, *, verdict: str = "", reasons=(), 
     patch: dict = {"state": to, "updated_at": now}
     active = service.active(store) or {"bundle_id": "", "rev": 0}
     if to in rollout.STAGES:
-        patch.update(stage_started_ms=now, paused_state="")
+        patch.update(stage_started_ms=now, paused_state="", extensions=0)
         if to == "SHADOW":
             patch["stage_rev"] = 0
         else:

@@ -54,6 +54,10 @@ class Governance:
     skip_shadow: bool = False
     min_signals: int = 1  # shadow: signals needed for a verdict
     min_orders: int = 1  # live stages: orders of the stage rev needed for a verdict
+    # A stage short of samples (orders, or signals in SHADOW) has no verdict yet: it runs another
+    # analysis interval, this many times, before pausing as Inconclusive. A quiet hour, or workers that
+    # took a moment to hot-reload the stage rev, is not a reason to call an operator.
+    max_extensions: int = 3
     max_reject_rate: float = 0.2
     min_maker_fill_ratio: float = 0.2  # only judged when the stage rested maker legs
     max_slippage_bps: float = 10.0
@@ -97,6 +101,13 @@ def guardrails(gov: Governance, dry_run: Mapping | None, robustness: float | Non
 
 def _bad(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def short_of_samples(gov: Governance, state: str, m: Mapping) -> bool:
+    """The stage's figures rest on too few samples for any verdict (a NaN figure with enough is not this)."""
+    if state == "SHADOW":
+        return int(m.get("signals", 0)) < gov.min_signals
+    return _bad(m.get("orders")) or m["orders"] < gov.min_orders
 
 
 def analyze_shadow(gov: Governance, d: Mapping) -> tuple[str, list[str]]:

@@ -80,6 +80,7 @@ class PromotionDoc(msgspec.Struct, frozen=True, kw_only=True):
     stage_rev: int = 0  # rev of the candidate bundle live in the current stage (0 in SHADOW)
     stage_started_ms: int = 0
     paused_state: str = ""  # the stage a PAUSED rollout resumes
+    extensions: int = 0  # analysis intervals the current stage got because it was short of samples
     approved_by: str = ""
     requested_by: str = ""
     real_capital: bool = False
