@@ -13,6 +13,10 @@ from typing import Protocol
 
 from chimera.streams import keys
 
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
 # The streams whose backlog means "the pipeline is late" (market data lag is S1's WS lag instead).
 CORE_STREAMS = (keys.ORD_COMMANDS, keys.ORD_RESULTS, keys.VENUE_REPORTS, keys.POS_COMMANDS,
                 keys.ROUTER_TIMERS, keys.STRAT_COMMANDS, keys.RECON_COMMANDS)
@@ -39,23 +43,29 @@ class RedisHealthInputs:
                 return None
             raise
 
-    @staticmethod
-    def _backlog(g: dict) -> int:
-        return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+    def _backlog(self, stream: str, g: dict) -> int:
+        lag = g.get("lag")
+        if lag is None:
+            # Redis cannot count it (NULL: entries trimmed or deleted past the group, or a failover
+            # left entries-read unknown). Behind unless the group has read the newest entry: S5 took a
+            # failover's NULL for "caught up" and adopted 8 positions S6 was about to open (CI run 12).
+            last = self.r.xinfo_stream(stream)["last-generated-id"]
+            lag = 0 if _text(g.get("last-delivered-id")) == _text(last) else 1
+        return int(lag) + int(g.get("pending") or 0)
 
     def stream_lag(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for stream in self.streams:
             groups = self._groups(stream)
             if groups is not None:
-                out[stream] = max((self._backlog(g) for g in groups), default=0)
+                out[stream] = max((self._backlog(stream, g) for g in groups), default=0)
         return out
 
     def group_backlog(self, stream: str, group: str) -> int:
         for g in self._groups(stream) or ():
             name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
             if name == group:
-                return self._backlog(g)
+                return self._backlog(stream, g)
         return 0
 
 
