@@ -121,9 +121,13 @@ def _extend(ctx, doc: PromotionDoc, gov: rollout.Governance, reasons: list[str],
     if not ctx.store.update_if(PROMOTIONS, doc.promotion_id, patch, {"state": doc.state,
                                                                      "updated_at": doc.updated_at}):
         return []  # another delivery extended or moved it first
-    due = now + gov.analysis_interval_ms
-    return [Emit(keys.CFG_COMMANDS, TimerFired(name=TIMER, ref=doc.promotion_id, due_ms=due, data={"state": doc.state}),
-                 f"{timer_key(doc.promotion_id)}:{doc.state}:{due}", due_ms=due, timer_key=timer_key(doc.promotion_id))]
+    return [_analysis_timer(doc.promotion_id, doc.state, now + gov.analysis_interval_ms)]
+
+
+def _analysis_timer(pid: str, state: str, due: int) -> Emit:
+    """The stage's next analysis (one armed per promotion: a new one replaces it)."""
+    return Emit(keys.CFG_COMMANDS, TimerFired(name=TIMER, ref=pid, due_ms=due, data={"state": state}),
+                f"{timer_key(pid)}:{state}:{due}", due_ms=due, timer_key=timer_key(pid))
 
 
 def on_command(env: Envelope, ctx) -> list:
@@ -182,10 +186,7 @@ def _step(ctx, doc: PromotionDoc, event: str, *, verdict: str = "", reasons=(), 
             patch["stage_rev"] = rev
             out += _activate(store, doc, bid, rev, to)
             active = {"bundle_id": bid, "rev": rev}
-        due = now + gov.analysis_interval_ms
-        out.append(Emit(keys.CFG_COMMANDS, TimerFired(name=TIMER, ref=doc.promotion_id, due_ms=due,
-                                                      data={"state": to}),
-                        f"{timer_key(doc.promotion_id)}:{to}:{due}", due_ms=due, timer_key=timer_key(doc.promotion_id)))
+        out.append(_analysis_timer(doc.promotion_id, to, now + gov.analysis_interval_ms))
     else:
         out.append(CancelTimer(timer_key(doc.promotion_id)))
         if to == "PAUSED":
