@@ -61,6 +61,11 @@ def test_positions_carry_the_venues_fees_pnl_and_funding_and_the_books_balance(r
         closed = wait_until(lambda: (p := position(store, "bk-1")) and p.state == "CLOSED"
                             and set(p.booked_trades) == ids and p, timeout=30,
                             message="every venue trade booked on the closed position")
+        # S4 books a leg's trades into ``fills`` as a follow-up step (the ``book_fills`` timer), which may
+        # run after S6 has closed the position from S1's reports: wait for it before the workers stop.
+        want = sorted(f"FUT:{t.symbol}:{t.trade_id}" for t in trades)
+        wait_until(lambda: sorted(d["_key"] for d in store.query(FILLS, {})) == want, timeout=30,
+                   message="S4 booked every venue trade into fills")
 
     wallet = venue.call(lambda: venue.server.engine.wallet_history("main"))
     change = wallet["wallet_change"] - wallet["transfers"]
@@ -73,7 +78,7 @@ def test_positions_carry_the_venues_fees_pnl_and_funding_and_the_books_balance(r
     assert closed.realized_pnl == sum((t.realized_pnl for t in trades), Decimal(0)) != 0
     assert closed.funding == wallet["funding"] < 0
     # Store fills = venue trades, one to one.
-    assert sorted(d["_key"] for d in store.query(FILLS, {})) == sorted(f"FUT:{t.symbol}:{t.trade_id}" for t in trades)
+    assert sorted(d["_key"] for d in store.query(FILLS, {})) == want
 
 
 def test_a_report_or_settlement_delivered_again_under_another_key_is_booked_once():
