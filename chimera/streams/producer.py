@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from chimera.schemas.envelope import Envelope, Message, encode, type_of
-from chimera.streams.redis import retry_redis
+from chimera.streams.redis import check_replica_waits, queue_replica_waits, retry_redis
 
 DEFAULT_MAXLEN = 1_000_000  # approximate trim keeps memory bounded; replay horizon per stream
 
@@ -78,5 +78,11 @@ class Producer:
         env = envelope_for(Emit(stream, payload, key, account_id, event_time), parent=None, now_ms=self.clock.now_ms())
         if correlation_id:
             env = msgspec.structs.replace(env, correlation_id=correlation_id)
-        entry_id = self.r.xadd(stream, encode(env), maxlen=self.maxlen, approximate=True)
+        # The caller answers "accepted" once this returns: only when a replica holds the entry (where the
+        # node has one, streams/redis.py "replication") does a failover not take it back.
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(stream, encode(env), maxlen=self.maxlen, approximate=True)
+        waits = queue_replica_waits(self.r, pipe, [stream])
+        entry_id, *replies = pipe.execute()
+        check_replica_waits(waits, replies)
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id

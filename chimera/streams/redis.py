@@ -1,9 +1,14 @@
-"""Redis connections (single node or Cluster) and the retry policy for transient errors."""
+"""Redis connections (single node or Cluster), the retry policy for transient errors, and the wait for a
+replica before an acknowledgement depends on a write."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 import redis
 import redis.cluster
+from loguru import logger
 from redis.exceptions import BusyLoadingError, ClusterDownError, ConnectionError, TimeoutError, TryAgainError
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
@@ -52,3 +57,76 @@ def keyslot(key: str) -> int:
     from redis.crc import key_slot
 
     return key_slot(key.encode())
+
+
+# --- replication -------------------------------------------------------------------------------------
+# Redis replicates asynchronously: a master can answer OK to an XADD and die before its replica has the
+# entry; the replica promoted in its place never had it. If the consumer-group ack of the entry that
+# caused the XADD has gone out, the message is lost for good (the cluster drill lost a SubmitOrder that
+# way: S3 had decided, S4 never saw the intent). ``WAIT 1`` on the connection that wrote blocks until one
+# replica confirms everything that connection wrote, so the writers that acknowledge something queue it
+# after their writes and before their acks (``workers/flush.Commit``, the scheduler's firing, the
+# producer). A shard without a replica has nothing to wait for (a single server, a promoted master until
+# a replica attaches again): ``INFO replication`` says how many each node has, re-read every few seconds.
+# A WAIT that times out (the replica down or far behind) lets the write's dependants go on and is logged:
+# holding the worker would not make the write any safer.
+
+REPLICA_WAIT_MS = 1000  # the longest a writer waits for a replica's confirmation
+REPLICA_INFO_TTL_S = 5.0  # how long a node's replica count is trusted
+_replicas: dict[str, tuple[float, int]] = {}  # node "host:port" -> (monotonic read time, connected replicas)
+
+
+def _node_of(r, key: str):
+    return r.get_node_from_key(key) if is_cluster(r) else None
+
+
+def _name(r, node) -> str:
+    if node is not None:
+        return node.name
+    kw = r.connection_pool.connection_kwargs
+    return f"{kw.get('host', kw.get('path', ''))}:{kw.get('port', '')}"
+
+
+def _has_replica(r, node, name: str) -> bool:
+    now = time.monotonic()
+    read_at, n = _replicas.get(name, (float("-inf"), 0))
+    if now - read_at > REPLICA_INFO_TTL_S:
+        info = r.info("replication", target_nodes=node) if node is not None else r.info("replication")
+        n = int(info.get("connected_slaves", 0))
+        _replicas[name] = (now, n)
+    return n > 0
+
+
+def queue_replica_waits(r, pipe, written: Iterable[str]) -> list[str]:
+    """Queue ``WAIT 1`` on ``pipe`` for each node holding one of the ``written`` keys (already queued on
+    ``pipe``: a pipeline sends one node's commands on one connection, in order) that has a replica.
+    Returns the nodes waited on, in the order their replies come; pass them to ``check_replica_waits``."""
+    nodes: dict[str, object] = {}
+    for key in written:
+        node = _node_of(r, key)
+        nodes.setdefault(_name(r, node), node)
+    queued = []
+    for name, node in nodes.items():
+        if not _has_replica(r, node, name):
+            continue
+        if node is None:
+            pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+        else:
+            pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS, target_nodes=node)
+        queued.append(name)
+    return queued
+
+
+def check_replica_waits(queued: list[str], replies: list) -> int:
+    """The WAIT replies of ``queued``: returns how many nodes confirmed no replica within the wait (each
+    logged, its replica count re-read next time)."""
+    late = 0
+    for name, got in zip(queued, replies, strict=True):
+        if isinstance(got, Exception):
+            raise got
+        if int(got) < 1:
+            late += 1
+            _replicas.pop(name, None)
+            logger.warning(f"no replica of {name} confirmed a write within {REPLICA_WAIT_MS} ms; going on "
+                           "unreplicated")
+    return late

@@ -3,7 +3,8 @@
 A handler's outputs are staged here while the batch runs: messages to XADD, timers to arm or
 disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
 sends them in one non-transactional pipeline, in that order, so an ack never goes out before the
-emits and timers of its entry (on a cluster in two steps: see ``flush``). Each timer script touches
+emits and timers of its entry (on a cluster in two steps: see ``flush``), nor before a replica holds
+them where the node has one (``WAIT``: streams/redis.py, "replication"). Each timer script touches
 the ``{due}`` keys only (one cluster slot); the cluster pipeline routes every command by its own
 key, so a batch may span slots.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from chimera.schemas.envelope import Envelope, encode
+from chimera.streams import keys
 from chimera.streams.producer import DEFAULT_MAXLEN, CancelTimer, Emit, envelope_for
-from chimera.streams.redis import is_cluster, retry_redis
+from chimera.streams.redis import check_replica_waits, is_cluster, queue_replica_waits, retry_redis
 from chimera.workers import scheduler
 from chimera.workers.crashguard import CrashGuard
 from chimera.workers.locks import Idempotency
@@ -82,19 +84,28 @@ class Commit:
             return None
         pipe = self.r.pipeline(transaction=False)
         self._effects(pipe)
+        # The acks wait for a replica to hold the emits and timers (streams/redis.py, "replication").
+        waits = (self._wait_replicas(pipe) if self.acks else None)
         if self.cluster and (self.emits or self.timers or self.marks) and (self.acks or self.forget):
-            self._execute(pipe)
+            self._execute(pipe, waits)
             self.emits, self.timers, self.marks = [], [], []
-            pipe = self.r.pipeline(transaction=False)
+            pipe, waits = self.r.pipeline(transaction=False), None
         for stream, ids in self.acks.items():
             pipe.xack(stream, self.group, *ids)
         if self.forget:
             self.crash_guard.forget(pipe, self.forget)
         if read is not None:
             pipe.execute_command(*read)
-        reply = self._execute(pipe, with_read=read is not None)
+        reply = self._execute(pipe, waits, with_read=read is not None)
         self.clear()
         return reply
+
+    def _wait_replicas(self, pipe) -> tuple[int, list[str]] | None:
+        written = [stream for stream, _ in self.emits] + ([keys.SCHED_DUE] if self.timers else [])
+        if not written:
+            return None
+        at = len(pipe)
+        return at, queue_replica_waits(self.r, pipe, written)
 
     def _effects(self, pipe) -> None:
         for stream, fields in self.emits:
@@ -110,10 +121,13 @@ class Commit:
             self.traces.write(pipe)
 
     @staticmethod
-    def _execute(pipe, with_read: bool = False):
+    def _execute(pipe, waits: tuple[int, list[str]] | None, with_read: bool = False):
         replies = pipe.execute(raise_on_error=False)
         reply = replies.pop() if with_read else None
         for r in replies:
             if isinstance(r, Exception):
                 raise r
+        if waits:
+            at, nodes = waits
+            check_replica_waits(nodes, replies[at:at + len(nodes)])
         return reply

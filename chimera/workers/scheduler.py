@@ -12,7 +12,7 @@ import msgspec
 
 from chimera.schemas.envelope import Envelope, encode
 from chimera.streams import keys
-from chimera.streams.redis import retry_redis
+from chimera.streams.redis import check_replica_waits, queue_replica_waits, retry_redis
 
 _REMOVE_IF_SAME = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -75,16 +75,25 @@ def armed(r, key: str) -> int | None:
 def fire_due(r, now_ms: int, limit: int = 500) -> int:
     """Publish every entry due at ``now_ms``. Returns how many were published."""
     due = r.zrangebyscore(keys.SCHED_DUE, 0, now_ms, start=0, num=limit, withscores=True)
-    fired = 0
-    for key, score in due:
-        raw = r.hget(keys.SCHED_PAYLOADS, key)
+    raws = [r.hget(keys.SCHED_PAYLOADS, key) for key, _score in due]
+    pipe, written = r.pipeline(transaction=False), []
+    for raw in raws:
         if raw is not None:
             stream, fields = _item_dec.decode(raw)
-            r.xadd(stream, fields)
-            fired += 1
+            pipe.xadd(stream, fields)
+            written.append(stream)
+    if written:
+        # A timer leaves the due-queue only once a replica holds its entry (streams/redis.py, "replication").
+        waits = queue_replica_waits(r, pipe, written)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:len(written)]:
+            if isinstance(reply, Exception):
+                raise reply
+        check_replica_waits(waits, replies[len(written):])
+    for (key, score), raw in zip(due, raws, strict=True):
         # Remove only the version we published: a concurrent re-schedule keeps its new due time.
         r.eval(_REMOVE_IF_SAME, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key, repr(score), raw or b"")
-    return fired
+    return len(written)
 
 
 @retry_redis

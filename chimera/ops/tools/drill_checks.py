@@ -79,8 +79,9 @@ class VenueOrders:
 
 def lost_results(r, filled: list[str]) -> list[str]:
     """Filled intents whose FILLED ``OrderResult`` is not on ``ord:{results}``: S4 published it (the intent
-    is DONE in the store), Redis acknowledged it, and a failover lost it before the replica had it
-    (Redis Cluster replicates asynchronously). S6 then never opens the position and S5 adopts it."""
+    is DONE in the store), Redis acknowledged it, and a failover lost it before the replica had it. S6 then
+    never opens the position and S5 adopts it. Expected empty: S4's ack waits for a replica to hold its
+    output (streams/redis.py, "replication"); counted so a drill proves it."""
     seen = set()
     for _id, fields in r.xrange(keys.ORD_RESULTS):
         res = decode(fields).payload
