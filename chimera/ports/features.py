@@ -177,9 +177,12 @@ class MemoryFeatureState:
             bars = self._bars.setdefault(symbol, [])
             if not bars or bars[-1][0] < open_time:  # the usual case: bars come in order
                 bars.append((open_time, close))
-                return
-            i = bisect_left(bars, (open_time, -math.inf))
-            if i < len(bars) and bars[i][0] == open_time:
-                bars[i] = (open_time, close)  # a re-sent bar replaces the old one
             else:
-                bars.insert(i, (open_time, close))
+                i = bisect_left(bars, (open_time, -math.inf))
+                if i < len(bars) and bars[i][0] == open_time:
+                    bars[i] = (open_time, close)  # a re-sent bar replaces the old one
+                else:
+                    bars.insert(i, (open_time, close))
+            # record_bar's trim: without it a year's backtest kept every bar (~120 MB for two symbols).
+            if bars[0][0] <= open_time - BARS_KEEP_MS:
+                del bars[:bisect_right(bars, (open_time - BARS_KEEP_MS, math.inf))]
