@@ -62,6 +62,11 @@ class HandlerSpec:
     idempotency: Callable[[Envelope], str] | None = by_idempotency_key
     lock: Callable[[Envelope], str | None] | None = None  # lock scope for this entry
     ordered: bool = False  # lease-owned streams, strict per-stream order
+    # Commit each entry's emits and ack as soon as it is handled instead of once per read batch. For
+    # roles that act on a venue (S4): an entry takes a round trip or more there, so a batch can take
+    # seconds, and a result must not wait behind the rest of it (S5 reads a filled leg whose result is
+    # not out after its settle window as an orphan, adopts it and degrades trading).
+    commit_each: bool = False
     # Ordered roles: called after each read batch, before its acks (e.g. S2 writes its state cache
     # once per batch). If it raises, the batch is not acked and the worker stops.
     end_batch: Callable[[Context], None] | None = None

@@ -153,12 +153,15 @@ class Worker:
         started = time.perf_counter()
         done_before = self.processed
         process, stopping = self.pipeline.process, self.stop_event.is_set
+        each = self.spec.commit_each
         try:
             for stream, entry_id, fields, env in self.pipeline.decode_batch(got):
                 n = self._attempts(stream, entry_id) if redelivered else 1
                 process(stream, entry_id, fields, env, n, redelivered=redelivered)
                 if stopping():
                     break
+                if each:
+                    self.commit.flush()
         finally:
             read = self._read_command(dict.fromkeys(self.streams, ">"), None) \
                 if read_next and not self.stop_event.is_set() else None

@@ -281,3 +281,27 @@ def test_a_busy_lock_is_not_a_failed_attempt(r, settings):
         held.release()
         wait_until(lambda: r.llen("t:locked") == 1, timeout=10, message="handled once the lock is free")
     assert dlq_entries(r) == []
+
+
+def test_a_commit_each_role_publishes_an_entrys_result_before_the_rest_of_its_batch(r, settings):
+    """S4's results must not wait behind a read batch of venue round trips (S5 would take a filled leg whose
+    result is not out for an orphan): with ``commit_each`` an entry's emits and ack go out when it is done."""
+    from chimera.handlers.router.role import SPEC as S4
+
+    assert S4.commit_each
+    p = Producer(r, WallClock())
+    p.publish(handlers.GATED_IN, Noop(n=1), idempotency_key="g-1")
+    p.publish(handlers.GATED_IN, Noop(n=2, data="wait"), idempotency_key="g-2")  # the same read batch
+    pending = lambda: r.xpending(handlers.GATED_IN, keys.group("t-gated"))["pending"]  # noqa: E731
+    try:
+        with ThreadWorker(handlers.GATED_SPEC, r, settings, "t-gated-a"):
+            # The first result out and its entry acked (on a cluster the ack follows the emit's write)
+            # while the second entry still waits.
+            wait_until(lambda: r.exists(handlers.GATED_OUT) and r.xlen(handlers.GATED_OUT) == 1 and pending() == 1,
+                       timeout=10, message="the first entry's result out and acked while the second waits")
+            assert [decode(f).payload.n for _, f in r.xrange(handlers.GATED_OUT)] == [1]
+            r.set(handlers.GATE, b"1")
+            wait_until(lambda: r.xlen(handlers.GATED_OUT) == 2 and not pending(), timeout=10,
+                       message="the second done once the gate opens")
+    finally:
+        r.set(handlers.GATE, b"1")  # a failed check must not leave the worker waiting at the gate

@@ -133,3 +133,18 @@ def _logs(env, ctx):
 
 
 LOG_SPEC = HandlerSpec(role="t-log", streams=lambda s: ["t:log"], routes={Noop: Route(_logs)})
+
+
+# A batch whose second entry waits for a gate: does the first entry's result go out before it?
+GATED_IN, GATED_OUT, GATE = "t:gated", "t:gated:out", "t:gate"
+
+
+def _gated(env, ctx):
+    if env.payload.data == "wait":
+        deadline = time.monotonic() + 20
+        while not ctx.redis.exists(GATE) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return [Emit(GATED_OUT, Noop(n=env.payload.n), f"{env.idempotency_key}:out")]
+
+
+GATED_SPEC = HandlerSpec(role="t-gated", handle=_gated, streams=lambda s: [GATED_IN], commit_each=True)

@@ -68,18 +68,22 @@ class Run:
         self.emits: list[Emit] = []
         self.sets: dict[str, tuple[set, set]] = {}
         self._flight: list[dict] | None = None
+        self.touched: set[str] = set()  # legs (client order ids) this run wrote: its own findings, not in flight
 
     def alert(self, code: str, message: str, **context: str) -> None:
         self.emits.append(Emit(keys.ALERTS, Alert(level="ERROR", code=code, message=message,
                                                   context={"account_id": self.account_id, **context}),
                                f"{self.run_id}:alert:{code}:{context.get('ref', '')}", self.account_id))
 
-    def flight_legs(self) -> list[dict]:
-        """Legs (FUT, this account) whose outcome S4/S3/S6 are still applying."""
-        if self._flight is None:
-            now = self.ctx.now_ms()
+    def flight_legs(self, as_of: int | None = None) -> list[dict]:
+        """Legs (FUT, this account) whose outcome S4/S3/S6 are still applying: changed within the settle
+        window before ``as_of`` (or after it). ``as_of`` is when a pass started reading the venue: a run
+        can take seconds under load, and a leg that filled meanwhile is in flight however long ago its
+        update looks by the time the store is read. Without it, the first call's answer is kept."""
+        if self._flight is None or as_of is not None:
+            now = self.ctx.now_ms() if as_of is None else as_of
             recent = self.ctx.store.query(ORDERS, {"market": "FUT", "updated_at": (">=", now - self.stuck_ms)})
-            self._flight = [d for d in recent if mine(d, self.account_id)
+            self._flight = [d for d in recent if mine(d, self.account_id) and d["client_order_id"] not in self.touched
                             and in_flight(d, now, self.settle_ms, self.stuck_ms)]
         return self._flight
 
@@ -112,6 +116,7 @@ class Run:
         except (RetryableError, PermanentError) as exc:  # changed meanwhile / venue says the impossible
             self.unresolved.append({"type": "order", "ref": doc["client_order_id"], "why": str(exc)[:200]})
             return None
+        self.touched.add(doc["client_order_id"])
         self.fixed_item("order", doc["client_order_id"], field, was, now)
         return new
 
@@ -135,6 +140,7 @@ class Run:
         if not self.ctx.store.update_if(ORDERS, key, patch, {"status": doc["status"]}):
             self.unresolved.append({"type": "order", "ref": doc["client_order_id"], "why": "changed during reconcile"})
             return
+        self.touched.add(doc["client_order_id"])
         item = {"type": "order", "ref": doc["client_order_id"], "intent_id": doc["intent_id"],
                 "symbol": doc["symbol"], "was": doc["status"], "action": "CLOSED_NOT_AT_VENUE"}
         self.closed.append(item)

@@ -65,17 +65,23 @@ class Orphan:
 
 
 def reconcile(run, fut) -> None:
+    # The order of the reads is what makes a difference real. S4 writes a leg, then publishes its
+    # result; S6 applies the result, then acks it. So: first S6's backlog, then the venue, then the
+    # store, with every leg written since this pass started in flight. A result published before the
+    # backlog check is applied by then; one published after belongs to a leg in flight below.
+    as_of = run.ctx.now_ms()
+    s6_behind = _s6_behind(run)
     venue: dict[str, tuple[Decimal, dict]] = {}
     for p in read(fut.position_risk):
         amt = Decimal(str(p.get("positionAmt") or 0))
         if amt:
             venue[f"{p['symbol']}:{'BUY' if amt > 0 else 'SELL'}"] = (abs(amt), p)
+    run.flight_legs(as_of)
     live = _live(run)
     _close_filled(run, live)
     live = _live(run)
     orphans = _orphans(run)
     busy = _busy_symbols(run)
-    s6_behind = _s6_behind(run)
     store_ids, venue_ids = set(), set()
     for k in sorted(set(venue) | set(live) | set(orphans)):
         symbol = k.split(":")[0]

@@ -45,6 +45,6 @@ ROUTES = {
     VenueReport: Route(reports.on_report, lock=lambda env: keys.lock_order(env.payload.client_order_id)),
 }
 
-SPEC = HandlerSpec(role="s4", streams=_streams, routes=ROUTES,
+SPEC = HandlerSpec(role="s4", streams=_streams, routes=ROUTES, commit_each=True,
                    description="S4 order router: SubmitOrder/CancelOrder/timers -> venue orders, ord:{results}; "
                                "venue:{reports} -> orders/fills")

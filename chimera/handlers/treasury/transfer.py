@@ -167,6 +167,7 @@ SPEC = HandlerSpec(
     role="s1-treasury",
     # No done-marker: the transfer document is the idempotency record (duplicates are answered again).
     routes={TransferRequest: Route(on_transfer, lock=_lock, idem=None)},
+    commit_each=True,  # each transfer is a venue call: its answer is not held behind the batch
     streams=lambda settings: [keys.TREASURY_COMMANDS],
     description="S1 treasury transfers: limits, whitelist, exactly-once via the transfer history",
 )
