@@ -56,6 +56,11 @@ def numbered_klines(spec: DataSpec, lo: int | None = None, hi: int | None = None
         ts = (df["date"].astype("int64") // 1_000_000).to_numpy()
         cols = [df[c].to_numpy() for c in ("open", "high", "low", "close", "volume")]
         del df
+        # pyarrow's allocator keeps the freed read buffers for reuse: ~55 MB for a year of two symbols
+        # read to check, then again to replay, that would sit in the 500 MB budget (issue 12 item 7).
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
         for i in range(len(ts)):
             t = int(ts[i])
             if lo <= t <= hi:
