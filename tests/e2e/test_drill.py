@@ -20,7 +20,7 @@ from tests.support.redis_servers import RedisCluster
 pytestmark = pytest.mark.timeout(300)
 
 
-def assert_books_printed(report, filled: int) -> None:
+def assert_books_printed(report) -> None:
     """The books' identity per account, read from the venue through the SDK: printed with its figures, and
     every check holds (the venue's wallet = its trades and income = the store's positions, fills one to one).
     Under these faults it found two defects: S1 lost the reports of a dropped socket and of a restart, and
@@ -31,7 +31,8 @@ def assert_books_printed(report, filled: int) -> None:
         by_id = {c["id"]: c for c in rows}
         assert set(by_id) == {"venue_identity", "fills_one_to_one", "store_identity"}, rows
         assert all(c["ok"] for c in rows), rows
-        assert int(by_id["fills_one_to_one"]["expected"]) >= filled // len(report.accounts), rows  # entries at least
+        # The account's own entries at least (accounts fill unevenly: one S5 degraded refuses its entries only).
+        assert int(by_id["fills_one_to_one"]["expected"]) >= report.filled_by_account.get(account, 0), rows
         assert Decimal(by_id["venue_identity"]["expected"]) < 0, rows  # the entries' commissions, at least
         for cid, c in by_id.items():
             mark = "✓" if c["ok"] else "✗"
@@ -56,7 +57,7 @@ def assert_drill_passed(report, intents: int) -> None:
     assert sum(report.kills.values()) >= 5
     assert report.faults.get("error_5xx", 0) > 0 and report.faults.get("lost_reply", 0) > 0
     assert report.faults.get("ws_drop", 0) > 0
-    assert_books_printed(report, len(res.filled))
+    assert_books_printed(report)
 
 
 def ci_config(tmp_path, **kw) -> DrillConfig:
