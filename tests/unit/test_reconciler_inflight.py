@@ -34,7 +34,8 @@ SETTLE_MS = 1000
 S5_ON_DEMAND = HandlerSpec(role=S5.role, streams=S5.streams, routes=S5.routes)  # no start-up run, no timer
 
 
-def _reconcile(slow_venue_ms: int, fill_meanwhile: bool = False, fill_before: bool = False) -> tuple[dict, object, object]:
+def _reconcile(slow_venue_ms: int, fill_meanwhile: bool = False, fill_before: bool = False,
+               s4_pending: bool = False) -> tuple[dict, object, object]:
     clock = ManualClock(T0)
     store = open_store("sqlite://:memory:")
     activate(store, "b", 1, {"reconciler": {"settle_ms": SETTLE_MS}})
@@ -66,6 +67,8 @@ def _reconcile(slow_venue_ms: int, fill_meanwhile: bool = False, fill_before: bo
     fut.position_risk = slow_position_risk
     s = Settings(symbols=(SYM,))
     ports = memory_ports(clock, s, venues=Venues(s, clients={"main": venue}))
+    if s4_pending:  # S4 holds a command it has not finished (killed mid-entry, redelivered on restart)
+        ports.health_inputs.groups[(keys.ORD_COMMANDS, keys.group("s4"))] = 1
     rt = InProcessRuntime([S5_ON_DEMAND], store=store, settings=s, clock=clock, ports=ports)
     rt.publish(keys.RECON_COMMANDS, Reconcile(scope="POSITIONS", requested_by="test"), "run-race",
                event_time=clock.now_ms())
@@ -90,3 +93,12 @@ def test_a_filled_entry_without_a_position_older_than_the_run_is_still_adopted()
     assert [a["ref"] for a in rep["adopted"]] == ["race-1"] and rep["deferred"] == [], rep
     pos = store.get(POSITIONS, "race-1")
     assert (pos["state"], Decimal(pos["qty"]), pos["adopted_by"]) == ("ACTIVE", QTY, "reconciler")
+
+
+def test_a_young_orphan_waits_while_s4_has_commands_pending():
+    """S4 killed between writing a filled leg and publishing its result publishes it on redelivery: while S4's
+    group holds pending commands, an orphan younger than ``stuck_ms`` is deferred (CI run 19's accounts drill
+    degraded sub1 on such an adoption)."""
+    rep, ports, store = _reconcile(slow_venue_ms=0, fill_before=True, s4_pending=True)
+    assert rep["adopted"] == [] and [(d["type"], d["ref"]) for d in rep["deferred"]] == [("position", f"{SYM}:BUY")], rep
+    assert store.get(POSITIONS, "race-1") is None and ports.risk.kill_switch("main") is None

@@ -10,7 +10,9 @@ PENDING_CLOSING in ``positions``), O = orphans — filled entry legs whose posit
    its quantities are moving, so no difference is counted and nothing is touched. So is a difference
    while S6 has results or venue reports not handled yet (its group's backlog): the fills it is about
    to book are no orphans (a stalled S6, e.g. during a Redis failover, would otherwise see its
-   positions adopted by S5 and trading degraded).
+   positions adopted by S5 and trading degraded). Likewise an orphan younger than ``stuck_ms`` while S4
+   has commands or timers pending: S4 killed between writing the filled leg and publishing its result
+   publishes it when the command is redelivered.
 3. V == L: consistent.
 4. Orphans that fit (L + O <= V) are adopted through S6 (``positions.lifecycle.adopt``): ACTIVE in
    ``positions`` and protected with S6's own stop intent ``<pos_id>:sl1`` (S4 de-duplicates by
@@ -71,6 +73,7 @@ def reconcile(run, fut) -> None:
     # backlog check is applied by then; one published after belongs to a leg in flight below.
     as_of = run.ctx.now_ms()
     s6_behind = _s6_behind(run)
+    s4_busy = _s4_busy(run)
     venue: dict[str, tuple[Decimal, dict]] = {}
     for p in read(fut.position_risk):
         amt = Decimal(str(p.get("positionAmt") or 0))
@@ -88,7 +91,10 @@ def reconcile(run, fut) -> None:
         v_qty, raw = venue.get(k, (ZERO, {}))
         docs = live.get(k, [])
         l_qty = sum((d.qty for d in docs), ZERO)
-        if symbol in busy or (s6_behind and v_qty != l_qty and (docs or orphans.get(k))):
+        # S4 still holding commands: a young orphan's result may be one of them (S4 killed between writing the
+        # filled leg and publishing its result, redelivered on restart). Past ``stuck_ms`` it is adopted anyway.
+        s4_pending = s4_busy and any(o.updated_at > as_of - run.stuck_ms for o in orphans.get(k, []))
+        if symbol in busy or (v_qty != l_qty and (s4_pending or (s6_behind and (docs or orphans.get(k))))):
             if v_qty != l_qty:
                 run.deferred.append({"type": "position", "ref": k, "venue": str(v_qty), "store": str(l_qty)})
             continue
@@ -122,6 +128,12 @@ def _s6_behind(run) -> bool:
     """S6 has results or venue reports it has not handled: the store's positions are about to move."""
     port = run.ctx.health_inputs
     return any(port.group_backlog(stream, keys.group("s6")) > 0 for stream in (keys.ORD_RESULTS, keys.VENUE_REPORTS))
+
+
+def _s4_busy(run) -> bool:
+    """S4 has commands or timers it has not finished: a result may still come out of them."""
+    port = run.ctx.health_inputs
+    return any(port.group_backlog(stream, keys.group("s4")) > 0 for stream in (keys.ORD_COMMANDS, keys.ROUTER_TIMERS))
 
 
 def _live(run) -> dict[str, list[Position]]:
