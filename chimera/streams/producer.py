@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from chimera.schemas.envelope import Envelope, Message, encode, type_of
-from chimera.streams.redis import check_replica_waits, queue_replica_waits, retry_redis
+from chimera.streams.redis import execute_replicated, retry_redis
 
 DEFAULT_MAXLEN = 1_000_000  # approximate trim keeps memory bounded; replay horizon per stream
 
@@ -82,7 +82,5 @@ class Producer:
         # node has one, streams/redis.py "replication") does a failover not take it back.
         pipe = self.r.pipeline(transaction=False)
         pipe.xadd(stream, encode(env), maxlen=self.maxlen, approximate=True)
-        waits = queue_replica_waits(self.r, pipe, [stream])
-        entry_id, *replies = pipe.execute()
-        check_replica_waits(waits, replies)
+        [entry_id] = execute_replicated(self.r, pipe, [stream])
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id

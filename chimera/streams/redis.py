@@ -102,9 +102,12 @@ def queue_replica_waits(r, pipe, written: Iterable[str]) -> list[str]:
     ``pipe``: a pipeline sends one node's commands on one connection, in order) that has a replica.
     Returns the nodes waited on, in the order their replies come; pass them to ``check_replica_waits``."""
     nodes: dict[str, object] = {}
-    for key in written:
-        node = _node_of(r, key)
-        nodes.setdefault(_name(r, node), node)
+    if not is_cluster(r):  # one node, however many keys: no per-key lookup on the flush path
+        nodes[_name(r, None)] = None
+    else:
+        for key in written:
+            node = _node_of(r, key)
+            nodes.setdefault(node.name, node)
     queued = []
     for name, node in nodes.items():
         if not _has_replica(r, node, name):
@@ -130,3 +133,16 @@ def check_replica_waits(queued: list[str], replies: list) -> int:
             logger.warning(f"no replica of {name} confirmed a write within {REPLICA_WAIT_MS} ms; going on "
                            "unreplicated")
     return late
+
+
+def execute_replicated(r, pipe, written: list[str]) -> list:
+    """Run ``pipe`` (its commands write ``written``, in order) followed by the replica waits for them;
+    raise the first error among the writes; return the writes' replies."""
+    n = len(pipe)
+    waits = queue_replica_waits(r, pipe, written)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:n]:
+        if isinstance(reply, Exception):
+            raise reply
+    check_replica_waits(waits, replies[n:])
+    return replies[:n]

@@ -12,7 +12,7 @@ import msgspec
 
 from chimera.schemas.envelope import Envelope, encode
 from chimera.streams import keys
-from chimera.streams.redis import check_replica_waits, queue_replica_waits, retry_redis
+from chimera.streams.redis import execute_replicated, retry_redis
 
 _REMOVE_IF_SAME = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -84,12 +84,7 @@ def fire_due(r, now_ms: int, limit: int = 500) -> int:
             written.append(stream)
     if written:
         # A timer leaves the due-queue only once a replica holds its entry (streams/redis.py, "replication").
-        waits = queue_replica_waits(r, pipe, written)
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies[:len(written)]:
-            if isinstance(reply, Exception):
-                raise reply
-        check_replica_waits(waits, replies[len(written):])
+        execute_replicated(r, pipe, written)
     for (key, score), raw in zip(due, raws, strict=True):
         # Remove only the version we published: a concurrent re-schedule keeps its new due time.
         r.eval(_REMOVE_IF_SAME, 2, keys.SCHED_DUE, keys.SCHED_PAYLOADS, key, repr(score), raw or b"")

@@ -72,8 +72,10 @@ def reconcile(run, fut) -> None:
     # store, with every leg written since this pass started in flight. A result published before the
     # backlog check is applied by then; one published after belongs to a leg in flight below.
     as_of = run.ctx.now_ms()
-    s6_behind = _s6_behind(run)
-    s4_busy = _s4_busy(run)
+    # S6 has results or reports to apply: the store's positions are about to move.
+    s6_behind = _behind(run, "s6", (keys.ORD_RESULTS, keys.VENUE_REPORTS))
+    # S4 has commands or timers to finish: a result may still come out of them.
+    s4_busy = _behind(run, "s4", (keys.ORD_COMMANDS, keys.ROUTER_TIMERS))
     venue: dict[str, tuple[Decimal, dict]] = {}
     for p in read(fut.position_risk):
         amt = Decimal(str(p.get("positionAmt") or 0))
@@ -124,16 +126,10 @@ def reconcile(run, fut) -> None:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _s6_behind(run) -> bool:
-    """S6 has results or venue reports it has not handled: the store's positions are about to move."""
+def _behind(run, role: str, streams: tuple[str, ...]) -> bool:
+    """``role``'s group has entries on ``streams`` it has not finished (pending or not yet read)."""
     port = run.ctx.health_inputs
-    return any(port.group_backlog(stream, keys.group("s6")) > 0 for stream in (keys.ORD_RESULTS, keys.VENUE_REPORTS))
-
-
-def _s4_busy(run) -> bool:
-    """S4 has commands or timers it has not finished: a result may still come out of them."""
-    port = run.ctx.health_inputs
-    return any(port.group_backlog(stream, keys.group("s4")) > 0 for stream in (keys.ORD_COMMANDS, keys.ROUTER_TIMERS))
+    return any(port.group_backlog(stream, keys.group(role)) > 0 for stream in streams)
 
 
 def _live(run) -> dict[str, list[Position]]:
