@@ -7,4 +7,5 @@ ruff check chimera tests
 # Three test processes on two cores: most tests wait on sockets (Redis, the venue, subprocess workers),
 # so a third process fills the idle time. Files stay whole on one process (their module fixtures,
 # e.g. one venue, are set up once); each process starts its own redis-server and 6-node cluster.
-exec python -m pytest -q -p no:cacheprovider -n "${CHIMERA_TEST_PROCS:-3}" --dist loadfile "$@"
+# --durations: every run lists its slowest tests, so the 15-minute budget is watched where it is spent.
+exec python -m pytest -q -p no:cacheprovider -n "${CHIMERA_TEST_PROCS:-3}" --dist loadfile --durations=25 "$@"
