@@ -119,7 +119,7 @@ class ReloadWatch:
             pair = (a["bundle_id"], int(a["rev"]))
             if not self.actives or self.actives[-1][0] != pair:
                 self.actives.append((pair, now))
-            for w, log in zip(self.workers, self.runs):
+            for w, log in zip(self.workers, self.runs, strict=True):
                 cur = (w.config.current.bundle_id, w.config.current.rev)
                 if not log or log[-1][0] != cur:
                     log.append((cur, now))
