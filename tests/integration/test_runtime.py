@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from chimera.ops.streams_admin import dlq_entries, dlq_requeue
 from chimera.schemas.envelope import decode
 from chimera.schemas.messages import ConfigActivated, Noop
@@ -305,3 +307,41 @@ def test_a_commit_each_role_publishes_an_entrys_result_before_the_rest_of_its_ba
                        message="the second done once the gate opens")
     finally:
         r.set(handlers.GATE, b"1")  # a failed check must not leave the worker waiting at the gate
+
+
+def _xreadgroup_calls(r) -> int:
+    if hasattr(r, "get_primaries"):
+        return sum(r.get_redis_connection(n).info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0)
+                   for n in r.get_primaries())
+    return r.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0)
+
+
+@pytest.mark.parametrize("spec,streams", [(handlers.SLOTS_SPEC, handlers.SLOTS_STREAMS),
+                                          (handlers.ORDERED_SPEC, handlers.ORDERED_STREAMS)],
+                         ids=["shared", "ordered"])
+def test_an_idle_worker_over_several_slots_blocks_instead_of_polling(r, settings, spec, streams):
+    """On a cluster each stream here is in its own slot. Polling them cost an idle worker a fifth of a
+    core (about 200 reads per second per slot); blocking reads make about one per slot per ``block_ms``
+    (50 ms here: 20 a second). Entries arriving in any slot while the worker idles are still handled."""
+    producer = Producer(r, WallClock())
+    record = "t:sl:handled" if spec is handlers.SLOTS_SPEC else None
+    with ThreadWorker(spec, r, settings, "idle") as w:
+        if spec.ordered:
+            wait_until(lambda: w.leases.owned == set(streams), timeout=10, message="all leases")
+        time.sleep(0.3)
+        before, t0 = _xreadgroup_calls(r), time.monotonic()
+        time.sleep(1.0)
+        calls, idle_s = _xreadgroup_calls(r) - before, time.monotonic() - t0
+        per_s = 1000 / settings.block_ms
+        assert calls <= len(streams) * per_s * idle_s * 1.5 + 10, (calls, idle_s)
+        for n, stream in enumerate(streams * 2):
+            producer.publish(stream, Noop(n=n), idempotency_key=f"idle:{n}")
+            if record:
+                wait_until(lambda n=n, stream=stream: f"{stream}:{n}".encode() in r.lrange(record, 0, -1),
+                           timeout=5, message=f"{stream} entry {n}")
+            else:
+                wait_until(lambda n=n, stream=stream: str(n).encode() in r.lrange(f"t:seq:{stream}", 0, -1),
+                           timeout=5, message=f"{stream} entry {n}")
+            time.sleep(0.08)  # the readers are back in their blocking reads
+    group = keys.group(spec.role)
+    assert all(not r.xpending(s, group)["pending"] for s in streams)

@@ -34,6 +34,17 @@ def _record(env, ctx):
 
 RECORD_SPEC = HandlerSpec(role="t-record", handle=_record, streams=lambda s: ["t:rec"])
 
+# Three streams without a common hash tag: three slots on a cluster (one blocking read cannot cover them).
+SLOTS_STREAMS = ["t:sl:a", "t:sl:b", "t:sl:c"]
+
+
+def _slots(env, ctx):
+    ctx.redis.rpush("t:sl:handled", f"{env.stream}:{env.payload.n}")
+    return ()
+
+
+SLOTS_SPEC = HandlerSpec(role="t-slots", handle=_slots, streams=lambda s: list(SLOTS_STREAMS))
+
 ORDERED_STREAMS = [f"t:ord:{i}" for i in range(4)]
 
 
