@@ -81,6 +81,10 @@ class ConfigHolder:
         # activates a LOWER rev of the same bundle, and config_active is the truth either way.
         if event.rev == self.current.rev and event.bundle_id == self.current.bundle_id:
             return False
+        return self.refresh()
+
+    def refresh(self) -> bool:
+        """Run what config_active names now, if that is not what runs."""
         fresh = load_active(self.store)
         if fresh.rev != self.current.rev or fresh.bundle_id != self.current.bundle_id:
             self.current = fresh  # one reference swap: readers see old or new, never a mix
@@ -89,10 +93,24 @@ class ConfigHolder:
         return False
 
     def watch(self, r) -> None:
-        """Follow cfg:events (plain XREAD: every worker must see every announcement)."""
+        """Follow cfg:events (plain XREAD: every worker must see every announcement).
+
+        The watch starts after the stream's last entry as it is *now*, and config_active is read again
+        once that id is known. Starting at ``$`` in the thread lost an activation announced between the
+        holder's first load and the thread's first read: that worker ran the old rev until the next
+        announcement (CI run 19: an S3 replica stayed on inc:1 through the canary; run 22: a canary with
+        no order of its rev). Now such an activation is in the store by the re-read or after the id.
+        """
+        try:
+            newest = r.xrevrange(keys.CFG_EVENTS, count=1)
+            start = newest[0][0] if newest else "0-0"
+        except Exception as exc:  # from the start then: old announcements only re-read the store
+            logger.warning("cfg watcher: {}", exc)
+            start = "0-0"
+        self.refresh()
 
         def loop() -> None:
-            last = "$"
+            last = start
             while not self._stop.is_set():
                 try:
                     resp = r.xread({keys.CFG_EVENTS: last}, block=200, count=10)
