@@ -15,9 +15,9 @@ from chimera.venues.binance.adapter import client_order_id
 from tests.unit.test_positions_inprocess import ENTRY_QTY, MARGIN, SYM, Chain, sl_cid
 
 
-def enter(c: Chain, pos_id: str, *, sl: str, tp: str | None = None, signal: str = "") -> None:
+def enter(c: Chain, pos_id: str, *, sl: str, tp: str | None = None, signal: str = "", side: str = "BUY") -> None:
     assert c.ports.risk.reserve(pos_id, SYM, MARGIN, Limits(Decimal("1000"), 5, 5)) == OK
-    intent = OrderIntent(intent_id=pos_id, market="FUT", symbol=SYM, side="BUY", qty=ENTRY_QTY, exec_policy="MARKET",
+    intent = OrderIntent(intent_id=pos_id, market="FUT", symbol=SYM, side=side, qty=ENTRY_QTY, exec_policy="MARKET",
                          sl_price=Decimal(sl), tp_price=Decimal(tp) if tp else None, pos_id=pos_id, signal_id=signal)
     c.rt.publish(keys.ORD_COMMANDS, SubmitOrder(intent=intent), pos_id, event_time=c.clock.now_ms())
     c.deliver()
@@ -69,6 +69,22 @@ def test_the_take_profit_rests_at_the_venue_and_the_stop_fill_cancels_it():
     assert c.fut.query(SYM, tp_cid("tpa"), algo=True).status == "CANCELED"
     pos = c.position("tpa")
     assert (pos.state, pos.close_reason) == ("CLOSED", "STOP_LOSS")
+
+
+def test_a_take_profit_at_or_below_zero_is_not_sent_the_stop_still_protects():
+    """A short whose target is a wide ATR multiple below a volatile market: the target is not a price. It
+    used to go to the venue and come back refused (-4001 "Price less than 0")."""
+    c = Chain({})
+    c.store.upsert("signals", "sig-z", {"signal_id": "sig-z", "decision": {"price": "50000", "action": "open"}})
+    c.market("50000")
+    enter(c, "tpz", sl="50500", tp="-100", signal="sig-z", side="SELL")
+    assert c.amt() == ENTRY_QTY and c.position("tpz").side == "SELL"
+    orders = c.fut.open_algo_orders(SYM)
+    assert [o.type for o in orders] == ["STOP_MARKET"] and orders[0].side == "BUY"
+    assert c.store.get("order_intents", "tpz:tpo") is None  # no take-profit was asked of S4
+    pos = c.position("tpz")
+    assert (pos.state, pos.tp_price, pos.take_profit.intent_id) == ("ACTIVE", None, "")
+    assert c.uncovered == []
 
 
 def test_the_take_profit_fill_closes_the_position_and_cancels_the_stop():

@@ -63,6 +63,11 @@ def prices(ctx: Context, pos: Position, intent: dict, entry: Decimal) -> tuple[D
         sl = entry * (1 - pos.direction * pct)
     if tp is not None and ref:
         tp = entry + (tp - ref)
+    if tp is not None and tp <= 0:
+        # A short's target at or below zero (a wide ATR multiple on a volatile day) cannot be reached and
+        # the venue refuses the order (-4001): the position has no take-profit; the stop protects it.
+        logger.info("position {}: take-profit {} is not a price; none is placed", pos.pos_id, tp)
+        tp = None
     # Away from the market: a long's stop rounds down and its take-profit up (a short's the other way).
     return f.price(sl, pos.side, passive=True), None if tp is None else f.price(tp, pos.close_side, passive=True), ref
 
