@@ -44,7 +44,7 @@ def write_data(tmp: Path, copies: int) -> tuple[Path, list]:
     """The shipped BTC 1m bars ``copies`` times, each copy starting right after the previous one, every
     other copy time-reversed (a bar's close becomes its open) so the prices stay continuous at each seam.
 
-    Plain repeats jumped ~10 % at every seam (the week ends far above where it starts): the SMA bundle's
+    Plain repeats jumped ~9 % at every seam (the week ends far above where it starts): the SMA bundle's
     200-ATR stop, which real data never reaches, took that gap, while SmaCross has no stop, so the trade
     lists parted there for a reason neither engine's logic has (first difference at the first seam).
     """
