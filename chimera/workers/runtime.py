@@ -82,6 +82,8 @@ class Worker:
         self._cluster = is_cluster(r)
         self._reader = None if self._cluster else _raw_reader(r)
         self._slots = SlotReaders(self._xreadgroup, self.stop_event)  # threads only once streams span slots
+        self._slots_join_s = settings.block_ms / 1000 + 1.0  # a reader's read ends within block_ms
+        self._shared_groups = self._slot_groups(self.streams)  # fixed for the worker's life: not per read
         self.commit = Commit(self._reader or r, self.group, self.idem, self.crash_guard)
         self.pipeline = EntryPipeline(spec, r, settings=settings, group=self.group, consumer=consumer,
                                       commit=self.commit, crash_guard=self.crash_guard, context=self._context)
@@ -125,7 +127,7 @@ class Worker:
                 self._run_shared()
         finally:
             self.config.stop()
-            self._slots.close(self.settings.block_ms / 1000 + 1.0)
+            self._slots.close(self._slots_join_s)
             if self.leases:
                 self.leases.release_all()
             logger.info("worker {} stopped after {} entries", self.consumer, self.processed)
@@ -145,7 +147,7 @@ class Worker:
         while not self.stop_event.is_set():
             self._maybe_claim(self.streams)
             if not got:
-                got = self._read_new(self.streams)
+                got = self._read_new()
             # On one node the next read rides in the batch's commit pipeline: one round trip per batch.
             got = self._run_batch(got, redelivered=False, read_next=self._reader is not None)
 
@@ -228,8 +230,8 @@ class Worker:
             out.extend((stream, _s(entry_id), fields) for entry_id, fields in entries)
         return out
 
-    def _read_new(self, streams: list[str]) -> list[tuple[str, str, dict]]:
-        return self._read_groups(self._slot_groups(streams), self.settings.block_ms)
+    def _read_new(self) -> list[tuple[str, str, dict]]:
+        return self._read_groups(self._shared_groups, self.settings.block_ms)
 
     def _read_groups(self, groups: list[list[str]], block_ms: int) -> list[tuple[str, str, dict]]:
         """New entries of every group, blocking up to ``block_ms``: on one slot in this thread, over
@@ -304,8 +306,7 @@ class Worker:
                 excess = self.leases.excess()
                 if excess:
                     # A reader thread may hold entries of these streams: handle them before the lease goes.
-                    self._run_batch_in_order(self._slots.settle(self.settings.block_ms / 1000 + 1.0),
-                                             redelivered=False)
+                    self._run_batch_in_order(self._slots.settle(self._slots_join_s), redelivered=False)
                 for stream in excess:
                     self.leases.release(stream)
             except TRANSIENT as exc:
