@@ -2,8 +2,8 @@
 
 A handler's outputs are staged here while the batch runs: messages to XADD, timers to arm or
 disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
-sends them in one non-transactional pipeline, in that order, so an ack never goes out before the
-emits and timers of its entry (on a cluster in two steps: see ``flush``), nor before a replica holds
+sends them in one non-transactional pipeline, in that order, so neither an ack nor a done-marker goes
+out before the emits and timers of its entry (on a cluster in two steps: see ``flush``), nor before a replica holds
 them where the node has one (``WAIT``: streams/redis.py, "replication"). Each timer script touches
 the ``{due}`` keys only (one cluster slot); the cluster pipeline routes every command by its own
 key, so a batch may span slots.
@@ -86,10 +86,16 @@ class Commit:
         self._effects(pipe)
         # The acks wait for a replica to hold the emits and timers (streams/redis.py, "replication").
         waits = (self._wait_replicas(pipe) if self.acks else None)
-        if self.cluster and (self.emits or self.timers or self.marks) and (self.acks or self.forget):
+        if self.cluster and (self.emits or self.timers) and (self.acks or self.forget or self.marks):
             self._execute(pipe, waits)
-            self.emits, self.timers, self.marks = [], [], []
+            self.emits, self.timers = [], []
             pipe, waits = self.r.pipeline(transaction=False), None
+        # A done-marker says "this entry's effects are written": it goes after them, like the ack. On a
+        # cluster it sits in another slot than the emits; sent beside them it could land while an emit's
+        # node failed over, and the worker killed in the retry left a marker over a lost emit (the drill
+        # lost a SubmitOrder that way: the redelivered Decide was skipped as done).
+        for idem in self.marks:
+            self.idem.mark(pipe, idem)
         for stream, ids in self.acks.items():
             pipe.xack(stream, self.group, *ids)
         if self.forget:
@@ -115,8 +121,6 @@ class Commit:
                 scheduler.arm(pipe, *op[1:])
             else:
                 scheduler.disarm(pipe, op[1])
-        for idem in self.marks:
-            self.idem.mark(pipe, idem)
         if self.traces is not None:
             self.traces.write(pipe)
 

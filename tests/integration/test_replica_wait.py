@@ -16,6 +16,7 @@ import redis as redis_lib
 from loguru import logger
 
 import chimera.streams.redis as chimera_redis
+from chimera.streams import keys
 from chimera.streams.redis import connect, queue_replica_waits
 from chimera.workers.crashguard import CrashGuard
 from chimera.workers.flush import Commit
@@ -38,10 +39,11 @@ def cluster():
 
 
 def _on_other_masters(r) -> tuple[str, str]:
-    """An output stream and an input stream held by two different masters."""
-    out = "t:{out}"
-    src = next(f"t:{{src-{i}}}" for i in range(1000)
-               if r.get_node_from_key(f"t:{{src-{i}}}").name != r.get_node_from_key(out).name)
+    """An output stream and an input stream held by two different masters; the output's master does not
+    hold the group's done-markers either (a marker beside the output would share its fate)."""
+    node = lambda key: r.get_node_from_key(key).name  # noqa: E731
+    out = next(f"t:{{out-{i}}}" for i in range(1000) if node(f"t:{{out-{i}}}") != node(keys.idem_key(GROUP, "x")))
+    src = next(f"t:{{src-{i}}}" for i in range(1000) if node(f"t:{{src-{i}}}") != node(out))
     return out, src
 
 
@@ -66,7 +68,7 @@ def _commit(r) -> Commit:
     return Commit(r, GROUP, Idempotency(r, GROUP, 60), CrashGuard(r, GROUP, "c1"))
 
 
-def test_an_acked_input_keeps_its_output_when_the_master_dies_before_its_replica_had_it(cluster, monkeypatch):
+def test_an_acked_or_done_input_keeps_its_output_when_the_master_dies_before_its_replica_had_it(cluster, monkeypatch):
     monkeypatch.setattr(chimera_redis, "REPLICA_WAIT_MS", 120_000)  # the window stays open until the kill
     r = connect(cluster.url)
     out, src = _on_other_masters(r)
@@ -85,7 +87,9 @@ def test_an_acked_input_keeps_its_output_when_the_master_dies_before_its_replica
                message="the replica's link closed")
     commit = _commit(r)
     commit.emits.append((out, {"n": "out-1"}))
+    commit.marks.append("entry-1")  # the done-marker, on a master that stays up
     commit.ack(src, entry_id, redelivered=False)
+    marker = keys.idem_key(GROUP, "entry-1")
     errors: list[BaseException] = []
 
     def flush():
@@ -99,6 +103,10 @@ def test_an_acked_input_keeps_its_output_when_the_master_dies_before_its_replica
                message="the output written on the master")
     worker.join(1.0)  # an unguarded flush acks within a millisecond of its output
     assert worker.is_alive() and _pending(r, src) == 1, "the input was acked while only the master held its output"
+    # A worker killed now must find its input undone when it comes back: a marker already written
+    # would make the redelivery a duplicate, acked without its output (the cluster drill lost two
+    # SubmitOrders that way).
+    assert not r.exists(marker), "the done-marker was written while only the master held the output"
 
     master.kill()  # the output dies with it: the replica never received it, and is promoted
     replica.proc.send_signal(signal.SIGCONT)
@@ -109,7 +117,7 @@ def test_an_acked_input_keeps_its_output_when_the_master_dies_before_its_replica
     assert not worker.is_alive() and not errors, errors
     # The flush failed with its master, wrote its output again on the promoted replica, then acked.
     assert [f[b"n"] for _id, f in r.xrange(out)] == [b"out-1"]
-    assert _pending(r, src) == 0
+    assert _pending(r, src) == 0 and r.exists(marker)
 
 
 def test_a_replica_that_does_not_confirm_delays_the_ack_by_the_wait_only(cluster, monkeypatch):
