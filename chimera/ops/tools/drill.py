@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chimera.errors import FatalError
+from chimera.feeds.backoff import CAP_S
 from chimera.ops.books import lines as book_lines
 from chimera.ops.tools import drill_checks as checks
 from chimera.ops.tools.fleet import Fleet
@@ -59,6 +60,7 @@ ACCOUNTS = ("main", "sub1")  # the local venue's (and paper mode's) default acco
 DRAINED = ((keys.STRAT_COMMANDS, "s3"), (keys.ORD_RESULTS, "s3"), (keys.ORD_COMMANDS, "s4"),
            (keys.ROUTER_TIMERS, "s4"), (keys.ORD_RESULTS, "s6"), (keys.VENUE_REPORTS, "s6"),
            (keys.VENUE_REPORTS, "vpos"))
+USER_STREAMS_UP_S = CAP_S + 15.0  # S1's longest reconnect backoff, then a connect and the catch-up
 BOOKS_SETTLE_S = 15.0  # S1's catch-up books a missed trade within seconds; a longer gap is a failure, not lag
 
 
@@ -109,6 +111,7 @@ class DrillReport:
     books: dict = field(default_factory=dict)  # account -> the books' identity rows (chimera/ops/books.py)
     degraded: list[str] = field(default_factory=list)  # why S5 set REDUCE_ONLY (its RECONCILE_DEGRADED alerts)
     lost_results: list[str] = field(default_factory=list)  # filled intents whose OrderResult Redis lost
+    user_streams_down: list[str] = field(default_factory=list)  # S1 user data not CONNECTED after the chaos
 
     @property
     def ok(self) -> bool:
@@ -128,6 +131,7 @@ class DrillReport:
             "data_dir": self.data_dir, "accounts": list(self.accounts), "filled_by_account": self.filled_by_account,
             "cross_account_orders": len(self.cross_account), "quantity_mismatches": self.quantity_mismatches,
             "virtual_gaps": self.virtual_gaps, "degraded": self.degraded, "lost_results": self.lost_results,
+            "user_streams_down": self.user_streams_down,
             "books": {a: {c["id"]: {k: c[k] for k in ("expected", "actual", "ok")} for c in rows}
                       for a, rows in self.books.items()},
         }
@@ -309,6 +313,17 @@ def _degraded(r) -> list[str]:
     return out
 
 
+def _user_streams_down(r, accounts: tuple[str, ...]) -> list[str]:
+    """The accounts whose futures user-data stream S1 does not report CONNECTED (feeds/role.py, StatusBoard),
+    each with S1's status and last error."""
+    out = []
+    for a in accounts:
+        st = {k.decode(): v.decode() for k, v in r.hgetall(keys.s1_stream_status_market(a, "user_fut")).items()}
+        if st.get("ws_status") != "CONNECTED":
+            out.append(f"{a}: {st.get('ws_status', 'no status')} {st.get('last_error', '')}".strip())
+    return out
+
+
 def _drained(r) -> bool:
     for stream, role in DRAINED:
         try:
@@ -422,6 +437,14 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
                 return True
             time.sleep(0.5)
             return False
+        # The books need S1's reports of every trade. S1 is SIGKILLed every second or two in the chaos, and
+        # its last life may still be backing off from a user-data connect the faults broke (0.5 s doubling to
+        # 30 s, backoff.py): a fill's fee reaches its position only once that stream is up and caught up.
+        try:
+            _until(lambda: not _user_streams_down(r, accounts), USER_STREAMS_UP_S, "S1's user-data streams connected",
+                   fleet.revive)
+        except TimeoutError:
+            pass  # reported below, with S1's own words
         try:
             _until(books_hold, max(5.0, min(BOOKS_SETTLE_S, deadline - time.monotonic())), "the books' identity holds",
                    fleet.revive)
@@ -437,7 +460,7 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
             virtual_gaps=[g for a in accounts for g in checks.virtual_gaps(venue, store, a)],
             filled_by_account=dict(Counter((store.get(C.ORDER_INTENTS, i) or {}).get("account_id", "main")
                                            for i in res.filled)), books=books, degraded=_degraded(r),
-            lost_results=checks.lost_results(r, res.filled))
+            lost_results=checks.lost_results(r, res.filled), user_streams_down=_user_streams_down(r, accounts))
         report.failures = _failures(report)
         return report
     finally:
@@ -475,6 +498,7 @@ def _failures(rep: DrillReport) -> list[str]:
             + (f" ({c['detail']})" if c.get("detail") else "")
             for a, rows in rep.books.items() for c in rows if not c["ok"]]
     out += [f"books: {a} not read (the streams did not drain)" for a in rep.accounts if a not in rep.books]
+    out += [f"S1 user data not CONNECTED {USER_STREAMS_UP_S:.0f} s after the chaos: {x}" for x in rep.user_streams_down]
     if rep.time_to_consistent_s is None:
         out += [f"no S5 run with zero differences for {a}; last: {(f or {}).get('summary')}"
                 for a, f in (rep.final_runs or {"main": rep.final_run}).items()
