@@ -115,8 +115,13 @@ def test_an_acked_or_done_input_keeps_its_output_when_the_master_dies_before_its
     cluster.wait_ok()
     worker.join(60)
     assert not worker.is_alive() and not errors, errors
-    # The flush failed with its master, wrote its output again on the promoted replica, then acked.
-    assert [f[b"n"] for _id, f in r.xrange(out)] == [b"out-1"]
+    # The flush failed with its master, wrote its output again on the promoted replica, then acked. Possibly
+    # twice (CI run 31, under load): a retry whose XADD redis-py redirected to the new master, while its WAIT
+    # (queued for the node the slot map still named) failed with the dead one, is sent again whole. That is
+    # the flush's contract, "emits again at worst" (consumers de-duplicate by the envelope's key): what this
+    # test guards is that the output is not lost.
+    outs = [f[b"n"] for _id, f in r.xrange(out)]
+    assert outs and set(outs) == {b"out-1"}, outs
     assert _pending(r, src) == 0 and r.exists(marker)
 
 
