@@ -102,4 +102,8 @@ class Fleet:
                     os.kill(p.pid, signal.SIGKILL)
                 self._gone(p, 5)
         self.zygote.stdin.close()
-        self.zygote.wait(10)
+        try:
+            self.zygote.wait(10)
+        except subprocess.TimeoutExpired:  # its children are stopped: a stuck zygote must not hide a report
+            self.zygote.kill()
+            self.zygote.wait(5)

@@ -100,6 +100,9 @@ def main() -> None:
     sys.stdout.write(json.dumps({"ready": os.getpid()}) + "\n")
     sys.stdout.flush()
     serve()
+    # Every answer is flushed and the children are the caller's: skip the interpreter's teardown of the
+    # warmed modules (0.6 s idle, over the caller's 10 s on a loaded machine: CI run 34).
+    os._exit(0)
 
 
 if __name__ == "__main__":
