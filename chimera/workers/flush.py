@@ -2,11 +2,11 @@
 
 A handler's outputs are staged here while the batch runs: messages to XADD, timers to arm or
 disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
-sends them in one non-transactional pipeline, in that order, so neither an ack nor a done-marker goes
-out before the emits and timers of its entry (on a cluster in two steps: see ``flush``), nor before a replica holds
-them where the node has one (``WAIT``: streams/redis.py, "replication"). Each timer script touches
-the ``{due}`` keys only (one cluster slot); the cluster pipeline routes every command by its own
-key, so a batch may span slots.
+sends them in one non-transactional pipeline, emits and timers first, so neither an ack nor a
+done-marker goes out before the emits and timers of its entry (on a cluster in two steps: see
+``flush``), nor before a replica holds them where the node has one (``WAIT``: streams/redis.py,
+"replication"). Each timer script touches the ``{due}`` keys only (one cluster slot); the cluster
+pipeline routes every command by its own key, so a batch may span slots.
 """
 
 from __future__ import annotations
