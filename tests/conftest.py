@@ -11,6 +11,14 @@ from chimera.streams.redis import connect
 from tests.support.redis_servers import RedisCluster, RedisServer
 
 
+def pytest_configure(config) -> None:
+    """Each xdist worker (and what it starts) picks ports from its own slice: no two race for one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and count.isdigit():
+        os.environ["CHIMERA_PORT_SLICE"] = f"{int(worker[2:])}/{int(count)}"
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer()

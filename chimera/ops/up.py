@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chimera.errors import FatalError
+from chimera.ops.loopback import free_port
 from chimera.workers.registry import ROLES
 
 # Start order: producers last, so consumers have their groups before the data flows (S11 and the
@@ -198,12 +198,6 @@ def _books_at_stop(env: dict) -> Callable[[float], None]:
     return run
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, redis_port: int = 6390,
               venue_args: list[str] | None = None, extra_env: dict | None = None) -> int:
     from chimera.store import open_store
@@ -244,7 +238,7 @@ def run_stack(*, speed: float, api_port: int, venue_port: int, data_dir: str, re
         metrics = {}
         for code in ROLE_ORDER:
             # Each worker serves /metrics, /health, /ready on its own port (the gateway on the API port).
-            port = metrics[code] = _free_port() if code != "s12" else api_port
+            port = metrics[code] = free_port() if code != "s12" else api_port
             stack.start(code, [*cli, "worker", "--role", code], {**env, "CHIMERA_METRICS_PORT": str(port)})
         names = {r.code: r.name for r in ROLES}
         print(f"Chimera is up (data in {root}, logs in {stack.logs})")

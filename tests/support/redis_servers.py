@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import subprocess
@@ -10,27 +9,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+from chimera.ops import loopback
 
 
 def free_port(cluster_bus: bool = False) -> int:
-    """A free loopback port; for cluster nodes also port+10000 (the cluster bus) must be free."""
-    if not cluster_bus:
-        from chimera.venues.local.testing import free_port as any_free_port
-
-        return any_free_port()
-    for _ in range(200):
-        port = random.randint(20000, 45000)
-        if _is_free(port) and _is_free(port + 10000):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
+    """A free loopback port below the ephemeral range; for cluster nodes port+10000 (the bus) too."""
+    return loopback.free_port(10_000 if cluster_bus else 0)
 
 
 def _wait_ping(port: int, deadline_s: float = 10.0) -> None:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import urllib.request
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from chimera.ops.loopback import free_port  # re-exported: tests and the drill import it from here
+
 from .server.app import VenueConfig, VenueServer, default_keys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
