@@ -9,18 +9,29 @@ from collections.abc import Iterable
 import redis
 import redis.cluster
 from loguru import logger
-from redis.exceptions import BusyLoadingError, ClusterDownError, ConnectionError, TimeoutError, TryAgainError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    TimeoutError,
+    TryAgainError,
+)
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError, TryAgainError)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A Redis error worth retrying. Besides ``TRANSIENT``: an AttributeError raised inside redis-py's
-    cluster client, which between a connection error and its slot-map refresh can have no default node
-    ("'NoneType' object has no attribute 'redis_connection'", redis/redis-py#3458); the next try works."""
+    """A Redis error worth retrying. Besides ``TRANSIENT``: redis-py's cluster client, between a connection
+    error and its slot-map refresh, can have no default node to resolve a command's keys against. Up to
+    8.1 that surfaced as an AttributeError raised inside redis-py ("'NoneType' object has no attribute
+    'redis_connection'", redis/redis-py#3458); from 8.2 as a RedisClusterException saying so. The next
+    try works either way. Other RedisClusterExceptions (a command it cannot route) are not transient."""
     if isinstance(exc, TRANSIENT):
         return True
+    if isinstance(exc, RedisClusterException):
+        return "no default node" in str(exc)
     if not isinstance(exc, AttributeError) or exc.__traceback__ is None:
         return False
     tb = exc.__traceback__

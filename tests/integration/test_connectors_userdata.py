@@ -286,3 +286,31 @@ def test_spot_execution_reports_and_renewal_catch_up(r, venue, settings):
         assert len(reports(r)) == 6 and subscribed(venue, conn.listen_key)
     finally:
         conn.stop()
+
+
+def test_the_drills_trade_trail_names_where_each_unbooked_trade_stopped(r, venue, conn, settings):
+    """The drill prints this when its books fail: per venue trade, whether S1's report is on the stream,
+    whether S1 marked it seen, whether S4 booked the fill and S6 the position (read from each source)."""
+    from chimera.ops.tools.drill_checks import trade_trail
+    from chimera.store import collections as C
+
+    key, secret = venue.keys[ACCOUNT]
+    fut = FuturesTrading(venue.base_url, key, secret)
+    for cid in ("trail-a", "trail-b", "trail-c"):
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id=cid)
+    trades = wait_until(lambda: (lambda x: x if len(x) == 3 else None)(
+        [e for e in reports(r) if e.payload.exec_type == "TRADE"]), timeout=20, message="three trade reports")
+    a, b, c = (e.payload for e in trades)
+    store = open_store(settings.store_url)
+    # a: booked all the way; b: S4's fill only; c: its report lost after S1 marked it seen.
+    store.upsert(C.FILLS, f"{ACCOUNT}:FUT:BTCUSDT:{a.trade_id}", {"account_id": ACCOUNT})
+    store.upsert(C.FILLS, f"{ACCOUNT}:FUT:BTCUSDT:{b.trade_id}", {"account_id": ACCOUNT})
+    store.upsert(C.POSITIONS, "p-a", {"account_id": ACCOUNT, "booked_trades": [f"BTCUSDT:{a.trade_id}"]})
+    r.xdel(keys.VENUE_REPORTS, next(i for i, f in r.xrange(keys.VENUE_REPORTS)
+                                    if decode(f).idempotency_key == trades[2].idempotency_key))
+    lines = trade_trail(r, venue, store, ACCOUNT)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{ACCOUNT} trade BTCUSDT:{b.trade_id} of trail-b at ") and lines[0].endswith(
+        "report on the stream, seen mark yes, fill yes, booked on a position no"), lines
+    assert lines[1].startswith(f"{ACCOUNT} trade BTCUSDT:{c.trade_id} of trail-c at ") and lines[1].endswith(
+        "report absent, seen mark yes, fill no, booked on a position no"), lines

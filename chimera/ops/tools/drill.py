@@ -112,6 +112,7 @@ class DrillReport:
     degraded: list[str] = field(default_factory=list)  # why S5 set REDUCE_ONLY (its RECONCILE_DEGRADED alerts)
     lost_results: list[str] = field(default_factory=list)  # filled intents whose OrderResult Redis lost
     user_streams_down: list[str] = field(default_factory=list)  # S1 user data not CONNECTED after the chaos
+    trade_trail: list[str] = field(default_factory=list)  # when the books fail: where each missing trade stopped
 
     @property
     def ok(self) -> bool:
@@ -168,6 +169,7 @@ class DrillReport:
                      "positions; fills = trades")
         lines += [f"    {line}" for a, rows in self.books.items() for line in book_lines(a, rows)]
         lines += [f"  FAILED: {x}" for x in self.failures[:20]]
+        lines += [f"  trade trail: {x}" for x in self.trade_trail[:60]]
         return "\n".join(lines)
 
 
@@ -462,6 +464,8 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
                                            for i in res.filled)), books=books, degraded=_degraded(r),
             lost_results=checks.lost_results(r, res.filled), user_streams_down=_user_streams_down(r, accounts))
         report.failures = _failures(report)
+        if any(x.startswith("books:") for x in report.failures):
+            report.trade_trail = [x for a in accounts for x in checks.trade_trail(r, venue, store, a)]
         return report
     finally:
         if fleet is not None:

@@ -202,3 +202,34 @@ def books(settings, store, account: str) -> list[dict]:
     except FatalError as exc:
         return [{"id": "books_read", "check": "the venue's books can be read", "expected": "readable",
                  "actual": str(exc), "ok": False}]
+
+
+def trade_trail(r, venue, store, account: str) -> list[str]:
+    """Where each of the account's futures trades stopped on its way to the books, one line per trade that
+    did not reach both: the venue's trade → S1's report on ``venue:{reports}`` (and its seen-window mark)
+    → S4's ``fills`` document → S6's position (``booked_trades``). Printed when the books fail, so a rare
+    failure names its path: no report with a seen mark = the report was lost after S1 published it; no
+    report, no mark = S1 never published it; a report but not booked = S6 skipped it."""
+    trades = venue.call(lambda: [t for t in venue.server.engine.trades
+                                 if t.account == account and t.market == FUTURES])
+    orders = venue.call(lambda: {o.order_id: o.client_id for o in venue.server.engine.orders.values()})
+    reported: set[str] = set()
+    for _id, fields in r.xrange(keys.VENUE_REPORTS):
+        env = decode(fields)
+        if (env.account_id or "main") == account and getattr(env.payload, "trade_id", None):
+            reported.add(f"{env.payload.symbol}:{env.payload.trade_id}")
+    seen = {m.decode() if isinstance(m, bytes) else m for m in r.zrange(keys.s1_seen_window(account), 0, -1)}
+    booked = {k for p in store.query(C.POSITIONS, {}) if p.get("account_id", "main") == account
+              for k in p.get("booked_trades") or ()}
+    prefix = "" if account == "main" else f"{account}:"
+    out = []
+    for t in trades:
+        key = f"{t.symbol}:{t.trade_id}"
+        has_fill = store.get(C.FILLS, f"{prefix}FUT:{key}") is not None
+        if has_fill and key in booked:
+            continue
+        mark = f"FUT:{t.symbol}:{t.order_id}:t:{t.trade_id}" in seen
+        out.append(f"{account} trade {key} of {orders.get(t.order_id, '?')} at {t.time}: "
+                   f"report {'on the stream' if key in reported else 'absent'}, seen mark {'yes' if mark else 'no'}, "
+                   f"fill {'yes' if has_fill else 'no'}, booked on a position {'yes' if key in booked else 'no'}")
+    return out
