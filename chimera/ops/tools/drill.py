@@ -169,7 +169,7 @@ class DrillReport:
                      "positions; fills = trades")
         lines += [f"    {line}" for a, rows in self.books.items() for line in book_lines(a, rows)]
         lines += [f"  FAILED: {x}" for x in self.failures[:20]]
-        lines += [f"  trade trail: {x}" for x in self.trade_trail[:60]]
+        lines += [f"  trade trail: {x}" for x in self.trade_trail[:90]]
         return "\n".join(lines)
 
 
@@ -466,6 +466,7 @@ def run_drill(cfg: DrillConfig) -> DrillReport:
         report.failures = _failures(report)
         if any(x.startswith("books:") for x in report.failures):
             report.trade_trail = [x for a in accounts for x in checks.trade_trail(r, venue, store, a)]
+            report.trade_trail += _log_tail(root / "logs", ("s1", "s6"), 15)
         return report
     finally:
         if fleet is not None:
@@ -486,6 +487,17 @@ def _protection(venue, store, accounts: tuple[str, ...]) -> checks.Protection:
                              uncovered=[f"{a}: {x}" for a, p in parts.items() for x in p.uncovered],
                              store_open=sum(p.store_open for p in parts.values()),
                              extra_stops=sum(p.extra_stops for p in parts.values()))
+
+
+def _log_tail(logs: Path, names: tuple[str, ...], n: int) -> list[str]:
+    """The last ``n`` lines of each worker's log (WARNING and up in the drill): S1's and S6's last words
+    say why a report did not reach the books (a failing catch-up, a refused write)."""
+    out = []
+    for name in names:
+        path = logs / f"{name}.log"
+        lines = path.read_text(errors="replace").splitlines()[-n:] if path.exists() else ["(no log)"]
+        out += [f"{name}.log: {line[:300]}" for line in lines]
+    return out
 
 
 def _failures(rep: DrillReport) -> list[str]:
