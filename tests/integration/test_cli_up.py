@@ -49,9 +49,14 @@ def test_up_prints_worker_addresses_and_stops_in_order_within_5s(tmp_path):
         password = re.search(r"first sign-in: user admin, one-time password (\S+)", text)
         assert password, text
         # The printed password is the admin's: the gateway signs them in (and says it must be changed).
-        login = wait_until(lambda: _post(f"http://127.0.0.1:{api}/v1/auth/login",
-                                         {"username": "admin", "password": password.group(1)}),
-                           timeout=60, message="gateway login")
+        try:
+            login = wait_until(lambda: up.poll() is None and _post(f"http://127.0.0.1:{api}/v1/auth/login",
+                                                                   {"username": "admin", "password": password.group(1)}),
+                               timeout=60, message="gateway login")
+        except AssertionError as exc:  # say why: the gateway's own log (a port taken, a crash at start)
+            log = Path(tmp_path, "logs", "s12.log")
+            raise AssertionError(f"{exc}; up exited: {up.poll()}; s12.log: "
+                                 f"{log.read_text()[-3000:] if log.exists() else '(none)'}") from exc
         assert login.status_code == 200 and login.json()["must_change"] is True, login.text
         # Every started role shows a heartbeat in /v1/ops/health (its consumers reading in Redis), the
         # scheduler holds its lease and S1 reports main's streams connected.

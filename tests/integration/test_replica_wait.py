@@ -108,6 +108,10 @@ def test_an_acked_or_done_input_keeps_its_output_when_the_master_dies_before_its
     # SubmitOrders that way).
     assert not r.exists(marker), "the done-marker was written while only the master held the output"
 
+    # The flush's first try blocks in its 120 s WAIT until the kill. Its retries must wait as long as
+    # production's do: a retry may route its WAIT by a stale slot map to the promoted node, which has no
+    # replica, and sits out the whole wait (CI run 41: 120 s waits outlived the test's 60 s join).
+    monkeypatch.setattr(chimera_redis, "REPLICA_WAIT_MS", 1000)
     master.kill()  # the output dies with it: the replica never received it, and is promoted
     replica.proc.send_signal(signal.SIGCONT)
     wait_until(lambda: redis_lib.Redis(port=replica.port).info("replication")["role"] == "master", timeout=60,
