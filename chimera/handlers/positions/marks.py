@@ -5,7 +5,8 @@ Two sources, both the venue's *mark* price (the price its MARK_PRICE stops and l
 * **Mark events** — S1's ``MarkPrice`` (markPrice@1s) on ``mkt:events:{perp}:<SYM>``, which S6
   consumes; every other message on that stream is skipped (no route, no lock, no marker). A mark fans
   out one management pass per open position on the symbol, carrying the mark: no REST call. The pass
-  drops a mark older than the one the position was last managed on.
+  drops a mark older than the one recorded on the position (a pass that changes nothing records
+  nothing: ``manage.py``).
   ``positions.mark_max_age_ms`` (default 0 = off, as replays carry old exchange times) drops marks
   older than that against the worker's clock.
 * **Ticks** — the pass asks the venue (``positionRisk``: one REST call per position per tick), which
