@@ -18,7 +18,7 @@ from typing import Any
 from chimera.errors import PermanentError, RetryableError
 from chimera.handlers.common import venue
 from chimera.risk.state import state_for
-from chimera.schemas.documents.positions import Position, from_doc, replace, to_doc
+from chimera.schemas.documents.positions import Brief, Position, brief, from_doc, replace, to_doc
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import OrderIntent, PositionChanged, SubmitOrder
 from chimera.schemas.states import POSITION_FSM, IllegalTransition, PositionEventKind, PositionStatus
@@ -70,13 +70,21 @@ def load(ctx: Context, pos_id: str) -> Position | None:
     return None if doc is None else from_doc(doc)
 
 
-def open_positions(ctx: Context, symbol: str = "") -> list[Position]:
-    """Every ACTIVE / PENDING_CLOSING futures position (of ``symbol``), oldest first."""
+def _open_docs(ctx: Context, symbol: str) -> list[dict]:
     where: dict = {"state": ("in", OPEN_STATES)}
     if symbol:
         where["symbol"] = symbol
-    return [p for p in (from_doc(d) for d in ctx.store.query(POSITIONS, where, order_by="created_at"))
-            if p.market == "FUT"]
+    return ctx.store.query(POSITIONS, where, order_by="created_at")
+
+
+def open_positions(ctx: Context, symbol: str = "") -> list[Position]:
+    """Every ACTIVE / PENDING_CLOSING futures position (of ``symbol``), oldest first."""
+    return [p for p in (from_doc(d) for d in _open_docs(ctx, symbol)) if p.market == "FUT"]
+
+
+def open_briefs(ctx: Context, symbol: str = "") -> list[Brief]:
+    """``open_positions`` as ``Brief``s: what the fan-outs need, without decoding every position."""
+    return [b for b in (brief(d) for d in _open_docs(ctx, symbol)) if b.market == "FUT"]
 
 
 def create(ctx: Context, pos: Position) -> Position:

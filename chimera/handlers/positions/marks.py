@@ -23,7 +23,7 @@ from decimal import Decimal
 from loguru import logger
 
 from chimera.handlers.common import dec, venue
-from chimera.handlers.positions.common import Out, open_positions, param
+from chimera.handlers.positions.common import Out, open_briefs, param
 from chimera.schemas.documents.positions import Position, replace
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import ManagePositions, MarkPrice
@@ -71,4 +71,4 @@ def on_mark(env: Envelope, ctx: Context) -> Out:
         return []
     return [Emit(keys.POS_COMMANDS, ManagePositions(symbol=mp.symbol, pos_id=p.pos_id, mark_price=mp.mark_price,
                                                     mark_ts=mp.ts), f"manage:{p.pos_id}:mark:{mp.ts}")
-            for p in open_positions(ctx, mp.symbol) if p.mark_ts < mp.ts or p.mark_source != "event"]
+            for p in open_briefs(ctx, mp.symbol) if p.mark_ts < mp.ts or p.mark_source != "event"]

@@ -11,7 +11,7 @@ passes run under each position's lock (``manage.py``).
 from __future__ import annotations
 
 from chimera.handlers.positions import transfer
-from chimera.handlers.positions.common import Out, open_positions, param
+from chimera.handlers.positions.common import Out, open_briefs, param
 from chimera.schemas.envelope import Envelope
 from chimera.schemas.messages import ManagePositions
 from chimera.streams import keys
@@ -37,4 +37,4 @@ def run(env: Envelope, ctx: Context) -> Out:
     tick: ManagePositions = env.payload
     out: Out = [*next_tick(ctx), *transfer.check(ctx)]
     return out + [Emit(keys.POS_COMMANDS, ManagePositions(symbol=tick.symbol, pos_id=p.pos_id),
-                       f"manage:{p.pos_id}:{env.idempotency_key}") for p in open_positions(ctx, tick.symbol)]
+                       f"manage:{p.pos_id}:{env.idempotency_key}") for p in open_briefs(ctx, tick.symbol)]

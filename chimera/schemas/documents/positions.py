@@ -196,10 +196,30 @@ class Position(_Doc, frozen=True):
 
 def from_doc(doc: dict) -> Position:
     """A stored document (its ``_key`` is the pos_id) as a Position; strings become Decimals."""
-    body = {k: v for k, v in doc.items() if not k.startswith("_")}
-    body.setdefault("pos_id", doc.get("_key", ""))
-    body = {k: v for k, v in body.items() if v is not None or k in _NULLABLE}
+    # One pass: the store's ``_key``/``_rev`` are unknown fields to msgspec (ignored); a null field that
+    # cannot be null decodes as its default. S6 decodes a position several times per mark.
+    body = {k: v for k, v in doc.items() if v is not None or k in _NULLABLE}
+    if "pos_id" not in doc:
+        body["pos_id"] = doc.get("_key", "")
     return msgspec.convert(body, Position, strict=False)
+
+
+class Brief(_Doc, frozen=True):
+    """The fields S6's fan-outs read of every open position, per mark event and per tick."""
+
+    pos_id: str = ""
+    market: str = "FUT"
+    mark_ts: int = 0
+    mark_source: str = ""
+
+
+def brief(doc: dict) -> Brief:
+    """``from_doc`` of only ``Brief``'s fields (same rules): decoding the whole position per mark cost more than
+    the query."""
+    body = {k: v for k in _BRIEF if (v := doc.get(k)) is not None}
+    if "pos_id" not in doc:
+        body["pos_id"] = doc.get("_key", "")
+    return msgspec.convert(body, Brief, strict=False)
 
 
 def to_doc(pos: Position) -> dict:
@@ -212,3 +232,4 @@ def replace(pos: Position, **changes) -> Position:
 
 
 _NULLABLE = frozenset(f.name for f in msgspec.structs.fields(Position) if f.default is None)
+_BRIEF = tuple(f.name for f in msgspec.structs.fields(Brief))
