@@ -56,6 +56,11 @@ def health_row(ctx: Context, level: str) -> tuple[Decimal, Decimal]:
 def current(ctx: Context) -> Multipliers:
     port = risk(ctx)
     regime, health = (port.regime() or "NORMAL").upper(), (port.health() or "GREEN").upper()
+    # A function of the bundle and the two grades: parsed once per config snapshot, not on every pass.
+    return ctx.config.derived(("positions.multipliers", regime, health), lambda: _multipliers(ctx, regime, health))
+
+
+def _multipliers(ctx: Context, regime: str, health: str) -> Multipliers:
     r_size, r_stop = _row({k.upper(): v for k, v in param(ctx, "regime_mult", DEFAULT_REGIME).items()},
                           regime, "regime_mult")
     h_size, h_stop = health_row(ctx, health)
