@@ -24,6 +24,12 @@ stream → VenueReport / funding_records, with keep-alive, expiry handling and a
   the stream would have sent (order read back for its client id, type and status). De-duplicated like
   the stream, so nothing is published twice and no fill is lost while disconnected. Cancels and
   expiries missed meanwhile are not read back here: S5's reconciliation covers them.
+  The fills are read in pages of 1,000 (Binance's largest), from the time of the last event, then onward by
+  trade id (``fromId``) until a page comes back short, so a long outage with more fills than one page loses none. The last event's time is kept in Redis
+  (``s1_event_cursor``, written with each report's seen mark), so a restarted S1 reads from there; at start it
+  also reads the latest page (a venue whose clock went back, e.g. a replay started over, has fills before
+  the cursor). A report that cannot be published (Redis down past the retry policy) queues a catch-up
+  instead of being dropped.
 * FUT ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE`` → the FUNDING_FEE income rows since the account's cursor
   (``s1:{funding}:cursor:<account>``) become ``funding_records/<account>:<tranId>`` (insert-if-absent:
   idempotent), with the rate from the funding-rate history when the venue has it; each new one also goes to
@@ -47,6 +53,7 @@ from chimera.streams import keys
 from chimera.streams.producer import Producer
 from chimera.venues.binance import user_data as ud
 from chimera.venues.binance import user_rest
+from chimera.venues.binance.user_rest import TRADES_PAGE
 
 FUNDING_RECORDS = "funding_records"
 KEEPALIVE_S = 30 * 60
@@ -75,6 +82,8 @@ class UserDataConnector:
         self.reconnect_delay_ms = reconnect_delay_ms
         self.on_status = on_status or (lambda status, err: None)
         self.seen_key = keys.s1_seen_window(account_id)
+        self.cursor_key = keys.s1_event_cursor(account_id, market)
+        self.trades_page = TRADES_PAGE
         self.seen_window_ms = seen_window_ms
         self.q: queue.Queue = queue.Queue()
         self.listen_key = ""
@@ -91,6 +100,7 @@ class UserDataConnector:
     def start(self) -> None:
         self.on_status("CONNECTING", "")
         self.r.unlink(keys.s1_seen_trade(self.account_id))  # the legacy unbounded set: replaced by the window
+        self.last_event_ms = int(self.r.get(self.cursor_key) or 0)
         self._loop = LoopThread(f"s1-ud-{self.market}-{self.account_id}")
         try:
             self.listen_key = self.api.create_key()
@@ -190,6 +200,8 @@ class UserDataConnector:
                 logger.exception("s1 user data {} {}: {}", self.market, self.account_id, exc)
                 if kind == "catch_up":  # a 5xx mid-way: the fills it did not read are still missing
                     self.q.put((kind, item))
+                elif kind == "frame":  # its report is not out: read it back rather than drop it
+                    self.q.put(("catch_up", f"a report could not be published: {exc}"))
                 self._stop.wait(0.2)
 
     # --- one frame -------------------------------------------------------------------------------------
@@ -223,9 +235,11 @@ class UserDataConnector:
 
     def remember(self, symbol: str, member: str) -> None:
         now = self.clock.now_ms()
-        pipe = self.r.pipeline(transaction=False)  # one key: one slot
+        pipe = self.r.pipeline(transaction=False)  # one {seen} slot
         pipe.zadd(self.seen_key, {f"{self.market}:{symbol}:{member}": now})
         pipe.zremrangebyscore(self.seen_key, "-inf", f"({now - self.seen_window_ms}")
+        if self.last_event_ms:  # every event up to here is handled: a restart reads fills from here on
+            pipe.set(self.cursor_key, self.last_event_ms)
         pipe.execute()
 
     # --- expiry and catch-up -----------------------------------------------------------------------------
@@ -272,12 +286,27 @@ class UserDataConnector:
         n = sum(self.publish(ud.new_report(self.market, o)) for o in sorted(open_orders, key=lambda o: o["orderId"]))
         since = self.last_event_ms - CATCHUP_MARGIN_MS if self.last_event_ms else None
         for symbol in sorted(self.symbols | {o["symbol"] for o in open_orders}):
-            n += self._catch_up_fills(symbol, since)
+            n += self._catch_up_fills(symbol, since, latest=reason == "start")
         logger.info("s1 user data {} {} caught up {} report(s) after: {}", self.market, self.account_id, n, reason)
         return n
 
-    def _catch_up_fills(self, symbol: str, since: int | None) -> int:
-        trades = sorted(self.api.trades(symbol, since), key=lambda t: (int(t["time"]), int(t["id"])))
+    def _fills(self, symbol: str, since: int | None, latest: bool) -> list[dict]:
+        """The fills of ``symbol`` from ``since`` on, page after page (the latest page alone without
+        ``since``; with ``latest`` that page too), oldest first, each once. After the first page the next
+        starts at the trade id after its last (``fromId``): many fills can share one millisecond."""
+        rows: dict[int, dict] = {}
+        if latest or since is None:
+            rows.update((int(t["id"]), t) for t in self.api.trades(symbol, None, limit=self.trades_page))
+        page = self.api.trades(symbol, since, limit=self.trades_page) if since is not None else []
+        while True:
+            rows.update((int(t["id"]), t) for t in page)
+            if len(page) < self.trades_page:
+                break
+            page = self.api.trades(symbol, None, limit=self.trades_page, from_id=max(int(t["id"]) for t in page) + 1)
+        return sorted(rows.values(), key=lambda t: (int(t["time"]), int(t["id"])))
+
+    def _catch_up_fills(self, symbol: str, since: int | None, latest: bool = False) -> int:
+        trades = self._fills(symbol, since, latest)
         n = 0
         orders: dict[int, dict] = {}
         for i, t in enumerate(trades):

@@ -190,6 +190,12 @@ def s1_seen_window(account_id: str) -> str:
     return f"s1:{{seen}}:window:{account_id}"
 
 
+def s1_event_cursor(account_id: str, market: str) -> str:
+    """The venue event time (ms) of the last user-data event S1 handled for one account and market: a
+    restarted S1 reads back fills from there. Beside the seen window (same ``{seen}`` slot: one pipeline)."""
+    return f"s1:{{seen}}:cursor:{account_id}:{market}"
+
+
 def s1_funding_cursor(account_id: str) -> str:
     """Income time (ms) up to which FUNDING_FEE rows were copied to funding_records for one account."""
     return f"s1:{{funding}}:cursor:{account_id}"

@@ -52,13 +52,15 @@ def subscribed(venue, key: str) -> bool:
     return any(key in x.subs for x in venue.server.hub.conns)
 
 
-def connector(r, settings, venue, market: str = "FUT", keepalive_s: float = 0.3) -> Recording:
+def connector(r, settings, venue, market: str = "FUT", keepalive_s: float = 0.3, trades_page: int = 1000,
+              cls: type = Recording) -> Recording:
     key, secret = venue.keys[ACCOUNT]
     spot = market == "SPOT"
-    c = Recording(r=r, clock=WallClock(), store=open_store(settings.store_url), market=market,
-                  ws_url=venue.spot_ws_url if spot else venue.ws_url, symbols=["BTCUSDT"],
-                  rest=(spot_rest if spot else futures_rest)(venue.base_url, key, secret), account_id=ACCOUNT,
-                  keepalive_s=keepalive_s)
+    c = cls(r=r, clock=WallClock(), store=open_store(settings.store_url), market=market,
+            ws_url=venue.spot_ws_url if spot else venue.ws_url, symbols=["BTCUSDT"],
+            rest=(spot_rest if spot else futures_rest)(venue.base_url, key, secret), account_id=ACCOUNT,
+            keepalive_s=keepalive_s)
+    c.trades_page = trades_page
     c.start()
     wait_until(lambda: subscribed(venue, c.listen_key), timeout=20, message="SDK subscribed to the listenKey")
     # The start-up catch-up reads open orders and fills from REST: run while a test places orders, it
@@ -205,6 +207,56 @@ def test_a_started_connector_catches_up_the_fills_made_while_no_s1_ran(r, venue,
             again.stop()
         assert [(x.exec_type, x.order_status) for x in by_order(r, "while-down")] == [("NEW", "NEW"),
                                                                                      ("TRADE", "FILLED")]
+    finally:
+        conn.stop()
+
+
+def test_a_restart_reads_back_every_fill_since_its_last_event_page_after_page(r, venue, settings):
+    """More fills while S1 was down than one REST page holds: the restarted S1 reads from the event cursor
+    it kept in Redis, page after page (pages of 2 here, 1,000 at Binance). The latest page alone, all it read
+    before, would have missed the first of them."""
+    key, secret = venue.keys[ACCOUNT]
+    fut = FuturesTrading(venue.base_url, key, secret)
+    first = connector(r, settings, venue, trades_page=2)
+    try:
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id="pg-0")
+        wait_until(lambda: len(by_order(r, "pg-0")) == 2, timeout=20, message="the live fill published")
+        assert int(r.get(keys.s1_event_cursor(ACCOUNT, "FUT"))) == first.last_event_ms > 0
+    finally:
+        first.stop()
+    for i in range(1, 6):  # five fills while no S1 runs
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id=f"pg-{i}")
+    again = connector(r, settings, venue, trades_page=2)
+    try:
+        wait_until(lambda: all(len(by_order(r, f"pg-{i}")) == 2 for i in range(1, 6)), timeout=30,
+                   message="every fill made while down read back")
+        trades = [e.payload for e in reports(r) if e.payload.exec_type == "TRADE"]
+        assert sorted(x.client_order_id for x in trades) == [f"pg-{i}" for i in range(6)]  # each once
+    finally:
+        again.stop()
+
+
+class FailsFirstTrade(Recording):
+    """The first trade report's publish fails (Redis down past the retry policy)."""
+
+    failed = 0
+
+    def publish(self, rep) -> bool:
+        if rep.exec_type == "TRADE" and not self.failed:
+            self.failed += 1
+            raise ConnectionError("redis down")
+        return super().publish(rep)
+
+
+def test_a_report_that_could_not_be_published_is_read_back_not_dropped(r, venue, settings):
+    key, secret = venue.keys[ACCOUNT]
+    conn = connector(r, settings, venue, cls=FailsFirstTrade)
+    try:
+        FuturesTrading(venue.base_url, key, secret).new_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                                              qty=Decimal("0.010"), client_id="pub-fail")
+        wait_until(lambda: [(x.exec_type, x.order_status) for x in by_order(r, "pub-fail")]
+                   == [("NEW", "NEW"), ("TRADE", "FILLED")], timeout=20, message="the fill read back")
+        assert conn.failed == 1 and any(c.startswith("a report could not be published") for c in conn.caught_up)
     finally:
         conn.stop()
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from chimera.venues.binance.user_data import D
 
+TRADES_PAGE = 1000  # Binance's largest page of userTrades / myTrades
+
 
 def _data(resp) -> Any:
     data = resp.data() if hasattr(resp, "data") else resp
@@ -50,8 +52,8 @@ class FuturesUserRest:
     def open_orders(self) -> list[dict]:
         return _rows(self.rest.current_all_open_orders())
 
-    def trades(self, symbol: str, start_ms: int | None) -> list[dict]:
-        return _rows(self.rest.account_trade_list(symbol=symbol, start_time=start_ms, limit=1000))
+    def trades(self, symbol: str, start_ms: int | None, limit: int = TRADES_PAGE, from_id: int | None = None) -> list[dict]:
+        return _rows(self.rest.account_trade_list(symbol=symbol, start_time=start_ms, from_id=from_id, limit=limit))
 
     def order(self, symbol: str, order_id: int) -> dict:
         return _plain(_data(self.rest.query_order(symbol=symbol, order_id=order_id)))
@@ -82,8 +84,8 @@ class SpotUserRest:
     def open_orders(self) -> list[dict]:
         return _rows(self.rest.get_open_orders())
 
-    def trades(self, symbol: str, start_ms: int | None) -> list[dict]:
-        return _rows(self.rest.my_trades(symbol=symbol, start_time=start_ms, limit=1000))
+    def trades(self, symbol: str, start_ms: int | None, limit: int = TRADES_PAGE, from_id: int | None = None) -> list[dict]:
+        return _rows(self.rest.my_trades(symbol=symbol, start_time=start_ms, from_id=from_id, limit=limit))
 
     def order(self, symbol: str, order_id: int) -> dict:
         return _plain(_data(self.rest.get_order(symbol=symbol, order_id=order_id)))

@@ -331,7 +331,19 @@ def user_trades(srv, p: Params, account: str) -> list:
     order_id = p.int("orderId")
     rows = [t for t in srv.engine.trades if t.market == FUTURES and t.account == account and t.symbol == sym
             and (order_id is None or t.order_id == order_id)]
-    return [fut_trade(t) for t in _window(p, rows, 500, 1000)]
+    return [fut_trade(t) for t in trades_window(p, rows, 500, 1000)]
+
+
+def trades_window(p: Params, rows: list, limit_default: int, limit_max: int) -> list:
+    """``_window`` plus Binance's ``fromId``: trades with an id from it on, oldest first (a reader pages by
+    id where many trades share a millisecond). Binance refuses ``fromId`` with a time range."""
+    from_id = p.int("fromId")
+    if from_id is None:
+        return _window(p, rows, limit_default, limit_max)
+    if p.int("startTime") is not None or p.int("endTime") is not None:
+        raise VenueError(-1128, "Combination of optional parameters invalid.")
+    limit = min(p.int("limit", default=limit_default), limit_max)
+    return [t for t in rows if t.trade_id >= from_id][:limit]
 
 
 def income(srv, p: Params, account: str) -> list:

@@ -11,7 +11,16 @@ from ..engine.futures import QUOTE
 from ..engine.model import SPOT, VenueError
 from .auth import Params
 from .formats import s8, spot_order, spot_order_query, spot_trade
-from .rest_futures import book_ticker, cancel, depth, find_order, klines, open_orders_of, ticker_price
+from .rest_futures import (
+    book_ticker,
+    cancel,
+    depth,
+    find_order,
+    klines,
+    open_orders_of,
+    ticker_price,
+    trades_window,
+)
 
 TRANSFER_TYPES = ("MAIN_UMFUTURE", "UMFUTURE_MAIN")
 
@@ -186,10 +195,9 @@ def my_trades(srv, p: Params, account: str) -> list:
     sym = p.str("symbol", required=True)
     srv.info.get(SPOT, sym)
     order_id = p.int("orderId")
-    limit = min(p.int("limit", default=500), 1000)
     rows = [t for t in srv.engine.trades if t.market == SPOT and t.account == account and t.symbol == sym
             and (order_id is None or t.order_id == order_id)]
-    return [spot_trade(t) for t in rows[-limit:]]
+    return [spot_trade(t) for t in trades_window(p, rows, 500, 1000)]
 
 
 def keepalive(srv, p: Params, account: str) -> dict:
