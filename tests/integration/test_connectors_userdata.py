@@ -345,6 +345,7 @@ def test_the_drills_trade_trail_names_where_each_unbooked_trade_stopped(r, venue
     whether S1 marked it seen, whether S4 booked the fill and S6 the position (read from each source)."""
     from chimera.ops.tools.drill_checks import trade_trail
     from chimera.store import collections as C
+    from chimera.workers.pipeline import dead_letter
 
     key, secret = venue.keys[ACCOUNT]
     fut = FuturesTrading(venue.base_url, key, secret)
@@ -360,9 +361,15 @@ def test_the_drills_trade_trail_names_where_each_unbooked_trade_stopped(r, venue
     store.upsert(C.POSITIONS, "p-a", {"account_id": ACCOUNT, "booked_trades": [f"BTCUSDT:{a.trade_id}"]})
     r.xdel(keys.VENUE_REPORTS, next(i for i, f in r.xrange(keys.VENUE_REPORTS)
                                     if decode(f).idempotency_key == trades[2].idempotency_key))
+    # b's report dead-lettered by S6 (as the runtime writes a letter): the trail names who and why.
+    b_id, b_fields = next((i, f) for i, f in r.xrange(keys.VENUE_REPORTS)
+                          if decode(f).idempotency_key == trades[1].idempotency_key)
+    dead_letter(r, stream=keys.VENUE_REPORTS, group="cg:s6", entry_id=b_id.decode(), fields=b_fields,
+                reason="PermanentError: boom", attempts=5, consumer="s6", now_ms=0)
     lines = trade_trail(r, venue, store, ACCOUNT)
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"{ACCOUNT} trade BTCUSDT:{b.trade_id} of trail-b at ") and lines[0].endswith(
-        "report on the stream, seen mark yes, fill yes, booked on a position no"), lines
+        "report on the stream, seen mark yes, fill yes, booked on a position no, "
+        "dead-lettered by cg:s6: PermanentError: boom"), lines
     assert lines[1].startswith(f"{ACCOUNT} trade BTCUSDT:{c.trade_id} of trail-c at ") and lines[1].endswith(
         "report absent, seen mark yes, fill no, booked on a position no"), lines

@@ -209,7 +209,8 @@ def trade_trail(r, venue, store, account: str) -> list[str]:
     did not reach both: the venue's trade → S1's report on ``venue:{reports}`` (and its seen-window mark)
     → S4's ``fills`` document → S6's position (``booked_trades``). Printed when the books fail, so a rare
     failure names its path: no report with a seen mark = the report was lost after S1 published it; no
-    report, no mark = S1 never published it; a report but not booked = S6 skipped it."""
+    report, no mark = S1 never published it; a report but not booked = S6 skipped it (or dead-lettered it:
+    the letter's group and reason are added)."""
     trades = venue.call(lambda: [t for t in venue.server.engine.trades
                                  if t.account == account and t.market == FUTURES])
     orders = venue.call(lambda: {o.order_id: o.client_id for o in venue.server.engine.orders.values()})
@@ -218,6 +219,14 @@ def trade_trail(r, venue, store, account: str) -> list[str]:
         env = decode(fields)
         if (env.account_id or "main") == account and getattr(env.payload, "trade_id", None):
             reported.add(f"{env.payload.symbol}:{env.payload.trade_id}")
+    dead: dict[str, str] = {}  # trade key -> who dead-lettered its report and why
+    for _id, fields in (r.xrange(keys.DEAD_LETTER) if r.exists(keys.DEAD_LETTER) else []):
+        letter = decode(fields).payload
+        if letter.stream != keys.VENUE_REPORTS:
+            continue
+        rep = decode(letter.fields).payload
+        if getattr(rep, "trade_id", None):
+            dead[f"{rep.symbol}:{rep.trade_id}"] = f"{letter.group}: {letter.reason[:160]}"
     seen = {m.decode() if isinstance(m, bytes) else m for m in r.zrange(keys.s1_seen_window(account), 0, -1)}
     booked = {k for p in store.query(C.POSITIONS, {}) if p.get("account_id", "main") == account
               for k in p.get("booked_trades") or ()}
@@ -231,5 +240,6 @@ def trade_trail(r, venue, store, account: str) -> list[str]:
         mark = f"FUT:{t.symbol}:{t.order_id}:t:{t.trade_id}" in seen
         out.append(f"{account} trade {key} of {orders.get(t.order_id, '?')} at {t.time}: "
                    f"report {'on the stream' if key in reported else 'absent'}, seen mark {'yes' if mark else 'no'}, "
-                   f"fill {'yes' if has_fill else 'no'}, booked on a position {'yes' if key in booked else 'no'}")
+                   f"fill {'yes' if has_fill else 'no'}, booked on a position {'yes' if key in booked else 'no'}"
+                   + (f", dead-lettered by {dead[key]}" if key in dead else ""))
     return out
