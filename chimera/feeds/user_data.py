@@ -230,13 +230,12 @@ class UserDataConnector:
         return True
 
     def seen(self, symbol: str, member: str) -> bool:
-        # Qualified by market and symbol: order ids are per symbol, so ``<id>:x:NEW:NEW`` can repeat.
-        return self.r.zscore(self.seen_key, f"{self.market}:{symbol}:{member}") is not None
+        return self.r.zscore(self.seen_key, ud.seen_member(self.market, symbol, member)) is not None
 
     def remember(self, symbol: str, member: str) -> None:
         now = self.clock.now_ms()
         pipe = self.r.pipeline(transaction=False)  # one {seen} slot
-        pipe.zadd(self.seen_key, {f"{self.market}:{symbol}:{member}": now})
+        pipe.zadd(self.seen_key, {ud.seen_member(self.market, symbol, member): now})
         pipe.zremrangebyscore(self.seen_key, "-inf", f"({now - self.seen_window_ms}")
         if self.last_event_ms:  # every event up to here is handled: a restart reads fills from here on
             pipe.set(self.cursor_key, self.last_event_ms)
@@ -310,7 +309,7 @@ class UserDataConnector:
         n = 0
         orders: dict[int, dict] = {}
         for i, t in enumerate(trades):
-            if self.seen(symbol, f"{t['orderId']}:t:{t['id']}"):
+            if self.seen(symbol, ud.trade_member(t["orderId"], t["id"])):
                 continue
             oid = int(t["orderId"])
             if oid not in orders:

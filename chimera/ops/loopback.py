@@ -67,6 +67,6 @@ def free_port(bus_offset: int = 0) -> int:
         for _ in range(span):
             _cursor[0] = (_cursor[0] + 1) % span
             port = _LOW + _cursor[0] * n + k
-            if port < high and _is_free(port) and (not bus_offset or _is_free(port + bus_offset)):
+            if _is_free(port) and (not bus_offset or _is_free(port + bus_offset)):
                 return port
     raise RuntimeError(f"no free loopback port in {_LOW}..{high} (slice {k}/{n})")

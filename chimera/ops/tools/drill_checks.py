@@ -27,6 +27,7 @@ from chimera.schemas.envelope import decode
 from chimera.store import collections as C
 from chimera.streams import keys
 from chimera.venues.binance.adapter import client_order_id
+from chimera.venues.binance.user_data import seen_member, trade_member
 from chimera.venues.local.engine.model import FUTURES
 
 ENTRY_LEG = "mkt"  # the drill bundle's entries are MARKET orders (S4 leg "mkt")
@@ -237,7 +238,7 @@ def trade_trail(r, venue, store, account: str) -> list[str]:
         has_fill = store.get(C.FILLS, f"{prefix}FUT:{key}") is not None
         if has_fill and key in booked:
             continue
-        mark = f"FUT:{t.symbol}:{t.order_id}:t:{t.trade_id}" in seen
+        mark = seen_member("FUT", t.symbol, trade_member(t.order_id, t.trade_id)) in seen
         out.append(f"{account} trade {key} of {orders.get(t.order_id, '?')} at {t.time}: "
                    f"report {'on the stream' if key in reported else 'absent'}, seen mark {'yes' if mark else 'no'}, "
                    f"fill {'yes' if has_fill else 'no'}, booked on a position {'yes' if key in booked else 'no'}"

@@ -105,10 +105,20 @@ def new_report(market: str, order: dict) -> VenueReport:
         reduce_only=bool(order.get("reduceOnly")), ts=int(order.get("time") or order.get("updateTime") or 0))
 
 
+def trade_member(order_id, trade_id) -> str:
+    """A trade's identity among the reports (``dedupe_member``), from the report or from REST rows."""
+    return f"{order_id}:t:{trade_id}"
+
+
+def seen_member(market: str, symbol: str, member: str) -> str:
+    """The seen window's member (``s1_seen_window``): order ids are per symbol, so qualified by both."""
+    return f"{market}:{symbol}:{member}"
+
+
 def dedupe_member(rep: VenueReport) -> str:
     """Identity of one report: trades by trade id, other executions by (exec type, status)."""
     if rep.exec_type == "TRADE" and rep.trade_id:
-        return f"{rep.venue_order_id}:t:{rep.trade_id}"
+        return trade_member(rep.venue_order_id, rep.trade_id)
     return f"{rep.venue_order_id}:x:{rep.exec_type}:{rep.order_status}"
 
 
