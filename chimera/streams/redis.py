@@ -13,13 +13,18 @@ from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
     ConnectionError,
+    OutOfMemoryError,
     RedisClusterException,
     TimeoutError,
     TryAgainError,
 )
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError, TryAgainError)
+# OutOfMemoryError: Redis refusing writes past ``maxmemory`` (noeviction, the policy streams need) is a state
+# of the server, not of the command; it ends when keys expire or an operator raises the limit. Retried like
+# a failover. A worker's batch commits all or nothing on one node (workers/flush.py), so a refused write
+# acks nothing.
+TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError, TryAgainError, OutOfMemoryError)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -108,27 +113,34 @@ def _has_replica(r, node, name: str) -> bool:
     return n > 0
 
 
+def replicated_nodes(r, written: Iterable[str]) -> dict[str, object]:
+    """The nodes holding one of the ``written`` keys that have a replica to wait for: name -> cluster node
+    (None on a single server)."""
+    if not is_cluster(r):  # one node, however many keys: no per-key lookup on the flush path
+        name = _name(r, None)
+        return {name: None} if _has_replica(r, None, name) else {}
+    nodes: dict[str, object] = {}
+    for key in written:
+        node = _node_of(r, key)
+        nodes.setdefault(node.name, node)
+    return {name: node for name, node in nodes.items() if _has_replica(r, node, name)}
+
+
 def queue_replica_waits(r, pipe, written: Iterable[str]) -> list[str]:
     """Queue ``WAIT 1`` on ``pipe`` for each node holding one of the ``written`` keys (already queued on
     ``pipe``: a pipeline sends one node's commands on one connection, in order) that has a replica.
     Returns the nodes waited on, in the order their replies come; pass them to ``check_replica_waits``."""
-    nodes: dict[str, object] = {}
-    if not is_cluster(r):  # one node, however many keys: no per-key lookup on the flush path
-        nodes[_name(r, None)] = None
-    else:
-        for key in written:
-            node = _node_of(r, key)
-            nodes.setdefault(node.name, node)
-    queued = []
-    for name, node in nodes.items():
-        if not _has_replica(r, node, name):
-            continue
+    return queue_waits(pipe, replicated_nodes(r, written))
+
+
+def queue_waits(pipe, nodes: dict[str, object]) -> list[str]:
+    """``queue_replica_waits`` for the nodes ``replicated_nodes`` returned."""
+    for node in nodes.values():
         if node is None:
             pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
         else:
             pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS, target_nodes=node)
-        queued.append(name)
-    return queued
+    return list(nodes)
 
 
 def check_replica_waits(queued: list[str], replies: list) -> int:

@@ -2,10 +2,9 @@
 
 A handler's outputs are staged here while the batch runs: messages to XADD, timers to arm or
 disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
-sends them in one non-transactional pipeline, emits and timers first, so neither an ack nor a
-done-marker goes out before the emits and timers of its entry (on a cluster in two steps: see
-``flush``), nor before a replica holds them where the node has one (``WAIT``: streams/redis.py,
-"replication"). Each timer script touches the ``{due}`` keys only (one cluster slot); the cluster
+sends them emits and timers first, so neither an ack nor a done-marker lands without the emits and
+timers of its entry (one MULTI/EXEC on one node, two steps on a cluster: see ``flush``), nor before
+a replica holds them where the node has one (``WAIT``: streams/redis.py, "replication"). Each timer script touches the ``{due}`` keys only (one cluster slot); the cluster
 pipeline routes every command by its own key, so a batch may span slots.
 """
 
@@ -16,7 +15,7 @@ from collections.abc import Iterable
 from chimera.schemas.envelope import Envelope, encode
 from chimera.streams import keys
 from chimera.streams.producer import DEFAULT_MAXLEN, CancelTimer, Emit, envelope_for
-from chimera.streams.redis import check_replica_waits, is_cluster, queue_replica_waits, retry_redis
+from chimera.streams.redis import check_replica_waits, is_cluster, queue_waits, replicated_nodes, retry_redis
 from chimera.workers import scheduler
 from chimera.workers.crashguard import CrashGuard
 from chimera.workers.locks import Idempotency
@@ -74,22 +73,32 @@ class Commit:
         """Write what is staged; with ``read`` (an XREADGROUP command) also read the next batch in the
         same round trip, after the acks. Returns the read's reply (an exception object if it failed).
 
-        One node runs a pipeline's commands in order, so one round trip puts the emits and timers
-        before the acks. A cluster pipeline sends each node its share separately: an ack could land
-        before a timer armed on another node, and a crash in between would lose the timer. There the
-        effects go first and the acks only once they are written. A retry after a failure re-sends
-        only what was not written (emits again at worst: consumers dedupe; timers replace by name).
+        An ack or a done-marker must never land without the emits and timers of its entry:
+        * one node without a replica: one round trip, the writes and the acks in one MULTI/EXEC. A
+          plain pipeline runs every command whatever the one before it answered: past ``maxmemory``
+          Redis refuses the XADD and takes the XACK, and the entry was acked with its message lost. A
+          command refused inside MULTI discards the whole transaction (EXECABORT), acks included.
+        * a cluster, or a node with a replica: the effects first (with the WAIT for the replica, which
+          cannot block inside MULTI), the acks only once they are written. A cluster pipeline sends
+          each node its share separately: in one round trip an ack could land before a timer armed on
+          another node, and a crash in between would lose the timer.
+        A retry after a failure re-sends only what was not written (emits again at worst: consumers
+        dedupe; timers replace by name).
         """
         if not self and read is None:
             return None
-        pipe = self.r.pipeline(transaction=False)
-        self._effects(pipe)
+        effects, settles = bool(self.emits or self.timers), bool(self.acks or self.forget or self.marks)
         # The acks wait for a replica to hold the emits and timers (streams/redis.py, "replication").
-        waits = (self._wait_replicas(pipe) if self.acks else None)
-        if self.cluster and (self.emits or self.timers) and (self.acks or self.forget or self.marks):
-            self._execute(pipe, waits)
+        replicas = replicated_nodes(self.r, self._written()) if effects and self.acks else {}
+        if effects and settles and (self.cluster or replicas):
+            pipe = self.r.pipeline(transaction=False)
+            self._effects(pipe)
+            at = len(pipe)
+            self._execute(pipe, (at, queue_waits(pipe, replicas)))
             self.emits, self.timers = [], []
-            pipe, waits = self.r.pipeline(transaction=False), None
+            effects = False
+        pipe = self.r.pipeline(transaction=effects and settles)  # only left true on one node
+        self._effects(pipe)
         # A done-marker says "this entry's effects are written": it goes after them, like the ack. On a
         # cluster it sits in another slot than the emits; sent beside them it could land while an emit's
         # node failed over, and the worker killed in the retry left a marker over a lost emit (the drill
@@ -101,17 +110,13 @@ class Commit:
         if self.forget:
             self.crash_guard.forget(pipe, self.forget)
         if read is not None:
-            pipe.execute_command(*read)
-        reply = self._execute(pipe, waits, with_read=read is not None)
+            pipe.execute_command(*read)  # no BLOCK: inside MULTI it reads as it would outside
+        reply = self._execute(pipe, None, with_read=read is not None)
         self.clear()
         return reply
 
-    def _wait_replicas(self, pipe) -> tuple[int, list[str]] | None:
-        written = [stream for stream, _ in self.emits] + ([keys.SCHED_DUE] if self.timers else [])
-        if not written:
-            return None
-        at = len(pipe)
-        return at, queue_replica_waits(self.r, pipe, written)
+    def _written(self) -> list[str]:
+        return [stream for stream, _ in self.emits] + ([keys.SCHED_DUE] if self.timers else [])
 
     def _effects(self, pipe) -> None:
         for stream, fields in self.emits:

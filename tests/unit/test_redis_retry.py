@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis.cluster
-from redis.exceptions import ConnectionError, RedisClusterException, ResponseError
+from redis.exceptions import ConnectionError, OutOfMemoryError, RedisClusterException, ResponseError
 
 from chimera.streams.redis import is_transient, retry_redis
 
@@ -22,6 +22,7 @@ def test_redis_py_cluster_glitch_is_transient_but_our_own_attribute_errors_are_n
         None.redis_connection  # noqa: B018 - the same error raised by our own code is a bug, not a glitch
     assert not is_transient(ours.value)
     assert is_transient(ConnectionError("down")) and not is_transient(ResponseError("WRONGTYPE"))
+    assert is_transient(OutOfMemoryError("command not allowed when used memory > 'maxmemory'."))
 
 
 def test_retry_redis_retries_transient_errors_then_succeeds():
