@@ -91,10 +91,11 @@ def consume_rate(r, cmd: list[str], env, stream: str, group: str, n: int) -> flo
             if start is None and any(g["pending"] or g.get("entries-read") for g in r.xinfo_groups(stream)):
                 start = time.perf_counter()  # the consumer is up: exclude interpreter start-up
             time.sleep(0.002)
+        end = time.perf_counter()  # before the stop: a worker's shutdown (joining its reader) is not consumption
     finally:
         proc.terminate()
         proc.wait(10)
-    return n / (time.perf_counter() - (start or t))
+    return n / (end - (start or t))
 
 
 def raw_consume(r, env, url: str, n: int) -> float:
