@@ -101,6 +101,7 @@ class VenueServer:
                          fill_mode=cfg.fill_mode)
         self.engine = Engine(self.info, self.clock, load_accounts(cfg.accounts_file), cfg.fees, fill)
         self.listen_keys: dict[str, dict] = {}
+        self.state_file = state_store.StateFile(cfg.state_file) if cfg.state_file else None
         self.faults = cfg.faults
         self.limiter = RateLimiter(cfg.weight_per_minute, cfg.orders_per_10s, cfg.orders_per_minute)
         self.hub = WsHub(self.listen_keys)
@@ -131,7 +132,7 @@ class VenueServer:
     def _restore(self) -> None:
         if not self.cfg.state_file:
             return
-        data = state_store.load(self.cfg.state_file)
+        data = self.state_file.load()
         if not data:
             return
         state_store.restore(self.engine, data)
@@ -147,8 +148,8 @@ class VenueServer:
         logger.info("venue state restored from {} at {}", self.cfg.state_file, self.clock.time_ms)
 
     def save_state(self) -> None:
-        if self.cfg.state_file:
-            state_store.save(self.cfg.state_file, state_store.snapshot(self.engine, self.clock, self.listen_keys))
+        if self.state_file is not None:
+            self.state_file.save(self.engine, self.clock, self.listen_keys)
         self._dirty = False
 
     # -- replay ----------------------------------------------------------------------------------
