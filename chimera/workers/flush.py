@@ -4,8 +4,9 @@ A handler's outputs are staged here while the batch runs: messages to XADD, time
 disarm in the scheduler's due-queue, done-markers, acks and crash-guard counts to forget. ``flush``
 sends them emits and timers first, so neither an ack nor a done-marker lands without the emits and
 timers of its entry (one MULTI/EXEC on one node, two steps on a cluster: see ``flush``), nor before
-a replica holds them where the node has one (``WAIT``: streams/redis.py, "replication"). Each timer script touches the ``{due}`` keys only (one cluster slot); the cluster
-pipeline routes every command by its own key, so a batch may span slots.
+a replica holds them where the node has one (``WAIT``: streams/redis.py, "replication"). Each timer
+script touches the ``{due}`` keys only (one cluster slot); the cluster pipeline routes every command
+by its own key, so a batch may span slots.
 """
 
 from __future__ import annotations

@@ -93,7 +93,11 @@ class StateFile:
             return data  # the old format: everything in one file; the next save journals it
         self.bytes = data["journal"]["bytes"]
         records = {kind: [] for kind in (*_LISTS.values(), "order")}
-        if self.journal.exists():
+        have = self.journal.stat().st_size if self.journal.exists() else 0
+        if have < self.bytes:
+            raise ValueError(f"{self.journal} holds {have} bytes, {self.path} counts {self.bytes}: the journal was "
+                             "cut or lost; restore both files from the same backup, or remove both to start afresh")
+        if self.bytes:
             with self.journal.open("r+b") as fh:
                 fh.truncate(self.bytes)  # a tail a crash left past the last snapshot
                 fh.seek(0)
@@ -139,7 +143,7 @@ class StateFile:
         for key in _LISTS:
             self.counts[key] = len(getattr(engine, key))
         self.unjournaled = {o.order_id for o in still_open}
-        self.last_id = max(self.last_id, *new) if new else self.last_id
+        self.last_id = new[0] if new else self.last_id  # the newest first
 
 
 def save(path: str | Path, data: dict) -> None:

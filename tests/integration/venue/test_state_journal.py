@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from chimera.venues.local import state as state_store
 from chimera.venues.local.server.app import VenueConfig
 from chimera.venues.local.testing import start_venue
@@ -140,3 +142,16 @@ def test_a_save_costs_what_changed_not_what_was_traded(tmp_path):
     # Four times the trades: the journal grows with them, the snapshot rewritten on each order does not.
     assert journal_40 > 3 * journal_10
     assert snap_40 < snap_10 * 1.1, (snap_10, snap_40)
+
+
+def test_a_journal_shorter_than_its_snapshot_counts_is_refused_not_padded(tmp_path):
+    path = tmp_path / "venue-state.json"
+    _after_a_busy_day(path)
+    journal = Path(f"{path}.journal")
+    with journal.open("r+b") as fh:
+        fh.truncate(journal.stat().st_size - 10)  # records the snapshot counts on are gone
+    with pytest.raises(ValueError, match="journal was cut or lost"):
+        state_store.StateFile(path).load()
+    journal.unlink()
+    with pytest.raises(ValueError, match="journal was cut or lost"):
+        state_store.StateFile(path).load()
