@@ -29,7 +29,7 @@ class Commit:
         self.group = group
         self.idem = idem
         self.crash_guard = crash_guard
-        self.traces = None  # workers/traces.Traces: the batch's execution traces, written with its effects
+        self.traces = None  # workers/traces.Traces: the batch's execution traces, written with its acks
         self.clear()
 
     def clear(self) -> None:
@@ -39,9 +39,12 @@ class Commit:
         self.marks: list[str] = []
         self.acks: dict[str, list[str]] = {}
         self.forget: list[str] = []
+        if self.traces is not None:
+            self.traces.rows = {}
 
     def __bool__(self) -> bool:
-        return bool(self.emits or self.timers or self.marks or self.acks or self.forget)
+        return bool(self.emits or self.timers or self.marks or self.acks or self.forget
+                    or (self.traces is not None and self.traces.rows))
 
     def stage(self, outputs: Iterable[Emit | CancelTimer], *, parent: Envelope | None, now_ms: int,
               config_rev: int) -> None:
@@ -110,6 +113,8 @@ class Commit:
             pipe.xack(stream, self.group, *ids)
         if self.forget:
             self.crash_guard.forget(pipe, self.forget)
+        if self.traces is not None:  # with the acks: a retried flush writes them again, none are lost
+            self.traces.write(pipe)
         if read is not None:
             pipe.execute_command(*read)  # no BLOCK: inside MULTI it reads as it would outside
         reply = self._execute(pipe, None, with_read=read is not None)
@@ -127,8 +132,6 @@ class Commit:
                 scheduler.arm(pipe, *op[1:])
             else:
                 scheduler.disarm(pipe, op[1])
-        if self.traces is not None:
-            self.traces.write(pipe)
 
     @staticmethod
     def _execute(pipe, waits: tuple[int, list[str]] | None, with_read: bool = False):

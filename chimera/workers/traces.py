@@ -59,12 +59,11 @@ class Traces:
             (started_ms, stream, entry_id, getattr(env, "type", ""), self.consumer, ended_ms, outcome, reason[:1000]))
 
     def write(self, pipe) -> None:
-        """Queue the buffered traces on ``pipe`` (the batch's flush) and forget them."""
+        """Queue the buffered traces on ``pipe`` (the batch's flush); the flush forgets them once written."""
         for hour, fields in self.rows.items():
             name = keys.exec_trace(self.group, hour)
             pipe.hset(name, mapping=fields)
             pipe.pexpire(name, self.ttl_ms)
-        self.rows = {}
 
 
 def _steps(group: str, phase: str, raw: bytes) -> list[dict]:

@@ -14,8 +14,10 @@ import threading
 
 import pytest
 
+from chimera.schemas.envelope import Envelope
+from chimera.schemas.messages import Noop
 from chimera.streams.redis import connect
-from chimera.workers import scheduler
+from chimera.workers import scheduler, traces
 from chimera.workers.crashguard import CrashGuard
 from chimera.workers.flush import Commit
 from chimera.workers.locks import Idempotency
@@ -68,6 +70,9 @@ def test_a_write_refused_past_maxmemory_acks_nothing_and_lands_once_memory_is_fr
     commit.timers.append(("arm", "t:timer", 1_000, "t:out", {"n": "timer-1"}))
     commit.marks.append("k1")
     commit.ack("t:src", first.decode(), redelivered=True)
+    commit.traces = traces.Traces(GROUP, "c1")
+    commit.traces.done(Envelope(type="noop", idempotency_key="k1", payload=Noop(n=1)), "t:src", first.decode(),
+                       1_000, 1_001, 1)
     read = ["XREADGROUP", "GROUP", GROUP, "c1", "COUNT", 10, "STREAMS", "t:src", ">"]
     replies: list = []
     flush = threading.Thread(target=lambda: replies.append(commit.flush(read)), daemon=True)
@@ -85,6 +90,8 @@ def test_a_write_refused_past_maxmemory_acks_nothing_and_lands_once_memory_is_fr
     assert [f[b"n"] for _, f in r.xrange("t:out")] == [b"out-1"]
     assert scheduler.armed(r, "t:timer") == 1_000
     assert r.exists(Idempotency(r, GROUP, 60).key("k1"))
+    # The entry's execution trace too: a retried flush writes it again (it was dropped with the first try).
+    assert [t["phase"] for t in traces.query(r, "k1", now_ms=1_001, group_names=[GROUP])] == ["START", "DONE"]
     # The first entry acked; the second, read in the same round trip, now pending with c1.
     [(_s, entries)] = replies[0]
     assert [f[b"n"] for _, f in entries] == [b"2"]
