@@ -17,9 +17,16 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from redis.exceptions import RedisError
 
 from chimera.gateway.auth import Auth, AuthConfig, load_auth_config
-from chimera.gateway.errors import ApiError, api_error_handler, http_error_handler, validation_handler
+from chimera.gateway.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    redis_error_handler,
+    validation_handler,
+)
 from chimera.gateway.rbac import audit_middleware, guard
 from chimera.gateway.routes import ROUTES
 from chimera.gateway.v1 import V1_ROUTES
@@ -56,7 +63,7 @@ def create_app(settings, r=None, store=None, clock=None, auth_config: AuthConfig
         guards=[guard, strict_body],
         middleware=[audit_middleware],
         exception_handlers={ApiError: ui.error_handler(api_error_handler), ValidationException: validation_handler,
-                            HTTPException: http_error_handler},
+                            HTTPException: http_error_handler, RedisError: redis_error_handler},
         openapi_config=OpenAPIConfig(
             title="Chimera gateway (S12)", version="1.0.0", path="/schema",
             components=Components(security_schemes={"bearer": SecurityScheme(

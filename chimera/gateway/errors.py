@@ -9,6 +9,10 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from loguru import logger
+from redis.exceptions import RedisError
+
+from chimera.streams.redis import is_transient
 
 
 class ErrorBody(msgspec.Struct):
@@ -25,7 +29,8 @@ ERROR_TEXT = {400: "Invalid request (the offending `field` is named)", 401: "Not
               409: "State conflict (e.g. approval already decided)",
               422: "Valid against the schema but refused by a business rule (the `field` is named)", 423: "User locked after failed logins",
               429: "Rate limit exceeded", 501: "The service behind this route is not built yet",
-              503: "Not ready"}
+              503: "Not ready, or Redis unavailable (`REDIS_UNAVAILABLE`: retry after `Retry-After` seconds)"}
+REDIS_RETRY_AFTER_S = 5
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
@@ -54,6 +59,19 @@ def http_error_handler(_: Request, exc: HTTPException) -> Response:
                                                                                    f"HTTP_{exc.status_code}")
     # Keep Litestar's headers: a 405 must say what is Allowed (RFC 9110).
     return Response({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def redis_error_handler(_: Request, exc: RedisError) -> Response:
+    """A Redis error that reached a route (past the retry policy where one applies) is the bus being
+    unavailable, not the request being wrong: 503 with Retry-After when it is transient (down, failing
+    over, out of memory), 500 otherwise; both in the gateway's error shape, never Litestar's bare 500."""
+    if is_transient(exc):
+        logger.warning("redis unavailable to the gateway: {!r}", exc)
+        return Response({"error": "REDIS_UNAVAILABLE", "detail": f"Redis is unavailable ({type(exc).__name__}); "
+                         f"retry in {REDIS_RETRY_AFTER_S} s"}, status_code=503,
+                        headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
+    logger.opt(exception=exc).error("redis error in the gateway")
+    return Response({"error": "INTERNAL", "detail": f"Redis refused the request ({type(exc).__name__})"}, status_code=500)
 
 
 def validation_handler(_: Request, exc: ValidationException) -> Response:

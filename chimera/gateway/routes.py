@@ -50,7 +50,7 @@ Text = Annotated[str, msgspec.Meta(max_length=500)]
 
 def spec(perm: str, *codes: int, unsafe: bool = False) -> dict:
     """Handler keywords: its permission (rbac.PERMISSIONS) and every error status it can answer, documented."""
-    base = (400,) if perm == PUBLIC else (400, 401, 403, 429)
+    base = (400, 503) if perm == PUBLIC else (400, 401, 403, 429, 503)  # 503: Redis unavailable (errors.py)
     extra = (422,) if unsafe else ()
     out = {"opt": {"perm": perm}, "responses": error_responses(*sorted(set(base + extra + codes))),
            "sync_to_thread": True}
