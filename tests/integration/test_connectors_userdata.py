@@ -373,3 +373,61 @@ def test_the_drills_trade_trail_names_where_each_unbooked_trade_stopped(r, venue
         "dead-lettered by cg:s6: PermanentError: boom"), lines
     assert lines[1].startswith(f"{ACCOUNT} trade BTCUSDT:{c.trade_id} of trail-c at ") and lines[1].endswith(
         "report absent, seen mark yes, fill no, booked on a position no"), lines
+
+
+class RestDownUntilLater(Recording):
+    """A catch-up after the start fails (the venue answering 5xx to its REST reads) until the stream has
+    delivered the fill "later": the order of events the drill's faults produced in CI run 50."""
+
+    def catch_up(self, reason: str) -> int:
+        if reason != "start" and not any(f.get("o", {}).get("c") == "later" for f in self.frames):
+            raise RuntimeError("the venue answered 503")
+        return super().catch_up(reason)
+
+
+def test_fills_in_a_gap_are_read_back_after_later_frames_arrived_first(r, venue, settings):
+    """A socket drop, a fill nobody streamed, then the catch-up failing while the new socket already
+    streams a fill more than the catch-up's margin later. The retried catch-up started from the newest
+    frame (minus 60 s) and never read the gap's fill back; the stored cursor had moved past it too, so a
+    restart missed it as well (CI run 50: five trades without their commissions on the positions)."""
+    key, secret = venue.keys[ACCOUNT]
+    fut = FuturesTrading(venue.base_url, key, secret)
+    conn = connector(r, settings, venue, cls=RestDownUntilLater)
+    try:
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id="before")
+        wait_until(lambda: len(by_order(r, "before")) == 2, timeout=20, message="the streamed fill published")
+        assert venue.control("/chimera/v1/faults", {"drop_ws_now": True})["dropped"] >= 1
+        fut.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", qty=Decimal("0.010"), client_id="gap")
+        gap_ms = venue.control("/chimera/v1/clock")["time_ms"]  # at or after the gap's fill
+        wait_until(lambda: subscribed(venue, conn.listen_key), timeout=20, message="S1 listening again")
+        venue.advance(to_ms=gap_ms + 5 * 60_000)  # five minutes of market time on: past the 60 s margin
+        fut.new_order(symbol="BTCUSDT", side="SELL", type="MARKET", qty=Decimal("0.020"), client_id="later")
+        wait_until(lambda: len(by_order(r, "later")) == 2, timeout=20, message="the later fill streamed")
+        wait_until(lambda: len(by_order(r, "gap")) == 2, timeout=20, message="the gap's fill read back")
+        # The stored cursor stayed before the gap while the gap was not read back (the later frame's mark
+        # did not move it on), so a restart in between would have read the gap back too.
+        assert conn.gap_from is None and int(r.get(keys.s1_event_cursor(ACCOUNT, "FUT"))) <= gap_ms
+    finally:
+        conn.stop()
+
+
+def test_a_first_connect_that_fails_still_reads_the_latest_fills_back(r, venue, settings):
+    """The venue's clock went back (a replay started over): the stored cursor is after every fill. A start
+    reads the latest page for that; a start whose first connect failed (5xx) went through the renewal's
+    catch-up, which did not, and missed what filled while no S1 ran."""
+    key, secret = venue.keys[ACCOUNT]
+    FuturesTrading(venue.base_url, key, secret).new_order(symbol="BTCUSDT", side="BUY", type="MARKET",
+                                                          qty=Decimal("0.010"), client_id="while-down")
+    now = venue.control("/chimera/v1/clock")["time_ms"]
+    r.set(keys.s1_event_cursor(ACCOUNT, "FUT"), now + 24 * 3600 * 1000)
+    venue.control("/chimera/v1/faults", {"error_5xx_share": 1.0})
+    c = Recording(r=r, clock=WallClock(), store=open_store(settings.store_url), market="FUT", ws_url=venue.ws_url,
+                  symbols=["BTCUSDT"], rest=futures_rest(venue.base_url, key, secret), account_id=ACCOUNT)
+    try:
+        c.start()  # the first connect fails: the renewal takes over
+        assert c.listen_key == ""
+        venue.control("/chimera/v1/faults", {"error_5xx_share": 0.0})
+        wait_until(lambda: len(by_order(r, "while-down")) == 2, timeout=30, message="the fill read back")
+        assert "start" not in c.caught_up
+    finally:
+        c.stop()
