@@ -35,7 +35,8 @@ stream → VenueReport / funding_records, with keep-alive, expiry handling and a
 * FUT ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE`` → the FUNDING_FEE income rows since the account's cursor
   (``s1:{funding}:cursor:<account>``) become ``funding_records/<account>:<tranId>`` (insert-if-absent:
   idempotent), with the rate from the funding-rate history when the venue has it; each new one also goes to
-  S6 as a settled ``FundingEvent`` on ``pos:{commands}`` (the positions that held it carry it).
+  S6 as a settled ``FundingEvent`` on ``pos:{commands}`` (the positions that held it carry it), published
+  before its record is written. Every catch-up syncs them too (a settlement's frame lost in a gap).
 """
 
 from __future__ import annotations
@@ -308,6 +309,10 @@ class UserDataConnector:
         for symbol in sorted(self.symbols | {o["symbol"] for o in open_orders}):
             # A process's first catch-up, whether its first connect worked or not, reads the latest page too.
             n += self._catch_up_fills(symbol, since, latest=not self.caught_up_once)
+        if self.market == "FUT" and start:  # a settlement whose ACCOUNT_UPDATE was lost in the gap
+            # From the venue's event time only: this process's clock may be the wall clock while the venue
+            # replays history, and a cursor set from it would skip every settlement before it.
+            self.sync_funding(start)
         self.gap_from, self.caught_up_once = None, True
         logger.info("s1 user data {} {} caught up {} report(s) after: {}", self.market, self.account_id, n, reason)
         return n
@@ -369,9 +374,12 @@ class UserDataConnector:
                 if self.store.get(FUNDING_RECORDS, f"{self.account_id}:{doc['tran_id']}") is None:
                     rate = user_rest.funding_rate_at(self.rest, row["symbol"], t)
                     doc["rate"] = None if rate is None else str(rate)
+                    # To S6 first, then the record, like a report before its seen mark: a crash in between
+                    # publishes it again next time (S6 books a settlement once per position); the other
+                    # way round the record said "done" over a settlement S6 never got.
+                    self.publish_funding(doc)
                     if self.store.insert_if_absent(FUNDING_RECORDS, f"{self.account_id}:{doc['tran_id']}", doc):
                         written += 1
-                        self.publish_funding(doc)
                 start = max(start, t)
             if len(rows) < 1000 or start == before:
                 break
