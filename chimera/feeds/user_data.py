@@ -197,9 +197,8 @@ class UserDataConnector:
                 kind, item = self.q.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if kind != "frame" and self.gap_from is None:
-                # Every frame queued before this item came before the gap; those after it, after.
-                self.gap_from = self.last_event_ms
+            if kind != "frame":  # every frame queued before this item came before the gap; those after, after
+                self._gap_opens()
             try:
                 if kind == "frame":
                     self.process(ud.frame_to_dict(item))
@@ -215,8 +214,7 @@ class UserDataConnector:
                 if kind == "catch_up":  # a 5xx mid-way: the fills it did not read are still missing
                     self.q.put((kind, item))
                 elif kind == "frame":  # its report is not out: read it back rather than drop it
-                    if self.gap_from is None:
-                        self.gap_from = self.last_event_ms  # this frame's time: the read-back starts before it
+                    self._gap_opens()  # at this frame's time: the read-back starts before it
                     self.q.put(("catch_up", f"a report could not be published: {exc}"))
                 self._stop.wait(0.2)
 
@@ -253,9 +251,7 @@ class UserDataConnector:
         pipe = self.r.pipeline(transaction=False)  # one {seen} slot
         pipe.zadd(self.seen_key, {ud.seen_member(self.market, symbol, member): now})
         pipe.zremrangebyscore(self.seen_key, "-inf", f"({now - self.seen_window_ms}")
-        # Every event up to the cursor is handled: a restart reads fills from there on. Not past a gap not
-        # read back yet: a restart would read from after it.
-        cursor = self.last_event_ms if self.gap_from is None else min(self.last_event_ms, self.gap_from)
+        cursor = self._handled_to()  # a restart reads fills from there on
         if cursor:
             pipe.set(self.cursor_key, cursor)
         pipe.execute()
@@ -268,8 +264,7 @@ class UserDataConnector:
         ``reopen``: the socket closed under us; a new connection even if the venue hands back the same key.
         """
         self.renewals += 1
-        if self.gap_from is None:  # also when a frame (listenKeyExpired) asked: the new socket's come after
-            self.gap_from = self.last_event_ms
+        self._gap_opens()  # also when a frame (listenKeyExpired) asked: the new socket's frames come after
         self.on_status("CONNECTING", reason)
         backoff = Backoff()
         while not self._stop.is_set():
@@ -299,12 +294,22 @@ class UserDataConnector:
             f"USER_STREAM_RENEWED:{self.market}:{self.account_id}:{self.renewals}", self.account_id)
         self.on_status("CONNECTED", "")
 
+    def _gap_opens(self) -> None:
+        """Fills from the last event on may be missing: the next catch-up that gets through reads from here."""
+        if self.gap_from is None:
+            self.gap_from = self.last_event_ms
+
+    def _handled_to(self) -> int:
+        """Every event up to this time is handled: the last event's, or where a gap not read back began
+        (``gap_from`` is never later: it is taken from ``last_event_ms``, which only grows)."""
+        return self.last_event_ms if self.gap_from is None else self.gap_from
+
     def catch_up(self, reason: str) -> int:
         """Publish, from REST, what the stream may have missed: NEW of open orders, fills since the last
         event. Returns the reports that went out (the rest were already published)."""
         open_orders = self.api.open_orders()
         n = sum(self.publish(ud.new_report(self.market, o)) for o in sorted(open_orders, key=lambda o: o["orderId"]))
-        start = self.last_event_ms if self.gap_from is None else self.gap_from
+        start = self._handled_to()
         since = start - CATCHUP_MARGIN_MS if start else None
         for symbol in sorted(self.symbols | {o["symbol"] for o in open_orders}):
             # A process's first catch-up, whether its first connect worked or not, reads the latest page too.

@@ -40,7 +40,7 @@ class Commit:
         self.acks: dict[str, list[str]] = {}
         self.forget: list[str] = []
         if self.traces is not None:
-            self.traces.rows = {}
+            self.traces.forget()
 
     def __bool__(self) -> bool:
         return bool(self.emits or self.timers or self.marks or self.acks or self.forget

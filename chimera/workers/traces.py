@@ -58,6 +58,10 @@ class Traces:
         self.rows.setdefault(started_ms // HOUR_MS, {})[f"{key}|ERROR"] = _enc.encode(
             (started_ms, stream, entry_id, getattr(env, "type", ""), self.consumer, ended_ms, outcome, reason[:1000]))
 
+    def forget(self) -> None:
+        """Drop the buffered traces: the flush that wrote them went through."""
+        self.rows = {}
+
     def write(self, pipe) -> None:
         """Queue the buffered traces on ``pipe`` (the batch's flush); the flush forgets them once written."""
         for hour, fields in self.rows.items():
